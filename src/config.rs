@@ -1,0 +1,291 @@
+//! [`Config`]: the limits, and their validation.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::Cidr;
+
+/// The limits a [`Limiter`](crate::Limiter) enforces.
+///
+/// Every limit uses `0` for "unlimited", as go-connlimit and Nomad do. Build one from the
+/// defaults and change what you need:
+///
+/// ```
+/// use tower_connlimit::{CidrLimit, Config};
+///
+/// let config = Config {
+///     max_conns_per_client: 10,
+///     max_conns_total: 10_000,
+///     exempt: vec!["10.0.0.0/8".parse().unwrap()],
+///     overrides: vec![CidrLimit::new("203.0.113.0/24".parse().unwrap(), 200)],
+///     ..Config::default()
+/// };
+/// config.validate().unwrap();
+/// ```
+///
+/// A `Config` is checked when it is installed ([`Limiter::try_new`](crate::Limiter::try_new),
+/// [`Limiter::set_config`](crate::Limiter::set_config)); an invalid one is refused with a
+/// [`ConfigError`] naming the field and the reason, and the previous config stays in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Concurrent connections one client may hold. Default 100 (go-connlimit's and Nomad's
+    /// default); 0 means unlimited.
+    pub max_conns_per_client: usize,
+    /// Concurrent connections across all clients. Default 0 (unlimited). Exempt clients are
+    /// counted but never refused.
+    pub max_conns_total: usize,
+    /// Concurrent in-flight requests one client may have, enforced by the request-level layer.
+    /// Default 0 (unlimited). A request counts until its response body ends.
+    pub max_requests_per_client: usize,
+    /// How many leading bits of an IPv4 address identify a client. Default 32 (one address);
+    /// at most 32.
+    pub ipv4_prefix: u8,
+    /// How many leading bits of an IPv6 address identify a client. Default 64 (one subscriber's
+    /// subnet); at most 128. Use 128 to key by exact address, as go-connlimit does.
+    pub ipv6_prefix: u8,
+    /// Networks that are never limited. Their connections and requests are still counted, so
+    /// [`Limiter::stats`](crate::Limiter::stats) stays truthful.
+    pub exempt: Vec<Cidr>,
+    /// Per-network replacements of `max_conns_per_client` (a NAT gateway may deserve more, a
+    /// noisy network less). When several networks contain a client, the longest prefix wins.
+    pub overrides: Vec<CidrLimit>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_conns_per_client: 100,
+            max_conns_total: 0,
+            max_requests_per_client: 0,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            exempt: Vec::new(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks that every value is possible.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first offending field: a prefix longer than its address
+    /// family, or a network listed twice in `exempt` or `overrides` (a second entry for the same
+    /// network would silently shadow the first).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ipv4_prefix > 32 {
+            return Err(ConfigError::new(
+                "ipv4_prefix",
+                format!("must be at most 32, got {}", self.ipv4_prefix),
+            ));
+        }
+        if self.ipv6_prefix > 128 {
+            return Err(ConfigError::new(
+                "ipv6_prefix",
+                format!("must be at most 128, got {}", self.ipv6_prefix),
+            ));
+        }
+        if let Some((i, first)) = first_repeat(self.exempt.iter().copied()) {
+            return Err(ConfigError::new(
+                format!("exempt[{i}]"),
+                format!("{} is already listed at exempt[{first}]", self.exempt[i]),
+            ));
+        }
+        if let Some((i, first)) = first_repeat(self.overrides.iter().map(|o| o.network)) {
+            return Err(ConfigError::new(
+                format!("overrides[{i}].network"),
+                format!(
+                    "{} is already listed at overrides[{first}]",
+                    self.overrides[i].network
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The index of the first item equal to an earlier one, and that earlier one's index.
+fn first_repeat(items: impl Iterator<Item = Cidr> + Clone) -> Option<(usize, usize)> {
+    items.clone().enumerate().find_map(|(i, item)| {
+        items
+            .clone()
+            .take(i)
+            .position(|earlier| earlier == item)
+            .map(|first| (i, first))
+    })
+}
+
+/// A per-network replacement of [`Config::max_conns_per_client`].
+///
+/// Each client in `network` (still keyed by its own prefix-masked address) may hold
+/// `max_conns_per_client` connections; 0 means unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CidrLimit {
+    /// The network this limit applies to.
+    pub network: Cidr,
+    /// The per-client connection limit inside `network`.
+    pub max_conns_per_client: usize,
+}
+
+impl CidrLimit {
+    /// A limit of `max_conns_per_client` for clients in `network`.
+    pub fn new(network: Cidr, max_conns_per_client: usize) -> Self {
+        CidrLimit {
+            network,
+            max_conns_per_client,
+        }
+    }
+}
+
+/// A refused [`Config`]: which field, and why.
+///
+/// ```
+/// use tower_connlimit::{Config, Limiter};
+///
+/// let err = Limiter::try_new(Config { ipv4_prefix: 33, ..Config::default() }).unwrap_err();
+/// assert_eq!(err.field(), "ipv4_prefix");
+/// assert_eq!(err.to_string(), "invalid config: ipv4_prefix: must be at most 32, got 33");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    field: String,
+    reason: String,
+}
+
+impl ConfigError {
+    /// An error about `field` (a path such as `overrides[2].network`).
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The offending field, as a path into the config (`ipv6_prefix`, `overrides[1].network`).
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// Why the value was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config: {}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A validated [`Config`] prepared for fast decisions: network lists sorted for longest-prefix
+/// lookups. Built once per [`Limiter::set_config`](crate::Limiter::set_config), read on every
+/// admission.
+#[derive(Debug)]
+pub(crate) struct CompiledConfig {
+    pub(crate) config: std::sync::Arc<Config>,
+    /// Overrides, longest prefix first, so the first match is the most specific.
+    overrides: Box<[CidrLimit]>,
+}
+
+impl CompiledConfig {
+    pub(crate) fn compile(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut overrides: Box<[CidrLimit]> = config.overrides.clone().into_boxed_slice();
+        overrides.sort_by_key(|o| std::cmp::Reverse(o.network.prefix_len()));
+        Ok(CompiledConfig {
+            config: std::sync::Arc::new(config),
+            overrides,
+        })
+    }
+
+    /// Whether `ip` is in an exempt network.
+    #[inline]
+    pub(crate) fn is_exempt(&self, ip: IpAddr) -> bool {
+        !self.config.exempt.is_empty() && self.config.exempt.iter().any(|c| c.contains(ip))
+    }
+
+    /// The per-client connection limit for `ip`: the longest matching override, else the default.
+    #[inline]
+    pub(crate) fn conn_limit_for(&self, ip: IpAddr) -> usize {
+        self.overrides
+            .iter()
+            .find(|o| o.network.contains(ip))
+            .map_or(self.config.max_conns_per_client, |o| o.max_conns_per_client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.max_conns_per_client, 100);
+        assert_eq!(c.max_conns_total, 0);
+        assert_eq!(c.max_requests_per_client, 0);
+        assert_eq!((c.ipv4_prefix, c.ipv6_prefix), (32, 64));
+    }
+
+    #[test]
+    fn prefixes_past_the_family_are_refused() {
+        let err = Config {
+            ipv6_prefix: 129,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field(), "ipv6_prefix");
+        assert_eq!(err.reason(), "must be at most 128, got 129");
+    }
+
+    #[test]
+    fn duplicate_networks_are_refused_with_their_index() {
+        let err = Config {
+            overrides: vec![
+                CidrLimit::new(cidr("10.0.0.0/8"), 5),
+                CidrLimit::new(cidr("10.1.0.0/16"), 6),
+                CidrLimit::new(cidr("10.0.0.0/8"), 7),
+            ],
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid config: overrides[2].network: 10.0.0.0/8 is already listed at overrides[0]"
+        );
+        let err = Config {
+            exempt: vec![cidr("::1/128"), cidr("::1/128")],
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field(), "exempt[1]");
+    }
+
+    #[test]
+    fn longest_override_prefix_wins() {
+        let compiled = CompiledConfig::compile(Config {
+            max_conns_per_client: 3,
+            overrides: vec![
+                CidrLimit::new(cidr("10.0.0.0/8"), 50),
+                CidrLimit::new(cidr("10.1.0.0/16"), 7),
+            ],
+            ..Config::default()
+        })
+        .unwrap();
+        assert_eq!(compiled.conn_limit_for("10.1.2.3".parse().unwrap()), 7);
+        assert_eq!(compiled.conn_limit_for("10.2.2.3".parse().unwrap()), 50);
+        assert_eq!(compiled.conn_limit_for("192.0.2.1".parse().unwrap()), 3);
+    }
+}

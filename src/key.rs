@@ -1,0 +1,177 @@
+//! Client keys: which connections count as "the same client".
+//!
+//! A client is identified by its IP address, normalised and masked to a prefix:
+//!
+//! - an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`) is the IPv4 address it maps;
+//! - the IPv6 zone (scope id) and the port never count: only [`IpAddr`] reaches the key;
+//! - the address is masked to [`Config::ipv4_prefix`](crate::Config::ipv4_prefix) bits (default 32,
+//!   one address) or [`Config::ipv6_prefix`](crate::Config::ipv6_prefix) bits (default 64: an IPv6
+//!   subscriber is routinely handed a whole /64, so counting single addresses would let one host
+//!   rotate through 2^64 "clients").
+//!
+//! hashicorp/go-connlimit keys by the exact address string; with `ipv6_prefix = 128` this crate
+//! behaves the same way.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The normalised, prefix-masked identity of a client: the key of the limiter's per-client map.
+///
+/// Two addresses with the same key share one per-client allowance. The key remembers the prefix it
+/// was masked to, so a key made under `ipv6_prefix = 64` never equals one made under `/56`: a
+/// live prefix change applies to new connections, and connections already open are released
+/// against the key they were counted under.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::IpAddr;
+/// use tower_connlimit::ClientKey;
+///
+/// let a = ClientKey::new("2001:db8:1:2::1".parse().unwrap(), 32, 64);
+/// let b = ClientKey::new("2001:db8:1:2:ffff::9".parse().unwrap(), 32, 64);
+/// assert_eq!(a, b);
+/// assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+///
+/// let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+/// assert_eq!(ClientKey::new(mapped, 32, 64).to_string(), "192.0.2.7");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ClientKey {
+    network: IpAddr,
+    prefix_len: u8,
+}
+
+impl ClientKey {
+    /// Normalises `ip` and masks it to `ipv4_prefix` or `ipv6_prefix` bits.
+    ///
+    /// Prefixes longer than the address (more than 32 or 128) are treated as the full address;
+    /// [`Config::validate`](crate::Config::validate) refuses such values before they reach here.
+    #[inline]
+    pub fn new(ip: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> Self {
+        let ip = ip.to_canonical();
+        let prefix_len = match ip {
+            IpAddr::V4(_) => ipv4_prefix.min(32),
+            IpAddr::V6(_) => ipv6_prefix.min(128),
+        };
+        ClientKey {
+            network: mask(ip, prefix_len),
+            prefix_len,
+        }
+    }
+
+    /// The masked network address (the client's address with the host bits cleared).
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    /// How many leading bits of the address identify the client.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+}
+
+impl fmt::Display for ClientKey {
+    /// A single address prints as the address (`192.0.2.7`), a wider key as a CIDR
+    /// (`2001:db8::/64`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix_len == full_len(self.network) {
+            write!(f, "{}", self.network)
+        } else {
+            write!(f, "{}/{}", self.network, self.prefix_len)
+        }
+    }
+}
+
+/// The number of bits in `ip`'s family: 32 or 128.
+pub(crate) fn full_len(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// Clears all but the leading `prefix_len` bits of `ip` (`prefix_len` is clamped to the family).
+#[inline]
+pub(crate) fn mask(ip: IpAddr, prefix_len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let kept = match prefix_len {
+                0 => 0,
+                n if n >= 32 => bits,
+                n => bits & (u32::MAX << (32 - n)),
+            };
+            IpAddr::V4(Ipv4Addr::from(kept))
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let kept = match prefix_len {
+                0 => 0,
+                n if n >= 128 => bits,
+                n => bits & (u128::MAX << (128 - n)),
+            };
+            IpAddr::V6(Ipv6Addr::from(kept))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_mapped_is_ipv4() {
+        assert_eq!(
+            ClientKey::new(ip("::ffff:10.1.2.3"), 32, 64),
+            ClientKey::new(ip("10.1.2.3"), 32, 64)
+        );
+    }
+
+    #[test]
+    fn ipv6_prefix_aggregates_a_subnet() {
+        let a = ClientKey::new(ip("2001:db8:0:1::1"), 32, 64);
+        let b = ClientKey::new(ip("2001:db8:0:1:8000::1"), 32, 64);
+        let other = ClientKey::new(ip("2001:db8:0:2::1"), 32, 64);
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(a.network(), ip("2001:db8:0:1::"));
+        assert_eq!(a.prefix_len(), 64);
+    }
+
+    #[test]
+    fn full_ipv6_prefix_keys_exact_addresses() {
+        let a = ClientKey::new(ip("2001:db8::1"), 32, 128);
+        let b = ClientKey::new(ip("2001:db8::2"), 32, 128);
+        assert_ne!(a, b);
+        assert_eq!(a.to_string(), "2001:db8::1");
+    }
+
+    #[test]
+    fn ipv4_prefix_masks_host_bits() {
+        let a = ClientKey::new(ip("192.0.2.200"), 24, 64);
+        assert_eq!(a.to_string(), "192.0.2.0/24");
+        assert_eq!(a, ClientKey::new(ip("192.0.2.1"), 24, 64));
+        assert_eq!(ClientKey::new(ip("192.0.2.1"), 0, 0).to_string(), "0.0.0.0/0");
+    }
+
+    #[test]
+    fn different_prefixes_are_different_keys() {
+        assert_ne!(
+            ClientKey::new(ip("2001:db8::1"), 32, 64),
+            ClientKey::new(ip("2001:db8::1"), 32, 56)
+        );
+    }
+
+    #[test]
+    fn mask_edges() {
+        assert_eq!(mask(ip("255.255.255.255"), 1), ip("128.0.0.0"));
+        assert_eq!(mask(ip("255.255.255.255"), 31), ip("255.255.255.254"));
+        assert_eq!(mask(ip("ffff::ffff"), 127), ip("ffff::fffe"));
+        assert_eq!(mask(ip("ffff::ffff"), 200), ip("ffff::ffff"));
+    }
+}

@@ -1,0 +1,105 @@
+//! [`ResponseBody`]: keeps a request counted until its response has been sent.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::RequestPermit;
+
+pin_project! {
+    /// The response body of a [`ConnLimit`](crate::ConnLimit) service: the inner service's body,
+    /// or a short static refusal text.
+    ///
+    /// For a request admitted by the request-level layer, the body holds the request's
+    /// [`RequestPermit`] and drops it when the body ends, fails or is dropped, so a streaming
+    /// response (server-sent events, a large download) counts as in flight until it is done.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+        permit: Option<RequestPermit>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Refusal { text: Option<&'static str> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn new(body: B, permit: Option<RequestPermit>) -> Self {
+        ResponseBody {
+            kind: Kind::Inner { body },
+            permit,
+        }
+    }
+
+    pub(crate) fn refusal(text: &'static str) -> Self {
+        ResponseBody {
+            kind: Kind::Refusal { text: Some(text) },
+            permit: None,
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Inner { body } => {
+                let frame = ready!(body.poll_frame(cx));
+                if !matches!(frame, Some(Ok(_))) {
+                    // The body ended or failed: the request is no longer in flight.
+                    this.permit.take();
+                }
+                Poll::Ready(frame)
+            }
+            KindProj::Refusal { text } => Poll::Ready(
+                text.take()
+                    .map(|text| Ok(Frame::data(Bytes::from_static(text.as_bytes()).into()))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Refusal { text } => text.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Refusal { text } => SizeHint::with_exact(text.map_or(0, |t| t.len() as u64)),
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Refusal { .. } => "refusal",
+        };
+        f.debug_struct("ResponseBody")
+            .field("kind", &kind)
+            .field("counted", &self.permit.is_some())
+            .finish()
+    }
+}

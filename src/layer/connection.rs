@@ -1,0 +1,136 @@
+//! [`LimitedConnection`]: the per-connection service the make-service level hands to the server.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::response::Refusal;
+use crate::{ClientAddr, ConnPermit};
+
+/// The per-connection service produced by a [`ConnLimit`](crate::ConnLimit) make-service.
+///
+/// *Admitted*: holds the connection's [`ConnPermit`] (shared by the clones the server makes per
+/// request, released when the last one drops, i.e. when the connection ends), inserts a
+/// [`ClientAddr`] into every request, and forwards to the inner service.
+///
+/// *Refused*: answers every request with `429 Too Many Requests` (a per-client limit) or
+/// `503 Service Unavailable` (the global cap) and `Connection: close`, without calling the
+/// inner service, so an HTTP/1 connection ends after one response. See the
+/// [layer docs](crate::layer) for what this level cannot do (close HTTP/2, count upgrades).
+pub struct LimitedConnection<S> {
+    state: State<S>,
+}
+
+enum State<S> {
+    Admitted {
+        inner: S,
+        permit: Arc<ConnPermit>,
+        peer: SocketAddr,
+    },
+    Refused(Refusal),
+}
+
+impl<S> LimitedConnection<S> {
+    pub(crate) fn admitted(inner: S, permit: Arc<ConnPermit>, peer: SocketAddr) -> Self {
+        LimitedConnection {
+            state: State::Admitted {
+                inner,
+                permit,
+                peer,
+            },
+        }
+    }
+
+    pub(crate) fn refused(refusal: Refusal) -> Self {
+        LimitedConnection {
+            state: State::Refused(refusal),
+        }
+    }
+
+    /// Whether this connection was admitted (and is counted).
+    pub fn is_admitted(&self) -> bool {
+        matches!(self.state, State::Admitted { .. })
+    }
+
+    /// The inner per-connection service, when admitted.
+    pub fn get_ref(&self) -> Option<&S> {
+        match &self.state {
+            State::Admitted { inner, .. } => Some(inner),
+            State::Refused(_) => None,
+        }
+    }
+
+    /// The inner per-connection service, mutably, when admitted.
+    pub fn get_mut(&mut self) -> Option<&mut S> {
+        match &mut self.state {
+            State::Admitted { inner, .. } => Some(inner),
+            State::Refused(_) => None,
+        }
+    }
+}
+
+impl<S: Clone> Clone for LimitedConnection<S> {
+    fn clone(&self) -> Self {
+        let state = match &self.state {
+            State::Admitted {
+                inner,
+                permit,
+                peer,
+            } => State::Admitted {
+                inner: inner.clone(),
+                permit: Arc::clone(permit),
+                peer: *peer,
+            },
+            State::Refused(refusal) => State::Refused(*refusal),
+        };
+        LimitedConnection { state }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for LimitedConnection<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<super::ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match &mut self.state {
+            State::Admitted { inner, .. } => inner.poll_ready(cx),
+            State::Refused(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        match &mut self.state {
+            State::Admitted { inner, peer, .. } => {
+                request.extensions_mut().insert(ClientAddr(*peer));
+                ResponseFuture::called(inner.call(request), None)
+            }
+            State::Refused(refusal) => ResponseFuture::refused(*refusal, request.version(), true),
+        }
+    }
+}
+
+impl<S> fmt::Debug for LimitedConnection<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            State::Admitted { permit, peer, .. } => f
+                .debug_struct("LimitedConnection")
+                .field("peer", peer)
+                .field("client", &permit.client_key())
+                .finish_non_exhaustive(),
+            State::Refused(refusal) => f
+                .debug_struct("LimitedConnection")
+                .field("refused", refusal)
+                .finish(),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Admission in the tower stack: [`ConnLimitLayer`] at the make-service and request levels.
+//!
+//! One layer type serves two levels; which one depends on what it wraps.
+//!
+//! # Make-service level: count connections
+//!
+//! Wrap a make-service — `Router::into_make_service_with_connect_info::<SocketAddr>()`, or any
+//! `Service` whose target implements [`PeerAddr`](crate::PeerAddr) (such as the `SocketAddr` a
+//! hand-written hyper-util loop passes) — and every new connection is admitted against
+//! `max_conns_per_client`, `max_conns_total` and the overrides. The per-connection service
+//! ([`LimitedConnection`]) holds the permit until the server drops it at the end of the
+//! connection.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use axum::{routing::get, Router};
+//! use tower_connlimit::{Config, ConnLimitLayer};
+//! use tower_layer::Layer;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = Router::new().route("/", get(|| async { "hello" }));
+//! let make_service = ConnLimitLayer::new(Config { max_conns_per_client: 10, ..Config::default() })
+//!     .layer(app.into_make_service_with_connect_info::<SocketAddr>());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, make_service).await
+//! # }
+//! ```
+//!
+//! A refused connection is still served — servers like `axum::serve` require a make-service that
+//! never fails — but by a service that answers every request with `429 Too Many Requests`
+//! (per-client limit) or `503 Service Unavailable` (global cap), a generic body, and
+//! `Connection: close`, without calling your service.
+//!
+//! This level runs after the TCP accept and, with TLS, after the handshake, and it has two
+//! limits that the [listener](crate::listener) does not:
+//!
+//! - **HTTP/2 cannot be closed from here.** hyper strips `Connection` from HTTP/2 responses, so a
+//!   refused h2 connection stays open (uncounted), answering each stream with 429/503 until the
+//!   client gives up. Use the listener to refuse h2 clients outright.
+//! - **Upgrades are not counted.** On an HTTP/1 upgrade (WebSocket) hyper drops the per-connection
+//!   service, and with it the permit, while the upgraded stream lives on. The listener's
+//!   [`TrackedIo`](crate::TrackedIo) keeps upgraded connections counted until they close.
+//!
+//! # Request level: count in-flight requests
+//!
+//! `.layer(..)` on an axum `Router` (or any `Service<http::Request<B>>`) admits each request
+//! against `max_requests_per_client`. The permit lives until the response body has ended, so a
+//! streaming response counts for as long as it streams.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use axum::{routing::get, Router};
+//! use tower_connlimit::{Config, ConnLimitLayer};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(ConnLimitLayer::new(Config { max_requests_per_client: 4, ..Config::default() }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+//! # }
+//! ```
+//!
+//! A refused request gets `429 Too Many Requests`; the connection stays open. The client is
+//! found in the request's extensions, in this order: axum's `ConnectInfo<SocketAddr>`, a
+//! [`ClientAddr`](crate::ClientAddr) (inserted by the make-service level, or by you), a plain
+//! `SocketAddr`. A request with none of these is a server misconfiguration: it is answered with
+//! `500 Internal Server Error`, counted in [`RejectedStats::no_client_address`], and logged at
+//! error level (once; later ones at debug) with the fix. It never passes unlimited.
+//!
+//! [`RejectedStats::no_client_address`]: crate::RejectedStats::no_client_address
+//!
+//! # Sharing one limiter
+//!
+//! [`ConnLimitLayer::with_limiter`] builds a layer on an existing [`Limiter`](crate::Limiter), so
+//! connections counted at the listener or the make-service and requests counted on the router
+//! share one per-client state and one live config.
+
+mod body;
+mod connection;
+pub mod future;
+mod layer;
+mod response;
+mod service;
+
+pub use self::body::ResponseBody;
+pub use self::connection::LimitedConnection;
+pub use self::layer::ConnLimitLayer;
+pub use self::service::ConnLimit;

@@ -1,0 +1,50 @@
+//! The responses a layer sends instead of calling the inner service.
+
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use http::{Response, StatusCode, Version};
+
+use super::body::ResponseBody;
+use crate::RejectReason;
+
+/// Why a layer answers a request itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A limit refused the connection (make-service level) or the request (request level).
+    Limit(RejectReason),
+    /// No client address could be found: a server misconfiguration, answered with 500.
+    NoClientAddress,
+}
+
+static TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+static CLOSE: HeaderValue = HeaderValue::from_static("close");
+
+impl Refusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Refusal::Limit(RejectReason::TotalConnections) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::NoClientAddress => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A generic body: it names no limit and no count.
+    fn body(self) -> &'static str {
+        match self {
+            Refusal::Limit(reason) => reason.public_message(),
+            Refusal::NoClientAddress => "internal server error",
+        }
+    }
+
+    /// The response for this refusal. `close_connection` adds `Connection: close` on HTTP/1 (an
+    /// HTTP/2 response cannot carry it: hyper strips connection-level headers there).
+    pub(crate) fn response<B>(self, version: Version, close_connection: bool) -> Response<ResponseBody<B>> {
+        let mut response = Response::new(ResponseBody::refusal(self.body()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, TEXT_PLAIN.clone());
+        if close_connection && version <= Version::HTTP_11 {
+            headers.insert(CONNECTION, CLOSE.clone());
+        }
+        response
+    }
+}

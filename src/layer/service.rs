@@ -1,0 +1,133 @@
+//! [`ConnLimit`]: the service the layer builds, at either level.
+
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::future::{MakeFuture, ResponseFuture};
+use super::response::Refusal;
+use super::{LimitedConnection, ResponseBody};
+use crate::addr::client_addr_of;
+use crate::{Limiter, PeerAddr};
+
+/// Limits connections or requests per client; built by [`ConnLimitLayer`](crate::ConnLimitLayer).
+///
+/// What it counts depends on what it wraps (see the [layer docs](crate::layer)):
+///
+/// - around a **make-service** (a `Service` whose target implements [`PeerAddr`], such as axum's
+///   `IncomingStream` or a `SocketAddr`), each call admits a *connection* and yields a
+///   [`LimitedConnection`];
+/// - around a **request service** (`Service<http::Request<B>>`), each call admits a *request*
+///   against `max_requests_per_client`, and the answer's [`ResponseBody`] keeps it counted.
+///
+/// Decisions happen in `call`, where the client is known; `poll_ready` only forwards.
+#[derive(Clone, Debug)]
+pub struct ConnLimit<S> {
+    inner: S,
+    limiter: Limiter,
+}
+
+impl<S> ConnLimit<S> {
+    /// Wraps `inner`, admitting through `limiter`.
+    pub fn new(inner: S, limiter: Limiter) -> Self {
+        ConnLimit { inner, limiter }
+    }
+
+    /// The limiter this service admits through.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Make-service level: the target names the peer; admit a connection.
+impl<S, Target> Service<Target> for ConnLimit<S>
+where
+    S: Service<Target>,
+    Target: PeerAddr,
+{
+    type Response = LimitedConnection<S::Response>;
+    type Error = S::Error;
+    type Future = MakeFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, target: Target) -> Self::Future {
+        let Some(peer) = target.peer_addr() else {
+            report_missing_address(&self.limiter, "connection");
+            return MakeFuture::refused(Refusal::NoClientAddress);
+        };
+        match self.limiter.try_acquire(peer.ip()) {
+            Ok(permit) => {
+                tracing::trace!(client = %permit.client_key(), "connection admitted");
+                MakeFuture::admitted(self.inner.call(target), permit, peer)
+            }
+            Err(rejected) => {
+                tracing::debug!(%peer, reason = rejected.reason().as_str(), "connection refused");
+                MakeFuture::refused(Refusal::Limit(rejected.reason()))
+            }
+        }
+    }
+}
+
+/// Request level: the request's extensions name the peer; admit a request.
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ConnLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let version = request.version();
+        let Some(peer) = client_addr_of(request.extensions()) else {
+            report_missing_address(&self.limiter, "request");
+            return ResponseFuture::refused(Refusal::NoClientAddress, version, false);
+        };
+        match self.limiter.try_acquire_request(peer.ip()) {
+            Ok(permit) => ResponseFuture::called(self.inner.call(request), Some(permit)),
+            Err(rejected) => {
+                tracing::debug!(%peer, reason = rejected.reason().as_str(), "request refused");
+                ResponseFuture::refused(Refusal::Limit(rejected.reason()), version, false)
+            }
+        }
+    }
+}
+
+/// Counts a refusal for want of a client address and logs how to fix the server: at error level
+/// the first time, at debug after that, so the log names the problem without flooding.
+fn report_missing_address(limiter: &Limiter, what: &'static str) {
+    const FIX: &str = "tower-connlimit cannot tell who the client is, so it refused with 500. \
+        Fix: serve the router with `into_make_service_with_connect_info::<SocketAddr>()`, \
+        or put ConnLimitLayer around the make-service, or insert a `tower_connlimit::ClientAddr` \
+        (or `SocketAddr`) request extension in a custom server";
+    if limiter.note_missing_client_address() {
+        tracing::error!(what, "{FIX}");
+    } else {
+        tracing::debug!(what, "{FIX}");
+    }
+}

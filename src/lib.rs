@@ -1,0 +1,122 @@
+//! Per-client connection and request limits for tokio, tower, axum and hyper servers.
+//!
+//! `tower-connlimit` stops one client from exhausting a server's connections, file descriptors
+//! and tasks. It counts the live connections (and, optionally, in-flight requests) of each client
+//! IP — the job of [hashicorp/go-connlimit], which Nomad and Consul adopted after
+//! CVE-2020-7218/7219 — and refuses the ones over the limit as early and as cheaply as the server
+//! allows.
+//!
+//! [hashicorp/go-connlimit]: https://github.com/hashicorp/go-connlimit
+//!
+//! # One core, three admission points
+//!
+//! A [`Limiter`] holds the per-client counts (a sharded map keyed by [`ClientKey`]) and the live
+//! [`Config`]. It is a cheap handle; every admission point below can share one, so that a server
+//! can refuse connections at accept and limit requests on its router against the same state.
+//!
+//! | admission point | counts | refuses with | use it when |
+//! |---|---|---|---|
+//! | [`ConnLimitListener`] (accept) | connections, for as long as the IO lives (upgrades included) | close, reset, or a canned HTTP 429/503 | always, if you own the listener: cheapest, before TLS or any byte read, works for HTTP/1, HTTP/2, WebSocket, raw TCP |
+//! | [`ConnLimitLayer`] around a make-service | connections, for as long as the per-connection service lives | 429/503 + `Connection: close` | you cannot wrap the listener; HTTP/1 only (h2 cannot be closed, upgrades are not counted) |
+//! | [`ConnLimitLayer`] on a router | in-flight requests, until the response body ends | 429 | limiting concurrent work per client, HTTP/2 streams included |
+//!
+//! # Quick start
+//!
+//! Refuse a client's eleventh concurrent connection at accept, with axum:
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use axum::{routing::get, Router};
+//! use tower_connlimit::{Config, ConnLimitListener, Limiter};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let limiter = Limiter::new(Config { max_conns_per_client: 10, ..Config::default() });
+//! let app = Router::new().route("/", get(|| async { "hello" }));
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(
+//!     ConnLimitListener::new(tcp, limiter.clone()).for_axum(),
+//!     app.into_make_service_with_connect_info::<SocketAddr>(),
+//! )
+//! .await
+//! # }
+//! ```
+//!
+//! Or use the core directly, as go-connlimit's `Accept` and `free`:
+//!
+//! ```
+//! use tower_connlimit::{Config, Limiter};
+//!
+//! let limiter = Limiter::new(Config { max_conns_per_client: 1, ..Config::default() });
+//! let ip = "192.0.2.1".parse().unwrap();
+//! let permit = limiter.try_acquire(ip).expect("first connection is admitted");
+//! assert!(limiter.try_acquire(ip).is_err());
+//! drop(permit); // free
+//! assert!(limiter.try_acquire(ip).is_ok());
+//! ```
+//!
+//! See the [`listener`] and [`layer`] modules for each admission point in depth.
+//!
+//! # Semantics
+//!
+//! - **Client key.** The IP address, normalised (an IPv4-mapped IPv6 address is its IPv4
+//!   address; the port and IPv6 zone never count) and masked to [`Config::ipv4_prefix`] (32) or
+//!   [`Config::ipv6_prefix`] (64) bits. go-connlimit keys by exact address; set `ipv6_prefix = 128`
+//!   for the same.
+//! - **0 means unlimited**, for every limit.
+//! - **Permits are RAII.** Dropping a [`ConnPermit`] or [`RequestPermit`] releases it exactly
+//!   once, also on panic and when the future holding it is cancelled. A client's map entry is
+//!   removed as soon as its last permit goes.
+//! - **Live config.** [`Limiter::set_config`] swaps the config atomically; the next decision uses
+//!   it. Lowering a limit never closes open connections. An invalid config is refused with a
+//!   [`ConfigError`] naming the field, and the old config stays.
+//! - **Errors do not leak.** What a client sees ("client connection limit reached") names no limit
+//!   and no count; [`Rejected::reason`] and [`Limiter::stats`] tell the operator why.
+//! - **Exemptions and overrides.** [`Config::exempt`] networks are counted but never refused;
+//!   [`Config::overrides`] set a different per-client limit for a network, longest prefix winning.
+//!
+//! # Features
+//!
+//! - `axum` (default): axum's `Listener` for [`ConnLimitListener`], `ConnectInfo` support, and the
+//!   make-service level for axum's `IncomingStream`.
+//! - `full`: every feature.
+//!
+//! # go-connlimit mapping
+//!
+//! | go-connlimit | tower-connlimit |
+//! |---|---|
+//! | `NewLimiter(Config{MaxConnsPerClientIP: 10})` | `Limiter::new(Config { max_conns_per_client: 10, ..Config::default() })` |
+//! | `Accept(conn) (free, err)` | [`Limiter::try_acquire`] → [`ConnPermit`]; drop it to free |
+//! | `NumOpen(addr)` | [`Limiter::open_connections`] |
+//! | `Config()` / `SetConfig(c)` | [`Limiter::config`] / [`Limiter::set_config`] |
+//! | `ErrPerClientIPLimitReached` | [`Rejected`] with [`RejectReason::ClientConnections`] |
+//! | `HTTPConnStateFunc` | [`ConnLimitLayer`] on a make-service, or [`ConnLimitListener`] |
+//! | `Wrap(conn, free)` | [`TrackedIo`] |
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod addr;
+mod cidr;
+mod config;
+mod key;
+pub mod layer;
+mod limiter;
+pub mod listener;
+
+pub use addr::{ClientAddr, PeerAddr};
+pub use cidr::{Cidr, CidrError};
+pub use config::{CidrLimit, Config, ConfigError};
+pub use key::ClientKey;
+pub use layer::{ConnLimit, ConnLimitLayer, LimitedConnection, ResponseBody};
+pub use limiter::{
+    ClientStats, ConnPermit, Limiter, RejectReason, Rejected, RejectedStats, RequestPermit, Stats,
+};
+#[cfg(feature = "axum")]
+pub use listener::AxumListener;
+pub use listener::{ConnLimitListener, RejectAction, RejectableIo, TrackedIo};

@@ -1,0 +1,579 @@
+//! [`Limiter`]: the shared per-client counters that every admission point consults.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use crate::config::CompiledConfig;
+use crate::{ClientKey, Config, ConfigError};
+
+/// Counts live connections and in-flight requests per client, and admits or refuses new ones.
+///
+/// `Limiter` is a cheap handle: cloning it clones an [`Arc`], and every clone reads and updates the
+/// same map, counters and config. Hand clones to the listener, the make-service layer and the
+/// request layer, and they enforce one set of limits against one view of each client.
+///
+/// # Examples
+///
+/// The go-connlimit flow: admit, hold the permit while the connection lives, drop it to free.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use tower_connlimit::{Config, Limiter, RejectReason};
+///
+/// let limiter = Limiter::new(Config { max_conns_per_client: 2, ..Config::default() });
+/// let client: IpAddr = "192.0.2.1".parse().unwrap();
+///
+/// let first = limiter.try_acquire(client).unwrap();
+/// let second = limiter.try_acquire(client).unwrap();
+/// let refused = limiter.try_acquire(client).unwrap_err();
+/// assert_eq!(refused.reason(), RejectReason::ClientConnections);
+/// assert_eq!(refused.to_string(), "client connection limit reached");
+/// assert_eq!(limiter.open_connections(client), 2);
+///
+/// drop(first);
+/// let third = limiter.try_acquire(client).unwrap();
+/// # drop((second, third));
+/// ```
+///
+/// # Memory
+///
+/// The map holds an entry only for clients that have an open connection or an in-flight request;
+/// the entry is removed when its last permit is dropped. The warm path (a client that already has
+/// an entry, or one whose key was seen before so the map has room) allocates nothing.
+#[derive(Clone)]
+pub struct Limiter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ArcSwap<CompiledConfig>,
+    clients: DashMap<ClientKey, ClientState>,
+    open_connections: AtomicUsize,
+    in_flight_requests: AtomicUsize,
+    counters: Counters,
+    /// Whether the "request without a client address" misconfiguration was logged at error level
+    /// yet; later occurrences log at debug so a misconfigured server cannot flood its log.
+    missing_addr_reported: AtomicBool,
+}
+
+#[derive(Default)]
+struct Counters {
+    admitted_connections: AtomicU64,
+    admitted_requests: AtomicU64,
+    rejected_client_connections: AtomicU64,
+    rejected_total_connections: AtomicU64,
+    rejected_client_requests: AtomicU64,
+    rejected_no_client_address: AtomicU64,
+}
+
+/// One client's live counts. Small and `Copy` so that a map update is a few integer operations
+/// under the shard lock.
+#[derive(Clone, Copy, Default, Debug)]
+struct ClientState {
+    connections: usize,
+    requests: usize,
+}
+
+impl ClientState {
+    fn count_mut(&mut self, kind: Kind) -> &mut usize {
+        match kind {
+            Kind::Connection => &mut self.connections,
+            Kind::Request => &mut self.requests,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.connections == 0 && self.requests == 0
+    }
+}
+
+/// What a permit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Connection,
+    Request,
+}
+
+impl Limiter {
+    /// A limiter enforcing `config`.
+    ///
+    /// # Panics
+    ///
+    /// If `config` is invalid (see [`Config::validate`]); use [`Limiter::try_new`] to handle that
+    /// as an error instead.
+    pub fn new(config: Config) -> Self {
+        match Self::try_new(config) {
+            Ok(limiter) => limiter,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// A limiter enforcing `config`, or the reason `config` is invalid.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the offending field.
+    pub fn try_new(config: Config) -> Result<Self, ConfigError> {
+        let compiled = CompiledConfig::compile(config)?;
+        Ok(Limiter {
+            shared: Arc::new(Shared {
+                config: ArcSwap::from_pointee(compiled),
+                clients: DashMap::new(),
+                open_connections: AtomicUsize::new(0),
+                in_flight_requests: AtomicUsize::new(0),
+                counters: Counters::default(),
+                missing_addr_reported: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Admits a connection from `ip`, or says why not.
+    ///
+    /// The returned permit counts the connection until it is dropped; keep it alive exactly as
+    /// long as the connection (the listener does this by storing it in [`TrackedIo`]). A refusal
+    /// leaves no trace in the per-client map.
+    ///
+    /// Checks, in order: the global cap (`max_conns_total`), then the per-client limit
+    /// (`max_conns_per_client`, or the longest matching override). Exempt clients are counted
+    /// but never refused. Concurrent calls never admit past a limit.
+    ///
+    /// [`TrackedIo`]: crate::TrackedIo
+    pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnPermit, Rejected> {
+        self.admit(ip, Kind::Connection).map(|key| ConnPermit {
+            slot: Slot::new(self.clone(), key, Kind::Connection),
+        })
+    }
+
+    /// Admits a request from `ip` against `max_requests_per_client`, or says why not.
+    ///
+    /// The request layer calls this for every request and keeps the permit until the response
+    /// body has been sent; call it yourself to limit in-flight work in a custom server.
+    pub fn try_acquire_request(&self, ip: IpAddr) -> Result<RequestPermit, Rejected> {
+        self.admit(ip, Kind::Request).map(|key| RequestPermit {
+            slot: Slot::new(self.clone(), key, Kind::Request),
+        })
+    }
+
+    /// The number of open connections counted for `ip`'s client key (so, with the default
+    /// `/64`, for the whole IPv6 subnet).
+    pub fn open_connections(&self, ip: IpAddr) -> usize {
+        self.client(ip).map_or(0, |c| c.open_connections)
+    }
+
+    /// The counts for `ip`'s client key, or `None` when nothing about it is tracked.
+    pub fn client(&self, ip: IpAddr) -> Option<ClientStats> {
+        let key = self.key_for(ip);
+        self.shared
+            .clients
+            .get(&key)
+            .map(|state| ClientStats::new(key, *state))
+    }
+
+    /// Every tracked client and its counts, in no particular order.
+    ///
+    /// Takes each shard's read lock in turn; meant for stats endpoints and debugging, not for
+    /// the request path.
+    pub fn clients(&self) -> Vec<ClientStats> {
+        self.shared
+            .clients
+            .iter()
+            .map(|entry| ClientStats::new(*entry.key(), *entry.value()))
+            .collect()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.shared.config.load().config)
+    }
+
+    /// Replaces the config atomically; the next decision uses it.
+    ///
+    /// Lowering a limit never closes open connections: it only refuses new ones until the client
+    /// is back under the limit (go-connlimit's behaviour). A changed prefix applies to new
+    /// connections; open ones are released against the key they were counted under.
+    ///
+    /// # Errors
+    ///
+    /// An invalid config is refused with a [`ConfigError`], and the previous config stays.
+    pub fn set_config(&self, config: Config) -> Result<(), ConfigError> {
+        let compiled = CompiledConfig::compile(config)?;
+        self.shared.config.store(Arc::new(compiled));
+        Ok(())
+    }
+
+    /// A snapshot of the counters.
+    ///
+    /// Each figure is read atomically, but not all at one instant: under load the figures may
+    /// disagree by the few decisions made while the snapshot was taken.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            open_connections: self.shared.open_connections.load(Ordering::Relaxed),
+            in_flight_requests: self.shared.in_flight_requests.load(Ordering::Relaxed),
+            tracked_clients: self.shared.clients.len(),
+            admitted_connections: c.admitted_connections.load(Ordering::Relaxed),
+            admitted_requests: c.admitted_requests.load(Ordering::Relaxed),
+            rejected: RejectedStats {
+                client_connections: c.rejected_client_connections.load(Ordering::Relaxed),
+                total_connections: c.rejected_total_connections.load(Ordering::Relaxed),
+                client_requests: c.rejected_client_requests.load(Ordering::Relaxed),
+                no_client_address: c.rejected_no_client_address.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Counts a request refused because it carried no client address, and says whether this is
+    /// the first time (so the caller logs the misconfiguration loudly once).
+    pub(crate) fn note_missing_client_address(&self) -> bool {
+        self.shared
+            .counters
+            .rejected_no_client_address
+            .fetch_add(1, Ordering::Relaxed);
+        !self.shared.missing_addr_reported.swap(true, Ordering::Relaxed)
+    }
+
+    fn key_for(&self, ip: IpAddr) -> ClientKey {
+        let compiled = self.shared.config.load();
+        ClientKey::new(ip, compiled.config.ipv4_prefix, compiled.config.ipv6_prefix)
+    }
+
+    /// The one admission decision: load the config once, check the global cap, then count the
+    /// client under its shard lock. Returns the key the permit must release.
+    fn admit(&self, ip: IpAddr, kind: Kind) -> Result<ClientKey, Rejected> {
+        let shared = &*self.shared;
+        let compiled = shared.config.load();
+        let config = &*compiled.config;
+        let key = ClientKey::new(ip, config.ipv4_prefix, config.ipv6_prefix);
+        let exempt = compiled.is_exempt(ip);
+        let limit = match (exempt, kind) {
+            (true, _) => 0,
+            (false, Kind::Connection) => compiled.conn_limit_for(ip),
+            (false, Kind::Request) => config.max_requests_per_client,
+        };
+
+        let total = match kind {
+            Kind::Connection => &shared.open_connections,
+            Kind::Request => &shared.in_flight_requests,
+        };
+        let total_cap = match kind {
+            Kind::Connection if !exempt => config.max_conns_total,
+            _ => 0,
+        };
+        if !reserve(total, total_cap) {
+            return Err(self.reject(RejectReason::TotalConnections));
+        }
+
+        // The shard lock is held only inside this match: no await, no second map call.
+        let admitted = match shared.clients.entry(key) {
+            Entry::Occupied(mut occupied) => {
+                let count = occupied.get_mut().count_mut(kind);
+                if limit != 0 && *count >= limit {
+                    false
+                } else {
+                    *count += 1;
+                    true
+                }
+            }
+            Entry::Vacant(vacant) => {
+                // A new client is under any limit of 1 or more (0 means unlimited).
+                let mut state = ClientState::default();
+                *state.count_mut(kind) = 1;
+                vacant.insert(state);
+                true
+            }
+        };
+        if !admitted {
+            total.fetch_sub(1, Ordering::Relaxed);
+            return Err(self.reject(match kind {
+                Kind::Connection => RejectReason::ClientConnections,
+                Kind::Request => RejectReason::ClientRequests,
+            }));
+        }
+        let admitted_counter = match kind {
+            Kind::Connection => &shared.counters.admitted_connections,
+            Kind::Request => &shared.counters.admitted_requests,
+        };
+        admitted_counter.fetch_add(1, Ordering::Relaxed);
+        Ok(key)
+    }
+
+    fn reject(&self, reason: RejectReason) -> Rejected {
+        let c = &self.shared.counters;
+        let counter = match reason {
+            RejectReason::ClientConnections => &c.rejected_client_connections,
+            RejectReason::TotalConnections => &c.rejected_total_connections,
+            RejectReason::ClientRequests => &c.rejected_client_requests,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Rejected { reason }
+    }
+
+    /// Gives back one unit of `kind` for `key`, removing the entry when nothing is left.
+    fn release(&self, key: &ClientKey, kind: Kind) {
+        let shared = &*self.shared;
+        shared.clients.remove_if_mut(key, |_, state| {
+            let count = state.count_mut(kind);
+            debug_assert!(*count > 0, "released a permit that was never counted");
+            *count = count.saturating_sub(1);
+            state.is_idle()
+        });
+        let total = match kind {
+            Kind::Connection => &shared.open_connections,
+            Kind::Request => &shared.in_flight_requests,
+        };
+        total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Adds one to `total` unless that would pass `cap` (0 = no cap). A compare-and-swap loop, so
+/// racing callers can never push the count past the cap, even for an instant.
+#[inline]
+fn reserve(total: &AtomicUsize, cap: usize) -> bool {
+    if cap == 0 {
+        total.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    total
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < cap).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("config", &self.config())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// The release half shared by both permit types: gives its unit back exactly once, on drop.
+struct Slot {
+    limiter: Limiter,
+    key: ClientKey,
+    kind: Kind,
+}
+
+impl Slot {
+    fn new(limiter: Limiter, key: ClientKey, kind: Kind) -> Self {
+        Slot { limiter, key, kind }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limiter.release(&self.key, self.kind);
+    }
+}
+
+/// A counted connection. Dropping it releases the count exactly once.
+///
+/// Drop runs on every exit path (a returned error, a panic unwinding through the holder, a
+/// cancelled future that owned it), so a permit cannot leak unless it is deliberately forgotten
+/// with [`std::mem::forget`].
+#[must_use = "the connection is released as soon as the permit is dropped"]
+pub struct ConnPermit {
+    slot: Slot,
+}
+
+impl ConnPermit {
+    /// The client key this connection is counted under.
+    pub fn client_key(&self) -> ClientKey {
+        self.slot.key
+    }
+
+    /// The limiter that issued this permit.
+    pub fn limiter(&self) -> &Limiter {
+        &self.slot.limiter
+    }
+}
+
+impl fmt::Debug for ConnPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnPermit")
+            .field("client", &self.slot.key)
+            .finish()
+    }
+}
+
+/// A counted in-flight request. Dropping it releases the count exactly once.
+#[must_use = "the request is released as soon as the permit is dropped"]
+pub struct RequestPermit {
+    slot: Slot,
+}
+
+impl RequestPermit {
+    /// The client key this request is counted under.
+    pub fn client_key(&self) -> ClientKey {
+        self.slot.key
+    }
+}
+
+impl fmt::Debug for RequestPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestPermit")
+            .field("client", &self.slot.key)
+            .finish()
+    }
+}
+
+/// A refused admission.
+///
+/// Its [`Display`](fmt::Display) is deliberately generic, so it can be shown to the client without
+/// revealing limits or counts; [`reason`](Rejected::reason) says which limit refused, for logs
+/// and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    reason: RejectReason,
+}
+
+impl Rejected {
+    /// Which limit refused the admission.
+    pub fn reason(&self) -> RejectReason {
+        self.reason
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason.public_message())
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Which limit refused an admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The client holds `max_conns_per_client` connections (or its override's limit).
+    ClientConnections,
+    /// The server holds `max_conns_total` connections.
+    TotalConnections,
+    /// The client has `max_requests_per_client` requests in flight.
+    ClientRequests,
+}
+
+impl RejectReason {
+    /// The generic text shown to clients: it names no limit and no count.
+    pub(crate) fn public_message(&self) -> &'static str {
+        match self {
+            RejectReason::ClientConnections => "client connection limit reached",
+            RejectReason::TotalConnections => "server connection limit reached",
+            RejectReason::ClientRequests => "client request limit reached",
+        }
+    }
+
+    /// A stable snake_case name, for log fields and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectReason::ClientConnections => "client_connections",
+            RejectReason::TotalConnections => "total_connections",
+            RejectReason::ClientRequests => "client_requests",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A snapshot of a [`Limiter`]'s counters; see [`Limiter::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections holding a permit now.
+    pub open_connections: usize,
+    /// Requests holding a permit now.
+    pub in_flight_requests: usize,
+    /// Clients with an entry in the map (an open connection or an in-flight request).
+    pub tracked_clients: usize,
+    /// Connections admitted since the limiter was created.
+    pub admitted_connections: u64,
+    /// Requests admitted since the limiter was created.
+    pub admitted_requests: u64,
+    /// Refusals since the limiter was created, by reason.
+    pub rejected: RejectedStats,
+}
+
+/// Refusal counts by reason; see [`Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RejectedStats {
+    /// Connections refused by the per-client limit.
+    pub client_connections: u64,
+    /// Connections refused by the global cap.
+    pub total_connections: u64,
+    /// Requests refused by the per-client in-flight limit.
+    pub client_requests: u64,
+    /// Requests refused (with 500) because no client address could be found: a
+    /// misconfiguration, logged at error level the first time.
+    pub no_client_address: u64,
+}
+
+impl RejectedStats {
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        self.client_connections + self.total_connections + self.client_requests
+            + self.no_client_address
+    }
+}
+
+/// One client's counts; see [`Limiter::client`] and [`Limiter::clients`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// The client key.
+    pub key: ClientKey,
+    /// Connections this client holds open.
+    pub open_connections: usize,
+    /// Requests this client has in flight.
+    pub in_flight_requests: usize,
+}
+
+impl ClientStats {
+    fn new(key: ClientKey, state: ClientState) -> Self {
+        ClientStats {
+            key,
+            open_connections: state.connections,
+            in_flight_requests: state.requests,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<Limiter>();
+        assert_send_sync::<ConnPermit>();
+        assert_send_sync::<RequestPermit>();
+        assert_send_sync::<Rejected>();
+        assert_send_sync::<Stats>();
+    }
+
+    #[test]
+    fn reserve_respects_the_cap() {
+        let total = AtomicUsize::new(0);
+        assert!(reserve(&total, 2));
+        assert!(reserve(&total, 2));
+        assert!(!reserve(&total, 2));
+        assert_eq!(total.load(Ordering::Relaxed), 2);
+        assert!(reserve(&total, 0));
+        assert_eq!(total.load(Ordering::Relaxed), 3);
+    }
+}

@@ -1,0 +1,256 @@
+//! Admission at accept: refuse a connection before a byte of it is read.
+//!
+//! [`ConnLimitListener`] wraps a listener. Each accepted connection is checked against the
+//! [`Limiter`]; one over a limit is refused at once (see [`RejectAction`]) and the accept loop
+//! moves on, and one under the limits is yielded as a [`TrackedIo`] that carries its
+//! [`ConnPermit`](crate::ConnPermit). This is the cheapest and strongest admission point: it
+//! works for every protocol on top (HTTP/1, HTTP/2, WebSocket, TLS, raw TCP), keeps upgraded
+//! connections counted, and spends nothing on a refused peer.
+//!
+//! # With `axum::serve`
+//!
+//! With the `axum` feature, [`ConnLimitListener::for_axum`] gives a listener for
+//! `axum::serve` whose `ConnectInfo<SocketAddr>` works as with a bare `TcpListener`:
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use axum::{extract::ConnectInfo, routing::get, Router};
+//! use tower_connlimit::{Config, ConnLimitListener, Limiter};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let limiter = Limiter::new(Config { max_conns_per_client: 10, ..Config::default() });
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! let app = Router::new().route(
+//!     "/",
+//!     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { format!("hello {peer}") }),
+//! );
+//! axum::serve(
+//!     ConnLimitListener::new(tcp, limiter).for_axum(),
+//!     app.into_make_service_with_connect_info::<SocketAddr>(),
+//! )
+//! .await
+//! # }
+//! ```
+//!
+//! `ConnLimitListener` itself also implements axum's `Listener`, for `axum::serve(listener, app)`
+//! without connection info and for composing with other listener wrappers. Put TLS *on top of*
+//! this listener, so that a refused peer never gets a handshake.
+//!
+//! # With a plain tokio accept loop
+//!
+//! ```no_run
+//! use tower_connlimit::{Config, ConnLimitListener, Limiter};
+//! use tokio::io::AsyncWriteExt;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let limiter = Limiter::new(Config { max_conns_per_client: 10, ..Config::default() });
+//! let listener = ConnLimitListener::new(tokio::net::TcpListener::bind("127.0.0.1:7000").await?, limiter);
+//! loop {
+//!     // Refused connections are closed inside `accept`; only admitted ones come out.
+//!     let (mut io, peer) = listener.accept().await?;
+//!     tokio::spawn(async move {
+//!         let _ = io.write_all(b"hello\n").await;
+//!         // `io` drops here, and with it the permit.
+//!     });
+//! }
+//! # }
+//! ```
+
+mod reject;
+mod tracked_io;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+pub use self::reject::{RejectAction, RejectableIo};
+pub use self::tracked_io::TrackedIo;
+use self::reject::Rejector;
+use crate::Limiter;
+
+/// A listener that admits connections through a [`Limiter`]. See the [module docs](self).
+///
+/// The wrapper owns the inner listener; the limiter is shared, so the same limits and counts can
+/// also be enforced by layers elsewhere in the server.
+pub struct ConnLimitListener<L> {
+    inner: L,
+    limiter: Limiter,
+    rejector: Rejector,
+}
+
+impl<L> ConnLimitListener<L> {
+    /// Wraps `inner`, admitting its connections through `limiter`.
+    pub fn new(inner: L, limiter: Limiter) -> Self {
+        ConnLimitListener {
+            inner,
+            limiter,
+            rejector: Rejector::default(),
+        }
+    }
+
+    /// How to refuse a connection over the limit; [`RejectAction::Close`] by default.
+    pub fn reject_with(mut self, action: RejectAction) -> Self {
+        self.rejector.action = action;
+        self
+    }
+
+    /// How long a [`RejectAction::HttpResponse`] refusal may take to write its answer and see the
+    /// client close, before the connection is dropped regardless. Default 2 seconds.
+    pub fn reject_deadline(mut self, deadline: Duration) -> Self {
+        self.rejector.deadline = deadline;
+        self
+    }
+
+    /// How many [`RejectAction::HttpResponse`] refusals may be in progress at once; past that,
+    /// refusals just close. Default 64.
+    pub fn max_pending_rejections(mut self, max: usize) -> Self {
+        self.rejector.max_pending = max;
+        self
+    }
+
+    /// The limiter this listener admits through.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// The inner listener.
+    pub fn get_ref(&self) -> &L {
+        &self.inner
+    }
+
+    /// The inner listener, mutably.
+    pub fn get_mut(&mut self) -> &mut L {
+        &mut self.inner
+    }
+
+    /// The inner listener, unwrapped.
+    pub fn into_inner(self) -> L {
+        self.inner
+    }
+
+    /// Counts `io` if its client is under the limits, otherwise refuses it and returns `None`.
+    fn admit<IO: RejectableIo>(&self, io: IO, peer: Option<SocketAddr>) -> Option<TrackedIo<IO>> {
+        let Some(peer) = peer else {
+            tracing::error!(
+                "tower-connlimit: refused a connection with no IP peer address; \
+                 ConnLimitListener needs a listener whose connections have IP peers"
+            );
+            return None;
+        };
+        match self.limiter.try_acquire(peer.ip()) {
+            Ok(permit) => {
+                tracing::trace!(client = %permit.client_key(), "connection admitted");
+                Some(TrackedIo::new(io, permit, peer))
+            }
+            Err(rejected) => {
+                tracing::debug!(
+                    %peer,
+                    reason = rejected.reason().as_str(),
+                    action = ?self.rejector.action,
+                    "connection refused"
+                );
+                self.rejector.reject(io, rejected);
+                None
+            }
+        }
+    }
+}
+
+impl ConnLimitListener<TcpListener> {
+    /// Accepts the next connection that is under the limits, refusing the others as configured.
+    ///
+    /// # Errors
+    ///
+    /// The inner listener's accept error, as `TcpListener::accept` returns it (for example
+    /// `EMFILE` when out of file descriptors); the caller decides whether to back off and retry.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like `TcpListener::accept`: a connection is either returned or, if it was
+    /// refused, already dealt with.
+    pub async fn accept(&self) -> io::Result<(TrackedIo<TcpStream>, SocketAddr)> {
+        loop {
+            let (io, peer) = self.inner.accept().await?;
+            if let Some(tracked) = self.admit(io, Some(peer)) {
+                return Ok((tracked, peer));
+            }
+        }
+    }
+
+    /// The local address the inner listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl<L: fmt::Debug> fmt::Debug for ConnLimitListener<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnLimitListener")
+            .field("inner", &self.inner)
+            .field("reject_with", &self.rejector.action)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "axum")]
+mod axum_listener {
+    use super::*;
+    use crate::PeerAddr;
+    use axum::serve::{Listener, ListenerExt, TapIo};
+
+    /// [`ConnLimitListener`] ready for `axum::serve` with `ConnectInfo`; see
+    /// [`ConnLimitListener::for_axum`].
+    pub type AxumListener<L> =
+        TapIo<ConnLimitListener<L>, fn(&mut TrackedIo<<L as Listener>::Io>)>;
+
+    impl<L> Listener for ConnLimitListener<L>
+    where
+        L: Listener,
+        L::Io: RejectableIo,
+        L::Addr: PeerAddr,
+    {
+        type Io = TrackedIo<L::Io>;
+        type Addr = L::Addr;
+
+        /// Accepts the next connection under the limits. Like every axum listener, it never
+        /// fails: the inner listener handles its own accept errors.
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                let (io, addr) = self.inner.accept().await;
+                if let Some(tracked) = self.admit(io, addr.peer_addr()) {
+                    return (tracked, addr);
+                }
+            }
+        }
+
+        fn local_addr(&self) -> io::Result<Self::Addr> {
+            self.inner.local_addr()
+        }
+    }
+
+    impl<L> ConnLimitListener<L>
+    where
+        L: Listener,
+        L::Io: RejectableIo,
+        L::Addr: PeerAddr + Clone + Sync + 'static,
+    {
+        /// This listener in the form `axum::serve` needs for `ConnectInfo<L::Addr>`
+        /// (`ConnectInfo<SocketAddr>` over TCP).
+        ///
+        /// axum implements its `Connected` trait for the addresses of `TcpListener` and of its own
+        /// `TapIo` wrapper only, and Rust's orphan rule lets no other crate add an impl for
+        /// `SocketAddr`. This returns the listener inside a no-op `TapIo`, so
+        /// `into_make_service_with_connect_info::<SocketAddr>()` works unchanged.
+        pub fn for_axum(self) -> AxumListener<L> {
+            self.tap_io(keep_as_is::<L::Io>)
+        }
+    }
+
+    fn keep_as_is<IO>(_: &mut TrackedIo<IO>) {}
+}
+
+#[cfg(feature = "axum")]
+pub use self::axum_listener::AxumListener;

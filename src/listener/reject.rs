@@ -1,0 +1,196 @@
+//! What the listener does with a connection it refuses.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::{RejectReason, Rejected};
+
+/// How the listener refuses a connection over the limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectAction {
+    /// Close the socket (a FIN) before reading a byte. The cheapest refusal, and the default:
+    /// the client sees the connection end and will typically retry later.
+    #[default]
+    Close,
+    /// Reset the connection (an RST, via `SO_LINGER` 0): the client sees "connection reset" at
+    /// once, and no `TIME_WAIT` is left behind on the server. For IO types that cannot reset
+    /// (see [`RejectableIo`]) this falls back to [`Close`](RejectAction::Close).
+    Reset,
+    /// Answer with a canned `HTTP/1.1 429 Too Many Requests` (`503 Service Unavailable` for the
+    /// global cap) and close. The write runs in a task of its own, off the accept path, bounded by
+    /// the listener's `reject_deadline`; at most `max_pending_rejections` such writes run at once,
+    /// and past that refusals fall back to [`Close`](RejectAction::Close), so a slow or hostile
+    /// client can never stall accepting or pile up tasks.
+    HttpResponse,
+}
+
+/// An accepted IO the listener knows how to refuse.
+///
+/// Implemented for tokio's `TcpStream` and `UnixStream` and for [`TrackedIo`](crate::TrackedIo);
+/// implement it for a custom IO type to use that type with [`ConnLimitListener`](crate::ConnLimitListener).
+pub trait RejectableIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Arranges for dropping this IO to reset the connection rather than close it gracefully.
+    ///
+    /// # Errors
+    ///
+    /// When the transport cannot reset ([`io::ErrorKind::Unsupported`] by default); the
+    /// listener then simply closes.
+    fn reset_on_drop(&self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+impl RejectableIo for tokio::net::TcpStream {
+    fn reset_on_drop(&self) -> io::Result<()> {
+        self.set_zero_linger()
+    }
+}
+
+#[cfg(unix)]
+impl RejectableIo for tokio::net::UnixStream {}
+
+impl<IO: RejectableIo> RejectableIo for crate::TrackedIo<IO> {
+    fn reset_on_drop(&self) -> io::Result<()> {
+        self.get_ref().reset_on_drop()
+    }
+}
+
+const RESPONSE_429: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+content-length: 32\r\n\
+connection: close\r\n\
+\r\n\
+client connection limit reached\n";
+
+const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+content-length: 32\r\n\
+connection: close\r\n\
+\r\n\
+server connection limit reached\n";
+
+/// After the canned response, how much of the client's request the writer reads and discards.
+/// Closing a socket with unread input makes the kernel send an RST that can destroy the response
+/// before the client reads it; draining a little first lets the response arrive intact.
+const MAX_DRAIN_BYTES: usize = 16 * 1024;
+
+/// The listener's refusal policy and the bookkeeping for in-progress HTTP refusals.
+#[derive(Debug, Clone)]
+pub(crate) struct Rejector {
+    pub(crate) action: RejectAction,
+    pub(crate) deadline: Duration,
+    pub(crate) max_pending: usize,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Default for Rejector {
+    fn default() -> Self {
+        Rejector {
+            action: RejectAction::Close,
+            deadline: Duration::from_secs(2),
+            max_pending: 64,
+            pending: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl Rejector {
+    /// Refuses `io` as configured. Never waits: an HTTP answer is written by a spawned task.
+    pub(crate) fn reject<IO: RejectableIo>(&self, io: IO, rejected: Rejected) {
+        match self.action {
+            RejectAction::Close => drop(io),
+            RejectAction::Reset => {
+                // Falls back to a plain close where the transport cannot reset.
+                let _ = io.reset_on_drop();
+                drop(io);
+            }
+            RejectAction::HttpResponse => match PendingSlot::take(&self.pending, self.max_pending)
+            {
+                Some(slot) => {
+                    let response = match rejected.reason() {
+                        RejectReason::TotalConnections => RESPONSE_503,
+                        _ => RESPONSE_429,
+                    };
+                    let deadline = self.deadline;
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let _ = tokio::time::timeout(deadline, answer(io, response)).await;
+                    });
+                }
+                None => drop(io),
+            },
+        }
+    }
+
+    /// HTTP refusals being written now.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes `response`, half-closes, and drains a bounded amount of input until the client closes.
+async fn answer<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO, response: &[u8]) -> io::Result<()> {
+    io.write_all(response).await?;
+    io.shutdown().await?;
+    let mut buf = [0u8; 1024];
+    let mut drained = 0;
+    while drained < MAX_DRAIN_BYTES {
+        match io.read(&mut buf).await? {
+            0 => break,
+            n => drained += n,
+        }
+    }
+    Ok(())
+}
+
+/// One of the `max_pending` places for an HTTP refusal in progress; freed on drop.
+#[derive(Debug)]
+struct PendingSlot(Arc<AtomicUsize>);
+
+impl PendingSlot {
+    fn take(pending: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PendingSlot(Arc::clone(pending)))
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canned_responses_have_exact_lengths() {
+        for response in [RESPONSE_429, RESPONSE_503] {
+            let text = std::str::from_utf8(response).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.contains(&format!("content-length: {}", body.len())));
+        }
+    }
+
+    #[test]
+    fn pending_slots_are_capped_and_freed() {
+        let pending = Arc::new(AtomicUsize::new(0));
+        let a = PendingSlot::take(&pending, 2).unwrap();
+        let _b = PendingSlot::take(&pending, 2).unwrap();
+        assert!(PendingSlot::take(&pending, 2).is_none());
+        drop(a);
+        assert!(PendingSlot::take(&pending, 2).is_some());
+        assert_eq!(Rejector::default().pending(), 0);
+    }
+}
