@@ -346,6 +346,12 @@ fn reserve(total: &AtomicUsize, cap: usize) -> bool {
         .is_ok()
 }
 
+// Every update of the shared state is a few integer operations under a shard lock, with no
+// user code in between, so a panic elsewhere can never leave a count half-changed: the limiter
+// stays consistent across `catch_unwind`, and permits dropped while unwinding still release.
+impl std::panic::UnwindSafe for Limiter {}
+impl std::panic::RefUnwindSafe for Limiter {}
+
 impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limiter")

@@ -1,0 +1,124 @@
+//! Helpers shared by the integration tests: distinct loopback clients, bounded waits, and a
+//! minimal HTTP/1 and HTTP/2 client.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The loopback address `127.0.0.n`: a distinct client per `n`.
+pub fn client_ip(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// Opens a TCP connection to `server` from source address `127.0.0.n`.
+pub async fn connect_from(n: u8, server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(client_ip(n), 0)).unwrap();
+    bounded(socket.connect(server)).await.unwrap()
+}
+
+/// Awaits `fut`, failing the test if it takes longer than [`WAIT`].
+pub async fn bounded<F: Future>(fut: F) -> F::Output {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("operation did not finish in time")
+}
+
+/// Waits until `cond` holds, polling observable state; fails the test after [`WAIT`].
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(WAIT, async {
+        // Bounded by the timeout above; each turn yields to the runtime.
+        loop {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting until {what}");
+}
+
+/// Whether the server closed (or reset) `stream` without sending anything: reads until EOF or an
+/// error, bounded by [`WAIT`].
+pub async fn was_refused(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match bounded(stream.read(&mut buf)).await {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+        ),
+    }
+}
+
+/// Reads everything the server sends until it closes, bounded by [`WAIT`].
+pub async fn read_to_close(stream: &mut TcpStream) -> io::Result<String> {
+    let mut out = Vec::new();
+    bounded(stream.read_to_end(&mut out)).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// An HTTP/1.1 client connection over `stream`; the connection task runs in the background.
+pub async fn http1_client(stream: TcpStream) -> http1::SendRequest<Empty<Bytes>> {
+    let (sender, conn) = bounded(http1::handshake(TokioIo::new(stream))).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+}
+
+/// An HTTP/2 (prior knowledge) client connection over `stream`.
+pub async fn http2_client(stream: TcpStream) -> http2::SendRequest<Empty<Bytes>> {
+    let (sender, conn) = bounded(http2::handshake(TokioExecutor::new(), TokioIo::new(stream)))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+}
+
+/// A GET request for `path`.
+pub fn get_request(path: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(path)
+        .header(http::header::HOST, "localhost")
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// The status, headers and whole body of a response.
+pub async fn collect(
+    response: http::Response<hyper::body::Incoming>,
+) -> (http::StatusCode, http::HeaderMap, String) {
+    let (parts, body) = response.into_parts();
+    let body = bounded(body.collect()).await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Sends a GET for `path` on an HTTP/1 connection and collects the answer.
+pub async fn h1_get(
+    sender: &mut http1::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> (http::StatusCode, http::HeaderMap, String) {
+    bounded(sender.ready()).await.unwrap();
+    let response = bounded(sender.send_request(get_request(path))).await.unwrap();
+    collect(response).await
+}
