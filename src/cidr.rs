@@ -193,7 +193,10 @@ mod tests {
             "banana".parse::<Cidr>(),
             Err(CidrError::Syntax(_))
         ));
-        assert!(matches!("10.0.0.0/x".parse::<Cidr>(), Err(CidrError::Syntax(_))));
+        assert!(matches!(
+            "10.0.0.0/x".parse::<Cidr>(),
+            Err(CidrError::Syntax(_))
+        ));
         assert!(matches!(
             "10.0.0.1/8".parse::<Cidr>(),
             Err(CidrError::HostBitsSet { .. })

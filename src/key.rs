@@ -156,7 +156,10 @@ mod tests {
         let a = ClientKey::new(ip("192.0.2.200"), 24, 64);
         assert_eq!(a.to_string(), "192.0.2.0/24");
         assert_eq!(a, ClientKey::new(ip("192.0.2.1"), 24, 64));
-        assert_eq!(ClientKey::new(ip("192.0.2.1"), 0, 0).to_string(), "0.0.0.0/0");
+        assert_eq!(
+            ClientKey::new(ip("192.0.2.1"), 0, 0).to_string(),
+            "0.0.0.0/0"
+        );
     }
 
     #[test]

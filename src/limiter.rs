@@ -235,7 +235,10 @@ impl Limiter {
             .counters
             .rejected_no_client_address
             .fetch_add(1, Ordering::Relaxed);
-        !self.shared.missing_addr_reported.swap(true, Ordering::Relaxed)
+        !self
+            .shared
+            .missing_addr_reported
+            .swap(true, Ordering::Relaxed)
     }
 
     fn key_for(&self, ip: IpAddr) -> ClientKey {
@@ -530,7 +533,9 @@ pub struct RejectedStats {
 impl RejectedStats {
     /// All refusals.
     pub fn total(&self) -> u64 {
-        self.client_connections + self.total_connections + self.client_requests
+        self.client_connections
+            + self.total_connections
+            + self.client_requests
             + self.no_client_address
     }
 }

@@ -34,7 +34,9 @@ fn third_connection_is_refused_and_freeing_one_admits_another() {
 fn raising_the_limit_live_admits_one_more() {
     let limiter = limit(2);
     let client = ip("192.0.2.1");
-    let _held: Vec<_> = (0..2).map(|_| limiter.try_acquire(client).unwrap()).collect();
+    let _held: Vec<_> = (0..2)
+        .map(|_| limiter.try_acquire(client).unwrap())
+        .collect();
     assert!(limiter.try_acquire(client).is_err());
     limiter
         .set_config(Config {
@@ -52,7 +54,9 @@ fn raising_the_limit_live_admits_one_more() {
 fn lowering_the_limit_keeps_open_connections() {
     let limiter = limit(3);
     let client = ip("192.0.2.1");
-    let mut held: Vec<_> = (0..3).map(|_| limiter.try_acquire(client).unwrap()).collect();
+    let mut held: Vec<_> = (0..3)
+        .map(|_| limiter.try_acquire(client).unwrap())
+        .collect();
     limiter
         .set_config(Config {
             max_conns_per_client: 1,
@@ -62,7 +66,10 @@ fn lowering_the_limit_keeps_open_connections() {
     assert_eq!(limiter.open_connections(client), 3);
     assert!(limiter.try_acquire(client).is_err());
     held.truncate(1);
-    assert!(limiter.try_acquire(client).is_err(), "still at the new limit of 1");
+    assert!(
+        limiter.try_acquire(client).is_err(),
+        "still at the new limit of 1"
+    );
     held.clear();
     assert!(limiter.try_acquire(client).is_ok());
 }
@@ -86,17 +93,22 @@ async fn thousand_tasks_over_a_hundred_clients_leave_exactly_500_refused() {
         .collect();
     let mut admitted = 0;
     for task in tasks {
-        admitted += usize::from(tokio::time::timeout(std::time::Duration::from_secs(30), task)
-            .await
-            .expect("task finished")
-            .unwrap());
+        admitted += usize::from(
+            tokio::time::timeout(std::time::Duration::from_secs(30), task)
+                .await
+                .expect("task finished")
+                .unwrap(),
+        );
     }
     assert_eq!(admitted, 500);
     let stats = limiter.stats();
     assert_eq!(stats.rejected.client_connections, 500);
     assert_eq!(stats.admitted_connections, 500);
     assert_eq!(stats.open_connections, 0);
-    assert_eq!(stats.tracked_clients, 0, "the map is empty once every permit is gone");
+    assert_eq!(
+        stats.tracked_clients, 0,
+        "the map is empty once every permit is gone"
+    );
 }
 
 #[test]
@@ -120,7 +132,9 @@ fn ipv4_mapped_ipv6_is_the_same_client_as_ipv4() {
 fn an_ipv6_slash_64_is_one_client_by_default() {
     let limiter = limit(2);
     let _a = limiter.try_acquire(ip("2001:db8:1:1::1")).unwrap();
-    let _b = limiter.try_acquire(ip("2001:db8:1:1:dead:beef::2")).unwrap();
+    let _b = limiter
+        .try_acquire(ip("2001:db8:1:1:dead:beef::2"))
+        .unwrap();
     assert!(limiter.try_acquire(ip("2001:db8:1:1::3")).is_err());
     let _other_subnet = limiter.try_acquire(ip("2001:db8:1:2::1")).unwrap();
 
@@ -203,7 +217,11 @@ fn the_global_cap_holds_across_clients() {
     assert_eq!(refused.reason(), RejectReason::TotalConnections);
     assert_eq!(refused.to_string(), "server connection limit reached");
     assert_eq!(limiter.stats().rejected.total_connections, 1);
-    assert_eq!(limiter.open_connections(ip("192.0.2.9")), 0, "a refusal leaves no entry");
+    assert_eq!(
+        limiter.open_connections(ip("192.0.2.9")),
+        0,
+        "a refusal leaves no entry"
+    );
     drop(held);
     assert!(limiter.try_acquire(ip("192.0.2.9")).is_ok());
 }
@@ -222,9 +240,16 @@ fn request_permits_are_counted_apart_from_connections() {
     let refused = limiter.try_acquire_request(client).unwrap_err();
     assert_eq!(refused.reason(), RejectReason::ClientRequests);
     let details = limiter.client(client).unwrap();
-    assert_eq!((details.open_connections, details.in_flight_requests), (1, 2));
+    assert_eq!(
+        (details.open_connections, details.in_flight_requests),
+        (1, 2)
+    );
     drop(conn);
-    assert_eq!(limiter.stats().tracked_clients, 1, "requests keep the entry alive");
+    assert_eq!(
+        limiter.stats().tracked_clients,
+        1,
+        "requests keep the entry alive"
+    );
     drop(r1);
     assert_eq!(limiter.stats().in_flight_requests, 1);
 }

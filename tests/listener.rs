@@ -60,7 +60,10 @@ async fn third_connection_is_closed_and_freeing_one_admits_another() {
     let first = admitted_from(2, server).await;
     let _second = admitted_from(2, server).await;
     let mut third = connect_from(2, server).await;
-    assert!(was_refused(&mut third).await, "third connection must be closed");
+    assert!(
+        was_refused(&mut third).await,
+        "third connection must be closed"
+    );
     assert_eq!(limiter.open_connections(client_ip(2)), 2);
 
     drop(first);
@@ -76,7 +79,10 @@ async fn third_connection_is_closed_and_freeing_one_admits_another() {
 async fn set_config_to_three_admits_one_more() {
     let limiter = limiter(2);
     let server = echo_server(limiter.clone(), RejectAction::Close).await;
-    let _held = [admitted_from(3, server).await, admitted_from(3, server).await];
+    let _held = [
+        admitted_from(3, server).await,
+        admitted_from(3, server).await,
+    ];
     let mut refused = connect_from(3, server).await;
     assert!(was_refused(&mut refused).await);
 
@@ -153,15 +159,24 @@ async fn http_action_answers_429_and_503_without_leaking_limits() {
         .await
         .unwrap();
     let answer = read_to_close(&mut over_client).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{answer}"
+    );
     let body = answer.split_once("\r\n\r\n").unwrap().1;
     assert_eq!(body, "client connection limit reached\n");
-    assert!(!body.contains(|c: char| c.is_ascii_digit()), "the answer names no number");
+    assert!(
+        !body.contains(|c: char| c.is_ascii_digit()),
+        "the answer names no number"
+    );
 
     let _second = admitted_from(12, server).await;
     let mut over_total = connect_from(13, server).await;
     let answer = read_to_close(&mut over_total).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -293,7 +308,9 @@ async fn http2_connections_are_counted() {
     let limiter = limiter(1);
     let server = axum_server(limiter.clone()).await;
     let mut h2 = http2_client(connect_from(18, server).await).await;
-    let response = bounded(h2.send_request(get_request("/peer"))).await.unwrap();
+    let response = bounded(h2.send_request(get_request("/peer")))
+        .await
+        .unwrap();
     let (status, _, _) = collect(response).await;
     assert_eq!(status, 200);
     assert_eq!(limiter.open_connections(client_ip(18)), 1);

@@ -38,8 +38,12 @@ impl<B> ResponseBody<B> {
             permit,
         }
     }
+}
 
-    pub(crate) fn refusal(text: &'static str) -> Self {
+impl<B> From<&'static str> for ResponseBody<B> {
+    /// A body of static text: how refusals are answered, and what lets a request-limited
+    /// service sit inside a make-service-level limit.
+    fn from(text: &'static str) -> Self {
         ResponseBody {
             kind: Kind::Refusal { text: Some(text) },
             permit: None,

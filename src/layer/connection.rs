@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::future::ResponseFuture;
+use super::future::ConnectionFuture;
 use super::response::Refusal;
 use crate::{ClientAddr, ConnPermit};
 
@@ -18,7 +18,7 @@ use crate::{ClientAddr, ConnPermit};
 /// request, released when the last one drops, i.e. when the connection ends), inserts a
 /// [`ClientAddr`] into every request, and forwards to the inner service.
 ///
-/// *Refused*: answers every request with `429 Too Many Requests` (a per-client limit) or
+/// *Refused*: answers every request (with the inner body type, built `From<&'static str>`) with `429 Too Many Requests` (a per-client limit) or
 /// `503 Service Unavailable` (the global cap) and `Connection: close`, without calling the
 /// inner service, so an HTTP/1 connection ends after one response. See the
 /// [layer docs](crate::layer) for what this level cannot do (close HTTP/2, count upgrades).
@@ -95,10 +95,11 @@ impl<S: Clone> Clone for LimitedConnection<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for LimitedConnection<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<&'static str>,
 {
-    type Response = Response<super::ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ConnectionFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -112,9 +113,9 @@ where
         match &mut self.state {
             State::Admitted { inner, peer, .. } => {
                 request.extensions_mut().insert(ClientAddr(*peer));
-                ResponseFuture::called(inner.call(request), None)
+                ConnectionFuture::called(inner.call(request))
             }
-            State::Refused(refusal) => ResponseFuture::refused(*refusal, request.version(), true),
+            State::Refused(refusal) => ConnectionFuture::refused(*refusal, request.version()),
         }
     }
 }

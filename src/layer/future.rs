@@ -1,5 +1,5 @@
 //! Futures returned by [`ConnLimit`](crate::ConnLimit) and
-//! [`LimitedConnection`](crate::LimitedConnection).
+//! [`LimitedConnection`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,13 +62,19 @@ where
                 let result = ready!(fut.poll(cx));
                 // On success the permit moves into the body; on error it drops here.
                 let permit = permit.take();
-                Poll::Ready(result.map(|response| response.map(|body| ResponseBody::new(body, permit))))
+                Poll::Ready(
+                    result.map(|response| response.map(|body| ResponseBody::new(body, permit))),
+                )
             }
             ResponseStateProj::Refused {
                 refusal,
                 version,
                 close_connection,
-            } => Poll::Ready(Ok(refusal.response(*version, *close_connection))),
+            } => Poll::Ready(Ok(refusal.response(
+                ResponseBody::from,
+                *version,
+                *close_connection,
+            ))),
         }
     }
 }
@@ -76,6 +82,63 @@ where
 impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// Response future of an [`LimitedConnection`]: the inner service's response, untouched, or
+    /// the refusal of an over-limit connection.
+    ///
+    /// The body type stays the inner one (servers such as `axum::serve` require exactly
+    /// `Response<Body>` here); the refusal's text becomes a body through `From<&'static str>`.
+    pub struct ConnectionFuture<F> {
+        #[pin]
+        state: ConnectionState<F>,
+    }
+}
+
+pin_project! {
+    #[project = ConnectionStateProj]
+    enum ConnectionState<F> {
+        Called { #[pin] fut: F },
+        Refused { refusal: Refusal, version: Version },
+    }
+}
+
+impl<F> ConnectionFuture<F> {
+    pub(crate) fn called(fut: F) -> Self {
+        ConnectionFuture {
+            state: ConnectionState::Called { fut },
+        }
+    }
+
+    pub(crate) fn refused(refusal: Refusal, version: Version) -> Self {
+        ConnectionFuture {
+            state: ConnectionState::Refused { refusal, version },
+        }
+    }
+}
+
+impl<F, B, E> Future for ConnectionFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: From<&'static str>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            ConnectionStateProj::Called { fut } => fut.poll(cx),
+            ConnectionStateProj::Refused { refusal, version } => {
+                Poll::Ready(Ok(refusal.response(B::from, *version, true)))
+            }
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ConnectionFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionFuture").finish_non_exhaustive()
     }
 }
 
@@ -126,9 +189,15 @@ where
                 let (permit, peer) = admission
                     .take()
                     .expect("MakeFuture polled after completion");
-                Poll::Ready(Ok(LimitedConnection::admitted(service, Arc::new(permit), peer)))
+                Poll::Ready(Ok(LimitedConnection::admitted(
+                    service,
+                    Arc::new(permit),
+                    peer,
+                )))
             }
-            MakeStateProj::Refused { refusal } => Poll::Ready(Ok(LimitedConnection::refused(*refusal))),
+            MakeStateProj::Refused { refusal } => {
+                Poll::Ready(Ok(LimitedConnection::refused(*refusal)))
+            }
         }
     }
 }

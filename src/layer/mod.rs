@@ -77,13 +77,13 @@
 //! share one per-client state and one live config.
 
 mod body;
+mod conn_limit_layer;
 mod connection;
 pub mod future;
-mod layer;
 mod response;
 mod service;
 
 pub use self::body::ResponseBody;
+pub use self::conn_limit_layer::ConnLimitLayer;
 pub use self::connection::LimitedConnection;
-pub use self::layer::ConnLimitLayer;
 pub use self::service::ConnLimit;

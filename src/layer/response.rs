@@ -3,7 +3,6 @@
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode, Version};
 
-use super::body::ResponseBody;
 use crate::RejectReason;
 
 /// Why a layer answers a request itself.
@@ -35,10 +34,16 @@ impl Refusal {
         }
     }
 
-    /// The response for this refusal. `close_connection` adds `Connection: close` on HTTP/1 (an
-    /// HTTP/2 response cannot carry it: hyper strips connection-level headers there).
-    pub(crate) fn response<B>(self, version: Version, close_connection: bool) -> Response<ResponseBody<B>> {
-        let mut response = Response::new(ResponseBody::refusal(self.body()));
+    /// The response for this refusal, its body made by `body` from the static text.
+    /// `close_connection` adds `Connection: close` on HTTP/1 (an HTTP/2 response cannot carry
+    /// it: hyper strips connection-level headers there).
+    pub(crate) fn response<B>(
+        self,
+        body: impl FnOnce(&'static str) -> B,
+        version: Version,
+        close_connection: bool,
+    ) -> Response<B> {
+        let mut response = Response::new(body(self.body()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, TEXT_PLAIN.clone());

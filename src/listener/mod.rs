@@ -66,9 +66,9 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
+use self::reject::Rejector;
 pub use self::reject::{RejectAction, RejectableIo};
 pub use self::tracked_io::TrackedIo;
-use self::reject::Rejector;
 use crate::Limiter;
 
 /// A listener that admits connections through a [`Limiter`]. See the [module docs](self).
@@ -203,8 +203,7 @@ mod axum_listener {
 
     /// [`ConnLimitListener`] ready for `axum::serve` with `ConnectInfo`; see
     /// [`ConnLimitListener::for_axum`].
-    pub type AxumListener<L> =
-        TapIo<ConnLimitListener<L>, fn(&mut TrackedIo<<L as Listener>::Io>)>;
+    pub type AxumListener<L> = TapIo<ConnLimitListener<L>, fn(&mut TrackedIo<<L as Listener>::Io>)>;
 
     impl<L> Listener for ConnLimitListener<L>
     where

@@ -109,21 +109,22 @@ impl Rejector {
                 let _ = io.reset_on_drop();
                 drop(io);
             }
-            RejectAction::HttpResponse => match PendingSlot::take(&self.pending, self.max_pending)
-            {
-                Some(slot) => {
-                    let response = match rejected.reason() {
-                        RejectReason::TotalConnections => RESPONSE_503,
-                        _ => RESPONSE_429,
-                    };
-                    let deadline = self.deadline;
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        let _ = tokio::time::timeout(deadline, answer(io, response)).await;
-                    });
+            RejectAction::HttpResponse => {
+                match PendingSlot::take(&self.pending, self.max_pending) {
+                    Some(slot) => {
+                        let response = match rejected.reason() {
+                            RejectReason::TotalConnections => RESPONSE_503,
+                            _ => RESPONSE_429,
+                        };
+                        let deadline = self.deadline;
+                        tokio::spawn(async move {
+                            let _slot = slot;
+                            let _ = tokio::time::timeout(deadline, answer(io, response)).await;
+                        });
+                    }
+                    None => drop(io),
                 }
-                None => drop(io),
-            },
+            }
         }
     }
 

@@ -74,7 +74,9 @@ pub async fn read_to_close(stream: &mut TcpStream) -> io::Result<String> {
 
 /// An HTTP/1.1 client connection over `stream`; the connection task runs in the background.
 pub async fn http1_client(stream: TcpStream) -> http1::SendRequest<Empty<Bytes>> {
-    let (sender, conn) = bounded(http1::handshake(TokioIo::new(stream))).await.unwrap();
+    let (sender, conn) = bounded(http1::handshake(TokioIo::new(stream)))
+        .await
+        .unwrap();
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
@@ -119,6 +121,8 @@ pub async fn h1_get(
     path: &str,
 ) -> (http::StatusCode, http::HeaderMap, String) {
     bounded(sender.ready()).await.unwrap();
-    let response = bounded(sender.send_request(get_request(path))).await.unwrap();
+    let response = bounded(sender.send_request(get_request(path)))
+        .await
+        .unwrap();
     collect(response).await
 }
