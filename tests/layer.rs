@@ -1,4 +1,5 @@
 //! `ConnLimitLayer` at the make-service and request levels, over real loopback sockets.
+#![cfg(feature = "axum")]
 
 mod support;
 

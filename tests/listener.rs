@@ -1,4 +1,5 @@
 //! The listener admission point over real loopback sockets, with distinct 127.0.0.N clients.
+#![cfg(feature = "axum")]
 
 mod support;
 
