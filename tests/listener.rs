@@ -173,6 +173,10 @@ async fn http_action_answers_429_and_503_without_leaking_limits() {
 
     let _second = admitted_from(12, server).await;
     let mut over_total = connect_from(13, server).await;
+    over_total
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     let answer = read_to_close(&mut over_total).await.unwrap();
     assert!(
         answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
@@ -324,4 +328,25 @@ async fn http2_connections_are_counted() {
         limiter.stats().tracked_clients == 0
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_http_refusal_to_a_silent_client_ends_at_the_deadline() {
+    let limiter = limiter(1);
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = ConnLimitListener::new(tcp, limiter.clone())
+        .reject_with(RejectAction::HttpResponse)
+        .reject_deadline(std::time::Duration::from_millis(50));
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((io, _)) = listener.accept().await {
+            held.push(io);
+        }
+    });
+    let _held = connect_from(19, server).await;
+    let mut silent = connect_from(19, server).await;
+    // It never sends a request, so it gets no answer: just the close, once the deadline passes.
+    assert_eq!(read_to_close(&mut silent).await.unwrap(), "");
+    assert_eq!(limiter.stats().rejected.client_connections, 1);
 }

@@ -22,7 +22,7 @@ pub enum RejectAction {
     /// (see [`RejectableIo`]) this falls back to [`Close`](RejectAction::Close).
     Reset,
     /// Answer with a canned `HTTP/1.1 429 Too Many Requests` (`503 Service Unavailable` for the
-    /// global cap) and close. The write runs in a task of its own, off the accept path, bounded by
+    /// global cap) once the client has started sending its request, and close. The write runs in a task of its own, off the accept path, bounded by
     /// the listener's `reject_deadline`; at most `max_pending_rejections` such writes run at once,
     /// and past that refusals fall back to [`Close`](RejectAction::Close), so a slow or hostile
     /// client can never stall accepting or pile up tasks.
@@ -135,12 +135,20 @@ impl Rejector {
     }
 }
 
-/// Writes `response`, half-closes, and drains a bounded amount of input until the client closes.
+/// Waits for the client's request to start, writes `response`, half-closes, and drains a bounded
+/// amount of input until the client closes.
+///
+/// Answering before the request arrives would be a response to nothing: HTTP clients such as
+/// hyper treat unsolicited bytes as a broken connection and never show the 429. A client that
+/// sends nothing is simply closed when the deadline passes.
 async fn answer<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO, response: &[u8]) -> io::Result<()> {
+    let mut buf = [0u8; 1024];
+    let mut drained = match io.read(&mut buf).await? {
+        0 => return Ok(()),
+        n => n,
+    };
     io.write_all(response).await?;
     io.shutdown().await?;
-    let mut buf = [0u8; 1024];
-    let mut drained = 0;
     while drained < MAX_DRAIN_BYTES {
         match io.read(&mut buf).await? {
             0 => break,
