@@ -23,6 +23,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -31,6 +32,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tower_connlimit::{Config, ConnLimitLayer, ConnLimitListener, Limiter, RejectAction};
 use tower_layer::Layer;
 
@@ -151,27 +153,53 @@ async fn serve(args: Args, limiter: Limiter) -> std::io::Result<()> {
         "listening (HTTP/1.1 and h2c)"
     );
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-    match args.mode {
-        Mode::Listener => {
-            let listener = ConnLimitListener::new(tcp, limiter)
-                .reject_with(args.reject)
-                .for_axum();
-            axum::serve(listener, make_service)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
+    let stopping = Arc::new(Notify::new());
+    let served = async {
+        match args.mode {
+            Mode::Listener => {
+                let listener = ConnLimitListener::new(tcp, limiter.clone())
+                    .reject_with(args.reject)
+                    .for_axum();
+                axum::serve(listener, make_service)
+                    .with_graceful_shutdown(shutdown_signal(Arc::clone(&stopping)))
+                    .await
+            }
+            Mode::MakeService => {
+                let make_service =
+                    ConnLimitLayer::with_limiter(limiter.clone()).layer(make_service);
+                axum::serve(tcp, make_service)
+                    .with_graceful_shutdown(shutdown_signal(Arc::clone(&stopping)))
+                    .await
+            }
         }
-        Mode::MakeService => {
-            let make_service = ConnLimitLayer::with_limiter(limiter).layer(make_service);
-            axum::serve(tcp, make_service)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        }
+    };
+    // Graceful shutdown waits for every open connection; a client that never leaves (an idle
+    // WebSocket, say) must not keep the process alive forever.
+    let drain_deadline = async {
+        stopping.notified().await;
+        tokio::time::sleep(DRAIN_DEADLINE).await;
+    };
+    tokio::select! {
+        result = served => result?,
+        () = drain_deadline => tracing::warn!(
+            still_open = limiter.stats().open_connections,
+            "drain deadline passed; closing the remaining connections"
+        ),
     }
+    tracing::info!(
+        open_connections = limiter.stats().open_connections,
+        "stopped"
+    );
+    Ok(())
 }
 
-async fn shutdown_signal() {
+/// How long Ctrl-C waits for open connections to finish before closing them.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+async fn shutdown_signal(stopping: Arc<Notify>) {
     if tokio::signal::ctrl_c().await.is_ok() {
-        tracing::info!("Ctrl-C: finishing open requests, then exiting");
+        tracing::info!("Ctrl-C: finishing open requests (at most 10 s), then exiting");
+        stopping.notify_one();
     }
 }
 
