@@ -1,1 +1,124 @@
-fn main() {}
+//! Admission cost, side by side: this crate's `Limiter` against the naive
+//! `Mutex<HashMap<IpAddr, u32>>` and the floor of one atomic increment and decrement.
+//!
+//! `cargo bench --bench admission`. Each group measures every implementation in the same run,
+//! so compare the ratios, not the absolute times.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tower_connlimit::{Config, Limiter};
+
+/// The baseline a first attempt would write: one lock around a std `HashMap`.
+struct NaiveLimiter {
+    limit: u32,
+    map: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl NaiveLimiter {
+    fn new(limit: u32) -> Self {
+        NaiveLimiter {
+            limit,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn acquire(&self, ip: IpAddr) -> bool {
+        let mut map = self.map.lock().unwrap();
+        let count = map.entry(ip).or_insert(0);
+        if *count >= self.limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut map = self.map.lock().unwrap();
+        if let Some(count) = map.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+}
+
+fn limiter(max_conns_per_client: usize) -> Limiter {
+    Limiter::new(Config {
+        max_conns_per_client,
+        ..Config::default()
+    })
+}
+
+fn clients_v4(n: u32) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
+        .collect()
+}
+
+fn admit_release(c: &mut Criterion) {
+    let mut group = c.benchmark_group("admit_release");
+    group.throughput(Throughput::Elements(1));
+    let cases: [(&str, Vec<IpAddr>); 3] = [
+        ("one_client", clients_v4(1)),
+        ("10k_clients", clients_v4(10_000)),
+        (
+            "ipv6_10k_clients",
+            (0..10_000u128)
+                .map(|i| IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | (i << 64) | 1)))
+                .collect(),
+        ),
+    ];
+    for (case, clients) in cases {
+        let limiter = limiter(100);
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("tower_connlimit", case), |b| {
+            b.iter(|| {
+                i = (i + 1) % clients.len();
+                drop(black_box(limiter.try_acquire(clients[i]).unwrap()));
+            })
+        });
+        let naive = NaiveLimiter::new(100);
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("naive_mutex_hashmap", case), |b| {
+            b.iter(|| {
+                i = (i + 1) % clients.len();
+                assert!(naive.acquire(black_box(clients[i])));
+                naive.release(clients[i]);
+            })
+        });
+        let floor = AtomicUsize::new(0);
+        group.bench_function(BenchmarkId::new("atomic_floor", case), |b| {
+            b.iter(|| {
+                black_box(floor.fetch_add(1, Ordering::AcqRel));
+                floor.fetch_sub(1, Ordering::AcqRel);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn rejected(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rejected_admit");
+    group.throughput(Throughput::Elements(1));
+    let ip: IpAddr = "192.0.2.1".parse().unwrap();
+    let limiter = limiter(1);
+    let _held = limiter.try_acquire(ip).unwrap();
+    group.bench_function(BenchmarkId::new("tower_connlimit", "one_client"), |b| {
+        b.iter(|| assert!(limiter.try_acquire(black_box(ip)).is_err()))
+    });
+    let naive = NaiveLimiter::new(1);
+    assert!(naive.acquire(ip));
+    group.bench_function(BenchmarkId::new("naive_mutex_hashmap", "one_client"), |b| {
+        b.iter(|| assert!(!naive.acquire(black_box(ip))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, admit_release, rejected);
+criterion_main!(benches);

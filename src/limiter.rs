@@ -51,9 +51,14 @@ pub struct Limiter {
     shared: Arc<Shared>,
 }
 
+/// The per-client map's hasher: foldhash with a per-map random seed. Client keys are partly chosen
+/// by remote peers, so the seed must be secret; SipHash (std's default) would also do, at about
+/// three times the cost per decision (see `benches/admission.rs`).
+type ClientHasher = foldhash::fast::RandomState;
+
 struct Shared {
     config: ArcSwap<CompiledConfig>,
-    clients: DashMap<ClientKey, ClientState>,
+    clients: DashMap<ClientKey, ClientState, ClientHasher>,
     open_connections: AtomicUsize,
     in_flight_requests: AtomicUsize,
     counters: Counters,
@@ -124,7 +129,7 @@ impl Limiter {
         Ok(Limiter {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(compiled),
-                clients: DashMap::new(),
+                clients: DashMap::with_hasher(ClientHasher::default()),
                 open_connections: AtomicUsize::new(0),
                 in_flight_requests: AtomicUsize::new(0),
                 counters: Counters::default(),
