@@ -120,3 +120,8 @@ pub use limiter::{
 #[cfg(feature = "axum")]
 pub use listener::AxumListener;
 pub use listener::{ConnLimitListener, RejectAction, RejectableIo, TrackedIo};
+
+/// The README's examples, compiled (and the runnable ones run) as doctests.
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
