@@ -235,7 +235,7 @@ async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
     let stats = limiter.stats();
     let config = limiter.config();
     let mut clients = limiter.clients();
-    clients.sort_by(|a, b| b.open_connections.cmp(&a.open_connections));
+    clients.sort_by_key(|c| std::cmp::Reverse(c.open_connections));
     Json(json!({
         "open_connections": stats.open_connections,
         "in_flight_requests": stats.in_flight_requests,
