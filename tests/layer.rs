@@ -385,3 +385,83 @@ async fn one_layer_applied_per_route_shares_one_limiter() {
     server.gate.add_permits(1);
     assert_eq!(bounded(held).await.unwrap().0, 200);
 }
+
+/// A make-service level in front of a trivial per-connection service, driven with fabricated
+/// targets: IPv6 keying needs no IPv6 network.
+async fn admitted(
+    make: &mut tower_connlimit::ConnLimit<
+        impl Service<SocketAddr, Response = (), Error = Infallible>,
+    >,
+    peer: &str,
+) -> tower_connlimit::LimitedConnection<()> {
+    let peer: SocketAddr = peer.parse().unwrap();
+    make.ready().await.unwrap().call(peer).await.unwrap()
+}
+
+#[tokio::test]
+async fn make_service_keys_ipv6_targets_by_prefix() {
+    let layer = ConnLimitLayer::new(per_client(1));
+    let mut make = layer.layer(service_fn(|_: SocketAddr| async {
+        Ok::<_, Infallible>(())
+    }));
+    let first = admitted(&mut make, "[2001:db8:0:1::1]:4000").await;
+    assert!(first.is_admitted());
+    // Same /64, other address and port: the same client.
+    assert!(!admitted(&mut make, "[2001:db8:0:1::ffff]:4001")
+        .await
+        .is_admitted());
+    // Another /64 is another client.
+    let other = admitted(&mut make, "[2001:db8:0:2::1]:4000").await;
+    assert!(other.is_admitted());
+    // An IPv4-mapped address is its IPv4 address.
+    let v4 = admitted(&mut make, "192.0.2.1:4000").await;
+    assert!(v4.is_admitted());
+    assert!(!admitted(&mut make, "[::ffff:192.0.2.1]:4000")
+        .await
+        .is_admitted());
+
+    let limiter = layer.limiter();
+    assert_eq!(limiter.stats().open_connections, 3);
+    assert_eq!(limiter.stats().rejected.client_connections, 2);
+    drop((first, other, v4));
+    assert_eq!(limiter.stats().tracked_clients, 0);
+}
+
+#[tokio::test]
+async fn a_connection_stays_counted_while_any_clone_of_its_service_lives() {
+    let layer = ConnLimitLayer::new(per_client(1));
+    let mut make = layer.layer(service_fn(|_: SocketAddr| async {
+        Ok::<_, Infallible>(())
+    }));
+    let connection = admitted(&mut make, "192.0.2.9:1").await;
+    let per_request_clone = connection.clone();
+    drop(connection);
+    assert_eq!(
+        layer
+            .limiter()
+            .open_connections("192.0.2.9".parse().unwrap()),
+        1
+    );
+    drop(per_request_clone);
+    assert_eq!(
+        layer
+            .limiter()
+            .open_connections("192.0.2.9".parse().unwrap()),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_bare_router_under_the_layer_is_a_limited_make_service() {
+    // `axum::serve(listener, layer.layer(router))`: the router is its own make-service.
+    let limiter = limiter(per_client(1));
+    let app = Router::new().route("/", get(|| async { "hello" }));
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = tcp.local_addr().unwrap();
+    let make = ConnLimitLayer::with_limiter(limiter.clone()).layer(app);
+    tokio::spawn(async move { axum::serve(tcp, make).await.unwrap() });
+    let mut first = http1_client(connect_from(38, server).await).await;
+    assert_eq!(h1_get(&mut first, "/").await.0, 200);
+    let mut second = http1_client(connect_from(38, server).await).await;
+    assert_eq!(h1_get(&mut second, "/").await.0, 429);
+}

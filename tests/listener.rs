@@ -350,3 +350,32 @@ async fn an_http_refusal_to_a_silent_client_ends_at_the_deadline() {
     assert_eq!(read_to_close(&mut silent).await.unwrap(), "");
     assert_eq!(limiter.stats().rejected.client_connections, 1);
 }
+
+#[tokio::test]
+async fn a_dual_stack_listener_keys_ipv4_clients_as_ipv4() {
+    // On a `[::]` listener, IPv4 clients arrive as `::ffff:127.0.0.N`; they must be keyed, and
+    // limited, as `127.0.0.N`.
+    let Ok(tcp) = TcpListener::bind("[::]:0").await else {
+        eprintln!("skipped: this machine has no IPv6");
+        return;
+    };
+    let limiter = limiter(1);
+    let port = tcp.local_addr().unwrap().port();
+    let listener = ConnLimitListener::new(tcp, limiter.clone());
+    let (peers_tx, mut peers) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((io, peer)) = listener.accept().await {
+            let _ = peers_tx.send(peer);
+            held.push(io);
+        }
+    });
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let _first = connect_from(39, server).await;
+    let peer = bounded(peers.recv()).await.unwrap();
+    assert_eq!(peer.ip().to_string(), "::ffff:127.0.0.39");
+    assert_eq!(limiter.open_connections(client_ip(39)), 1);
+    assert_eq!(limiter.clients()[0].key.to_string(), "127.0.0.39");
+    let mut second = connect_from(39, server).await;
+    assert!(was_refused(&mut second).await);
+}
