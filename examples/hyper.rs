@@ -6,7 +6,8 @@
 //!
 //! No axum: the make-service is a `tower::service_fn` whose target is the peer's `SocketAddr`,
 //! wrapped in `ConnLimitLayer`. Each admitted connection's service holds its permit until hyper
-//! drops it; an over-limit HTTP/1 client gets `429` with `Connection: close`. On Ctrl-C the loop
+//! drops it; an over-limit HTTP/1 client gets `429` with `Connection: close`, and one that never
+//! sends a request is closed by hyper's header-read timeout (10 s here). On Ctrl-C the loop
 //! stops accepting, and hyper-util's `GracefulShutdown` lets open connections finish; their
 //! permits are released as they drain.
 
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -65,7 +66,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, max_conns_per_client, "listening");
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A timer makes hyper's header-read timeout apply, so a connection that never sends a request
+    // (an over-limit client's included, which can only be answered once it asks) is closed.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
     let mut shutdown = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         tokio::select! {

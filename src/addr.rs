@@ -58,6 +58,17 @@ where
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// Counts a refusal for want of a client address and logs `fix`: at error level the first time
+/// for this limiter, at debug after that, so the log names the misconfiguration without
+/// flooding.
+pub(crate) fn report_missing_address(limiter: &crate::Limiter, what: &'static str, fix: &str) {
+    if limiter.note_missing_client_address() {
+        tracing::error!(what, "{fix}");
+    } else {
+        tracing::debug!(what, "{fix}");
+    }
+}
+
 /// The client address of a request, from the first of: axum's `ConnectInfo<SocketAddr>`, a
 /// [`ClientAddr`] extension, a plain `SocketAddr` extension.
 pub(crate) fn client_addr_of(extensions: &Extensions) -> Option<SocketAddr> {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::Cidr;
+use crate::{Cidr, ClientKey};
 
 /// The limits a [`Limiter`](crate::Limiter) enforces.
 ///
@@ -44,10 +44,15 @@ pub struct Config {
     /// subnet); at most 128. Use 128 to key by exact address, as go-connlimit does.
     pub ipv6_prefix: u8,
     /// Networks that are never limited. Their connections and requests are still counted, so
-    /// [`Limiter::stats`](crate::Limiter::stats) stays truthful.
+    /// [`Limiter::stats`](crate::Limiter::stats) stays truthful, under each exempt client's exact
+    /// address (not its prefix), so an exempt host never uses up the allowance of the
+    /// non-exempt neighbours in its /64.
     pub exempt: Vec<Cidr>,
     /// Per-network replacements of `max_conns_per_client` (a NAT gateway may deserve more, a
-    /// noisy network less). When several networks contain a client, the longest prefix wins.
+    /// noisy network less). When several networks contain a client, the longest prefix wins. A
+    /// network must cover whole clients: one narrower than `ipv4_prefix` / `ipv6_prefix` (a
+    /// `/128` override under the default `/64`) is refused, since every address of a client
+    /// shares one count and must share one limit.
     pub overrides: Vec<CidrLimit>,
 }
 
@@ -71,8 +76,8 @@ impl Config {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the first offending field: a prefix longer than its address
-    /// family, or a network listed twice in `exempt` or `overrides` (a second entry for the same
-    /// network would silently shadow the first).
+    /// family, an override narrower than a client, or a network listed twice in `exempt` or
+    /// `overrides` (a second entry for the same network would silently shadow the first).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.ipv4_prefix > 32 {
             return Err(ConfigError::new(
@@ -92,6 +97,25 @@ impl Config {
                 format!("{} is already listed at exempt[{first}]", self.exempt[i]),
             ));
         }
+        if let Some((i, o)) = self
+            .overrides
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.network.prefix_len() > self.client_prefix_for(o.network.network()))
+        {
+            let (field, prefix) = match o.network.network() {
+                IpAddr::V4(_) => ("ipv4_prefix", self.ipv4_prefix),
+                IpAddr::V6(_) => ("ipv6_prefix", self.ipv6_prefix),
+            };
+            return Err(ConfigError::new(
+                format!("overrides[{i}].network"),
+                format!(
+                    "{} is narrower than a client: {field} is /{prefix}, so clients are counted \
+                     per /{prefix} and a limit must cover whole clients",
+                    o.network
+                ),
+            ));
+        }
         if let Some((i, first)) = first_repeat(self.overrides.iter().map(|o| o.network)) {
             return Err(ConfigError::new(
                 format!("overrides[{i}].network"),
@@ -102,6 +126,14 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The client prefix length for `ip`'s family.
+    fn client_prefix_for(&self, ip: IpAddr) -> u8 {
+        match ip {
+            IpAddr::V4(_) => self.ipv4_prefix,
+            IpAddr::V6(_) => self.ipv6_prefix,
+        }
     }
 }
 
@@ -202,10 +234,21 @@ impl CompiledConfig {
         })
     }
 
-    /// Whether `ip` is in an exempt network.
+    /// The key `ip` is counted under, and whether it is exempt.
+    ///
+    /// An exempt client is keyed by its exact address, not by the configured prefix: its
+    /// connections are counted but must not use up the allowance of the non-exempt neighbours
+    /// sharing its /64 (or IPv4 prefix).
     #[inline]
-    pub(crate) fn is_exempt(&self, ip: IpAddr) -> bool {
-        !self.config.exempt.is_empty() && self.config.exempt.iter().any(|c| c.contains(ip))
+    pub(crate) fn client(&self, ip: IpAddr) -> (ClientKey, bool) {
+        let exempt =
+            !self.config.exempt.is_empty() && self.config.exempt.iter().any(|c| c.contains(ip));
+        let key = if exempt {
+            ClientKey::new(ip, 32, 128)
+        } else {
+            ClientKey::new(ip, self.config.ipv4_prefix, self.config.ipv6_prefix)
+        };
+        (key, exempt)
     }
 
     /// The per-client connection limit for `ip`: the longest matching override, else the default.
@@ -271,6 +314,43 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(err.field(), "exempt[1]");
+    }
+
+    #[test]
+    fn an_override_narrower_than_a_client_is_refused() {
+        let err = Config {
+            overrides: vec![CidrLimit::new(cidr("2001:db8::1/128"), 5)],
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field(), "overrides[0].network");
+        assert_eq!(
+            err.reason(),
+            "2001:db8::1/128 is narrower than a client: ipv6_prefix is /64, so clients are \
+             counted per /64 and a limit must cover whole clients"
+        );
+        Config {
+            overrides: vec![CidrLimit::new(cidr("2001:db8::/64"), 5)],
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn exempt_clients_are_keyed_by_exact_address() {
+        let compiled = CompiledConfig::compile(Config {
+            exempt: vec![cidr("2001:db8::/126")],
+            ..Config::default()
+        })
+        .unwrap();
+        let (key, exempt) = compiled.client("2001:db8::1".parse().unwrap());
+        assert!(exempt);
+        assert_eq!(key.to_string(), "2001:db8::1");
+        let (key, exempt) = compiled.client("2001:db8::9".parse().unwrap());
+        assert!(!exempt);
+        assert_eq!(key.to_string(), "2001:db8::/64");
     }
 
     #[test]

@@ -15,8 +15,10 @@ use crate::{ClientKey, Config, ConfigError};
 /// Counts live connections and in-flight requests per client, and admits or refuses new ones.
 ///
 /// `Limiter` is a cheap handle: cloning it clones an [`Arc`], and every clone reads and updates the
-/// same map, counters and config. Hand clones to the listener, the make-service layer and the
-/// request layer, and they enforce one set of limits against one view of each client.
+/// same map, counters and config. Hand one clone to the point that counts connections — the
+/// listener *or* the make-service layer, never both, or every connection is counted twice — and
+/// another to the request layer, and they enforce one set of limits against one view of each
+/// client.
 ///
 /// # Examples
 ///
@@ -103,6 +105,33 @@ impl ClientState {
 enum Kind {
     Connection,
     Request,
+}
+
+impl Kind {
+    fn client_limit_reason(self) -> RejectReason {
+        match self {
+            Kind::Connection => RejectReason::ClientConnections,
+            Kind::Request => RejectReason::ClientRequests,
+        }
+    }
+}
+
+impl Shared {
+    /// The all-clients count of `kind`.
+    fn total(&self, kind: Kind) -> &AtomicUsize {
+        match kind {
+            Kind::Connection => &self.open_connections,
+            Kind::Request => &self.in_flight_requests,
+        }
+    }
+
+    /// The admitted-since-start counter of `kind`.
+    fn admitted(&self, kind: Kind) -> &AtomicU64 {
+        match kind {
+            Kind::Connection => &self.counters.admitted_connections,
+            Kind::Request => &self.counters.admitted_requests,
+        }
+    }
 }
 
 impl Limiter {
@@ -247,68 +276,61 @@ impl Limiter {
     }
 
     fn key_for(&self, ip: IpAddr) -> ClientKey {
-        let compiled = self.shared.config.load();
-        ClientKey::new(ip, compiled.config.ipv4_prefix, compiled.config.ipv6_prefix)
+        self.shared.config.load().client(ip).0
     }
 
-    /// The one admission decision: load the config once, check the global cap, then count the
-    /// client under its shard lock. Returns the key the permit must release.
+    /// The one admission decision. Loads the config once, then, under the client's shard lock:
+    /// checks the per-client limit, reserves a place under the global cap, and counts the
+    /// client. Nothing is counted unless every check passes, so a refused attempt never makes
+    /// the totals look higher to concurrent callers. Returns the key the permit must release.
     fn admit(&self, ip: IpAddr, kind: Kind) -> Result<ClientKey, Rejected> {
         let shared = &*self.shared;
         let compiled = shared.config.load();
         let config = &*compiled.config;
-        let key = ClientKey::new(ip, config.ipv4_prefix, config.ipv6_prefix);
-        let exempt = compiled.is_exempt(ip);
+        let (key, exempt) = compiled.client(ip);
         let limit = match (exempt, kind) {
             (true, _) => 0,
             (false, Kind::Connection) => compiled.conn_limit_for(ip),
             (false, Kind::Request) => config.max_requests_per_client,
         };
-
-        let total = match kind {
-            Kind::Connection => &shared.open_connections,
-            Kind::Request => &shared.in_flight_requests,
-        };
+        let total = shared.total(kind);
         let total_cap = match kind {
             Kind::Connection if !exempt => config.max_conns_total,
             _ => 0,
         };
-        if !reserve(total, total_cap) {
-            return Err(self.reject(RejectReason::TotalConnections));
-        }
 
         // The shard lock is held only inside this match: no await, no second map call.
-        let admitted = match shared.clients.entry(key) {
+        let decision = match shared.clients.entry(key) {
             Entry::Occupied(mut occupied) => {
                 let count = occupied.get_mut().count_mut(kind);
                 if limit != 0 && *count >= limit {
-                    false
+                    Err(kind.client_limit_reason())
+                } else if !reserve(total, total_cap) {
+                    Err(RejectReason::TotalConnections)
                 } else {
                     *count += 1;
-                    true
+                    Ok(())
                 }
             }
+            // A new client is under any per-client limit (0 means unlimited, else at least 1).
             Entry::Vacant(vacant) => {
-                // A new client is under any limit of 1 or more (0 means unlimited).
-                let mut state = ClientState::default();
-                *state.count_mut(kind) = 1;
-                vacant.insert(state);
-                true
+                if reserve(total, total_cap) {
+                    let mut state = ClientState::default();
+                    *state.count_mut(kind) = 1;
+                    vacant.insert(state);
+                    Ok(())
+                } else {
+                    Err(RejectReason::TotalConnections)
+                }
             }
         };
-        if !admitted {
-            total.fetch_sub(1, Ordering::Relaxed);
-            return Err(self.reject(match kind {
-                Kind::Connection => RejectReason::ClientConnections,
-                Kind::Request => RejectReason::ClientRequests,
-            }));
+        match decision {
+            Ok(()) => {
+                shared.admitted(kind).fetch_add(1, Ordering::Relaxed);
+                Ok(key)
+            }
+            Err(reason) => Err(self.reject(reason)),
         }
-        let admitted_counter = match kind {
-            Kind::Connection => &shared.counters.admitted_connections,
-            Kind::Request => &shared.counters.admitted_requests,
-        };
-        admitted_counter.fetch_add(1, Ordering::Relaxed);
-        Ok(key)
     }
 
     fn reject(&self, reason: RejectReason) -> Rejected {
@@ -325,17 +347,15 @@ impl Limiter {
     /// Gives back one unit of `kind` for `key`, removing the entry when nothing is left.
     fn release(&self, key: &ClientKey, kind: Kind) {
         let shared = &*self.shared;
+        // The client's count and the total drop together, under the shard lock that `admit`
+        // counts them under.
         shared.clients.remove_if_mut(key, |_, state| {
             let count = state.count_mut(kind);
             debug_assert!(*count > 0, "released a permit that was never counted");
             *count = count.saturating_sub(1);
+            shared.total(kind).fetch_sub(1, Ordering::Relaxed);
             state.is_idle()
         });
-        let total = match kind {
-            Kind::Connection => &shared.open_connections,
-            Kind::Request => &shared.in_flight_requests,
-        };
-        total.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -530,8 +550,8 @@ pub struct RejectedStats {
     pub total_connections: u64,
     /// Requests refused by the per-client in-flight limit.
     pub client_requests: u64,
-    /// Requests refused (with 500) because no client address could be found: a
-    /// misconfiguration, logged at error level the first time.
+    /// Connections and requests refused (a request with 500) because no client address could be
+    /// found: a misconfiguration, logged at error level the first time.
     pub no_client_address: u64,
 }
 

@@ -342,3 +342,62 @@ fn new_panics_with_the_config_error() {
         ..Config::default()
     });
 }
+
+#[test]
+fn an_exempt_host_does_not_use_up_its_neighbours_allowance() {
+    let limiter = Limiter::new(Config {
+        max_conns_per_client: 1,
+        exempt: vec!["2001:db8::1".parse().unwrap()],
+        ..Config::default()
+    });
+    let _exempt: Vec<_> = (0..5)
+        .map(|_| limiter.try_acquire(ip("2001:db8::1")).unwrap())
+        .collect();
+    // Same /64, not exempt: its own allowance is untouched.
+    let _neighbour = limiter.try_acquire(ip("2001:db8::2")).unwrap();
+    assert!(limiter.try_acquire(ip("2001:db8::3")).is_err());
+    assert_eq!(limiter.open_connections(ip("2001:db8::1")), 5);
+    assert_eq!(limiter.open_connections(ip("2001:db8::2")), 1);
+}
+
+#[test]
+fn refused_attempts_never_crowd_out_others_under_the_global_cap() {
+    // One client hammers at its per-client limit while another connects and disconnects under
+    // a global cap that has room for it. A refused attempt must not count towards the cap, even
+    // for an instant, so the second client is never refused.
+    let limiter = Limiter::new(Config {
+        max_conns_per_client: 1,
+        max_conns_total: 3,
+        ..Config::default()
+    });
+    let _a = limiter.try_acquire(ip("192.0.2.1")).unwrap();
+    let _c = limiter.try_acquire(ip("192.0.2.3")).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let refused_b = std::thread::scope(|scope| {
+        let hammer = scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(limiter.try_acquire(ip("192.0.2.1")).is_err());
+            }
+        });
+        let mut refused = 0;
+        for _ in 0..200_000 {
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            match limiter.try_acquire(ip("192.0.2.2")) {
+                Ok(permit) => drop(permit),
+                Err(_) => refused += 1,
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hammer.join().unwrap();
+        refused
+    });
+    assert_eq!(refused_b, 0, "the legitimate client was refused");
+    assert_eq!(limiter.stats().rejected.total_connections, 0);
+    assert!(
+        limiter.stats().rejected.client_connections > 0,
+        "the hammer ran"
+    );
+}

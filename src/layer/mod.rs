@@ -31,15 +31,25 @@
 //! (per-client limit) or `503 Service Unavailable` (global cap), a generic body, and
 //! `Connection: close`, without calling your service.
 //!
-//! This level runs after the TCP accept and, with TLS, after the handshake, and it has two
-//! limits that the [listener](crate::listener) does not:
+//! This level runs after the TCP accept and, with TLS, after the handshake, and it has limits
+//! that the [listener](crate::listener) does not:
 //!
+//! - **A refused connection stays open until it sends a request.** Only then can it be answered
+//!   and closed. A client over its limit can therefore still hold idle connections, and file
+//!   descriptors, for as long as the server lets an idle connection live: `axum::serve` sets no
+//!   header-read timeout at all. With hyper-util, give the builder a timer
+//!   (`http1().timer(TokioTimer::new())`) so that hyper's header-read timeout (30 s) applies, as
+//!   `examples/hyper.rs` does. Where idle connections are the threat (go-connlimit's CVEs), use
+//!   the listener.
 //! - **HTTP/2 cannot be closed from here.** hyper strips `Connection` from HTTP/2 responses, so a
 //!   refused h2 connection stays open (uncounted), answering each stream with 429/503 until the
 //!   client gives up. Use the listener to refuse h2 clients outright.
 //! - **Upgrades are not counted.** On an HTTP/1 upgrade (WebSocket) hyper drops the per-connection
 //!   service, and with it the permit, while the upgraded stream lives on. The listener's
 //!   [`TrackedIo`](crate::TrackedIo) keeps upgraded connections counted until they close.
+//!
+//! Use this level *or* the listener on one [`Limiter`](crate::Limiter), not both: each counts
+//! every connection, so together they would count it twice.
 //!
 //! # Request level: count in-flight requests
 //!
@@ -61,7 +71,9 @@
 //! # }
 //! ```
 //!
-//! A refused request gets `429 Too Many Requests`; the connection stays open. The client is
+//! A refused request gets `429 Too Many Requests`; the connection stays open. An upgraded
+//! request (a WebSocket's `101 Switching Protocols`) stops counting when its response is sent:
+//! the upgraded stream is a connection, counted by the listener, not a request in flight. The client is
 //! found in the request's extensions, in this order: axum's `ConnectInfo<SocketAddr>`, a
 //! [`ClientAddr`](crate::ClientAddr) (inserted by the make-service level, or by you), a plain
 //! `SocketAddr`. A request with none of these is a server misconfiguration: it is answered with

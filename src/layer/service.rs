@@ -8,7 +8,7 @@ use tower_service::Service;
 use super::future::{MakeFuture, ResponseFuture};
 use super::response::Refusal;
 use super::{LimitedConnection, ResponseBody};
-use crate::addr::client_addr_of;
+use crate::addr::{client_addr_of, report_missing_address};
 use crate::{Limiter, PeerAddr};
 
 /// Limits connections or requests per client; built by [`ConnLimitLayer`](crate::ConnLimitLayer).
@@ -72,7 +72,7 @@ where
 
     fn call(&mut self, target: Target) -> Self::Future {
         let Some(peer) = target.peer_addr() else {
-            report_missing_address(&self.limiter, "connection");
+            report_missing_address(&self.limiter, "connection", MAKE_SERVICE_FIX);
             return MakeFuture::refused(Refusal::NoClientAddress);
         };
         match self.limiter.try_acquire(peer.ip()) {
@@ -105,7 +105,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let version = request.version();
         let Some(peer) = client_addr_of(request.extensions()) else {
-            report_missing_address(&self.limiter, "request");
+            report_missing_address(&self.limiter, "request", REQUEST_FIX);
             return ResponseFuture::refused(Refusal::NoClientAddress, version, false);
         };
         match self.limiter.try_acquire_request(peer.ip()) {
@@ -118,16 +118,10 @@ where
     }
 }
 
-/// Counts a refusal for want of a client address and logs how to fix the server: at error level
-/// the first time, at debug after that, so the log names the problem without flooding.
-fn report_missing_address(limiter: &Limiter, what: &'static str) {
-    const FIX: &str = "tower-connlimit cannot tell who the client is, so it refused with 500. \
-        Fix: serve the router with `into_make_service_with_connect_info::<SocketAddr>()`, \
-        or put ConnLimitLayer around the make-service, or insert a `tower_connlimit::ClientAddr` \
-        (or `SocketAddr`) request extension in a custom server";
-    if limiter.note_missing_client_address() {
-        tracing::error!(what, "{FIX}");
-    } else {
-        tracing::debug!(what, "{FIX}");
-    }
-}
+const MAKE_SERVICE_FIX: &str = "tower-connlimit cannot tell who the client is, so it refused \
+    the connection. Fix: implement `PeerAddr` for the make-service target so it returns the peer";
+
+const REQUEST_FIX: &str = "tower-connlimit cannot tell who the client is, so it refused with 500. \
+    Fix: serve the router with `into_make_service_with_connect_info::<SocketAddr>()`, \
+    or put ConnLimitLayer around the make-service, or insert a `tower_connlimit::ClientAddr` \
+    (or `SocketAddr`) request extension in a custom server";

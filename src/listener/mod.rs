@@ -134,9 +134,11 @@ impl<L> ConnLimitListener<L> {
     /// Counts `io` if its client is under the limits, otherwise refuses it and returns `None`.
     fn admit<IO: RejectableIo>(&self, io: IO, peer: Option<SocketAddr>) -> Option<TrackedIo<IO>> {
         let Some(peer) = peer else {
-            tracing::error!(
-                "tower-connlimit: refused a connection with no IP peer address; \
-                 ConnLimitListener needs a listener whose connections have IP peers"
+            crate::addr::report_missing_address(
+                &self.limiter,
+                "connection",
+                "ConnLimitListener refused a connection with no IP peer address: \
+                 wrap a listener whose connections have IP peers",
             );
             return None;
         };

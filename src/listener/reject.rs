@@ -26,6 +26,11 @@ pub enum RejectAction {
     /// the listener's `reject_deadline`; at most `max_pending_rejections` such writes run at once,
     /// and past that refusals fall back to [`Close`](RejectAction::Close), so a slow or hostile
     /// client can never stall accepting or pile up tasks.
+    ///
+    /// The answer is plaintext HTTP/1.1: use it for plaintext HTTP/1 listeners. A TLS client or
+    /// an HTTP/2 prior-knowledge client cannot read it and sees a broken connection, as with
+    /// `Close`. It needs a tokio runtime with the time driver enabled (`enable_time`, on in
+    /// `#[tokio::main]`), for the deadline.
     HttpResponse,
 }
 
