@@ -66,9 +66,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, max_conns_per_client, "listening");
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A timer makes hyper's header-read timeout apply, so a connection that never sends a request
-    // (an over-limit client's included, which can only be answered once it asks) is closed.
+    // HTTP/1 only, with a timer: hyper's header-read timeout then runs from the first moment of
+    // every connection, so one that never sends a request (an over-limit client's included, which
+    // can only be answered once it asks) is closed. `auto::Builder` would first wait, with no
+    // timeout, for bytes to tell HTTP/1 from HTTP/2; and the make-service level cannot close a
+    // refused HTTP/2 connection anyway (see the crate's layer docs).
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())

@@ -37,10 +37,12 @@
 //! - **A refused connection stays open until it sends a request.** Only then can it be answered
 //!   and closed. A client over its limit can therefore still hold idle connections, and file
 //!   descriptors, for as long as the server lets an idle connection live: `axum::serve` sets no
-//!   header-read timeout at all. With hyper-util, give the builder a timer
-//!   (`http1().timer(TokioTimer::new())`) so that hyper's header-read timeout (30 s) applies, as
-//!   `examples/hyper.rs` does. Where idle connections are the threat (go-connlimit's CVEs), use
-//!   the listener.
+//!   header-read timeout at all. With hyper-util, serve HTTP/1 with a timer
+//!   (`http1_only()`, `http1().timer(TokioTimer::new())`) so that hyper's header-read timeout
+//!   (30 s by default) runs from the start of every connection, as `examples/hyper.rs` does;
+//!   `auto::Builder` serving both versions first waits, with no timeout, for the bytes that tell
+//!   HTTP/1 from HTTP/2. Where idle connections are the threat (go-connlimit's CVEs), use the
+//!   listener.
 //! - **HTTP/2 cannot be closed from here.** hyper strips `Connection` from HTTP/2 responses, so a
 //!   refused h2 connection stays open (uncounted), answering each stream with 429/503 until the
 //!   client gives up. Use the listener to refuse h2 clients outright.
