@@ -1,0 +1,115 @@
+//! The warm admission paths allocate nothing: counted with a global allocator that tallies
+//! every allocation made by this thread.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::IpAddr;
+
+use tower_connlimit::{CidrLimit, Config, Limiter};
+
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Allocations made by `f` on this thread.
+fn allocations_in(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+fn limiter() -> Limiter {
+    Limiter::new(Config {
+        max_conns_per_client: 2,
+        max_conns_total: 1_000_000,
+        max_requests_per_client: 2,
+        exempt: vec!["10.0.0.0/8".parse().unwrap()],
+        overrides: vec![CidrLimit::new("192.0.2.0/24".parse().unwrap(), 3)],
+        ..Config::default()
+    })
+}
+
+fn clients() -> Vec<IpAddr> {
+    let mut clients: Vec<IpAddr> = (1..=200u8)
+        .map(|n| IpAddr::from([198, 51, 100, n]))
+        .collect();
+    clients.push("192.0.2.1".parse().unwrap());
+    clients.push("10.1.1.1".parse().unwrap());
+    clients.push("2001:db8::1".parse().unwrap());
+    clients.push("::ffff:203.0.113.9".parse().unwrap());
+    clients
+}
+
+#[test]
+fn warm_admit_and_release_allocate_nothing() {
+    let limiter = limiter();
+    let clients = clients();
+    // Warm-up: the map grows to hold every client once, then is emptied again.
+    for &ip in &clients {
+        drop(limiter.try_acquire(ip).unwrap());
+        drop(limiter.try_acquire_request(ip).unwrap());
+    }
+    let allocations = allocations_in(|| {
+        for _ in 0..100 {
+            for &ip in &clients {
+                let a = limiter.try_acquire(ip).unwrap();
+                let b = limiter.try_acquire(ip).unwrap();
+                let r = limiter.try_acquire_request(ip).unwrap();
+                drop((a, b, r));
+            }
+        }
+    });
+    assert_eq!(allocations, 0);
+    assert_eq!(limiter.stats().tracked_clients, 0);
+}
+
+#[test]
+fn refusals_allocate_nothing() {
+    let limiter = limiter();
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    let _held = [
+        limiter.try_acquire(ip).unwrap(),
+        limiter.try_acquire(ip).unwrap(),
+    ];
+    let _requests = [
+        limiter.try_acquire_request(ip).unwrap(),
+        limiter.try_acquire_request(ip).unwrap(),
+    ];
+    let allocations = allocations_in(|| {
+        for _ in 0..1000 {
+            assert!(limiter.try_acquire(ip).is_err());
+            assert!(limiter.try_acquire_request(ip).is_err());
+        }
+    });
+    assert_eq!(allocations, 0);
+    assert_eq!(limiter.stats().rejected.total(), 2000);
+}
+
+#[test]
+fn the_counter_counts() {
+    let limiter = limiter();
+    assert_eq!(allocations_in(|| drop(std::hint::black_box(vec![1u8; 8]))), 1);
+    // A cold map must grow: the first client allocates its shard's table.
+    assert!(allocations_in(|| drop(limiter.try_acquire("198.51.100.1".parse().unwrap()))) > 0);
+}
