@@ -154,12 +154,7 @@ async fn http_action_answers_429_and_503_without_leaking_limits() {
     let server = echo_server(limiter.clone(), RejectAction::HttpResponse).await;
     let _held = admitted_from(11, server).await;
 
-    let mut over_client = connect_from(11, server).await;
-    over_client
-        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_to_close(&mut over_client).await.unwrap();
+    let answer = raw_get_from(11, server).await;
     assert!(
         answer.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
         "{answer}"
@@ -172,16 +167,21 @@ async fn http_action_answers_429_and_503_without_leaking_limits() {
     );
 
     let _second = admitted_from(12, server).await;
-    let mut over_total = connect_from(13, server).await;
-    over_total
-        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_to_close(&mut over_total).await.unwrap();
+    let answer = raw_get_from(13, server).await;
     assert!(
         answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
         "{answer}"
     );
+}
+
+/// Sends a raw `GET /` from 127.0.0.n and returns everything the server answers until it closes.
+async fn raw_get_from(n: u8, server: SocketAddr) -> String {
+    let mut stream = connect_from(n, server).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_to_close(&mut stream).await.unwrap()
 }
 
 #[tokio::test]
