@@ -109,7 +109,10 @@ fn refusals_allocate_nothing() {
 #[test]
 fn the_counter_counts() {
     let limiter = limiter();
-    assert_eq!(allocations_in(|| drop(std::hint::black_box(vec![1u8; 8]))), 1);
+    assert_eq!(
+        allocations_in(|| drop(std::hint::black_box(vec![1u8; 8]))),
+        1
+    );
     // A cold map must grow: the first client allocates its shard's table.
     assert!(allocations_in(|| drop(limiter.try_acquire("198.51.100.1".parse().unwrap()))) > 0);
 }
