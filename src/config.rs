@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::{Cidr, ClientKey};
+use crate::{Cidr, ClientKey, RateLimit};
 
 /// The limits a [`Limiter`](crate::Limiter) enforces.
 ///
@@ -48,6 +48,14 @@ pub struct Config {
     /// address (not its prefix), so an exempt host never uses up the allowance of the
     /// non-exempt neighbours in its /64.
     pub exempt: Vec<Cidr>,
+    /// How fast one client may open connections, checked at every connection admission point
+    /// before the concurrency limits. Default `None` (no limit). Seed 003's gate counts connects
+    /// with [`Strategy::Cooldown`](crate::Strategy::Cooldown):
+    /// `RateLimit::new(1, Duration::from_millis(100)).strategy(Strategy::Cooldown)`.
+    pub connect_rate: Option<RateLimit>,
+    /// How fast one client may send requests, checked by the request-level layer before the
+    /// in-flight limit. Default `None` (no limit); a sliding window suits it.
+    pub request_rate: Option<RateLimit>,
     /// Per-network replacements of `max_conns_per_client` (a NAT gateway may deserve more, a
     /// noisy network less). When several networks contain a client, the longest prefix wins. A
     /// network must cover whole clients: one narrower than `ipv4_prefix` / `ipv6_prefix` (a
@@ -64,6 +72,8 @@ impl Default for Config {
             max_requests_per_client: 0,
             ipv4_prefix: 32,
             ipv6_prefix: 64,
+            connect_rate: None,
+            request_rate: None,
             exempt: Vec::new(),
             overrides: Vec::new(),
         }
@@ -90,6 +100,12 @@ impl Config {
                 "ipv6_prefix",
                 format!("must be at most 128, got {}", self.ipv6_prefix),
             ));
+        }
+        if let Some(rule) = &self.connect_rate {
+            rule.validate("connect_rate")?;
+        }
+        if let Some(rule) = &self.request_rate {
+            rule.validate("request_rate")?;
         }
         if let Some((i, first)) = first_repeat(self.exempt.iter().copied()) {
             return Err(ConfigError::new(
@@ -232,6 +248,12 @@ impl CompiledConfig {
             config: std::sync::Arc::new(config),
             overrides,
         })
+    }
+
+    /// Whether any rule depends on time, so decisions must read the clock.
+    #[inline]
+    pub(crate) fn has_rates(&self) -> bool {
+        self.config.connect_rate.is_some() || self.config.request_rate.is_some()
     }
 
     /// The key `ip` is counted under, and whether it is exempt.

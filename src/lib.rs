@@ -103,14 +103,17 @@
 
 mod addr;
 mod cidr;
+mod clock;
 mod config;
 mod key;
 pub mod layer;
 mod limiter;
 pub mod listener;
+pub mod rate;
 
 pub use addr::{ClientAddr, PeerAddr};
 pub use cidr::{Cidr, CidrError};
+pub use clock::{Clock, FakeClock, TokioClock};
 pub use config::{CidrLimit, Config, ConfigError};
 pub use key::ClientKey;
 pub use layer::{ConnLimit, ConnLimitLayer, LimitedConnection, ResponseBody};
@@ -120,6 +123,7 @@ pub use limiter::{
 #[cfg(feature = "axum")]
 pub use listener::AxumListener;
 pub use listener::{ConnLimitListener, RejectAction, RejectableIo, TrackedIo};
+pub use rate::{RateLimit, Strategy};
 
 /// The README's examples, compiled (and the runnable ones run) as doctests.
 #[cfg(all(doctest, feature = "axum"))]

@@ -4,13 +4,16 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
+use crate::clock::nanos;
 use crate::config::CompiledConfig;
-use crate::{ClientKey, Config, ConfigError};
+use crate::rate::RateState;
+use crate::{ClientKey, Clock, Config, ConfigError, RateLimit, TokioClock};
 
 /// Counts live connections and in-flight requests per client, and admits or refuses new ones.
 ///
@@ -61,6 +64,12 @@ type ClientHasher = foldhash::fast::RandomState;
 struct Shared {
     config: ArcSwap<CompiledConfig>,
     clients: DashMap<ClientKey, ClientState, ClientHasher>,
+    clock: Box<dyn Clock>,
+    /// When (clock nanoseconds) the next sweep of expired, drained entries is due.
+    next_sweep: AtomicU64,
+    /// Whether the map may hold drained entries kept for their rate state, so sweeps must go
+    /// on (even after a config change removed every rate rule).
+    retaining: AtomicBool,
     open_connections: AtomicUsize,
     in_flight_requests: AtomicUsize,
     counters: Counters,
@@ -76,15 +85,22 @@ struct Counters {
     rejected_client_connections: AtomicU64,
     rejected_total_connections: AtomicU64,
     rejected_client_requests: AtomicU64,
+    rejected_connect_rate: AtomicU64,
+    rejected_request_rate: AtomicU64,
     rejected_no_client_address: AtomicU64,
 }
 
-/// One client's live counts. Small and `Copy` so that a map update is a few integer operations
-/// under the shard lock.
+/// One client's live counts and rate state. Small and `Copy` so that a map update is a few
+/// integer operations under the shard lock.
 #[derive(Clone, Copy, Default, Debug)]
 struct ClientState {
     connections: usize,
     requests: usize,
+    connect_rate: RateState,
+    request_rate: RateState,
+    /// Until when (clock nanoseconds) the rate state can still refuse something: a drained entry
+    /// is kept until then, so that disconnecting does not reset a client's rate.
+    retain_until: u64,
 }
 
 impl ClientState {
@@ -97,6 +113,29 @@ impl ClientState {
 
     fn is_idle(&self) -> bool {
         self.connections == 0 && self.requests == 0
+    }
+
+    /// Whether nothing about this client needs remembering; `now` is read only when the answer
+    /// depends on it.
+    fn is_forgettable(&self, now: impl FnOnce() -> u64) -> bool {
+        self.is_idle() && (self.retain_until == 0 || self.retain_until <= now())
+    }
+
+    fn rate_mut(&mut self, kind: Kind) -> &mut RateState {
+        match kind {
+            Kind::Connection => &mut self.connect_rate,
+            Kind::Request => &mut self.request_rate,
+        }
+    }
+
+    /// Decides one event against `kind`'s rate rule, if any, and remembers it.
+    fn check_rate(&mut self, kind: Kind, rule: Option<&RateLimit>, now: u64) -> Result<(), u64> {
+        let Some(rule) = rule else { return Ok(()) };
+        let rate = self.rate_mut(kind);
+        rate.check(rule, now)?;
+        let expires = rate.expires_at(rule);
+        self.retain_until = self.retain_until.max(expires);
+        Ok(())
     }
 }
 
@@ -114,7 +153,24 @@ impl Kind {
             Kind::Request => RejectReason::ClientRequests,
         }
     }
+
+    fn rate_reason(self) -> RejectReason {
+        match self {
+            Kind::Connection => RejectReason::ConnectRate,
+            Kind::Request => RejectReason::RequestRate,
+        }
+    }
+
+    fn rate_rule(self, config: &Config) -> Option<&RateLimit> {
+        match self {
+            Kind::Connection => config.connect_rate.as_ref(),
+            Kind::Request => config.request_rate.as_ref(),
+        }
+    }
 }
+
+/// The least time between two sweeps of expired, drained entries.
+const SWEEP_INTERVAL_NANOS: u64 = 1_000_000_000;
 
 impl Shared {
     /// The all-clients count of `kind`.
@@ -154,11 +210,26 @@ impl Limiter {
     ///
     /// A [`ConfigError`] naming the offending field.
     pub fn try_new(config: Config) -> Result<Self, ConfigError> {
+        Self::try_with_clock(config, TokioClock::new())
+    }
+
+    /// A limiter enforcing `config` on the time of `clock`, or why `config` is invalid.
+    ///
+    /// Rates are measured on `clock`. The default, [`TokioClock`], follows tokio's paused time;
+    /// a [`FakeClock`](crate::FakeClock) makes time move only when a test says so.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the offending field.
+    pub fn try_with_clock(config: Config, clock: impl Clock) -> Result<Self, ConfigError> {
         let compiled = CompiledConfig::compile(config)?;
         Ok(Limiter {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(compiled),
                 clients: DashMap::with_hasher(ClientHasher::default()),
+                clock: Box::new(clock),
+                next_sweep: AtomicU64::new(0),
+                retaining: AtomicBool::new(false),
                 open_connections: AtomicUsize::new(0),
                 in_flight_requests: AtomicUsize::new(0),
                 counters: Counters::default(),
@@ -257,6 +328,8 @@ impl Limiter {
                 client_connections: c.rejected_client_connections.load(Ordering::Relaxed),
                 total_connections: c.rejected_total_connections.load(Ordering::Relaxed),
                 client_requests: c.rejected_client_requests.load(Ordering::Relaxed),
+                connect_rate: c.rejected_connect_rate.load(Ordering::Relaxed),
+                request_rate: c.rejected_request_rate.load(Ordering::Relaxed),
                 no_client_address: c.rejected_no_client_address.load(Ordering::Relaxed),
             },
         }
@@ -280,7 +353,8 @@ impl Limiter {
     }
 
     /// The one admission decision. Loads the config once, then, under the client's shard lock:
-    /// checks the per-client limit, reserves a place under the global cap, and counts the
+    /// checks the rate rule (before the concurrency checks, so a refused attempt costs nothing
+    /// more), the per-client limit, reserves a place under the global cap, and counts the
     /// client. Nothing is counted unless every check passes, so a refused attempt never makes
     /// the totals look higher to concurrent callers. Returns the key the permit must release.
     fn admit(&self, ip: IpAddr, kind: Kind) -> Result<ClientKey, Rejected> {
@@ -288,39 +362,56 @@ impl Limiter {
         let compiled = shared.config.load();
         let config = &*compiled.config;
         let (key, exempt) = compiled.client(ip);
-        let limit = match (exempt, kind) {
-            (true, _) => 0,
-            (false, Kind::Connection) => compiled.conn_limit_for(ip),
-            (false, Kind::Request) => config.max_requests_per_client,
+        let (limit, rate) = match exempt {
+            true => (0, None),
+            false => (
+                match kind {
+                    Kind::Connection => compiled.conn_limit_for(ip),
+                    Kind::Request => config.max_requests_per_client,
+                },
+                kind.rate_rule(config),
+            ),
         };
         let total = shared.total(kind);
         let total_cap = match kind {
             Kind::Connection if !exempt => config.max_conns_total,
             _ => 0,
         };
+        let now = if compiled.has_rates() || shared.retaining.load(Ordering::Relaxed) {
+            let now = self.now();
+            self.sweep_if_due(now);
+            now
+        } else {
+            0
+        };
 
         // The shard lock is held only inside this match: no await, no second map call.
         let decision = match shared.clients.entry(key) {
             Entry::Occupied(mut occupied) => {
-                let count = occupied.get_mut().count_mut(kind);
-                if limit != 0 && *count >= limit {
-                    Err(kind.client_limit_reason())
+                let state = occupied.get_mut();
+                if let Err(wait) = state.check_rate(kind, rate, now) {
+                    Err((kind.rate_reason(), Some(wait)))
+                } else if limit != 0 && *state.count_mut(kind) >= limit {
+                    Err((kind.client_limit_reason(), None))
                 } else if !reserve(total, total_cap) {
-                    Err(RejectReason::TotalConnections)
+                    Err((RejectReason::TotalConnections, None))
                 } else {
-                    *count += 1;
+                    *state.count_mut(kind) += 1;
                     Ok(())
                 }
             }
-            // A new client is under any per-client limit (0 means unlimited, else at least 1).
+            // A new client passes any rate rule (nothing was counted yet) and any per-client
+            // limit (0 means unlimited, else at least 1); only the global cap can refuse it.
             Entry::Vacant(vacant) => {
                 if reserve(total, total_cap) {
                     let mut state = ClientState::default();
+                    let first = state.check_rate(kind, rate, now);
+                    debug_assert!(first.is_ok(), "a fresh rate state allows one event");
                     *state.count_mut(kind) = 1;
                     vacant.insert(state);
                     Ok(())
                 } else {
-                    Err(RejectReason::TotalConnections)
+                    Err((RejectReason::TotalConnections, None))
                 }
             }
         };
@@ -329,7 +420,56 @@ impl Limiter {
                 shared.admitted(kind).fetch_add(1, Ordering::Relaxed);
                 Ok(key)
             }
-            Err(reason) => Err(self.reject(reason)),
+            Err((reason, wait)) => {
+                let mut rejected = self.reject(reason);
+                rejected.retry_after = wait.map(Duration::from_nanos);
+                Err(rejected)
+            }
+        }
+    }
+
+    /// The limiter clock's reading, in nanoseconds.
+    fn now(&self) -> u64 {
+        nanos(self.shared.clock.now())
+    }
+
+    /// Forgets the drained clients whose rate state has expired, if the last sweep was at least
+    /// a second ago. Called before a decision takes its shard lock; at most one caller sweeps.
+    fn sweep_if_due(&self, now: u64) {
+        let next = &self.shared.next_sweep;
+        let due = next.load(Ordering::Relaxed);
+        if now >= due
+            && next
+                .compare_exchange(
+                    due,
+                    now + SWEEP_INTERVAL_NANOS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.purge_expired();
+        }
+    }
+
+    /// Forgets every client that has nothing open and whose rate state has expired.
+    ///
+    /// Admissions already do this about once a second when rate rules are configured; call it
+    /// from a timer of your own to reclaim memory promptly on an idle server. Takes each shard's
+    /// write lock in turn.
+    pub fn purge_expired(&self) {
+        let shared = &*self.shared;
+        let now = self.now();
+        // Cleared first: a release that keeps an entry during the scan sets it again.
+        shared.retaining.store(false, Ordering::Relaxed);
+        let mut kept_drained = false;
+        shared.clients.retain(|_, state| {
+            let forget = state.is_forgettable(|| now);
+            kept_drained |= !forget && state.is_idle();
+            !forget
+        });
+        if kept_drained {
+            shared.retaining.store(true, Ordering::Relaxed);
         }
     }
 
@@ -339,12 +479,18 @@ impl Limiter {
             RejectReason::ClientConnections => &c.rejected_client_connections,
             RejectReason::TotalConnections => &c.rejected_total_connections,
             RejectReason::ClientRequests => &c.rejected_client_requests,
+            RejectReason::ConnectRate => &c.rejected_connect_rate,
+            RejectReason::RequestRate => &c.rejected_request_rate,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        Rejected { reason }
+        Rejected {
+            reason,
+            retry_after: None,
+        }
     }
 
-    /// Gives back one unit of `kind` for `key`, removing the entry when nothing is left.
+    /// Gives back one unit of `kind` for `key`, removing the entry when nothing about the client
+    /// needs remembering (no permits, and no rate state that could still refuse).
     fn release(&self, key: &ClientKey, kind: Kind) {
         let shared = &*self.shared;
         // The client's count and the total drop together, under the shard lock that `admit`
@@ -354,7 +500,11 @@ impl Limiter {
             debug_assert!(*count > 0, "released a permit that was never counted");
             *count = count.saturating_sub(1);
             shared.total(kind).fetch_sub(1, Ordering::Relaxed);
-            state.is_idle()
+            let forget = state.is_forgettable(|| self.now());
+            if !forget && state.is_idle() {
+                shared.retaining.store(true, Ordering::Relaxed);
+            }
+            forget
         });
     }
 }
@@ -467,12 +617,20 @@ impl fmt::Debug for RequestPermit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejected {
     reason: RejectReason,
+    retry_after: Option<Duration>,
 }
 
 impl Rejected {
     /// Which limit refused the admission.
     pub fn reason(&self) -> RejectReason {
         self.reason
+    }
+
+    /// For a rate refusal, how long until the same client would pass the rate rule again (if
+    /// nothing else changes); `None` for the concurrency limits, which free up whenever a
+    /// connection or request ends.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 }
 
@@ -494,6 +652,10 @@ pub enum RejectReason {
     TotalConnections,
     /// The client has `max_requests_per_client` requests in flight.
     ClientRequests,
+    /// The client connects faster than `connect_rate` allows.
+    ConnectRate,
+    /// The client sends requests faster than `request_rate` allows.
+    RequestRate,
 }
 
 impl RejectReason {
@@ -503,6 +665,8 @@ impl RejectReason {
             RejectReason::ClientConnections => "client connection limit reached",
             RejectReason::TotalConnections => "server connection limit reached",
             RejectReason::ClientRequests => "client request limit reached",
+            RejectReason::ConnectRate => "client connection rate limit reached",
+            RejectReason::RequestRate => "client request rate limit reached",
         }
     }
 
@@ -512,6 +676,8 @@ impl RejectReason {
             RejectReason::ClientConnections => "client_connections",
             RejectReason::TotalConnections => "total_connections",
             RejectReason::ClientRequests => "client_requests",
+            RejectReason::ConnectRate => "connect_rate",
+            RejectReason::RequestRate => "request_rate",
         }
     }
 }
@@ -530,7 +696,8 @@ pub struct Stats {
     pub open_connections: usize,
     /// Requests holding a permit now.
     pub in_flight_requests: usize,
-    /// Clients with an entry in the map (an open connection or an in-flight request).
+    /// Clients with an entry in the map: an open connection, an in-flight request, or rate
+    /// state that has not expired yet.
     pub tracked_clients: usize,
     /// Connections admitted since the limiter was created.
     pub admitted_connections: u64,
@@ -550,6 +717,10 @@ pub struct RejectedStats {
     pub total_connections: u64,
     /// Requests refused by the per-client in-flight limit.
     pub client_requests: u64,
+    /// Connections refused by `connect_rate`.
+    pub connect_rate: u64,
+    /// Requests refused by `request_rate`.
+    pub request_rate: u64,
     /// Connections and requests refused (a request with 500) because no client address could be
     /// found: a misconfiguration, logged at error level the first time.
     pub no_client_address: u64,

@@ -1,15 +1,17 @@
 //! The responses a layer sends instead of calling the inner service.
 
-use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use std::time::Duration;
+
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode, Version};
 
-use crate::RejectReason;
+use crate::{RejectReason, Rejected};
 
 /// Why a layer answers a request itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// A limit refused the connection (make-service level) or the request (request level).
-    Limit(RejectReason),
+    Limit(Rejected),
     /// No client address could be found: a server misconfiguration, answered with 500.
     NoClientAddress,
 }
@@ -20,7 +22,9 @@ static CLOSE: HeaderValue = HeaderValue::from_static("close");
 impl Refusal {
     fn status(self) -> StatusCode {
         match self {
-            Refusal::Limit(RejectReason::TotalConnections) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Limit(rejected) if rejected.reason() == RejectReason::TotalConnections => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::NoClientAddress => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -29,7 +33,7 @@ impl Refusal {
     /// A generic body: it names no limit and no count.
     fn body(self) -> &'static str {
         match self {
-            Refusal::Limit(reason) => reason.public_message(),
+            Refusal::Limit(rejected) => rejected.reason().public_message(),
             Refusal::NoClientAddress => "internal server error",
         }
     }
@@ -50,6 +54,32 @@ impl Refusal {
         if close_connection && version <= Version::HTTP_11 {
             headers.insert(CONNECTION, CLOSE.clone());
         }
+        if let Refusal::Limit(rejected) = self {
+            if let Some(wait) = rejected.retry_after() {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+            }
+        }
         response
+    }
+}
+
+/// `Retry-After` in whole seconds: rounded up, and never 0 (which would invite an immediate,
+/// doomed retry).
+fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_nanos(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(30)), 30);
     }
 }

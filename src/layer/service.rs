@@ -82,7 +82,7 @@ where
             }
             Err(rejected) => {
                 tracing::debug!(%peer, reason = rejected.reason().as_str(), "connection refused");
-                MakeFuture::refused(Refusal::Limit(rejected.reason()))
+                MakeFuture::refused(Refusal::Limit(rejected))
             }
         }
     }
@@ -112,7 +112,7 @@ where
             Ok(permit) => ResponseFuture::called(self.inner.call(request), Some(permit)),
             Err(rejected) => {
                 tracing::debug!(%peer, reason = rejected.reason().as_str(), "request refused");
-                ResponseFuture::refused(Refusal::Limit(rejected.reason()), version, false)
+                ResponseFuture::refused(Refusal::Limit(rejected), version, false)
             }
         }
     }
