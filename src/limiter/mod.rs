@@ -10,6 +10,15 @@ use arc_swap::ArcSwap;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
+mod outcome;
+mod permit;
+mod stats;
+
+pub use self::outcome::{RejectReason, Rejected};
+use self::permit::Slot;
+pub use self::permit::{ConnPermit, RequestPermit};
+pub use self::stats::{ClientStats, RejectedStats, Stats};
+
 use crate::clock::nanos;
 use crate::config::CompiledConfig;
 use crate::rate::RateState;
@@ -277,7 +286,7 @@ impl Limiter {
         self.shared
             .clients
             .get(&key)
-            .map(|state| ClientStats::new(key, *state))
+            .map(|state| ClientStats::new(key, &state))
     }
 
     /// Every tracked client and its counts, in no particular order.
@@ -288,7 +297,7 @@ impl Limiter {
         self.shared
             .clients
             .iter()
-            .map(|entry| ClientStats::new(*entry.key(), *entry.value()))
+            .map(|entry| ClientStats::new(*entry.key(), entry.value()))
             .collect()
     }
 
@@ -536,225 +545,6 @@ impl fmt::Debug for Limiter {
             .field("config", &self.config())
             .field("stats", &self.stats())
             .finish()
-    }
-}
-
-/// The release half shared by both permit types: gives its unit back exactly once, on drop.
-struct Slot {
-    limiter: Limiter,
-    key: ClientKey,
-    kind: Kind,
-}
-
-impl Slot {
-    fn new(limiter: Limiter, key: ClientKey, kind: Kind) -> Self {
-        Slot { limiter, key, kind }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.limiter.release(&self.key, self.kind);
-    }
-}
-
-/// A counted connection. Dropping it releases the count exactly once.
-///
-/// Drop runs on every exit path (a returned error, a panic unwinding through the holder, a
-/// cancelled future that owned it), so a permit cannot leak unless it is deliberately forgotten
-/// with [`std::mem::forget`].
-#[must_use = "the connection is released as soon as the permit is dropped"]
-pub struct ConnPermit {
-    slot: Slot,
-}
-
-impl ConnPermit {
-    /// The client key this connection is counted under.
-    pub fn client_key(&self) -> ClientKey {
-        self.slot.key
-    }
-
-    /// The limiter that issued this permit.
-    pub fn limiter(&self) -> &Limiter {
-        &self.slot.limiter
-    }
-}
-
-impl fmt::Debug for ConnPermit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnPermit")
-            .field("client", &self.slot.key)
-            .finish()
-    }
-}
-
-/// A counted in-flight request. Dropping it releases the count exactly once.
-#[must_use = "the request is released as soon as the permit is dropped"]
-pub struct RequestPermit {
-    slot: Slot,
-}
-
-impl RequestPermit {
-    /// The client key this request is counted under.
-    pub fn client_key(&self) -> ClientKey {
-        self.slot.key
-    }
-}
-
-impl fmt::Debug for RequestPermit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestPermit")
-            .field("client", &self.slot.key)
-            .finish()
-    }
-}
-
-/// A refused admission.
-///
-/// Its [`Display`](fmt::Display) is deliberately generic, so it can be shown to the client without
-/// revealing limits or counts; [`reason`](Rejected::reason) says which limit refused, for logs
-/// and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    reason: RejectReason,
-    retry_after: Option<Duration>,
-}
-
-impl Rejected {
-    /// Which limit refused the admission.
-    pub fn reason(&self) -> RejectReason {
-        self.reason
-    }
-
-    /// For a rate refusal, how long until the same client would pass the rate rule again (if
-    /// nothing else changes); `None` for the concurrency limits, which free up whenever a
-    /// connection or request ends.
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
-    }
-}
-
-impl fmt::Display for Rejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason.public_message())
-    }
-}
-
-impl std::error::Error for Rejected {}
-
-/// Which limit refused an admission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RejectReason {
-    /// The client holds `max_conns_per_client` connections (or its override's limit).
-    ClientConnections,
-    /// The server holds `max_conns_total` connections.
-    TotalConnections,
-    /// The client has `max_requests_per_client` requests in flight.
-    ClientRequests,
-    /// The client connects faster than `connect_rate` allows.
-    ConnectRate,
-    /// The client sends requests faster than `request_rate` allows.
-    RequestRate,
-}
-
-impl RejectReason {
-    /// The generic text shown to clients: it names no limit and no count.
-    pub(crate) fn public_message(&self) -> &'static str {
-        match self {
-            RejectReason::ClientConnections => "client connection limit reached",
-            RejectReason::TotalConnections => "server connection limit reached",
-            RejectReason::ClientRequests => "client request limit reached",
-            RejectReason::ConnectRate => "client connection rate limit reached",
-            RejectReason::RequestRate => "client request rate limit reached",
-        }
-    }
-
-    /// A stable snake_case name, for log fields and metric labels.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RejectReason::ClientConnections => "client_connections",
-            RejectReason::TotalConnections => "total_connections",
-            RejectReason::ClientRequests => "client_requests",
-            RejectReason::ConnectRate => "connect_rate",
-            RejectReason::RequestRate => "request_rate",
-        }
-    }
-}
-
-impl fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A snapshot of a [`Limiter`]'s counters; see [`Limiter::stats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Connections holding a permit now.
-    pub open_connections: usize,
-    /// Requests holding a permit now.
-    pub in_flight_requests: usize,
-    /// Clients with an entry in the map: an open connection, an in-flight request, or rate
-    /// state that has not expired yet.
-    pub tracked_clients: usize,
-    /// Connections admitted since the limiter was created.
-    pub admitted_connections: u64,
-    /// Requests admitted since the limiter was created.
-    pub admitted_requests: u64,
-    /// Refusals since the limiter was created, by reason.
-    pub rejected: RejectedStats,
-}
-
-/// Refusal counts by reason; see [`Stats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RejectedStats {
-    /// Connections refused by the per-client limit.
-    pub client_connections: u64,
-    /// Connections refused by the global cap.
-    pub total_connections: u64,
-    /// Requests refused by the per-client in-flight limit.
-    pub client_requests: u64,
-    /// Connections refused by `connect_rate`.
-    pub connect_rate: u64,
-    /// Requests refused by `request_rate`.
-    pub request_rate: u64,
-    /// Connections and requests refused (a request with 500) because no client address could be
-    /// found: a misconfiguration, logged at error level the first time.
-    pub no_client_address: u64,
-}
-
-impl RejectedStats {
-    /// All refusals.
-    pub fn total(&self) -> u64 {
-        self.client_connections
-            + self.total_connections
-            + self.client_requests
-            + self.no_client_address
-    }
-}
-
-/// One client's counts; see [`Limiter::client`] and [`Limiter::clients`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ClientStats {
-    /// The client key.
-    pub key: ClientKey,
-    /// Connections this client holds open.
-    pub open_connections: usize,
-    /// Requests this client has in flight.
-    pub in_flight_requests: usize,
-}
-
-impl ClientStats {
-    fn new(key: ClientKey, state: ClientState) -> Self {
-        ClientStats {
-            key,
-            open_connections: state.connections,
-            in_flight_requests: state.requests,
-        }
     }
 }
 

@@ -1,0 +1,83 @@
+//! [`Rejected`] and [`RejectReason`]: why an admission was refused.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A refused admission.
+///
+/// Its [`Display`](fmt::Display) is deliberately generic, so it can be shown to the client without
+/// revealing limits or counts; [`reason`](Rejected::reason) says which limit refused, for logs
+/// and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub(super) reason: RejectReason,
+    pub(super) retry_after: Option<Duration>,
+}
+
+impl Rejected {
+    /// Which limit refused the admission.
+    pub fn reason(&self) -> RejectReason {
+        self.reason
+    }
+
+    /// For a rate refusal, how long until the same client would pass the rate rule again (if
+    /// nothing else changes); `None` for the concurrency limits, which free up whenever a
+    /// connection or request ends.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason.public_message())
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Which limit refused an admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The client holds `max_conns_per_client` connections (or its override's limit).
+    ClientConnections,
+    /// The server holds `max_conns_total` connections.
+    TotalConnections,
+    /// The client has `max_requests_per_client` requests in flight.
+    ClientRequests,
+    /// The client connects faster than `connect_rate` allows.
+    ConnectRate,
+    /// The client sends requests faster than `request_rate` allows.
+    RequestRate,
+}
+
+impl RejectReason {
+    /// The generic text shown to clients: it names no limit and no count.
+    pub(crate) fn public_message(&self) -> &'static str {
+        match self {
+            RejectReason::ClientConnections => "client connection limit reached",
+            RejectReason::TotalConnections => "server connection limit reached",
+            RejectReason::ClientRequests => "client request limit reached",
+            RejectReason::ConnectRate => "client connection rate limit reached",
+            RejectReason::RequestRate => "client request rate limit reached",
+        }
+    }
+
+    /// A stable snake_case name, for log fields and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectReason::ClientConnections => "client_connections",
+            RejectReason::TotalConnections => "total_connections",
+            RejectReason::ClientRequests => "client_requests",
+            RejectReason::ConnectRate => "connect_rate",
+            RejectReason::RequestRate => "request_rate",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,74 @@
+//! [`Stats`], [`RejectedStats`] and [`ClientStats`]: what the limiter has seen.
+
+use super::ClientState;
+use crate::ClientKey;
+
+/// A snapshot of a [`Limiter`]'s counters; see [`Limiter::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections holding a permit now.
+    pub open_connections: usize,
+    /// Requests holding a permit now.
+    pub in_flight_requests: usize,
+    /// Clients with an entry in the map: an open connection, an in-flight request, or rate
+    /// state that has not expired yet.
+    pub tracked_clients: usize,
+    /// Connections admitted since the limiter was created.
+    pub admitted_connections: u64,
+    /// Requests admitted since the limiter was created.
+    pub admitted_requests: u64,
+    /// Refusals since the limiter was created, by reason.
+    pub rejected: RejectedStats,
+}
+
+/// Refusal counts by reason; see [`Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RejectedStats {
+    /// Connections refused by the per-client limit.
+    pub client_connections: u64,
+    /// Connections refused by the global cap.
+    pub total_connections: u64,
+    /// Requests refused by the per-client in-flight limit.
+    pub client_requests: u64,
+    /// Connections refused by `connect_rate`.
+    pub connect_rate: u64,
+    /// Requests refused by `request_rate`.
+    pub request_rate: u64,
+    /// Connections and requests refused (a request with 500) because no client address could be
+    /// found: a misconfiguration, logged at error level the first time.
+    pub no_client_address: u64,
+}
+
+impl RejectedStats {
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        self.client_connections
+            + self.total_connections
+            + self.client_requests
+            + self.no_client_address
+    }
+}
+
+/// One client's counts; see [`Limiter::client`] and [`Limiter::clients`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// The client key.
+    pub key: ClientKey,
+    /// Connections this client holds open.
+    pub open_connections: usize,
+    /// Requests this client has in flight.
+    pub in_flight_requests: usize,
+}
+
+impl ClientStats {
+    pub(super) fn new(key: ClientKey, state: &ClientState) -> Self {
+        ClientStats {
+            key,
+            open_connections: state.connections,
+            in_flight_requests: state.requests,
+        }
+    }
+}
