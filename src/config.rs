@@ -3,7 +3,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::{Cidr, ClientKey, RateLimit};
+use std::time::Duration;
+
+use crate::{Cidr, ClientKey, RateLimit, Strategy};
 
 /// The limits a [`Limiter`](crate::Limiter) enforces.
 ///
@@ -56,6 +58,20 @@ pub struct Config {
     /// How fast one client may send requests, checked by the request-level layer before the
     /// in-flight limit. Default `None` (no limit); a sliding window suits it.
     pub request_rate: Option<RateLimit>,
+    /// Extra request rates for some routes, checked by the request-level layer after
+    /// `request_rate`. Every rule whose path and method match a request applies, each with its own
+    /// per-client count.
+    pub path_rules: Vec<PathRule>,
+    /// Temporary bans for clients that keep breaking rate rules. Default `None` (no automatic
+    /// bans; [`Limiter::ban`](crate::Limiter::ban) still works).
+    pub ban: Option<BanPolicy>,
+    /// The most clients the limiter remembers at once. Default 1,000,000; 0 means unlimited.
+    /// Clients with open connections or in-flight requests are always remembered; beyond them,
+    /// rate and ban state is kept for clients that have left, and this bounds that memory. See
+    /// [`WhenFull`] for what happens when a new client arrives at the bound.
+    pub max_tracked_clients: usize,
+    /// What to do when a new client arrives and `max_tracked_clients` are tracked.
+    pub when_full: WhenFull,
     /// Per-network replacements of `max_conns_per_client` (a NAT gateway may deserve more, a
     /// noisy network less). When several networks contain a client, the longest prefix wins. A
     /// network must cover whole clients: one narrower than `ipv4_prefix` / `ipv6_prefix` (a
@@ -74,6 +90,10 @@ impl Default for Config {
             ipv6_prefix: 64,
             connect_rate: None,
             request_rate: None,
+            path_rules: Vec::new(),
+            ban: None,
+            max_tracked_clients: 1_000_000,
+            when_full: WhenFull::EvictStalest,
             exempt: Vec::new(),
             overrides: Vec::new(),
         }
@@ -106,6 +126,12 @@ impl Config {
         }
         if let Some(rule) = &self.request_rate {
             rule.validate("request_rate")?;
+        }
+        for (i, rule) in self.path_rules.iter().enumerate() {
+            rule.validate(i)?;
+        }
+        if let Some(ban) = &self.ban {
+            ban.validate()?;
         }
         if let Some((i, first)) = first_repeat(self.exempt.iter().copied()) {
             return Err(ConfigError::new(
@@ -162,6 +188,190 @@ fn first_repeat(items: impl Iterator<Item = Cidr> + Clone) -> Option<(usize, usi
             .position(|earlier| earlier == item)
             .map(|first| (i, first))
     })
+}
+
+/// An extra rate for requests to some paths: `/login`, `/api/`.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::Method;
+/// use tower_connlimit::{PathRule, RateLimit};
+///
+/// // At most 5 login attempts a minute per client.
+/// let rule = PathRule::exact("/login", RateLimit::new(5, Duration::from_secs(60))).method(Method::POST);
+/// assert!(rule.matches(&Method::POST, "/login"));
+/// assert!(!rule.matches(&Method::GET, "/login"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathRule {
+    /// The path, or path prefix, the rule applies to.
+    pub path: String,
+    /// Whether `path` is matched exactly or as a prefix.
+    pub matching: PathMatch,
+    /// Only requests with this method, or any method when `None`.
+    pub method: Option<http::Method>,
+    /// The rate each client may send matching requests at.
+    pub rate: RateLimit,
+}
+
+/// How a [`PathRule`] matches a request path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PathMatch {
+    /// The request path equals the rule's path.
+    #[default]
+    Exact,
+    /// The request path is the rule's path or lies below it, segment-wise: `/api` matches `/api`,
+    /// `/api/` and `/api/users`, but not `/apix`.
+    Prefix,
+}
+
+impl PathRule {
+    /// A rule for exactly `path`.
+    pub fn exact(path: impl Into<String>, rate: RateLimit) -> Self {
+        PathRule {
+            path: path.into(),
+            matching: PathMatch::Exact,
+            method: None,
+            rate,
+        }
+    }
+
+    /// A rule for `path` and every path below it.
+    pub fn prefix(path: impl Into<String>, rate: RateLimit) -> Self {
+        PathRule {
+            matching: PathMatch::Prefix,
+            ..Self::exact(path, rate)
+        }
+    }
+
+    /// The same rule, for `method` only.
+    pub fn method(mut self, method: http::Method) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Whether a request with `method` to `path` falls under this rule.
+    pub fn matches(&self, method: &http::Method, path: &str) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        match self.matching {
+            PathMatch::Exact => path == self.path,
+            PathMatch::Prefix => match path.strip_prefix(self.path.as_str()) {
+                Some(rest) => rest.is_empty() || self.path.ends_with('/') || rest.starts_with('/'),
+                None => false,
+            },
+        }
+    }
+
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::new(
+                format!("path_rules[{i}].path"),
+                format!("{:?} must start with '/'", self.path),
+            ));
+        }
+        self.rate.validate(&format!("path_rules[{i}].rate"))
+    }
+}
+
+/// When clients are banned, and for how long.
+///
+/// Every request or connection a rate rule refuses is a *violation*. A client with more than
+/// `max_violations` violations within `within` is banned for `ban_for`: refused at every
+/// admission point (the listener closes it at accept) until the ban expires. With `escalate`,
+/// each further ban of the same client lasts twice the one before, up to `max_ban_for` (like
+/// fail2ban's `bantime.increment`); the client's record of bans is kept while it is tracked.
+/// `jitter` adds a random part to every ban, so that banned clients do not all come back at
+/// the same instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanPolicy {
+    /// Violations tolerated within `within`; one more bans the client. At least 1.
+    pub max_violations: u32,
+    /// The window violations are counted over.
+    pub within: Duration,
+    /// How long a first ban lasts.
+    pub ban_for: Duration,
+    /// Whether repeat bans double in length.
+    pub escalate: bool,
+    /// The longest ban escalation can reach.
+    pub max_ban_for: Duration,
+    /// Up to this much is added to each ban, at random.
+    pub jitter: Duration,
+    /// Shadow mode: count (as dry-run) and log the bans that would happen, but ban no one.
+    pub dry_run: bool,
+}
+
+impl BanPolicy {
+    /// Ban for `ban_for` a client with more than `max_violations` violations within `within`;
+    /// no escalation, no jitter.
+    pub fn new(max_violations: u32, within: Duration, ban_for: Duration) -> Self {
+        BanPolicy {
+            max_violations,
+            within,
+            ban_for,
+            escalate: false,
+            max_ban_for: ban_for,
+            jitter: Duration::ZERO,
+            dry_run: false,
+        }
+    }
+
+    /// Repeat bans double, up to `max_ban_for`.
+    pub fn escalate(mut self, max_ban_for: Duration) -> Self {
+        self.escalate = true;
+        self.max_ban_for = max_ban_for;
+        self
+    }
+
+    /// Adds up to `jitter` to each ban, at random.
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Shadow mode: bans are counted and logged, not enforced.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
+    }
+
+    /// The violation count as a rate rule: its refusal is the ban trigger.
+    pub(crate) fn violations(&self) -> RateLimit {
+        RateLimit::new(self.max_violations, self.within).strategy(Strategy::FixedWindow)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.violations().validate("ban")?;
+        if self.ban_for.is_zero() {
+            return Err(ConfigError::new("ban.ban_for", "must be longer than zero"));
+        }
+        if self.escalate && self.max_ban_for < self.ban_for {
+            return Err(ConfigError::new(
+                "ban.max_ban_for",
+                format!(
+                    "{:?} is shorter than ban_for ({:?})",
+                    self.max_ban_for, self.ban_for
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What happens when a new client arrives and [`Config::max_tracked_clients`] are tracked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Forget a client that has nothing open — the one whose rate state expires first among a
+    /// bounded sample — to make room. The default: honest newcomers keep getting in, and an
+    /// attacker rotating addresses only pushes out its own stale records. Evictions are counted
+    /// in [`Stats::evictions`](crate::Stats::evictions).
+    #[default]
+    EvictStalest,
+    /// Refuse the new client (503 at the layer) until room frees up. Nothing is ever forgotten
+    /// early, at the cost of locking out newcomers while the map is full.
+    RefuseNew,
 }
 
 /// A per-network replacement of [`Config::max_conns_per_client`].
@@ -235,6 +445,9 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug)]
 pub(crate) struct CompiledConfig {
     pub(crate) config: std::sync::Arc<Config>,
+    /// Distinct for every compiled config, so per-client path states laid out for an earlier
+    /// list of path rules are started afresh.
+    pub(crate) generation: u64,
     /// Overrides, longest prefix first, so the first match is the most specific.
     overrides: Box<[CidrLimit]>,
 }
@@ -244,7 +457,9 @@ impl CompiledConfig {
         config.validate()?;
         let mut overrides: Box<[CidrLimit]> = config.overrides.clone().into_boxed_slice();
         overrides.sort_by_key(|o| std::cmp::Reverse(o.network.prefix_len()));
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(CompiledConfig {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             config: std::sync::Arc::new(config),
             overrides,
         })
@@ -253,7 +468,8 @@ impl CompiledConfig {
     /// Whether any rule depends on time, so decisions must read the clock.
     #[inline]
     pub(crate) fn has_rates(&self) -> bool {
-        self.config.connect_rate.is_some() || self.config.request_rate.is_some()
+        let c = &*self.config;
+        c.connect_rate.is_some() || c.request_rate.is_some() || !c.path_rules.is_empty()
     }
 
     /// The key `ip` is counted under, and whether it is exempt.

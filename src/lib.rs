@@ -114,11 +114,12 @@ pub mod rate;
 pub use addr::{ClientAddr, PeerAddr};
 pub use cidr::{Cidr, CidrError};
 pub use clock::{Clock, FakeClock, TokioClock};
-pub use config::{CidrLimit, Config, ConfigError};
+pub use config::{BanPolicy, CidrLimit, Config, ConfigError, PathMatch, PathRule, WhenFull};
 pub use key::ClientKey;
 pub use layer::{ConnLimit, ConnLimitLayer, LimitedConnection, ResponseBody};
 pub use limiter::{
-    ClientStats, ConnPermit, Limiter, RejectReason, Rejected, RejectedStats, RequestPermit, Stats,
+    ClientStats, ConnPermit, Decision, Limiter, RejectReason, Rejected, RejectedStats,
+    RequestPermit, Stats,
 };
 #[cfg(feature = "axum")]
 pub use listener::AxumListener;

@@ -62,6 +62,9 @@ pub struct RateLimit {
     pub strategy: Strategy,
     /// Token bucket only: how many events may come at once after a quiet spell. 0 means `events`.
     pub burst: u32,
+    /// Shadow mode: decide and count as if enforcing, log what would be refused, but admit.
+    /// Stats count such events under `dry_run`, apart from enforced refusals.
+    pub dry_run: bool,
 }
 
 impl RateLimit {
@@ -72,7 +75,14 @@ impl RateLimit {
             period,
             strategy: Strategy::SlidingWindow,
             burst: 0,
+            dry_run: false,
         }
+    }
+
+    /// The same rule in shadow mode: refusals are counted and logged, not enforced.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
     }
 
     /// The same rule counted by `strategy`.

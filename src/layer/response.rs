@@ -22,7 +22,12 @@ static CLOSE: HeaderValue = HeaderValue::from_static("close");
 impl Refusal {
     fn status(self) -> StatusCode {
         match self {
-            Refusal::Limit(rejected) if rejected.reason() == RejectReason::TotalConnections => {
+            Refusal::Limit(rejected)
+                if matches!(
+                    rejected.reason(),
+                    RejectReason::TotalConnections | RejectReason::TrackedClientsFull
+                ) =>
+            {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Refusal::Limit(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -108,7 +108,10 @@ where
             report_missing_address(&self.limiter, "request", REQUEST_FIX);
             return ResponseFuture::refused(Refusal::NoClientAddress, version, false);
         };
-        match self.limiter.try_acquire_request(peer.ip()) {
+        let admitted =
+            self.limiter
+                .try_acquire_request_to(peer.ip(), request.method(), request.uri().path());
+        match admitted {
             Ok(permit) => ResponseFuture::called(self.inner.call(request), Some(permit)),
             Err(rejected) => {
                 tracing::debug!(%peer, reason = rejected.reason().as_str(), "request refused");

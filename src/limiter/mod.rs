@@ -12,17 +12,19 @@ use dashmap::DashMap;
 
 mod outcome;
 mod permit;
+mod state;
 mod stats;
 
-pub use self::outcome::{RejectReason, Rejected};
+pub use self::outcome::{Decision, RejectReason, Rejected};
 use self::permit::Slot;
 pub use self::permit::{ConnPermit, RequestPermit};
+use self::state::{ClientState, Event, Kind, Notes, Route};
 pub use self::stats::{ClientStats, RejectedStats, Stats};
 
 use crate::clock::nanos;
 use crate::config::CompiledConfig;
-use crate::rate::RateState;
-use crate::{ClientKey, Clock, Config, ConfigError, RateLimit, TokioClock};
+use crate::config::WhenFull;
+use crate::{ClientKey, Clock, Config, ConfigError, TokioClock};
 
 /// Counts live connections and in-flight requests per client, and admits or refuses new ones.
 ///
@@ -79,6 +81,9 @@ struct Shared {
     /// Whether the map may hold drained entries kept for their rate state, so sweeps must go
     /// on (even after a config change removed every rate rule).
     retaining: AtomicBool,
+    /// Entries in `clients`, kept exactly (a reservation precedes every insert), so that
+    /// `max_tracked_clients` is never passed and `stats()` need not lock every shard.
+    tracked: AtomicUsize,
     open_connections: AtomicUsize,
     in_flight_requests: AtomicUsize,
     counters: Counters,
@@ -96,63 +101,13 @@ struct Counters {
     rejected_client_requests: AtomicU64,
     rejected_connect_rate: AtomicU64,
     rejected_request_rate: AtomicU64,
+    rejected_path_rule: AtomicU64,
+    rejected_banned: AtomicU64,
+    rejected_tracked_clients_full: AtomicU64,
     rejected_no_client_address: AtomicU64,
-}
-
-/// One client's live counts and rate state. Small and `Copy` so that a map update is a few
-/// integer operations under the shard lock.
-#[derive(Clone, Copy, Default, Debug)]
-struct ClientState {
-    connections: usize,
-    requests: usize,
-    connect_rate: RateState,
-    request_rate: RateState,
-    /// Until when (clock nanoseconds) the rate state can still refuse something: a drained entry
-    /// is kept until then, so that disconnecting does not reset a client's rate.
-    retain_until: u64,
-}
-
-impl ClientState {
-    fn count_mut(&mut self, kind: Kind) -> &mut usize {
-        match kind {
-            Kind::Connection => &mut self.connections,
-            Kind::Request => &mut self.requests,
-        }
-    }
-
-    fn is_idle(&self) -> bool {
-        self.connections == 0 && self.requests == 0
-    }
-
-    /// Whether nothing about this client needs remembering; `now` is read only when the answer
-    /// depends on it.
-    fn is_forgettable(&self, now: impl FnOnce() -> u64) -> bool {
-        self.is_idle() && (self.retain_until == 0 || self.retain_until <= now())
-    }
-
-    fn rate_mut(&mut self, kind: Kind) -> &mut RateState {
-        match kind {
-            Kind::Connection => &mut self.connect_rate,
-            Kind::Request => &mut self.request_rate,
-        }
-    }
-
-    /// Decides one event against `kind`'s rate rule, if any, and remembers it.
-    fn check_rate(&mut self, kind: Kind, rule: Option<&RateLimit>, now: u64) -> Result<(), u64> {
-        let Some(rule) = rule else { return Ok(()) };
-        let rate = self.rate_mut(kind);
-        rate.check(rule, now)?;
-        let expires = rate.expires_at(rule);
-        self.retain_until = self.retain_until.max(expires);
-        Ok(())
-    }
-}
-
-/// What a permit counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Connection,
-    Request,
+    dry_run: AtomicU64,
+    bans: AtomicU64,
+    evictions: AtomicU64,
 }
 
 impl Kind {
@@ -160,20 +115,6 @@ impl Kind {
         match self {
             Kind::Connection => RejectReason::ClientConnections,
             Kind::Request => RejectReason::ClientRequests,
-        }
-    }
-
-    fn rate_reason(self) -> RejectReason {
-        match self {
-            Kind::Connection => RejectReason::ConnectRate,
-            Kind::Request => RejectReason::RequestRate,
-        }
-    }
-
-    fn rate_rule(self, config: &Config) -> Option<&RateLimit> {
-        match self {
-            Kind::Connection => config.connect_rate.as_ref(),
-            Kind::Request => config.request_rate.as_ref(),
         }
     }
 }
@@ -239,6 +180,7 @@ impl Limiter {
                 clock: Box::new(clock),
                 next_sweep: AtomicU64::new(0),
                 retaining: AtomicBool::new(false),
+                tracked: AtomicUsize::new(0),
                 open_connections: AtomicUsize::new(0),
                 in_flight_requests: AtomicUsize::new(0),
                 counters: Counters::default(),
@@ -251,27 +193,127 @@ impl Limiter {
     ///
     /// The returned permit counts the connection until it is dropped; keep it alive exactly as
     /// long as the connection (the listener does this by storing it in [`TrackedIo`]). A refusal
-    /// leaves no trace in the per-client map.
+    /// counts nothing in the per-client map, though a refused attempt may be a rate violation.
     ///
-    /// Checks, in order: the global cap (`max_conns_total`), then the per-client limit
-    /// (`max_conns_per_client`, or the longest matching override). Exempt clients are counted
-    /// but never refused. Concurrent calls never admit past a limit.
+    /// Checks, in order: a ban, `connect_rate`, the per-client limit (`max_conns_per_client`,
+    /// or the longest matching override), then the global cap (`max_conns_total`). Exempt
+    /// clients are counted but never refused. Concurrent calls never admit past a limit.
     ///
     /// [`TrackedIo`]: crate::TrackedIo
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnPermit, Rejected> {
-        self.admit(ip, Kind::Connection).map(|key| ConnPermit {
-            slot: Slot::new(self.clone(), key, Kind::Connection),
-        })
+        self.admit(ip, Kind::Connection, None)
+            .map(|key| ConnPermit {
+                slot: Slot::new(self.clone(), key, Kind::Connection),
+            })
     }
 
-    /// Admits a request from `ip` against `max_requests_per_client`, or says why not.
+    /// Admits a request from `ip` against a ban, `request_rate` and `max_requests_per_client`,
+    /// or says why not. Path rules need the route: see [`Limiter::try_acquire_request_to`].
+    pub fn try_acquire_request(&self, ip: IpAddr) -> Result<RequestPermit, Rejected> {
+        self.admit(ip, Kind::Request, None)
+            .map(|key| RequestPermit {
+                slot: Slot::new(self.clone(), key, Kind::Request),
+            })
+    }
+
+    /// Admits a request from `ip` for `method` and `path`: a ban, `request_rate`, every
+    /// matching path rule, then `max_requests_per_client`.
     ///
     /// The request layer calls this for every request and keeps the permit until the response
-    /// body has been sent; call it yourself to limit in-flight work in a custom server.
-    pub fn try_acquire_request(&self, ip: IpAddr) -> Result<RequestPermit, Rejected> {
-        self.admit(ip, Kind::Request).map(|key| RequestPermit {
-            slot: Slot::new(self.clone(), key, Kind::Request),
-        })
+    /// body has been sent; call it yourself to limit requests in a custom server.
+    pub fn try_acquire_request_to(
+        &self,
+        ip: IpAddr,
+        method: &http::Method,
+        path: &str,
+    ) -> Result<RequestPermit, Rejected> {
+        let route = Route { method, path };
+        self.admit(ip, Kind::Request, Some(route))
+            .map(|key| RequestPermit {
+                slot: Slot::new(self.clone(), key, Kind::Request),
+            })
+    }
+
+    /// Seed 003's `allowConnect`: the connection decision as a [`Decision`](Decision) for
+    /// a custom server to enforce. `Allow` carries the permit; a refusal is always `Close`.
+    pub fn allow_connect(&self, ip: IpAddr) -> Decision<ConnPermit> {
+        match self.try_acquire(ip) {
+            Ok(permit) => Decision::Allow(permit),
+            Err(rejected) => Decision::Close(rejected),
+        }
+    }
+
+    /// Seed 003's `allowRequest`: `Allow` with the permit; `Drop` (ignore or answer 429, keep
+    /// the connection) for a limit or rate; `Close` for a banned client.
+    pub fn allow_request(
+        &self,
+        ip: IpAddr,
+        method: &http::Method,
+        path: &str,
+    ) -> Decision<RequestPermit> {
+        match self.try_acquire_request_to(ip, method, path) {
+            Ok(permit) => Decision::Allow(permit),
+            Err(rejected) if rejected.reason() == RejectReason::Banned => Decision::Close(rejected),
+            Err(rejected) => Decision::Drop(rejected),
+        }
+    }
+
+    /// Bans `ip`'s client key for `duration`, from now; an existing longer ban stays. A banned
+    /// client is refused everywhere: the listener closes it at accept.
+    pub fn ban(&self, ip: IpAddr, duration: std::time::Duration) {
+        let shared = &*self.shared;
+        let key = self.key_for(ip);
+        let until = self.now().saturating_add(nanos(duration));
+        let mut inserted = false;
+        shared
+            .clients
+            .entry(key)
+            .and_modify(|state| state.ban_until(until))
+            .or_insert_with(|| {
+                // A manual ban is always recorded, even past `max_tracked_clients`.
+                inserted = true;
+                let mut state = ClientState::default();
+                state.ban_until(until);
+                state
+            });
+        if inserted {
+            shared.tracked.fetch_add(1, Ordering::Relaxed);
+        }
+        shared.retaining.store(true, Ordering::Relaxed);
+        shared.counters.bans.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(client = %key, ?duration, "client banned by the operator");
+    }
+
+    /// Lifts the ban on `ip`'s client key and forgets its violations and earlier bans. Returns
+    /// whether it was banned.
+    pub fn unban(&self, ip: IpAddr) -> bool {
+        let shared = &*self.shared;
+        let key = self.key_for(ip);
+        let now = self.now();
+        let mut was_banned = false;
+        let removed = shared.clients.remove_if_mut(&key, |_, state| {
+            was_banned = state.banned_until > now;
+            state.unban();
+            state.is_forgettable(|| now)
+        });
+        if removed.is_some() {
+            shared.tracked.fetch_sub(1, Ordering::Relaxed);
+        }
+        was_banned
+    }
+
+    /// The clients banned now, with the time each ban has left.
+    pub fn bans(&self) -> Vec<(ClientKey, std::time::Duration)> {
+        let now = self.now();
+        self.shared
+            .clients
+            .iter()
+            .filter(|entry| entry.banned_until > now)
+            .map(|entry| {
+                let left = std::time::Duration::from_nanos(entry.banned_until - now);
+                (*entry.key(), left)
+            })
+            .collect()
     }
 
     /// The number of open connections counted for `ip`'s client key (so, with the default
@@ -330,7 +372,7 @@ impl Limiter {
         Stats {
             open_connections: self.shared.open_connections.load(Ordering::Relaxed),
             in_flight_requests: self.shared.in_flight_requests.load(Ordering::Relaxed),
-            tracked_clients: self.shared.clients.len(),
+            tracked_clients: self.shared.tracked.load(Ordering::Relaxed),
             admitted_connections: c.admitted_connections.load(Ordering::Relaxed),
             admitted_requests: c.admitted_requests.load(Ordering::Relaxed),
             rejected: RejectedStats {
@@ -339,8 +381,14 @@ impl Limiter {
                 client_requests: c.rejected_client_requests.load(Ordering::Relaxed),
                 connect_rate: c.rejected_connect_rate.load(Ordering::Relaxed),
                 request_rate: c.rejected_request_rate.load(Ordering::Relaxed),
+                path_rule: c.rejected_path_rule.load(Ordering::Relaxed),
+                banned: c.rejected_banned.load(Ordering::Relaxed),
+                tracked_clients_full: c.rejected_tracked_clients_full.load(Ordering::Relaxed),
                 no_client_address: c.rejected_no_client_address.load(Ordering::Relaxed),
             },
+            dry_run: c.dry_run.load(Ordering::Relaxed),
+            bans: c.bans.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
         }
     }
 
@@ -362,69 +410,97 @@ impl Limiter {
     }
 
     /// The one admission decision. Loads the config once, then, under the client's shard lock:
-    /// checks the rate rule (before the concurrency checks, so a refused attempt costs nothing
-    /// more), the per-client limit, reserves a place under the global cap, and counts the
-    /// client. Nothing is counted unless every check passes, so a refused attempt never makes
-    /// the totals look higher to concurrent callers. Returns the key the permit must release.
-    fn admit(&self, ip: IpAddr, kind: Kind) -> Result<ClientKey, Rejected> {
+    /// a ban, the rate rules (before the concurrency checks, so a flood is refused at the
+    /// cheapest check), the per-client limit, a place under the global cap, and the count.
+    /// Nothing is counted unless every check passes, so a refused attempt never makes the totals
+    /// look higher to concurrent callers. Returns the key the permit must release.
+    fn admit(
+        &self,
+        ip: IpAddr,
+        kind: Kind,
+        route: Option<Route<'_>>,
+    ) -> Result<ClientKey, Rejected> {
         let shared = &*self.shared;
         let compiled = shared.config.load();
         let config = &*compiled.config;
         let (key, exempt) = compiled.client(ip);
-        let (limit, rate) = match exempt {
-            true => (0, None),
-            false => (
-                match kind {
-                    Kind::Connection => compiled.conn_limit_for(ip),
-                    Kind::Request => config.max_requests_per_client,
-                },
-                kind.rate_rule(config),
-            ),
+        let limit = match (exempt, kind) {
+            (true, _) => 0,
+            (false, Kind::Connection) => compiled.conn_limit_for(ip),
+            (false, Kind::Request) => config.max_requests_per_client,
         };
         let total = shared.total(kind);
         let total_cap = match kind {
             Kind::Connection if !exempt => config.max_conns_total,
             _ => 0,
         };
-        let now = if compiled.has_rates() || shared.retaining.load(Ordering::Relaxed) {
-            let now = self.now();
-            self.sweep_if_due(now);
-            now
-        } else {
-            0
+        // The clock is read at most once per decision, and only when something needs it.
+        let clock_reading = std::cell::Cell::new(None);
+        let now = || match clock_reading.get() {
+            Some(now) => now,
+            None => {
+                let now = self.now();
+                clock_reading.set(Some(now));
+                now
+            }
         };
+        if compiled.has_rates() || shared.retaining.load(Ordering::Relaxed) {
+            self.sweep_if_due(now());
+        }
+        let decision = Event {
+            compiled: &compiled,
+            kind,
+            route,
+            exempt,
+            key: &key,
+            now: &now,
+        };
+        let mut notes = Notes::default();
 
-        // The shard lock is held only inside this match: no await, no second map call.
-        let decision = match shared.clients.entry(key) {
-            Entry::Occupied(mut occupied) => {
-                let state = occupied.get_mut();
-                if let Err(wait) = state.check_rate(kind, rate, now) {
-                    Err((kind.rate_reason(), Some(wait)))
-                } else if limit != 0 && *state.count_mut(kind) >= limit {
-                    Err((kind.client_limit_reason(), None))
-                } else if !reserve(total, total_cap) {
-                    Err((RejectReason::TotalConnections, None))
-                } else {
-                    *state.count_mut(kind) += 1;
-                    Ok(())
+        let mut evicted = false;
+        let verdict = loop {
+            // The shard lock is held only inside this match: no await, no second map call.
+            break match shared.clients.entry(key) {
+                Entry::Occupied(mut occupied) => {
+                    let state = occupied.get_mut();
+                    state
+                        .check_gate(&decision, &mut notes)
+                        .and_then(|()| count(state, kind, limit, total, total_cap))
                 }
-            }
-            // A new client passes any rate rule (nothing was counted yet) and any per-client
-            // limit (0 means unlimited, else at least 1); only the global cap can refuse it.
-            Entry::Vacant(vacant) => {
-                if reserve(total, total_cap) {
-                    let mut state = ClientState::default();
-                    let first = state.check_rate(kind, rate, now);
-                    debug_assert!(first.is_ok(), "a fresh rate state allows one event");
-                    *state.count_mut(kind) = 1;
-                    vacant.insert(state);
-                    Ok(())
-                } else {
-                    Err((RejectReason::TotalConnections, None))
+                Entry::Vacant(vacant) => {
+                    if !reserve(&shared.tracked, config.max_tracked_clients) {
+                        drop(vacant);
+                        // Full: make room once, outside the lock, then try again.
+                        if !evicted
+                            && config.when_full == WhenFull::EvictStalest
+                            && self.evict_one()
+                        {
+                            evicted = true;
+                            continue;
+                        }
+                        Err((RejectReason::TrackedClientsFull, None))
+                    } else {
+                        let mut state = ClientState::default();
+                        let verdict = state
+                            .check_gate(&decision, &mut notes)
+                            .and_then(|()| count(&mut state, kind, limit, total, total_cap));
+                        if verdict.is_ok() || !state.is_forgettable(&now) {
+                            // Kept even when refused, if the attempt left a record (a
+                            // violation, a ban) that must outlive it.
+                            vacant.insert(state);
+                            if verdict.is_err() {
+                                shared.retaining.store(true, Ordering::Relaxed);
+                            }
+                        } else {
+                            shared.tracked.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        verdict
+                    }
                 }
-            }
+            };
         };
-        match decision {
+        self.record(&key, &notes);
+        match verdict {
             Ok(()) => {
                 shared.admitted(kind).fetch_add(1, Ordering::Relaxed);
                 Ok(key)
@@ -437,13 +513,31 @@ impl Limiter {
         }
     }
 
+    /// Counts what a decision noticed besides its verdict, and logs bans.
+    fn record(&self, key: &ClientKey, notes: &Notes) {
+        let c = &self.shared.counters;
+        if notes.dry_run > 0 {
+            c.dry_run
+                .fetch_add(u64::from(notes.dry_run), Ordering::Relaxed);
+            tracing::debug!(client = %key, "dry-run rule would have refused");
+        }
+        if notes.would_ban {
+            c.dry_run.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(client = %key, "dry-run ban policy would have banned");
+        }
+        if notes.banned {
+            c.bans.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(client = %key, "client banned after repeated violations");
+        }
+    }
+
     /// The limiter clock's reading, in nanoseconds.
     fn now(&self) -> u64 {
         nanos(self.shared.clock.now())
     }
 
-    /// Forgets the drained clients whose rate state has expired, if the last sweep was at least
-    /// a second ago. Called before a decision takes its shard lock; at most one caller sweeps.
+    /// Forgets the drained clients whose state has expired, if the last sweep was at least a
+    /// second ago. Called before a decision takes its shard lock; at most one caller sweeps.
     fn sweep_if_due(&self, now: u64) {
         let next = &self.shared.next_sweep;
         let due = next.load(Ordering::Relaxed);
@@ -461,25 +555,59 @@ impl Limiter {
         }
     }
 
-    /// Forgets every client that has nothing open and whose rate state has expired.
+    /// Forgets every client that has nothing open and whose rate and ban state has expired.
     ///
-    /// Admissions already do this about once a second when rate rules are configured; call it
-    /// from a timer of your own to reclaim memory promptly on an idle server. Takes each shard's
-    /// write lock in turn.
+    /// Admissions already do this about once a second while rate rules or bans are in use; call
+    /// it from a timer of your own to reclaim memory promptly on an idle server. Takes each
+    /// shard's write lock in turn.
     pub fn purge_expired(&self) {
         let shared = &*self.shared;
         let now = self.now();
         // Cleared first: a release that keeps an entry during the scan sets it again.
         shared.retaining.store(false, Ordering::Relaxed);
         let mut kept_drained = false;
+        let mut removed = 0;
         shared.clients.retain(|_, state| {
             let forget = state.is_forgettable(|| now);
             kept_drained |= !forget && state.is_idle();
+            removed += usize::from(forget);
             !forget
         });
+        shared.tracked.fetch_sub(removed, Ordering::Relaxed);
         if kept_drained {
             shared.retaining.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Makes room for a new client: forgets the drained client whose record expires first
+    /// among a bounded sample (expired ones go first). Returns whether one was forgotten.
+    fn evict_one(&self) -> bool {
+        const SAMPLE: usize = 32;
+        const MAX_SCANNED: usize = 4096;
+        let shared = &*self.shared;
+        let mut stalest: Option<(ClientKey, u64)> = None;
+        let mut sampled = 0;
+        for entry in shared.clients.iter().take(MAX_SCANNED) {
+            if entry.is_idle() {
+                sampled += 1;
+                if stalest.is_none_or(|(_, until)| entry.retain_until < until) {
+                    stalest = Some((*entry.key(), entry.retain_until));
+                }
+                if sampled == SAMPLE {
+                    break;
+                }
+            }
+        }
+        let Some((key, _)) = stalest else {
+            return false;
+        };
+        let removed = shared.clients.remove_if(&key, |_, state| state.is_idle());
+        if removed.is_some() {
+            shared.tracked.fetch_sub(1, Ordering::Relaxed);
+            shared.counters.evictions.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %key, "forgot a drained client to make room");
+        }
+        removed.is_some()
     }
 
     fn reject(&self, reason: RejectReason) -> Rejected {
@@ -490,6 +618,9 @@ impl Limiter {
             RejectReason::ClientRequests => &c.rejected_client_requests,
             RejectReason::ConnectRate => &c.rejected_connect_rate,
             RejectReason::RequestRate => &c.rejected_request_rate,
+            RejectReason::PathRule => &c.rejected_path_rule,
+            RejectReason::Banned => &c.rejected_banned,
+            RejectReason::TrackedClientsFull => &c.rejected_tracked_clients_full,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         Rejected {
@@ -499,12 +630,12 @@ impl Limiter {
     }
 
     /// Gives back one unit of `kind` for `key`, removing the entry when nothing about the client
-    /// needs remembering (no permits, and no rate state that could still refuse).
+    /// needs remembering (no permits, and no rate or ban state that could still refuse).
     fn release(&self, key: &ClientKey, kind: Kind) {
         let shared = &*self.shared;
         // The client's count and the total drop together, under the shard lock that `admit`
         // counts them under.
-        shared.clients.remove_if_mut(key, |_, state| {
+        let removed = shared.clients.remove_if_mut(key, |_, state| {
             let count = state.count_mut(kind);
             debug_assert!(*count > 0, "released a permit that was never counted");
             *count = count.saturating_sub(1);
@@ -515,6 +646,28 @@ impl Limiter {
             }
             forget
         });
+        if removed.is_some() {
+            shared.tracked.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The concurrency checks, after the gate: the per-client limit, then a place under the global
+/// cap; counts the client when both pass.
+fn count(
+    state: &mut ClientState,
+    kind: Kind,
+    limit: usize,
+    total: &AtomicUsize,
+    total_cap: usize,
+) -> Result<(), state::Refusal> {
+    if limit != 0 && *state.count_mut(kind) >= limit {
+        Err((kind.client_limit_reason(), None))
+    } else if !reserve(total, total_cap) {
+        Err((RejectReason::TotalConnections, None))
+    } else {
+        *state.count_mut(kind) += 1;
+        Ok(())
     }
 }
 

@@ -3,6 +3,20 @@
 use std::fmt;
 use std::time::Duration;
 
+/// A decision for a custom server to enforce, after seed 003's `DefenseDecision`: the limiter
+/// decides and counts, the caller acts. See [`Limiter::allow_connect`](crate::Limiter::allow_connect)
+/// and [`Limiter::allow_request`](crate::Limiter::allow_request).
+#[derive(Debug)]
+#[must_use = "a decision does nothing until it is enforced"]
+pub enum Decision<P> {
+    /// Proceed; holding `P` (a permit) keeps the connection or request counted.
+    Allow(P),
+    /// Refuse this request but keep the connection (answer 429, or ignore it).
+    Drop(Rejected),
+    /// Close the connection.
+    Close(Rejected),
+}
+
 /// A refused admission.
 ///
 /// Its [`Display`](fmt::Display) is deliberately generic, so it can be shown to the client without
@@ -50,6 +64,13 @@ pub enum RejectReason {
     ConnectRate,
     /// The client sends requests faster than `request_rate` allows.
     RequestRate,
+    /// The client sends requests to a route faster than one of `path_rules` allows.
+    PathRule,
+    /// The client is banned, by the ban policy or by [`Limiter::ban`](crate::Limiter::ban).
+    Banned,
+    /// A new client arrived while `max_tracked_clients` were tracked and none could be
+    /// forgotten (or `when_full` is `RefuseNew`).
+    TrackedClientsFull,
 }
 
 impl RejectReason {
@@ -61,6 +82,9 @@ impl RejectReason {
             RejectReason::ClientRequests => "client request limit reached",
             RejectReason::ConnectRate => "client connection rate limit reached",
             RejectReason::RequestRate => "client request rate limit reached",
+            RejectReason::PathRule => "client request rate limit reached",
+            RejectReason::Banned => "client temporarily refused",
+            RejectReason::TrackedClientsFull => "server busy",
         }
     }
 
@@ -72,6 +96,9 @@ impl RejectReason {
             RejectReason::ClientRequests => "client_requests",
             RejectReason::ConnectRate => "connect_rate",
             RejectReason::RequestRate => "request_rate",
+            RejectReason::PathRule => "path_rule",
+            RejectReason::Banned => "banned",
+            RejectReason::TrackedClientsFull => "tracked_clients_full",
         }
     }
 }

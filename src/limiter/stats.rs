@@ -20,6 +20,13 @@ pub struct Stats {
     pub admitted_requests: u64,
     /// Refusals since the limiter was created, by reason.
     pub rejected: RejectedStats,
+    /// Refusals that dry-run rules (and dry-run ban policies) would have made, but let through.
+    pub dry_run: u64,
+    /// Bans imposed, by the ban policy or by [`Limiter::ban`](crate::Limiter::ban).
+    pub bans: u64,
+    /// Drained clients forgotten early to make room under `max_tracked_clients`: each may come
+    /// back with a fresh record, so a rising count under a flood is worth an alert.
+    pub evictions: u64,
 }
 
 /// Refusal counts by reason; see [`Stats`].
@@ -36,6 +43,12 @@ pub struct RejectedStats {
     pub connect_rate: u64,
     /// Requests refused by `request_rate`.
     pub request_rate: u64,
+    /// Requests refused by one of `path_rules`.
+    pub path_rule: u64,
+    /// Connections and requests of banned clients.
+    pub banned: u64,
+    /// New clients refused because `max_tracked_clients` were tracked.
+    pub tracked_clients_full: u64,
     /// Connections and requests refused (a request with 500) because no client address could be
     /// found: a misconfiguration, logged at error level the first time.
     pub no_client_address: u64,
@@ -47,6 +60,11 @@ impl RejectedStats {
         self.client_connections
             + self.total_connections
             + self.client_requests
+            + self.connect_rate
+            + self.request_rate
+            + self.path_rule
+            + self.banned
+            + self.tracked_clients_full
             + self.no_client_address
     }
 }
