@@ -118,7 +118,9 @@ impl Rejector {
                 match PendingSlot::take(&self.pending, self.max_pending) {
                     Some(slot) => {
                         let response = match rejected.reason() {
-                            RejectReason::TotalConnections => RESPONSE_503,
+                            RejectReason::TotalConnections | RejectReason::TrackedClientsFull => {
+                                RESPONSE_503
+                            }
                             _ => RESPONSE_429,
                         };
                         let deadline = self.deadline;
