@@ -342,7 +342,18 @@ impl BanPolicy {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.violations().validate("ban")?;
+        if self.max_violations == 0 {
+            return Err(ConfigError::new(
+                "ban.max_violations",
+                "must be at least 1 (leave `ban` out for no automatic bans)",
+            ));
+        }
+        if self.within.is_zero() {
+            return Err(ConfigError::new("ban.within", "must be longer than zero"));
+        }
+        if let Err(err) = self.violations().validate("ban") {
+            return Err(ConfigError::new("ban.within", err.reason()));
+        }
         if self.ban_for.is_zero() {
             return Err(ConfigError::new("ban.ban_for", "must be longer than zero"));
         }
@@ -363,8 +374,8 @@ impl BanPolicy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum WhenFull {
-    /// Forget a client that has nothing open — the one whose rate state expires first among a
-    /// bounded sample — to make room. The default: honest newcomers keep getting in, and an
+    /// Forget clients that have nothing open to make room: of up to 256 such clients sampled,
+    /// the quarter whose records expire first (expired ones before all). The default: honest newcomers keep getting in, and an
     /// attacker rotating addresses only pushes out its own stale records. Evictions are counted
     /// in [`Stats::evictions`](crate::Stats::evictions).
     #[default]

@@ -119,6 +119,10 @@ impl Kind {
     }
 }
 
+/// How many entries one eviction looks at, at most, and how many drained ones it samples.
+const EVICTION_SCAN: usize = 4096;
+const EVICTION_SAMPLE: usize = 256;
+
 /// The least time between two sweeps of expired, drained entries.
 const SWEEP_INTERVAL_NANOS: u64 = 1_000_000_000;
 
@@ -473,7 +477,7 @@ impl Limiter {
                         // Full: make room once, outside the lock, then try again.
                         if !evicted
                             && config.when_full == WhenFull::EvictStalest
-                            && self.evict_one()
+                            && self.evict_stalest()
                         {
                             evicted = true;
                             continue;
@@ -484,7 +488,7 @@ impl Limiter {
                         let verdict = state
                             .check_gate(&decision, &mut notes)
                             .and_then(|()| count(&mut state, kind, limit, total, total_cap));
-                        if verdict.is_ok() || !state.is_forgettable(&now) {
+                        if verdict.is_ok() || !state.is_forgettable(now) {
                             // Kept even when refused, if the attempt left a record (a
                             // violation, a ban) that must outlive it.
                             vacant.insert(state);
@@ -579,35 +583,39 @@ impl Limiter {
         }
     }
 
-    /// Makes room for a new client: forgets the drained client whose record expires first
-    /// among a bounded sample (expired ones go first). Returns whether one was forgotten.
-    fn evict_one(&self) -> bool {
-        const SAMPLE: usize = 32;
-        const MAX_SCANNED: usize = 4096;
+    /// Makes room for new clients: samples up to [`EVICTION_SAMPLE`] drained clients (those with
+    /// nothing open) and forgets the quarter whose records expire first — the stalest, expired
+    /// ones before all. Evicting in batches spreads the cost of a scan over many newcomers.
+    /// Returns whether any client was forgotten.
+    fn evict_stalest(&self) -> bool {
         let shared = &*self.shared;
-        let mut stalest: Option<(ClientKey, u64)> = None;
-        let mut sampled = 0;
-        for entry in shared.clients.iter().take(MAX_SCANNED) {
-            if entry.is_idle() {
-                sampled += 1;
-                if stalest.is_none_or(|(_, until)| entry.retain_until < until) {
-                    stalest = Some((*entry.key(), entry.retain_until));
-                }
-                if sampled == SAMPLE {
-                    break;
-                }
+        let mut sample: Vec<(u64, ClientKey)> = shared
+            .clients
+            .iter()
+            .take(EVICTION_SCAN)
+            .filter(|entry| entry.is_idle())
+            .take(EVICTION_SAMPLE)
+            .map(|entry| (entry.retain_until, *entry.key()))
+            .collect();
+        sample.sort_unstable_by_key(|(until, _)| *until);
+        let batch = sample.len().div_ceil(4);
+        let mut evicted = 0;
+        for (_, key) in sample.iter().take(batch) {
+            if shared
+                .clients
+                .remove_if(key, |_, state| state.is_idle())
+                .is_some()
+            {
+                evicted += 1;
+                tracing::debug!(client = %key, "forgot a drained client to make room");
             }
         }
-        let Some((key, _)) = stalest else {
-            return false;
-        };
-        let removed = shared.clients.remove_if(&key, |_, state| state.is_idle());
-        if removed.is_some() {
-            shared.tracked.fetch_sub(1, Ordering::Relaxed);
-            shared.counters.evictions.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(client = %key, "forgot a drained client to make room");
-        }
-        removed.is_some()
+        shared.tracked.fetch_sub(evicted, Ordering::Relaxed);
+        shared
+            .counters
+            .evictions
+            .fetch_add(evicted as u64, Ordering::Relaxed);
+        evicted > 0
     }
 
     fn reject(&self, reason: RejectReason) -> Rejected {

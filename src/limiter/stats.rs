@@ -3,7 +3,7 @@
 use super::ClientState;
 use crate::ClientKey;
 
-/// A snapshot of a [`Limiter`]'s counters; see [`Limiter::stats`].
+/// A snapshot of a [`Limiter`](crate::Limiter)'s counters; see [`Limiter::stats`](crate::Limiter::stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -69,7 +69,7 @@ impl RejectedStats {
     }
 }
 
-/// One client's counts; see [`Limiter::client`] and [`Limiter::clients`].
+/// One client's counts; see [`Limiter::client`](crate::Limiter::client) and [`Limiter::clients`](crate::Limiter::clients).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientStats {

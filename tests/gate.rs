@@ -1,0 +1,348 @@
+//! The layered gate: path rules, bans, dry-run, the decision API and bounded state, on a fake
+//! clock.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::Method;
+use tower_connlimit::{
+    BanPolicy, Config, Decision, FakeClock, Limiter, PathRule, RateLimit, RejectReason, Strategy,
+    WhenFull,
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn gate(config: Config) -> (Limiter, FakeClock) {
+    let clock = FakeClock::new();
+    (
+        Limiter::try_with_clock(config, clock.clone()).unwrap(),
+        clock,
+    )
+}
+
+fn connect_flood_config() -> Config {
+    Config {
+        connect_rate: Some(RateLimit::new(1, secs(1)).strategy(Strategy::Cooldown)),
+        ban: Some(BanPolicy::new(3, secs(10), secs(60))),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn path_rules_apply_only_to_their_routes() {
+    let (limiter, _clock) = gate(Config {
+        path_rules: vec![
+            PathRule::exact("/login", RateLimit::new(1, secs(60))).method(Method::POST),
+            PathRule::prefix("/api", RateLimit::new(2, secs(60))),
+        ],
+        ..Config::default()
+    });
+    let client = ip("192.0.2.1");
+    let post = |path: &str| limiter.try_acquire_request_to(client, &Method::POST, path);
+    let get = |path: &str| limiter.try_acquire_request_to(client, &Method::GET, path);
+
+    assert!(post("/login").is_ok());
+    let refused = post("/login").unwrap_err();
+    assert_eq!(refused.reason(), RejectReason::PathRule);
+    assert!(refused.retry_after().is_some());
+    assert!(get("/login").is_ok(), "the rule is for POST only");
+    assert!(post("/login/").is_ok(), "exact means exact");
+    for _ in 0..5 {
+        assert!(get("/other").is_ok(), "unconfigured routes are not limited");
+        assert!(get("/apix").is_ok(), "a prefix matches whole segments");
+    }
+    assert!(get("/api").is_ok());
+    assert!(get("/api/users").is_ok());
+    assert_eq!(
+        get("/api/items").unwrap_err().reason(),
+        RejectReason::PathRule
+    );
+    // Another client has its own count.
+    assert!(limiter
+        .try_acquire_request_to(ip("192.0.2.2"), &Method::POST, "/login")
+        .is_ok());
+    assert_eq!(limiter.stats().rejected.path_rule, 2);
+}
+
+#[test]
+fn a_connect_flood_is_banned_then_readmitted_after_the_ttl() {
+    let (limiter, clock) = gate(connect_flood_config());
+    let flooder = ip("192.0.2.66");
+    let _honest = limiter.try_acquire(ip("192.0.2.7")).unwrap();
+    let _first = limiter.try_acquire(flooder).unwrap();
+    // Four refusals within 10 s: the fourth violation crosses max_violations = 3.
+    let mut reasons = Vec::new();
+    for n in 0..6u8 {
+        clock.advance(Duration::from_millis(100));
+        reasons.push(limiter.try_acquire(flooder).unwrap_err().reason());
+        // Other clients are unaffected throughout: the one connected stays, newcomers get in.
+        assert_eq!(limiter.open_connections(ip("192.0.2.7")), 1);
+        drop(
+            limiter
+                .try_acquire(IpAddr::from([192, 0, 2, 100 + n]))
+                .unwrap(),
+        );
+    }
+    use RejectReason::{Banned, ConnectRate};
+    assert_eq!(
+        reasons,
+        [
+            ConnectRate,
+            ConnectRate,
+            ConnectRate,
+            ConnectRate,
+            Banned,
+            Banned
+        ]
+    );
+    assert_eq!(limiter.stats().bans, 1);
+    let banned = limiter.bans();
+    assert_eq!(banned.len(), 1);
+    assert_eq!(banned[0].0.to_string(), "192.0.2.66");
+
+    // The ban outlasts the rate: a second later the rate would pass, the ban does not.
+    clock.advance(secs(30));
+    let refused = limiter.try_acquire(flooder).unwrap_err();
+    assert_eq!(refused.reason(), Banned);
+    assert_eq!(refused.to_string(), "client temporarily refused");
+    let left = refused.retry_after().unwrap();
+    assert!(left <= secs(30) && left > secs(29), "{left:?}");
+
+    clock.advance(secs(31));
+    assert!(
+        limiter.try_acquire(flooder).is_ok(),
+        "readmitted after the TTL"
+    );
+    assert!(limiter.bans().is_empty());
+}
+
+#[test]
+fn repeat_offenders_are_banned_longer() {
+    let (limiter, clock) = gate(Config {
+        ban: Some(BanPolicy::new(1, secs(10), secs(60)).escalate(secs(3600))),
+        ..connect_flood_config()
+    });
+    let flooder = ip("192.0.2.66");
+    let mut ban_lengths = Vec::new();
+    for _ in 0..3 {
+        let _held = limiter.try_acquire(flooder).unwrap();
+        assert_eq!(
+            limiter.try_acquire(flooder).unwrap_err().reason(),
+            RejectReason::ConnectRate
+        );
+        let banned = limiter.try_acquire(flooder).unwrap_err();
+        assert_eq!(
+            banned.reason(),
+            RejectReason::ConnectRate,
+            "second violation: ban now"
+        );
+        let ban = limiter.try_acquire(flooder).unwrap_err();
+        assert_eq!(ban.reason(), RejectReason::Banned);
+        ban_lengths.push(ban.retry_after().unwrap());
+        clock.advance(ban.retry_after().unwrap());
+    }
+    assert_eq!(ban_lengths, [secs(60), secs(120), secs(240)]);
+}
+
+#[test]
+fn ban_jitter_stays_within_its_bound() {
+    let (limiter, clock) = gate(Config {
+        ban: Some(BanPolicy::new(1, secs(10), secs(60)).jitter(secs(5))),
+        ..connect_flood_config()
+    });
+    for n in 1..=20u8 {
+        let client = IpAddr::from([198, 51, 100, n]);
+        let _held = limiter.try_acquire(client).unwrap();
+        let _ = limiter.try_acquire(client);
+        let _ = limiter.try_acquire(client);
+        let ban = limiter.try_acquire(client).unwrap_err();
+        let length = ban.retry_after().unwrap();
+        assert!((secs(60)..=secs(65)).contains(&length), "{length:?}");
+        clock.advance(Duration::from_millis(7));
+    }
+}
+
+#[test]
+fn dry_run_never_refuses_yet_counts() {
+    let (limiter, _clock) = gate(Config {
+        max_conns_per_client: 0,
+        connect_rate: Some(RateLimit::new(1, secs(1)).dry_run()),
+        request_rate: Some(RateLimit::new(1, secs(1)).dry_run()),
+        path_rules: vec![PathRule::exact("/x", RateLimit::new(1, secs(1)).dry_run())],
+        ban: Some(BanPolicy::new(1, secs(10), secs(60)).dry_run()),
+        ..Config::default()
+    });
+    let client = ip("192.0.2.1");
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(limiter.try_acquire(client).unwrap());
+        drop(
+            limiter
+                .try_acquire_request_to(client, &Method::GET, "/x")
+                .unwrap(),
+        );
+    }
+    let stats = limiter.stats();
+    assert_eq!(stats.rejected.total(), 0);
+    // 9 connects, 9 requests and 9 path hits would have been refused; the ban policy would
+    // have banned at the second violation, and again each time after.
+    assert!(stats.dry_run >= 27, "{stats:?}");
+    assert_eq!(stats.bans, 0);
+    assert!(limiter.bans().is_empty());
+}
+
+#[test]
+fn manual_bans_and_unbans() {
+    let (limiter, clock) = gate(Config::default());
+    let client = ip("2001:db8:1:2::5");
+    limiter.ban(client, secs(300));
+    // The ban covers the client key: the whole /64.
+    let refused = limiter.try_acquire(ip("2001:db8:1:2::9")).unwrap_err();
+    assert_eq!(refused.reason(), RejectReason::Banned);
+    assert_eq!(limiter.bans()[0].0.to_string(), "2001:db8:1:2::/64");
+    assert!(limiter.try_acquire_request(client).is_err());
+    assert!(limiter.unban(client));
+    assert!(!limiter.unban(client));
+    assert!(limiter.try_acquire(client).is_ok());
+
+    limiter.ban(ip("192.0.2.9"), secs(5));
+    clock.advance(secs(6));
+    assert!(
+        limiter.try_acquire(ip("192.0.2.9")).is_ok(),
+        "bans expire on their own"
+    );
+}
+
+#[test]
+fn the_decision_api_says_allow_drop_or_close() {
+    let (limiter, _clock) = gate(Config {
+        max_requests_per_client: 1,
+        ..Config::default()
+    });
+    let client = ip("192.0.2.1");
+    let Decision::Allow(_conn) = limiter.allow_connect(client) else {
+        panic!("first connection is allowed");
+    };
+    let Decision::Allow(_request) = limiter.allow_request(client, &Method::GET, "/") else {
+        panic!("first request is allowed");
+    };
+    match limiter.allow_request(client, &Method::GET, "/") {
+        Decision::Drop(rejected) => assert_eq!(rejected.reason(), RejectReason::ClientRequests),
+        other => panic!("expected Drop, got {other:?}"),
+    }
+    limiter.ban(client, secs(60));
+    assert!(matches!(
+        limiter.allow_request(client, &Method::GET, "/"),
+        Decision::Close(_)
+    ));
+    assert!(matches!(limiter.allow_connect(client), Decision::Close(_)));
+}
+
+#[test]
+fn a_million_one_off_clients_stay_under_the_bound_and_drain_to_zero() {
+    const MAX: usize = 10_000;
+    let (limiter, clock) = gate(Config {
+        max_tracked_clients: MAX,
+        ..connect_flood_config()
+    });
+    let mut most = 0;
+    for i in 0..1_000_000u32 {
+        let client = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+        drop(limiter.try_acquire(client).expect("room is always made"));
+        if i % 1000 == 0 {
+            most = most.max(limiter.stats().tracked_clients);
+            clock.advance(Duration::from_millis(1));
+        }
+    }
+    let stats = limiter.stats();
+    most = most.max(stats.tracked_clients);
+    assert!(most <= MAX, "tracked {most} > {MAX}");
+    // Every newcomer got in, each drained client was forgotten at most once.
+    assert_eq!(stats.admitted_connections, 1_000_000);
+    assert_eq!(stats.evictions + stats.tracked_clients as u64, 1_000_000);
+    assert_eq!(stats.rejected.tracked_clients_full, 0);
+    clock.advance(secs(2));
+    limiter.purge_expired();
+    assert_eq!(limiter.stats().tracked_clients, 0);
+}
+
+#[test]
+fn when_full_refuse_new_keeps_every_record() {
+    let (limiter, clock) = gate(Config {
+        max_tracked_clients: 2,
+        when_full: WhenFull::RefuseNew,
+        ..connect_flood_config()
+    });
+    drop(limiter.try_acquire(ip("192.0.2.1")).unwrap());
+    drop(limiter.try_acquire(ip("192.0.2.2")).unwrap());
+    let refused = limiter.try_acquire(ip("192.0.2.3")).unwrap_err();
+    assert_eq!(refused.reason(), RejectReason::TrackedClientsFull);
+    assert_eq!(refused.to_string(), "server busy");
+    // Known clients are still decided against their records.
+    assert_eq!(
+        limiter.try_acquire(ip("192.0.2.1")).unwrap_err().reason(),
+        RejectReason::ConnectRate
+    );
+    clock.advance(secs(2));
+    assert!(
+        limiter.try_acquire(ip("192.0.2.3")).is_ok(),
+        "the sweep made room"
+    );
+}
+
+#[test]
+fn an_evicted_flooder_is_counted() {
+    let (limiter, _clock) = gate(Config {
+        max_tracked_clients: 1,
+        ..connect_flood_config()
+    });
+    drop(limiter.try_acquire(ip("192.0.2.1")).unwrap());
+    assert!(limiter.try_acquire(ip("192.0.2.1")).is_err());
+    // A newcomer pushes the drained flooder out; the flooder's allowance is fresh again, and
+    // the eviction says so.
+    drop(limiter.try_acquire(ip("192.0.2.2")).unwrap());
+    assert_eq!(limiter.stats().evictions, 1);
+    assert!(limiter.try_acquire(ip("192.0.2.1")).is_ok());
+    assert_eq!(limiter.stats().evictions, 2);
+}
+
+#[test]
+fn clients_with_open_connections_are_never_evicted() {
+    let (limiter, _clock) = gate(Config {
+        max_tracked_clients: 2,
+        ..Config::default()
+    });
+    let _a = limiter.try_acquire(ip("192.0.2.1")).unwrap();
+    let _b = limiter.try_acquire(ip("192.0.2.2")).unwrap();
+    let refused = limiter.try_acquire(ip("192.0.2.3")).unwrap_err();
+    assert_eq!(refused.reason(), RejectReason::TrackedClientsFull);
+    assert_eq!(limiter.open_connections(ip("192.0.2.1")), 1);
+}
+
+#[test]
+fn bad_gate_configs_name_the_field() {
+    let err = Limiter::try_new(Config {
+        path_rules: vec![PathRule::exact("login", RateLimit::new(1, secs(1)))],
+        ..Config::default()
+    })
+    .unwrap_err();
+    assert_eq!(err.field(), "path_rules[0].path");
+    let err = Limiter::try_new(Config {
+        ban: Some(BanPolicy::new(3, secs(10), secs(60)).escalate(secs(30))),
+        ..Config::default()
+    })
+    .unwrap_err();
+    assert_eq!(err.field(), "ban.max_ban_for");
+    let err = Limiter::try_new(Config {
+        ban: Some(BanPolicy::new(0, secs(10), secs(60))),
+        ..Config::default()
+    })
+    .unwrap_err();
+    assert_eq!(err.field(), "ban.max_violations");
+}
