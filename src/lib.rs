@@ -105,6 +105,9 @@ mod addr;
 mod cidr;
 mod clock;
 mod config;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+mod config_file;
 mod key;
 pub mod layer;
 mod limiter;

@@ -1,0 +1,123 @@
+//! Loading configs from TOML and JSON: every field, defaults, and errors that name the field.
+#![cfg(feature = "serde")]
+
+use std::time::Duration;
+
+use http::Method;
+use tower_connlimit::{Config, PathMatch, Strategy, WhenFull};
+
+#[test]
+fn the_documented_example_loads_every_field() {
+    let text = std::fs::read_to_string("examples/config.toml").unwrap();
+    let config = Config::from_toml_str(&text).unwrap();
+    assert_eq!(config.max_conns_per_client, 10);
+    assert_eq!(config.max_conns_total, 10_000);
+    assert_eq!(config.max_requests_per_client, 32);
+    assert_eq!(config.when_full, WhenFull::EvictStalest);
+    assert_eq!(config.exempt.len(), 2);
+    assert_eq!(config.overrides[0].max_conns_per_client, 200);
+    let connect = config.connect_rate.unwrap();
+    assert_eq!(
+        (connect.events, connect.period),
+        (10, Duration::from_secs(1))
+    );
+    assert_eq!(connect.strategy, Strategy::Cooldown);
+    let request = config.request_rate.unwrap();
+    assert_eq!(
+        (request.strategy, request.burst),
+        (Strategy::TokenBucket, 50)
+    );
+    assert_eq!(config.path_rules[0].method, Some(Method::POST));
+    assert_eq!(config.path_rules[0].rate.period, Duration::from_secs(60));
+    assert_eq!(config.path_rules[1].matching, PathMatch::Prefix);
+    assert!(config.path_rules[1].rate.dry_run);
+    let ban = config.ban.unwrap();
+    assert_eq!(ban.max_ban_for, Duration::from_secs(24 * 3600));
+    assert!(ban.escalate);
+    tower_connlimit::Limiter::try_new(config).unwrap();
+}
+
+#[test]
+fn left_out_fields_keep_their_defaults_and_strategies_follow_the_rule() {
+    let config = Config::from_toml_str(
+        r#"
+        [connect_rate]
+        events = 1
+        period = "100ms"
+        [request_rate]
+        events = 5
+        period = "1s"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.max_conns_per_client, 100);
+    assert_eq!(config.connect_rate.unwrap().strategy, Strategy::Cooldown);
+    assert_eq!(
+        config.request_rate.unwrap().strategy,
+        Strategy::SlidingWindow
+    );
+    assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    assert_eq!(Config::from_json_str("{}").unwrap(), Config::default());
+}
+
+#[test]
+fn json_loads_the_same_config() {
+    let config = Config::from_json_str(
+        r#"{"max_conns_per_client": 3, "exempt": ["192.0.2.0/24"],
+            "path_rules": [{"path": "/x", "match": "prefix", "rate": {"events": 2, "period": "5s"}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(config.max_conns_per_client, 3);
+    assert_eq!(config.path_rules[0].rate.period, Duration::from_secs(5));
+}
+
+fn toml_error(text: &str) -> (String, String) {
+    let err = Config::from_toml_str(text).unwrap_err();
+    (err.field().to_owned(), err.reason().to_owned())
+}
+
+#[test]
+fn bad_files_get_errors_that_name_the_field_and_the_reason() {
+    let (field, reason) = toml_error("max_conns_per_clinet = 5");
+    assert_eq!(field, "max_conns_per_clinet");
+    assert!(reason.contains("unknown field"), "{reason}");
+
+    let (field, reason) = toml_error("exempt = [\"10.0.0.0/8\", \"10.0.0.1/8\"]");
+    assert_eq!(field, "exempt[1]");
+    assert!(reason.contains("host bits set"), "{reason}");
+
+    let (field, reason) =
+        toml_error("[[path_rules]]\npath = \"/a\"\nrate = { events = 1, period = \"soon\" }");
+    assert_eq!(field, "path_rules[0].rate.period");
+    assert!(!reason.is_empty());
+
+    let (field, reason) = toml_error(
+        "[[path_rules]]\npath = \"/a\"\nmethod = \"GE T\"\nrate = { events = 1, period = \"1s\" }",
+    );
+    assert_eq!(field, "path_rules[0].method");
+    assert!(reason.contains("not an HTTP method"), "{reason}");
+
+    let (field, _) = toml_error("max_conns_total = -1");
+    assert_eq!(field, "max_conns_total");
+
+    let (field, reason) =
+        toml_error("[ban]\nmax_violations = 0\nwithin = \"1m\"\nban_for = \"1m\"");
+    assert_eq!(
+        (field.as_str(), reason.as_str()),
+        (
+            "ban.max_violations",
+            "must be at least 1 (leave `ban` out for no automatic bans)"
+        )
+    );
+
+    let (field, _) = toml_error("when_full = \"panic\"");
+    assert_eq!(field, "when_full");
+
+    let err = Config::from_json_str(r#"{"ipv6_prefix": 129}"#).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid config: ipv6_prefix: must be at most 128, got 129"
+    );
+    let err = Config::from_json_str(r#"{"ipv6_prefix": 64"#).unwrap_err();
+    assert!(!err.reason().is_empty());
+}
