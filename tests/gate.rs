@@ -346,3 +346,79 @@ fn bad_gate_configs_name_the_field() {
     .unwrap_err();
     assert_eq!(err.field(), "ban.max_violations");
 }
+
+mod support;
+
+#[tokio::test]
+async fn the_listener_closes_a_banned_client_at_accept() {
+    let (limiter, clock) = gate(Config::default());
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone());
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut io, _)) = listener.accept().await {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut io, b"hi").await;
+            held.push(io);
+        }
+    });
+    limiter.ban(support::client_ip(50), secs(60));
+    let mut banned = support::connect_from(50, server).await;
+    assert!(support::was_refused(&mut banned).await);
+    let mut other = support::connect_from(51, server).await;
+    assert!(!support::was_refused(&mut other).await);
+    assert_eq!(limiter.stats().rejected.banned, 1);
+    clock.advance(secs(61));
+    let mut back = support::connect_from(50, server).await;
+    assert!(!support::was_refused(&mut back).await, "the ban expired");
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn path_rules_over_http_limit_only_their_route() {
+    use axum::routing::{get, post};
+    use std::net::SocketAddr;
+
+    let (limiter, _clock) = gate(Config {
+        path_rules: vec![
+            PathRule::exact("/login", RateLimit::new(1, secs(30))).method(Method::POST)
+        ],
+        ..Config::default()
+    });
+    let app = axum::Router::new()
+        .route("/login", post(|| async { "welcome" }))
+        .route("/", get(|| async { "hello" }))
+        .layer(tower_connlimit::ConnLimitLayer::with_limiter(
+            limiter.clone(),
+        ));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = tcp.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap()
+    });
+    let mut client = support::http1_client(support::connect_from(52, server).await).await;
+    let login = || {
+        http::Request::post("/login")
+            .header("host", "x")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let response = support::bounded(client.send_request(login()))
+        .await
+        .unwrap();
+    assert_eq!(support::collect(response).await.0, 200);
+    support::bounded(client.ready()).await.unwrap();
+    let response = support::bounded(client.send_request(login()))
+        .await
+        .unwrap();
+    let (status, headers, body) = support::collect(response).await;
+    assert_eq!(status, 429);
+    // The sliding window first passes at 30 s + 1 ns; whole seconds round that up.
+    assert_eq!(headers["retry-after"], "31");
+    assert_eq!(body, "client request rate limit reached");
+    for _ in 0..3 {
+        assert_eq!(support::h1_get(&mut client, "/").await.0, 200);
+    }
+}
