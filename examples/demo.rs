@@ -4,7 +4,8 @@
 //! refusals answered with a canned HTTP 429), opens keep-alive connections from several
 //! 127.0.0.x clients, prints who was admitted and who was refused, lowers and raises the limit
 //! live, limits in-flight requests on one HTTP/2 connection with the request layer (sharing the
-//! same limiter), and checks that everything is released at the end. Exits 0 when every step
+//! same limiter), turns on the gate (a connect rate and bans) to stop a flood, and checks that
+//! everything is released at the end. Exits 0 when every step
 //! behaved as described, 1 otherwise.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,7 +19,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tower_connlimit::{Config, ConnLimitLayer, ConnLimitListener, Limiter, RejectAction};
+use tower_connlimit::{
+    BanPolicy, Config, ConnLimitLayer, ConnLimitListener, Limiter, RateLimit, RejectAction,
+    Strategy,
+};
 
 type Sender = http1::SendRequest<Empty<Bytes>>;
 
@@ -236,10 +240,47 @@ async fn main() -> ExitCode {
     );
     drop(h2);
 
-    println!("\n5. Every client disconnects:");
+    println!("\n5. The gate: a connect rate (1 per 200 ms) and bans (a third violation within 1 s bans for 1 s). 127.0.0.8 floods 6 connects:");
+    tour.limiter
+        .set_config(Config {
+            connect_rate: Some(
+                RateLimit::new(1, Duration::from_millis(200)).strategy(Strategy::Cooldown),
+            ),
+            ban: Some(BanPolicy::new(
+                2,
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            )),
+            ..config(4)
+        })
+        .expect("valid config");
+    let flood = tour.open_from(&[8], 6).await;
+    let s = tour.limiter.stats();
+    println!(
+        "  refused by the connect rate: {}, refused while banned: {}, bans: {}",
+        s.rejected.connect_rate, s.rejected.banned, s.bans
+    );
+    tour.check(
+        "1 admitted, 3 refused by the rate, then banned and refused at accept",
+        flood.len() == 1 && s.rejected.connect_rate == 3 && s.rejected.banned == 2 && s.bans == 1,
+    );
+    let others = tour.open_from(&[9], 1).await;
+    tour.check("another client is unaffected", others.len() == 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let back = tour.open_from(&[8], 1).await;
+    tour.check(
+        "after the ban's 1 s, 127.0.0.8 is admitted again",
+        back.len() == 1,
+    );
+    held.extend(flood.into_iter().chain(others).chain(back));
+    tour.limiter.set_config(config(4)).expect("valid config");
+
+    println!("\n6. Every client disconnects:");
     drop(held);
     let drained = tour
         .wait_until(|l| {
+            // Clients that left are remembered while their rate or ban record matters.
+            l.purge_expired();
             let s = l.stats();
             s.open_connections == 0 && s.tracked_clients == 0 && s.in_flight_requests == 0
         })

@@ -56,6 +56,19 @@
 //!
 //! See the [`listener`] and [`layer`] modules for each admission point in depth.
 //!
+//! # The layered gate
+//!
+//! The same decision also checks, for one map lookup: a temporary ban ([`BanPolicy`],
+//! [`Limiter::ban`]), the connect rate ([`Config::connect_rate`]) at every connection admission
+//! point, and at the request layer the request rate and per-path rules ([`PathRule`]). Rates use
+//! one of four [`Strategy`]s (see [`rate`]); a rate refusal carries
+//! [`Rejected::retry_after`] and is answered with `429` and `Retry-After`. Any rule can run in
+//! dry-run mode. Clients that have left are remembered only while their rate or ban state
+//! matters, and at most [`Config::max_tracked_clients`] at once ([`WhenFull`]). Time comes from
+//! a [`Clock`]; a [`FakeClock`] makes every time-driven behaviour testable without sleeping.
+//! [`Limiter::allow_connect`] and [`Limiter::allow_request`] return a [`Decision`] for custom
+//! servers, as seed 003's gate does.
+//!
 //! # Semantics
 //!
 //! - **Client key.** The IP address, normalised (an IPv4-mapped IPv6 address is its IPv4
@@ -78,6 +91,8 @@
 //!
 //! - `axum` (default): axum's `Listener` for [`ConnLimitListener`], `ConnectInfo` support, and the
 //!   make-service level for axum's `IncomingStream`.
+//! - `serde`: loading a [`Config`] from TOML or JSON (`Config::from_toml_str`,
+//!   `Config::from_json_str`), with human-readable durations and errors that name the field.
 //! - `full`: every feature.
 //!
 //! # go-connlimit mapping
