@@ -422,3 +422,29 @@ async fn path_rules_over_http_limit_only_their_route() {
         assert_eq!(support::h1_get(&mut client, "/").await.0, 200);
     }
 }
+
+#[tokio::test]
+async fn the_listeners_http_refusal_of_a_ban_says_when_to_retry() {
+    use tokio::io::AsyncWriteExt;
+    let (limiter, _clock) = gate(Config::default());
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone())
+        .reject_with(tower_connlimit::RejectAction::HttpResponse);
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+    limiter.ban(support::client_ip(53), Duration::from_millis(59_500));
+    let mut banned = support::connect_from(53, server).await;
+    banned
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = support::read_to_close(&mut banned).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 429 Too Many Requests\r\nretry-after: 60\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("\r\n\r\nclient connection limit reached\n"),
+        "{answer}"
+    );
+}

@@ -1,7 +1,5 @@
 //! The responses a layer sends instead of calling the inner service.
 
-use std::time::Duration;
-
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode, Version};
 
@@ -60,31 +58,10 @@ impl Refusal {
             headers.insert(CONNECTION, CLOSE.clone());
         }
         if let Refusal::Limit(rejected) = self {
-            if let Some(wait) = rejected.retry_after() {
-                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+            if let Some(secs) = rejected.retry_after_secs() {
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs));
             }
         }
         response
-    }
-}
-
-/// `Retry-After` in whole seconds: rounded up, and never 0 (which would invite an immediate,
-/// doomed retry).
-fn retry_after_secs(wait: Duration) -> u64 {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    secs.max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_rounds_up_and_is_never_zero() {
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::from_nanos(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_secs(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
-        assert_eq!(retry_after_secs(Duration::from_secs(30)), 30);
     }
 }

@@ -40,6 +40,13 @@ impl Rejected {
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
+
+    /// [`retry_after`](Rejected::retry_after) for a `Retry-After` header: whole seconds,
+    /// rounded up, and never 0 (which would invite an immediate, doomed retry).
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+            .map(|wait| (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
+    }
 }
 
 impl fmt::Display for Rejected {
@@ -106,5 +113,27 @@ impl RejectReason {
 impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(wait: Duration) -> Option<u64> {
+        Rejected {
+            reason: RejectReason::ConnectRate,
+            retry_after: Some(wait),
+        }
+        .retry_after_secs()
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(secs(Duration::ZERO), Some(1));
+        assert_eq!(secs(Duration::from_nanos(1)), Some(1));
+        assert_eq!(secs(Duration::from_secs(1)), Some(1));
+        assert_eq!(secs(Duration::from_millis(1001)), Some(2));
+        assert_eq!(secs(Duration::from_secs(30)), Some(30));
     }
 }

@@ -22,7 +22,7 @@ pub enum RejectAction {
     /// (see [`RejectableIo`]) this falls back to [`Close`](RejectAction::Close).
     Reset,
     /// Answer with a canned `HTTP/1.1 429 Too Many Requests` (`503 Service Unavailable` for the
-    /// global cap) once the client has started sending its request, and close. The write runs in a task of its own, off the accept path, bounded by
+    /// global cap; `Retry-After` for a rate refusal or a ban) once the client has started sending its request, and close. The write runs in a task of its own, off the accept path, bounded by
     /// the listener's `reject_deadline`; at most `max_pending_rejections` such writes run at once,
     /// and past that refusals fall back to [`Close`](RejectAction::Close), so a slow or hostile
     /// client can never stall accepting or pile up tasks.
@@ -79,6 +79,28 @@ connection: close\r\n\
 \r\n\
 server connection limit reached\n";
 
+/// The canned answer to `rejected`: 503 for server-wide refusals, else 429, with `Retry-After`
+/// when the refusal has a time (built here, in the refusal's own task, off the accept path).
+fn canned_response(rejected: Rejected) -> std::borrow::Cow<'static, [u8]> {
+    let response = match rejected.reason() {
+        RejectReason::TotalConnections | RejectReason::TrackedClientsFull => RESPONSE_503,
+        _ => RESPONSE_429,
+    };
+    match rejected.retry_after_secs() {
+        None => response.into(),
+        Some(secs) => {
+            let status_line = response
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let mut with_header = response[..status_line].to_vec();
+            with_header.extend_from_slice(format!("retry-after: {secs}\r\n").as_bytes());
+            with_header.extend_from_slice(&response[status_line..]);
+            with_header.into()
+        }
+    }
+}
+
 /// After the canned response, how much of the client's request the writer reads and discards.
 /// Closing a socket with unread input makes the kernel send an RST that can destroy the response
 /// before the client reads it; draining a little first lets the response arrive intact.
@@ -117,16 +139,11 @@ impl Rejector {
             RejectAction::HttpResponse => {
                 match PendingSlot::take(&self.pending, self.max_pending) {
                     Some(slot) => {
-                        let response = match rejected.reason() {
-                            RejectReason::TotalConnections | RejectReason::TrackedClientsFull => {
-                                RESPONSE_503
-                            }
-                            _ => RESPONSE_429,
-                        };
                         let deadline = self.deadline;
                         tokio::spawn(async move {
                             let _slot = slot;
-                            let _ = tokio::time::timeout(deadline, answer(io, response)).await;
+                            let response = canned_response(rejected);
+                            let _ = tokio::time::timeout(deadline, answer(io, &response)).await;
                         });
                     }
                     None => drop(io),
