@@ -377,7 +377,6 @@ async fn the_listener_closes_a_banned_client_at_accept() {
 #[tokio::test]
 async fn path_rules_over_http_limit_only_their_route() {
     use axum::routing::{get, post};
-    use std::net::SocketAddr;
 
     let (limiter, _clock) = gate(Config {
         path_rules: vec![
@@ -391,13 +390,7 @@ async fn path_rules_over_http_limit_only_their_route() {
         .layer(tower_connlimit::ConnLimitLayer::with_limiter(
             limiter.clone(),
         ));
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = tcp.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap()
-    });
+    let server = support::serve_with_connect_info(app).await;
     let mut client = support::http1_client(support::connect_from(52, server).await).await;
     let login = || {
         http::Request::post("/login")

@@ -201,7 +201,6 @@ async fn the_listener_refuses_a_connect_flood_at_accept() {
 #[tokio::test]
 async fn a_request_over_the_rate_gets_429_with_retry_after() {
     use axum::routing::get;
-    use std::net::SocketAddr;
     use tower_connlimit::ConnLimitLayer;
 
     let (limiter, clock) = with_rates(Config {
@@ -213,13 +212,7 @@ async fn a_request_over_the_rate_gets_429_with_retry_after() {
     let app = axum::Router::new()
         .route("/", get(|| async { "hello" }))
         .layer(ConnLimitLayer::with_limiter(limiter.clone()));
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = tcp.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap()
-    });
+    let server = support::serve_with_connect_info(app).await;
     let mut client = support::http1_client(support::connect_from(42, server).await).await;
     assert_eq!(support::h1_get(&mut client, "/").await.0, 200);
     clock.advance(Duration::from_millis(1000));

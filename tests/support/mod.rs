@@ -126,3 +126,16 @@ pub async fn h1_get(
         .unwrap();
     collect(response).await
 }
+
+/// Serves `app` on a loopback port with `ConnectInfo<SocketAddr>`; returns the address.
+#[cfg(feature = "axum")]
+pub async fn serve_with_connect_info(app: axum::Router) -> SocketAddr {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap()
+    });
+    addr
+}
