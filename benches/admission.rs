@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tower_connlimit::{Config, Limiter};
+use std::time::Duration;
+
+use tower_connlimit::{CidrLimit, Config, Limiter, RateLimit, Strategy};
 
 /// The baseline a first attempt would write: one lock around a std `HashMap`.
 struct NaiveLimiter {
@@ -103,6 +105,37 @@ fn admit_release(c: &mut Criterion) {
     group.finish();
 }
 
+/// Admission with the layered gate on: a connect-rate rule that never refuses here, and an
+/// override list to search, against the bare limiter.
+fn gate_on(c: &mut Criterion) {
+    let mut group = c.benchmark_group("admit_release_gate");
+    group.throughput(Throughput::Elements(1));
+    let clients = clients_v4(10_000);
+    let gated = Limiter::new(Config {
+        max_conns_per_client: 100,
+        connect_rate: Some(
+            RateLimit::new(1_000_000_000, Duration::from_secs(1)).strategy(Strategy::TokenBucket),
+        ),
+        overrides: (0..10u8)
+            .map(|i| CidrLimit::new(format!("192.0.{i}.0/24").parse().unwrap(), 50))
+            .collect(),
+        ..Config::default()
+    });
+    for (name, limiter) in [
+        ("tower_connlimit_gate_on", &gated),
+        ("tower_connlimit", &limiter(100)),
+    ] {
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new(name, "10k_clients"), |b| {
+            b.iter(|| {
+                i = (i + 1) % clients.len();
+                drop(black_box(limiter.try_acquire(clients[i]).unwrap()));
+            })
+        });
+    }
+    group.finish();
+}
+
 fn rejected(c: &mut Criterion) {
     let mut group = c.benchmark_group("rejected_admit");
     group.throughput(Throughput::Elements(1));
@@ -120,5 +153,5 @@ fn rejected(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, admit_release, rejected);
+criterion_group!(benches, admit_release, gate_on, rejected);
 criterion_main!(benches);
