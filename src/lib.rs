@@ -78,7 +78,8 @@
 //! - **0 means unlimited**, for every limit.
 //! - **Permits are RAII.** Dropping a [`ConnPermit`] or [`RequestPermit`] releases it exactly
 //!   once, also on panic and when the future holding it is cancelled. A client's map entry is
-//!   removed as soon as its last permit goes.
+//!   removed as soon as nothing about it needs remembering: at its last permit, or, with rate
+//!   rules or bans, once that record has expired.
 //! - **Live config.** [`Limiter::set_config`] swaps the config atomically; the next decision uses
 //!   it. Lowering a limit never closes open connections. An invalid config is refused with a
 //!   [`ConfigError`] naming the field, and the old config stays.

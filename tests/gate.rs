@@ -190,10 +190,32 @@ fn dry_run_never_refuses_yet_counts() {
     }
     let stats = limiter.stats();
     assert_eq!(stats.rejected.total(), 0);
-    // 9 connects, 9 requests and 9 path hits would have been refused; the ban policy would
-    // have banned at the second violation, and again each time after.
-    assert!(stats.dry_run >= 27, "{stats:?}");
+    // 9 connects, 9 requests and 9 path hits would have been refused. A dry-run refusal is not
+    // a violation, so the ban policy has nothing to count.
+    assert_eq!(stats.dry_run, 27, "{stats:?}");
     assert_eq!(stats.bans, 0);
+    assert!(limiter.bans().is_empty());
+}
+
+#[test]
+fn a_dry_run_ban_policy_counts_the_bans_it_would_make() {
+    let (limiter, _clock) = gate(Config {
+        ban: Some(BanPolicy::new(1, secs(10), secs(60)).dry_run()),
+        ..connect_flood_config()
+    });
+    let client = ip("192.0.2.1");
+    let _held = limiter.try_acquire(client).unwrap();
+    // The rate is enforced: every further attempt is a real refusal and a violation. The
+    // second violation would ban; the dry-run policy counts it and bans no one.
+    for _ in 0..5 {
+        let refused = limiter.try_acquire(client).unwrap_err();
+        assert_eq!(refused.reason(), RejectReason::ConnectRate);
+    }
+    let stats = limiter.stats();
+    assert_eq!(stats.rejected.connect_rate, 5);
+    assert_eq!(stats.bans, 0);
+    // Violations 2 to 5 each cross the threshold of 1 (a dry-run policy resets nothing).
+    assert_eq!(stats.dry_run, 4, "{stats:?}");
     assert!(limiter.bans().is_empty());
 }
 

@@ -59,9 +59,12 @@ use crate::{ClientKey, Clock, Config, ConfigError, TokioClock};
 ///
 /// # Memory
 ///
-/// The map holds an entry only for clients that have an open connection or an in-flight request;
-/// the entry is removed when its last permit is dropped. The warm path (a client that already has
-/// an entry, or one whose key was seen before so the map has room) allocates nothing.
+/// The map holds an entry for each client with an open connection or an in-flight request, and,
+/// when rate rules or bans are configured, for a client that left while its record can still
+/// refuse something; such entries are swept once expired, and at most
+/// [`Config::max_tracked_clients`] are held (see [`WhenFull`](crate::WhenFull)). The warm path (a
+/// client that already has an entry, or one whose key was seen before so the map has room)
+/// allocates nothing; a client's first request matching a path rule allocates its path states.
 #[derive(Clone)]
 pub struct Limiter {
     shared: Arc<Shared>,
@@ -108,15 +111,6 @@ struct Counters {
     dry_run: AtomicU64,
     bans: AtomicU64,
     evictions: AtomicU64,
-}
-
-impl Kind {
-    fn client_limit_reason(self) -> RejectReason {
-        match self {
-            Kind::Connection => RejectReason::ClientConnections,
-            Kind::Request => RejectReason::ClientRequests,
-        }
-    }
 }
 
 /// How many entries one eviction looks at, at most, and how many drained ones it samples.
@@ -668,7 +662,7 @@ fn count(
     limit: usize,
     total: &AtomicUsize,
     total_cap: usize,
-) -> Result<(), state::Refusal> {
+) -> Result<(), state::Denial> {
     if limit != 0 && *state.count_mut(kind) >= limit {
         Err((kind.client_limit_reason(), None))
     } else if !reserve(total, total_cap) {

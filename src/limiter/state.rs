@@ -64,8 +64,19 @@ pub(crate) struct Notes {
     pub(crate) would_ban: bool,
 }
 
-/// A refusal: the reason, and for time-bound ones, nanoseconds until it would pass.
-pub(crate) type Refusal = (RejectReason, Option<u64>);
+/// A refusal as the limiter decides it: the reason, and for time-bound ones, nanoseconds until
+/// it would pass. (The layer's `Refusal` is the answer sent to a client.)
+pub(crate) type Denial = (RejectReason, Option<u64>);
+
+impl Kind {
+    /// The reason a per-client concurrency limit of this kind refuses.
+    pub(crate) fn client_limit_reason(self) -> RejectReason {
+        match self {
+            Kind::Connection => RejectReason::ClientConnections,
+            Kind::Request => RejectReason::ClientRequests,
+        }
+    }
+}
 
 impl ClientState {
     pub(crate) fn count_mut(&mut self, kind: Kind) -> &mut usize {
@@ -104,7 +115,7 @@ impl ClientState {
 
     /// Everything but the concurrency counts and the global cap: ban, then the rate rules for
     /// this event, in order. Counts what passes; a violation may ban the client.
-    pub(crate) fn check_gate(&mut self, d: &Event<'_>, notes: &mut Notes) -> Result<(), Refusal> {
+    pub(crate) fn check_gate(&mut self, d: &Event<'_>, notes: &mut Notes) -> Result<(), Denial> {
         if d.exempt {
             return Ok(());
         }
@@ -149,7 +160,7 @@ impl ClientState {
         route: Route<'_>,
         d: &Event<'_>,
         notes: &mut Notes,
-    ) -> Option<Refusal> {
+    ) -> Option<Denial> {
         let rules = &d.compiled.config.path_rules;
         let mut matching = rules
             .iter()
@@ -212,7 +223,7 @@ fn check_rule(
     d: &Event<'_>,
     notes: &mut Notes,
     retain_until: &mut u64,
-) -> Option<Refusal> {
+) -> Option<Denial> {
     let result = state.check(rule, (d.now)());
     *retain_until = (*retain_until).max(state.expires_at(rule));
     match result {
