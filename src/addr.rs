@@ -1,6 +1,6 @@
 //! Where each admission point finds the client's address.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::Extensions;
 
@@ -80,6 +80,31 @@ pub(crate) fn client_addr_of(extensions: &Extensions) -> Option<SocketAddr> {
         return Some(*addr);
     }
     extensions.get::<SocketAddr>().copied()
+}
+
+/// The client a request comes from: `peer`, or, when `peer` is a trusted proxy and
+/// `client_ip_header` is set, the address the header names (see
+/// [`ClientIpHeader`](crate::ClientIpHeader)). A trusted proxy's request whose header names no
+/// usable address is counted as the proxy's own.
+pub(crate) fn request_client_ip(
+    limiter: &crate::Limiter,
+    peer: IpAddr,
+    headers: &http::HeaderMap,
+) -> IpAddr {
+    let compiled = limiter.compiled();
+    let config = &compiled.config;
+    if config.client_ip_header == crate::ClientIpHeader::None || !compiled.is_trusted_proxy(peer) {
+        return peer;
+    }
+    crate::forwarded::client_from_headers(headers, config.client_ip_header, config.trusted_hops)
+        .unwrap_or_else(|| {
+            tracing::debug!(
+                %peer,
+                header = config.client_ip_header.as_str(),
+                "trusted proxy named no usable client address; counting the proxy itself"
+            );
+            peer
+        })
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use std::time::Duration;
 
-use crate::{Cidr, ClientKey, RateLimit, Strategy};
+use crate::listener::DeadlineSettings;
+use crate::{Cidr, ClientIpHeader, ClientKey, MinReceiveRate, ProxyProtocol, RateLimit, Strategy};
 
 /// The limits a [`Limiter`](crate::Limiter) enforces.
 ///
@@ -78,6 +79,37 @@ pub struct Config {
     /// `/128` override under the default `/64`) is refused, since every address of a client
     /// shares one count and must share one limit.
     pub overrides: Vec<CidrLimit>,
+    /// How long a connection accepted by a [`ConnLimitListener`](crate::ConnLimitListener) may
+    /// wait before its client sends a first byte (a TLS ClientHello, an HTTP request line),
+    /// like Nomad's `rpc_handshake_timeout`. Default zero: off. Leave it off for protocols
+    /// where the server speaks first (SMTP, MySQL).
+    pub handshake_timeout: Duration,
+    /// How long a listener's connection may go without a byte moving either way before it is
+    /// closed. Default zero: off. Set it longer than your slowest handler and longest
+    /// long-poll, or have the application send keep-alives (HTTP/2 pings, WebSocket pings).
+    pub idle_timeout: Duration,
+    /// The slowest a listener's client may send while the server waits on it, in the style of
+    /// Apache `mod_reqtimeout`'s `MinRate`. Default `None`: off. See [`MinReceiveRate`].
+    pub min_receive_rate: Option<MinReceiveRate>,
+    /// Proxies whose word on the real client is believed: the peers allowed to send a PROXY
+    /// header (see `proxy_protocol`) or a client address header (see `client_ip_header`).
+    /// Default empty.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Whether a [`ConnLimitListener`](crate::ConnLimitListener) expects a PROXY protocol
+    /// header (v1 or v2, as HAProxy, AWS NLB and Envoy send) at the start of every connection.
+    /// Default [`ProxyProtocol::Off`].
+    pub proxy_protocol: ProxyProtocol,
+    /// How long a trusted proxy may take to send its PROXY header before the connection is
+    /// closed. Default 5 seconds; must be more than zero when `proxy_protocol` is on.
+    pub proxy_header_timeout: Duration,
+    /// The request header the request-level layer reads the client address from when the
+    /// socket peer is one of `trusted_proxies`. Default [`ClientIpHeader::None`]: the client is
+    /// the socket peer. See [`ClientIpHeader`] for how the header is read.
+    pub client_ip_header: ClientIpHeader,
+    /// How many trusted proxies stand in front of the server, each appending one entry to
+    /// `client_ip_header`: the client is that many entries from the right. Default 1; between 1
+    /// and 64.
+    pub trusted_hops: usize,
 }
 
 impl Default for Config {
@@ -96,6 +128,14 @@ impl Default for Config {
             when_full: WhenFull::EvictStalest,
             exempt: Vec::new(),
             overrides: Vec::new(),
+            handshake_timeout: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            min_receive_rate: None,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: ProxyProtocol::Off,
+            proxy_header_timeout: Duration::from_secs(5),
+            client_ip_header: ClientIpHeader::None,
+            trusted_hops: 1,
         }
     }
 }
@@ -167,6 +207,58 @@ impl Config {
                 ),
             ));
         }
+        self.validate_proxies()?;
+        if let Some(rate) = &self.min_receive_rate {
+            rate.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the fields about proxies: each feature that trusts proxies needs some to trust.
+    fn validate_proxies(&self) -> Result<(), ConfigError> {
+        if let Some((i, first)) = first_repeat(self.trusted_proxies.iter().copied()) {
+            return Err(ConfigError::new(
+                format!("trusted_proxies[{i}]"),
+                format!(
+                    "{} is already listed at trusted_proxies[{first}]",
+                    self.trusted_proxies[i]
+                ),
+            ));
+        }
+        if self.proxy_protocol != ProxyProtocol::Off {
+            if self.trusted_proxies.is_empty() {
+                return Err(ConfigError::new(
+                    "trusted_proxies",
+                    "is empty, so with proxy_protocol on every connection would be refused",
+                ));
+            }
+            if self.proxy_header_timeout.is_zero() {
+                return Err(ConfigError::new(
+                    "proxy_header_timeout",
+                    "must be longer than zero when proxy_protocol is on",
+                ));
+            }
+        }
+        if self.client_ip_header != ClientIpHeader::None {
+            if self.trusted_proxies.is_empty() {
+                return Err(ConfigError::new(
+                    "trusted_proxies",
+                    format!(
+                        "is empty, so client_ip_header ({}) would never be read",
+                        self.client_ip_header
+                    ),
+                ));
+            }
+            if !(1..=MAX_TRUSTED_HOPS).contains(&self.trusted_hops) {
+                return Err(ConfigError::new(
+                    "trusted_hops",
+                    format!(
+                        "must be between 1 and {}, got {}",
+                        MAX_TRUSTED_HOPS, self.trusted_hops
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -178,6 +270,10 @@ impl Config {
         }
     }
 }
+
+/// The most proxies `trusted_hops` may name: the request header reader looks at no more entries
+/// than this, so a hostile client cannot make it walk a huge list.
+pub(crate) const MAX_TRUSTED_HOPS: usize = 64;
 
 /// The index of the first item equal to an earlier one, and that earlier one's index.
 fn first_repeat(items: impl Iterator<Item = Cidr> + Clone) -> Option<(usize, usize)> {
@@ -461,6 +557,8 @@ pub(crate) struct CompiledConfig {
     pub(crate) generation: u64,
     /// Overrides, longest prefix first, so the first match is the most specific.
     overrides: Box<[CidrLimit]>,
+    /// The deadlines the listener puts on each connection, or `None` when all are off.
+    pub(crate) deadlines: Option<DeadlineSettings>,
 }
 
 impl CompiledConfig {
@@ -471,6 +569,7 @@ impl CompiledConfig {
         static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(CompiledConfig {
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            deadlines: DeadlineSettings::from_config(&config),
             config: std::sync::Arc::new(config),
             overrides,
         })
@@ -498,6 +597,12 @@ impl CompiledConfig {
             ClientKey::new(ip, self.config.ipv4_prefix, self.config.ipv6_prefix)
         };
         (key, exempt)
+    }
+
+    /// Whether `ip` is one of the trusted proxies.
+    #[inline]
+    pub(crate) fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.config.trusted_proxies.iter().any(|c| c.contains(ip))
     }
 
     /// The per-client connection limit for `ip`: the longest matching override, else the default.

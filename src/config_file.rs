@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::{
-    BanPolicy, Cidr, CidrLimit, Config, ConfigError, PathMatch, PathRule, RateLimit, Strategy,
-    WhenFull,
+    BanPolicy, Cidr, CidrLimit, ClientIpHeader, Config, ConfigError, MinReceiveRate, PathMatch,
+    PathRule, ProxyProtocol, RateLimit, Strategy, WhenFull,
 };
 
 impl Config {
@@ -115,6 +115,19 @@ struct ConfigFile {
     #[serde(deserialize_with = "cidrs")]
     exempt: Vec<Cidr>,
     overrides: Vec<OverrideFile>,
+    #[serde(with = "humantime_serde")]
+    handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    idle_timeout: Duration,
+    min_receive_rate: Option<MinRateFile>,
+    #[serde(deserialize_with = "cidrs")]
+    trusted_proxies: Vec<Cidr>,
+    proxy_protocol: ProxyProtocolFile,
+    #[serde(with = "humantime_serde")]
+    proxy_header_timeout: Duration,
+    #[serde(deserialize_with = "client_ip_header")]
+    client_ip_header: ClientIpHeader,
+    trusted_hops: usize,
 }
 
 impl Default for ConfigFile {
@@ -134,6 +147,14 @@ impl Default for ConfigFile {
             when_full: WhenFullFile::EvictStalest,
             exempt: d.exempt,
             overrides: Vec::new(),
+            handshake_timeout: d.handshake_timeout,
+            idle_timeout: d.idle_timeout,
+            min_receive_rate: None,
+            trusted_proxies: d.trusted_proxies,
+            proxy_protocol: ProxyProtocolFile::Off,
+            proxy_header_timeout: d.proxy_header_timeout,
+            client_ip_header: d.client_ip_header,
+            trusted_hops: d.trusted_hops,
         }
     }
 }
@@ -161,8 +182,42 @@ impl From<ConfigFile> for Config {
                 .into_iter()
                 .map(|o| CidrLimit::new(o.network, o.max_conns_per_client))
                 .collect(),
+            handshake_timeout: f.handshake_timeout,
+            idle_timeout: f.idle_timeout,
+            min_receive_rate: f
+                .min_receive_rate
+                .map(|m| MinReceiveRate::new(m.bytes_per_sec, m.grace)),
+            trusted_proxies: f.trusted_proxies,
+            proxy_protocol: match f.proxy_protocol {
+                ProxyProtocolFile::Off => ProxyProtocol::Off,
+                ProxyProtocolFile::Required => ProxyProtocol::Required,
+            },
+            proxy_header_timeout: f.proxy_header_timeout,
+            client_ip_header: f.client_ip_header,
+            trusted_hops: f.trusted_hops,
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MinRateFile {
+    bytes_per_sec: u32,
+    #[serde(with = "humantime_serde")]
+    grace: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+enum ProxyProtocolFile {
+    #[default]
+    Off,
+    Required,
+}
+
+fn client_ip_header<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClientIpHeader, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 #[derive(Deserialize)]

@@ -124,6 +124,7 @@ mod config;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 mod config_file;
+mod forwarded;
 mod key;
 pub mod layer;
 mod limiter;
@@ -134,15 +135,18 @@ pub use addr::{ClientAddr, PeerAddr};
 pub use cidr::{Cidr, CidrError};
 pub use clock::{Clock, FakeClock, TokioClock};
 pub use config::{BanPolicy, CidrLimit, Config, ConfigError, PathMatch, PathRule, WhenFull};
+pub use forwarded::ClientIpHeader;
 pub use key::ClientKey;
 pub use layer::{ConnLimit, ConnLimitLayer, LimitedConnection, ResponseBody};
 pub use limiter::{
     ClientStats, ConnPermit, Decision, Limiter, RejectReason, Rejected, RejectedStats,
-    RequestPermit, Stats,
+    RequestPermit, Stats, TimeoutStats,
 };
 #[cfg(feature = "axum")]
 pub use listener::AxumListener;
-pub use listener::{ConnLimitListener, RejectAction, RejectableIo, TrackedIo};
+pub use listener::{
+    ConnLimitListener, MinReceiveRate, ProxyProtocol, RejectAction, RejectableIo, TrackedIo,
+};
 pub use rate::{RateLimit, Strategy};
 
 /// The README's examples, compiled (and the runnable ones run) as doctests.

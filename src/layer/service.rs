@@ -8,7 +8,7 @@ use tower_service::Service;
 use super::future::{MakeFuture, ResponseFuture};
 use super::response::Refusal;
 use super::{LimitedConnection, ResponseBody};
-use crate::addr::{client_addr_of, report_missing_address};
+use crate::addr::{client_addr_of, report_missing_address, request_client_ip};
 use crate::{Limiter, PeerAddr};
 
 /// Limits connections or requests per client; built by [`ConnLimitLayer`](crate::ConnLimitLayer).
@@ -108,13 +108,14 @@ where
             report_missing_address(&self.limiter, "request", REQUEST_FIX);
             return ResponseFuture::refused(Refusal::NoClientAddress, version, false);
         };
+        let client = request_client_ip(&self.limiter, peer.ip(), request.headers());
         let admitted =
             self.limiter
-                .try_acquire_request_to(peer.ip(), request.method(), request.uri().path());
+                .try_acquire_request_to(client, request.method(), request.uri().path());
         match admitted {
             Ok(permit) => ResponseFuture::called(self.inner.call(request), Some(permit)),
             Err(rejected) => {
-                tracing::debug!(%peer, reason = rejected.reason().as_str(), "request refused");
+                tracing::debug!(%peer, %client, reason = rejected.reason().as_str(), "request refused");
                 ResponseFuture::refused(Refusal::Limit(rejected), version, false)
             }
         }

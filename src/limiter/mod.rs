@@ -19,7 +19,8 @@ pub use self::outcome::{Decision, RejectReason, Rejected};
 use self::permit::Slot;
 pub use self::permit::{ConnPermit, RequestPermit};
 use self::state::{ClientState, Event, Kind, Notes, Route};
-pub use self::stats::{ClientStats, RejectedStats, Stats};
+pub(crate) use self::stats::Closed;
+pub use self::stats::{ClientStats, RejectedStats, Stats, TimeoutStats};
 
 use crate::clock::nanos;
 use crate::config::CompiledConfig;
@@ -108,6 +109,12 @@ struct Counters {
     rejected_banned: AtomicU64,
     rejected_tracked_clients_full: AtomicU64,
     rejected_no_client_address: AtomicU64,
+    rejected_proxy_untrusted: AtomicU64,
+    rejected_proxy_header_invalid: AtomicU64,
+    rejected_proxy_header_timeout: AtomicU64,
+    timeout_handshake: AtomicU64,
+    timeout_idle: AtomicU64,
+    timeout_min_receive_rate: AtomicU64,
     dry_run: AtomicU64,
     bans: AtomicU64,
     evictions: AtomicU64,
@@ -383,6 +390,14 @@ impl Limiter {
                 banned: c.rejected_banned.load(Ordering::Relaxed),
                 tracked_clients_full: c.rejected_tracked_clients_full.load(Ordering::Relaxed),
                 no_client_address: c.rejected_no_client_address.load(Ordering::Relaxed),
+                proxy_untrusted: c.rejected_proxy_untrusted.load(Ordering::Relaxed),
+                proxy_header_invalid: c.rejected_proxy_header_invalid.load(Ordering::Relaxed),
+                proxy_header_timeout: c.rejected_proxy_header_timeout.load(Ordering::Relaxed),
+            },
+            timeouts: TimeoutStats {
+                handshake: c.timeout_handshake.load(Ordering::Relaxed),
+                idle: c.timeout_idle.load(Ordering::Relaxed),
+                min_receive_rate: c.timeout_min_receive_rate.load(Ordering::Relaxed),
             },
             dry_run: c.dry_run.load(Ordering::Relaxed),
             bans: c.bans.load(Ordering::Relaxed),
@@ -401,6 +416,25 @@ impl Limiter {
             .shared
             .missing_addr_reported
             .swap(true, Ordering::Relaxed)
+    }
+
+    /// Counts a connection the listener closed on its own: a deadline, or a PROXY header.
+    pub(crate) fn count_closed(&self, why: Closed) {
+        let c = &self.shared.counters;
+        let counter = match why {
+            Closed::HandshakeTimeout => &c.timeout_handshake,
+            Closed::IdleTimeout => &c.timeout_idle,
+            Closed::MinReceiveRate => &c.timeout_min_receive_rate,
+            Closed::ProxyUntrusted => &c.rejected_proxy_untrusted,
+            Closed::ProxyHeaderInvalid => &c.rejected_proxy_header_invalid,
+            Closed::ProxyHeaderTimeout => &c.rejected_proxy_header_timeout,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The config in force, compiled.
+    pub(crate) fn compiled(&self) -> arc_swap::Guard<Arc<CompiledConfig>> {
+        self.shared.config.load()
     }
 
     fn key_for(&self, ip: IpAddr) -> ClientKey {

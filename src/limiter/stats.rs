@@ -20,6 +20,8 @@ pub struct Stats {
     pub admitted_requests: u64,
     /// Refusals since the limiter was created, by reason.
     pub rejected: RejectedStats,
+    /// Admitted connections the listener closed because a deadline passed, by deadline.
+    pub timeouts: TimeoutStats,
     /// Refusals that dry-run rules (and dry-run ban policies) would have made, but let through.
     pub dry_run: u64,
     /// Bans imposed, by the ban policy or by [`Limiter::ban`](crate::Limiter::ban).
@@ -52,6 +54,15 @@ pub struct RejectedStats {
     /// Connections and requests refused (a request with 500) because no client address could be
     /// found: a misconfiguration, logged at error level the first time.
     pub no_client_address: u64,
+    /// Connections refused at a PROXY-protocol listener because the peer is not one of
+    /// `trusted_proxies`.
+    pub proxy_untrusted: u64,
+    /// Connections from a trusted proxy refused because their PROXY header was malformed,
+    /// missing, or too long.
+    pub proxy_header_invalid: u64,
+    /// Connections from a trusted proxy refused because their PROXY header did not arrive within
+    /// `proxy_header_timeout` (or too many headers were being read at once).
+    pub proxy_header_timeout: u64,
 }
 
 impl RejectedStats {
@@ -66,7 +77,41 @@ impl RejectedStats {
             + self.banned
             + self.tracked_clients_full
             + self.no_client_address
+            + self.proxy_untrusted
+            + self.proxy_header_invalid
+            + self.proxy_header_timeout
     }
+}
+
+/// Connections closed by a listener deadline, by deadline; see [`Stats::timeouts`] and the
+/// `handshake_timeout`, `idle_timeout` and `min_receive_rate` fields of [`Config`](crate::Config).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimeoutStats {
+    /// The client sent no first byte within `handshake_timeout`.
+    pub handshake: u64,
+    /// No byte moved either way for `idle_timeout`.
+    pub idle: u64,
+    /// The client sent slower than `min_receive_rate` allows.
+    pub min_receive_rate: u64,
+}
+
+impl TimeoutStats {
+    /// All connections closed by a deadline.
+    pub fn total(&self) -> u64 {
+        self.handshake + self.idle + self.min_receive_rate
+    }
+}
+
+/// Why a listener closed a connection on its own, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Closed {
+    HandshakeTimeout,
+    IdleTimeout,
+    MinReceiveRate,
+    ProxyUntrusted,
+    ProxyHeaderInvalid,
+    ProxyHeaderTimeout,
 }
 
 /// One client's counts; see [`Limiter::client`](crate::Limiter::client) and [`Limiter::clients`](crate::Limiter::clients).

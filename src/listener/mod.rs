@@ -56,20 +56,44 @@
 //! # }
 //! ```
 
+mod deadlines;
+mod proxy_protocol;
 mod reject;
 mod tracked_io;
 
+use std::any::Any;
 use std::fmt;
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 
+pub(crate) use self::deadlines::DeadlineSettings;
+pub use self::deadlines::MinReceiveRate;
+pub use self::proxy_protocol::ProxyProtocol;
+use self::proxy_protocol::{read_header, InvalidHeader};
 use self::reject::Rejector;
 pub use self::reject::{RejectAction, RejectableIo};
 pub use self::tracked_io::TrackedIo;
+use crate::limiter::Closed;
 use crate::Limiter;
+
+/// PROXY headers being read, each in a task of its own so a slow proxy never stalls accepting.
+/// Each task yields a boxed [`HeaderRead`] of the listener's IO type: boxed so the listener's
+/// type need not name its IO.
+type PendingHeaders = Mutex<JoinSet<Box<dyn Any + Send>>>;
+
+/// A finished PROXY header read: the connection, its peer, and what the header said.
+struct HeaderRead<IO> {
+    io: IO,
+    proxy: SocketAddr,
+    header: Result<Result<Option<SocketAddr>, InvalidHeader>, tokio::time::error::Elapsed>,
+}
 
 /// A listener that admits connections through a [`Limiter`]. See the [module docs](self).
 ///
@@ -79,6 +103,8 @@ pub struct ConnLimitListener<L> {
     inner: L,
     limiter: Limiter,
     rejector: Rejector,
+    pending_headers: PendingHeaders,
+    max_pending_headers: usize,
 }
 
 impl<L> ConnLimitListener<L> {
@@ -88,6 +114,8 @@ impl<L> ConnLimitListener<L> {
             inner,
             limiter,
             rejector: Rejector::default(),
+            pending_headers: Mutex::new(JoinSet::new()),
+            max_pending_headers: 1024,
         }
     }
 
@@ -111,6 +139,15 @@ impl<L> ConnLimitListener<L> {
         self
     }
 
+    /// How many PROXY headers (see [`Config::proxy_protocol`](crate::Config::proxy_protocol))
+    /// may be read at once; past that, new connections are closed and counted in
+    /// [`RejectedStats::proxy_header_timeout`](crate::RejectedStats::proxy_header_timeout).
+    /// Default 1024.
+    pub fn max_pending_proxy_headers(mut self, max: usize) -> Self {
+        self.max_pending_headers = max;
+        self
+    }
+
     /// The limiter this listener admits through.
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
@@ -131,8 +168,13 @@ impl<L> ConnLimitListener<L> {
         self.inner
     }
 
-    /// Counts `io` if its client is under the limits, otherwise refuses it and returns `None`.
-    fn admit<IO: RejectableIo>(&self, io: IO, peer: Option<SocketAddr>) -> Option<TrackedIo<IO>> {
+    /// Deals with a freshly accepted connection: admits it (returning it with its client's
+    /// address), refuses it, or, when a PROXY header is expected, starts reading that.
+    fn on_accept<IO: RejectableIo>(
+        &self,
+        io: IO,
+        peer: Option<SocketAddr>,
+    ) -> Option<(TrackedIo<IO>, SocketAddr)> {
         let Some(peer) = peer else {
             crate::addr::report_missing_address(
                 &self.limiter,
@@ -142,14 +184,75 @@ impl<L> ConnLimitListener<L> {
             );
             return None;
         };
-        match self.limiter.try_acquire(peer.ip()) {
+        let config = self.limiter.compiled();
+        if config.config.proxy_protocol == ProxyProtocol::Off {
+            return self.admit(io, peer);
+        }
+        if !config.is_trusted_proxy(peer.ip()) {
+            self.limiter.count_closed(Closed::ProxyUntrusted);
+            tracing::debug!(%peer, "connection refused: not a trusted proxy");
+            return None;
+        }
+        let mut pending = lock(&self.pending_headers);
+        if pending.len() >= self.max_pending_headers {
+            self.limiter.count_closed(Closed::ProxyHeaderTimeout);
+            tracing::debug!(%peer, "connection refused: too many PROXY headers pending");
+            return None;
+        }
+        let deadline = config.config.proxy_header_timeout;
+        pending.spawn(async move {
+            let mut io = io;
+            let header = tokio::time::timeout(deadline, read_header(&mut io)).await;
+            Box::new(HeaderRead {
+                io,
+                proxy: peer,
+                header,
+            }) as Box<dyn Any + Send>
+        });
+        None
+    }
+
+    /// Admits (or refuses) a connection whose PROXY header read has finished.
+    fn on_header<IO: RejectableIo>(
+        &self,
+        read: Box<dyn Any + Send>,
+    ) -> Option<(TrackedIo<IO>, SocketAddr)> {
+        // Only this listener's accept loop adds reads, all of its own IO type.
+        let read = read.downcast::<HeaderRead<IO>>().ok()?;
+        let HeaderRead { io, proxy, header } = *read;
+        match header {
+            Ok(Ok(source)) => self.admit(io, source.unwrap_or(proxy)),
+            Ok(Err(InvalidHeader)) => {
+                self.limiter.count_closed(Closed::ProxyHeaderInvalid);
+                tracing::debug!(%proxy, "connection refused: invalid PROXY header");
+                None
+            }
+            Err(_elapsed) => {
+                self.limiter.count_closed(Closed::ProxyHeaderTimeout);
+                tracing::debug!(%proxy, "connection refused: no PROXY header in time");
+                None
+            }
+        }
+    }
+
+    /// Counts `io` if `client` is under the limits, otherwise refuses it and returns `None`.
+    fn admit<IO: RejectableIo>(
+        &self,
+        io: IO,
+        client: SocketAddr,
+    ) -> Option<(TrackedIo<IO>, SocketAddr)> {
+        match self.limiter.try_acquire(client.ip()) {
             Ok(permit) => {
                 tracing::trace!(client = %permit.client_key(), "connection admitted");
-                Some(TrackedIo::new(io, permit, peer))
+                let deadlines = self.limiter.compiled().deadlines;
+                Some((
+                    TrackedIo::new(io, permit, client).with_deadlines(deadlines),
+                    client,
+                ))
             }
             Err(rejected) => {
                 tracing::debug!(
-                    %peer,
+                    peer = %client,
                     reason = rejected.reason().as_str(),
                     action = ?self.rejector.action,
                     "connection refused"
@@ -161,8 +264,33 @@ impl<L> ConnLimitListener<L> {
     }
 }
 
+/// Waits for the next PROXY header read to finish; never ready while none is pending.
+async fn next_header(pending: &PendingHeaders) -> Box<dyn Any + Send> {
+    poll_fn(|cx| match lock(pending).poll_join_next(cx) {
+        Poll::Ready(Some(Ok(read))) => Poll::Ready(read),
+        // A read task only fails if the runtime is shutting down; its connection is gone.
+        Poll::Ready(Some(Err(_))) => {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        // Nothing pending: reads are only added by the accept loop polling this, which polls
+        // again after adding one.
+        Poll::Ready(None) | Poll::Pending => Poll::Pending,
+    })
+    .await
+}
+
+/// Locks the pending header reads; a panic elsewhere cannot leave them inconsistent.
+fn lock(pending: &PendingHeaders) -> std::sync::MutexGuard<'_, JoinSet<Box<dyn Any + Send>>> {
+    pending
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl ConnLimitListener<TcpListener> {
     /// Accepts the next connection that is under the limits, refusing the others as configured.
+    /// The address returned is the client's: the peer's, or with
+    /// [`ProxyProtocol::Required`] the one its PROXY header names.
     ///
     /// # Errors
     ///
@@ -175,9 +303,15 @@ impl ConnLimitListener<TcpListener> {
     /// refused, already dealt with.
     pub async fn accept(&self) -> io::Result<(TrackedIo<TcpStream>, SocketAddr)> {
         loop {
-            let (io, peer) = self.inner.accept().await?;
-            if let Some(tracked) = self.admit(io, Some(peer)) {
-                return Ok((tracked, peer));
+            let admitted = tokio::select! {
+                read = next_header(&self.pending_headers) => self.on_header(read),
+                accepted = self.inner.accept() => {
+                    let (io, peer) = accepted?;
+                    self.on_accept(io, Some(peer))
+                }
+            };
+            if let Some(admitted) = admitted {
+                return Ok(admitted);
             }
         }
     }
@@ -211,18 +345,25 @@ mod axum_listener {
     where
         L: Listener,
         L::Io: RejectableIo,
-        L::Addr: PeerAddr,
+        L::Addr: PeerAddr + From<SocketAddr>,
     {
         type Io = TrackedIo<L::Io>;
         type Addr = L::Addr;
 
         /// Accepts the next connection under the limits. Like every axum listener, it never
-        /// fails: the inner listener handles its own accept errors.
+        /// fails: the inner listener handles its own accept errors. The address is the
+        /// client's (with [`ProxyProtocol::Required`], the one the PROXY header names).
+        ///
+        /// With [`ProxyProtocol::Required`], the inner listener's `accept` must be cancel safe,
+        /// as `TcpListener`'s is: it is raced against the PROXY header reads in progress.
         async fn accept(&mut self) -> (Self::Io, Self::Addr) {
             loop {
-                let (io, addr) = self.inner.accept().await;
-                if let Some(tracked) = self.admit(io, addr.peer_addr()) {
-                    return (tracked, addr);
+                let admitted = tokio::select! {
+                    read = next_header(&self.pending_headers) => self.on_header(read),
+                    (io, addr) = self.inner.accept() => self.on_accept(io, addr.peer_addr()),
+                };
+                if let Some((tracked, client)) = admitted {
+                    return (tracked, L::Addr::from(client));
                 }
             }
         }
@@ -236,7 +377,7 @@ mod axum_listener {
     where
         L: Listener,
         L::Io: RejectableIo,
-        L::Addr: PeerAddr + Clone + Sync + 'static,
+        L::Addr: PeerAddr + From<SocketAddr> + Clone + Sync + 'static,
     {
         /// This listener in the form `axum::serve` needs for `ConnectInfo<L::Addr>`
         /// (`ConnectInfo<SocketAddr>` over TCP).

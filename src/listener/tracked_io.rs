@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::deadlines::{timed_out, DeadlineSettings, Deadlines};
+use crate::limiter::Closed;
 use crate::{ConnPermit, PeerAddr};
 
 pin_project! {
@@ -19,21 +21,40 @@ pin_project! {
     /// per-connection service but moves the IO into the upgraded stream (a WebSocket stays
     /// counted until it closes). This is go-connlimit's `Wrap(conn, free)`.
     ///
-    /// Reads and writes go straight to the inner IO; the wrapper adds no buffering and no work
-    /// per byte.
+    /// Reads and writes go straight to the inner IO; the wrapper adds no buffering. When the
+    /// listener's config sets deadlines (`handshake_timeout`, `idle_timeout`,
+    /// `min_receive_rate`), the connection checks them as it reads and writes: once one passes,
+    /// the pending read or write fails with [`io::ErrorKind::TimedOut`] and every later one
+    /// fails too, so the server drops the connection and its permit. The deadlines' timer wakes
+    /// the task that last waited on the connection, so read and write halves driven by two
+    /// different tasks see a passed deadline on their next operation. With every deadline off,
+    /// the wrapper keeps no deadline state and does no extra work per operation.
     #[derive(Debug)]
     pub struct TrackedIo<IO> {
         #[pin]
         io: IO,
         permit: ConnPermit,
         peer: SocketAddr,
+        deadlines: Option<Pin<Box<Deadlines>>>,
     }
 }
 
 impl<IO> TrackedIo<IO> {
-    /// Wraps `io`, accepted from `peer`, with the permit that counts it.
+    /// Wraps `io`, accepted from `peer`, with the permit that counts it. No deadlines apply to a
+    /// connection wrapped this way; the listener adds the config's.
     pub fn new(io: IO, permit: ConnPermit, peer: SocketAddr) -> Self {
-        TrackedIo { io, permit, peer }
+        TrackedIo {
+            io,
+            permit,
+            peer,
+            deadlines: None,
+        }
+    }
+
+    /// The same connection, watched by `settings`' deadlines from now on.
+    pub(crate) fn with_deadlines(mut self, settings: Option<DeadlineSettings>) -> Self {
+        self.deadlines = settings.map(|s| Box::pin(Deadlines::new(s)));
+        self
     }
 
     /// The inner IO.
@@ -63,6 +84,42 @@ impl<IO> TrackedIo<IO> {
     }
 }
 
+/// The error for a deadline that has just passed: counted once, here, in the limiter's stats.
+fn deadline_passed(permit: &ConnPermit, peer: SocketAddr, why: Closed) -> io::Error {
+    permit.limiter().count_closed(why);
+    tracing::debug!(%peer, client = %permit.client_key(), reason = ?why, "connection deadline passed");
+    timed_out(why)
+}
+
+/// Runs one write-side operation under the deadlines: progress is activity and ends the
+/// client's turn; waiting polls the deadline timer.
+fn under_deadlines<T>(
+    deadlines: &mut Option<Pin<Box<Deadlines>>>,
+    permit: &ConnPermit,
+    peer: SocketAddr,
+    cx: &mut Context<'_>,
+    sent: impl Fn(&T) -> usize,
+    op: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>,
+) -> Poll<io::Result<T>> {
+    let Some(deadlines) = deadlines else {
+        return op(cx);
+    };
+    if let Some(why) = deadlines.expired() {
+        return Poll::Ready(Err(timed_out(why)));
+    }
+    match op(cx) {
+        Poll::Ready(Ok(value)) => {
+            deadlines.as_mut().sent(sent(&value));
+            Poll::Ready(Ok(value))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => match deadlines.as_mut().poll_expired(cx) {
+            Poll::Ready(why) => Poll::Ready(Err(deadline_passed(permit, peer, why))),
+            Poll::Pending => Poll::Pending,
+        },
+    }
+}
+
 impl<IO> PeerAddr for TrackedIo<IO> {
     #[inline]
     fn peer_addr(&self) -> Option<SocketAddr> {
@@ -77,7 +134,25 @@ impl<IO: AsyncRead> AsyncRead for TrackedIo<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().io.poll_read(cx, buf)
+        let this = self.project();
+        let Some(deadlines) = this.deadlines else {
+            return this.io.poll_read(cx, buf);
+        };
+        if let Some(why) = deadlines.expired() {
+            return Poll::Ready(Err(timed_out(why)));
+        }
+        let before = buf.filled().len();
+        match this.io.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => match deadlines.as_mut().received(buf.filled().len() - before) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(why) => Poll::Ready(Err(deadline_passed(this.permit, *this.peer, why))),
+            },
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match deadlines.as_mut().poll_expired(cx) {
+                Poll::Ready(why) => Poll::Ready(Err(deadline_passed(this.permit, *this.peer, why))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -88,17 +163,44 @@ impl<IO: AsyncWrite> AsyncWrite for TrackedIo<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let this = self.project();
+        let io = this.io;
+        under_deadlines(
+            this.deadlines,
+            this.permit,
+            *this.peer,
+            cx,
+            |n| *n,
+            |cx| io.poll_write(cx, buf),
+        )
     }
 
     #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
+        let this = self.project();
+        let io = this.io;
+        under_deadlines(
+            this.deadlines,
+            this.permit,
+            *this.peer,
+            cx,
+            |()| 0,
+            |cx| io.poll_flush(cx),
+        )
     }
 
     #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
+        let this = self.project();
+        let io = this.io;
+        under_deadlines(
+            this.deadlines,
+            this.permit,
+            *this.peer,
+            cx,
+            |()| 0,
+            |cx| io.poll_shutdown(cx),
+        )
     }
 
     #[inline]
@@ -107,7 +209,16 @@ impl<IO: AsyncWrite> AsyncWrite for TrackedIo<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let io = this.io;
+        under_deadlines(
+            this.deadlines,
+            this.permit,
+            *this.peer,
+            cx,
+            |n| *n,
+            |cx| io.poll_write_vectored(cx, bufs),
+        )
     }
 
     #[inline]

@@ -1,0 +1,1064 @@
+//! Client addresses named by trusted proxies in request headers.
+//!
+//! When the socket peer of a request is a trusted proxy, the address that matters for limits is
+//! the one the proxy saw, which it passes on in a request header. This module holds the pure
+//! parsing: [`client_from_headers`] picks that address out of a [`HeaderMap`], given which header
+//! to read and how many trusted proxies stand in front of the server. Checking that the peer is
+//! trusted, and what to do when no address is found, is the caller's business.
+//!
+//! # Why count from the right
+//!
+//! `X-Forwarded-For` and `Forwarded` are lists that every proxy on the way appends to. The left
+//! part of the list is whatever the client sent, and a client can send anything: a hostile one
+//! writes `X-Forwarded-For: 6.6.6.6` to be counted as somebody else, or a fresh address on every
+//! request to escape its limit. Only the entries appended by proxies we trust are believable, and
+//! those are the rightmost ones: with `hops` trusted proxies, the last `hops` entries were written
+//! by them, and the entry `hops` from the right is the address the outermost trusted proxy saw
+//! connecting to it: the client. Anything further left is never looked at, and the leftmost entry
+//! is never taken just because it is leftmost: too few entries means a proxy is missing or
+//! misconfigured, and the answer is "no address", not a guess.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use http::header::{GetAll, HeaderMap, HeaderName, HeaderValue};
+
+/// The most list entries (or header lines, for `X-Real-IP`) looked at in one request header.
+///
+/// A header with more is treated as unusable, so a hostile client cannot make every request walk
+/// thousands of entries. No honest chain of proxies comes near it.
+pub(crate) const MAX_ENTRIES: usize = 64;
+
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Which request header names the client, when the socket peer is a trusted proxy.
+///
+/// Behind a reverse proxy or load balancer every connection comes from the proxy, so limiting
+/// by socket peer would lump all clients together. When the peer is one of the configured trusted
+/// proxies, the client address is read from this header instead; from any other peer the header
+/// is ignored, since anybody can send it.
+///
+/// The list headers ([`Forwarded`](Self::Forwarded) and [`XForwardedFor`](Self::XForwardedFor))
+/// are read from the right: with `trusted_hops` proxies in front of the server, each appending
+/// one entry, the client is the entry `trusted_hops` from the right (1 is the rightmost, the one
+/// appended by the proxy that connected to us). Entries further left were written by the client
+/// or by proxies we do not trust, so they are never believed, and a list with fewer entries than
+/// `trusted_hops` names no client at all. When the header names no usable address (missing,
+/// malformed, too short, `unknown`, an obfuscated identifier, or more than 64 entries), the
+/// request has no header address.
+///
+/// Addresses are accepted as `1.2.3.4`, `1.2.3.4:port`, `2001:db8::1`, `[2001:db8::1]` and
+/// `[2001:db8::1]:port`. An IPv6 address with a port must be bracketed: `2001:db8::1:80` is read
+/// as the address `2001:db8::1:80`.
+///
+/// The names used by [`as_str`](Self::as_str), [`Display`](fmt::Display) and
+/// [`FromStr`] (case-insensitively) are `none`, `forwarded`, `x-forwarded-for` and `x-real-ip`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ClientIpHeader {
+    /// Headers are ignored: the client is the socket peer. The default, and the only safe
+    /// choice when no proxy stands in front of the server.
+    #[default]
+    None,
+    /// RFC 7239 `Forwarded: for=...;proto=...;by=...`. All header lines are read as one list of
+    /// comma-separated elements (commas and semicolons inside quoted strings do not split); the
+    /// client is the `for=` parameter of the element `trusted_hops` from the right. The
+    /// parameter name is case-insensitive and its value may be a token (`for=1.2.3.4`) or a
+    /// quoted string (`for="[2001:db8::1]:4711"`).
+    ///
+    /// Every element counts as one hop, even one without `for=` (a proxy that only sends
+    /// `proto=`, say): hop positions stay aligned with the proxies that wrote them, and if the
+    /// chosen element has no `for=`, there is no client address. An element with a duplicated
+    /// `for=`, a pair without `=`, or a `for=` value with backslash escapes names no address; a
+    /// line with an unterminated quoted string makes the whole header unusable.
+    Forwarded,
+    /// `X-Forwarded-For: client, proxy1, proxy2`, the de facto standard most proxies send. All
+    /// header lines are read as one comma-separated list, entries trimmed; the client is the
+    /// entry `trusted_hops` from the right. Empty entries count as entries with no address.
+    XForwardedFor,
+    /// `X-Real-IP: client`, a single address set (not appended) by the proxy, as nginx's
+    /// `proxy_set_header X-Real-IP $remote_addr` does. `trusted_hops` is ignored: only the
+    /// proxy that connected to us can have set it. If the header appears on several lines, the
+    /// last one is used.
+    XRealIp,
+}
+
+impl ClientIpHeader {
+    /// The lowercase name of this choice: `none`, `forwarded`, `x-forwarded-for` or
+    /// `x-real-ip`, as [`FromStr`] accepts it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ClientIpHeader::None => "none",
+            ClientIpHeader::Forwarded => "forwarded",
+            ClientIpHeader::XForwardedFor => "x-forwarded-for",
+            ClientIpHeader::XRealIp => "x-real-ip",
+        }
+    }
+}
+
+impl fmt::Display for ClientIpHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ClientIpHeader {
+    type Err = UnknownClientIpHeader;
+
+    /// Parses one of the names [`as_str`](Self::as_str) returns, ignoring ASCII case. Nothing
+    /// else is accepted (no surrounding whitespace, no `_` for `-`), so a typo in a config file
+    /// is an error rather than a silently different header.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ClientIpHeader::None,
+            ClientIpHeader::Forwarded,
+            ClientIpHeader::XForwardedFor,
+            ClientIpHeader::XRealIp,
+        ]
+        .into_iter()
+        .find(|header| header.as_str().eq_ignore_ascii_case(s))
+        .ok_or(UnknownClientIpHeader)
+    }
+}
+
+/// The error from parsing a [`ClientIpHeader`] out of a name it does not have.
+///
+/// It displays as the list of accepted names; the offending string is left to the caller, who
+/// knows where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnknownClientIpHeader;
+
+impl fmt::Display for UnknownClientIpHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected one of: none, forwarded, x-forwarded-for, x-real-ip")
+    }
+}
+
+impl std::error::Error for UnknownClientIpHeader {}
+
+/// The client address that trusted proxies name in `headers`, read as `header` says, with
+/// `hops` trusted proxies (at least 1) in front of the server.
+///
+/// The caller has already checked that the socket peer is a trusted proxy. `None` when the
+/// header names no usable address: see [`ClientIpHeader`] for the rules. A header any of whose
+/// lines is not visible ASCII is unusable as a whole, as is one with more than [`MAX_ENTRIES`]
+/// entries. `hops` of 0 names no entry. IPv4-mapped IPv6 addresses are returned as they are.
+///
+/// Never panics, and allocates nothing.
+pub(crate) fn client_from_headers(
+    headers: &HeaderMap,
+    header: ClientIpHeader,
+    hops: usize,
+) -> Option<IpAddr> {
+    match header {
+        ClientIpHeader::None => None,
+        ClientIpHeader::XForwardedFor => {
+            let entry = nth_from_right(headers.get_all(&X_FORWARDED_FOR), hops, |line, out| {
+                line.split(',').try_for_each(|entry| out.push(entry))
+            })?;
+            parse_node(entry.trim())
+        }
+        ClientIpHeader::Forwarded => {
+            let element = nth_from_right(headers.get_all(&FORWARDED), hops, |line, out| {
+                if !quotes_balanced(line) {
+                    return None;
+                }
+                split_unquoted(line, b',').try_for_each(|element| out.push(element))
+            })?;
+            forwarded_for(element)
+        }
+        ClientIpHeader::XRealIp => {
+            let mut last = None;
+            for (count, line) in headers.get_all(&X_REAL_IP).iter().enumerate() {
+                if count >= MAX_ENTRIES {
+                    return None;
+                }
+                last = Some(line.to_str().ok()?);
+            }
+            parse_node(last?.trim())
+        }
+    }
+}
+
+/// Up to [`MAX_ENTRIES`] list entries, borrowed from header lines: a fixed buffer on the stack.
+struct Entries<'a> {
+    items: [&'a str; MAX_ENTRIES],
+    len: usize,
+}
+
+impl<'a> Entries<'a> {
+    /// Appends `entry`; `None` when the buffer is already full.
+    fn push(&mut self, entry: &'a str) -> Option<()> {
+        *self.items.get_mut(self.len)? = entry;
+        self.len += 1;
+        Some(())
+    }
+}
+
+/// The entry `hops` from the right (1 is the last) of the list made of all `lines` in order,
+/// each split by `split`. `None` if a line is not visible ASCII, `split` rejects a line, there
+/// are more than [`MAX_ENTRIES`] entries, or fewer than `hops` (or `hops` is 0).
+fn nth_from_right<'a>(
+    lines: GetAll<'a, HeaderValue>,
+    hops: usize,
+    mut split: impl FnMut(&'a str, &mut Entries<'a>) -> Option<()>,
+) -> Option<&'a str> {
+    let mut entries = Entries {
+        items: [""; MAX_ENTRIES],
+        len: 0,
+    };
+    for line in lines {
+        split(line.to_str().ok()?, &mut entries)?;
+    }
+    if hops == 0 || hops > entries.len {
+        return None;
+    }
+    entries.items.get(entries.len - hops).copied()
+}
+
+/// The address of a `Forwarded` element's `for=` parameter; `None` if it has none, has it
+/// twice, has a pair without `=`, or its value is not an address.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let mut value = None;
+    for pair in split_unquoted(element, b';') {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            // `for=1.2.3.4;` and `;;` are allowed by the grammar: empty pairs.
+            continue;
+        }
+        let (name, pair_value) = pair.split_once('=')?;
+        if name.trim_end().eq_ignore_ascii_case("for") && value.replace(pair_value).is_some() {
+            // RFC 7239 forbids a parameter twice in one element; which one would be the truth?
+            return None;
+        }
+    }
+    parse_node(unquote(value?.trim_start())?)
+}
+
+/// A `Forwarded` parameter value without its quotes, if quoted. `None` for a quoted string with
+/// backslash escapes (an address never needs them) or a stray quote.
+fn unquote(value: &str) -> Option<&str> {
+    match value.strip_prefix('"') {
+        Some(rest) => {
+            let inner = rest.strip_suffix('"')?;
+            (!inner.contains(['"', '\\'])).then_some(inner)
+        }
+        None => (!value.contains('"')).then_some(value),
+    }
+}
+
+/// The address in one list entry: `1.2.3.4`, `1.2.3.4:port`, `2001:db8::1`, `[2001:db8::1]` or
+/// `[2001:db8::1]:port`, where the port may be RFC 7239's obfuscated `_port`. Anything else,
+/// including `unknown` and obfuscated `_node` identifiers, is `None`.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    if let Some(rest) = node.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        if !after.is_empty() && !valid_port(after.strip_prefix(':')?) {
+            return None;
+        }
+        return host.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    let (host, port) = node.split_once(':')?;
+    if !valid_port(port) {
+        return None;
+    }
+    host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// A decimal port (at most 65535) or an RFC 7239 obfuscated port (`_` then letters, digits,
+/// `.`, `_` or `-`).
+fn valid_port(port: &str) -> bool {
+    match port.strip_prefix('_') {
+        Some(obfuscated) => {
+            !obfuscated.is_empty()
+                && obfuscated
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        }
+        None => {
+            !port.is_empty()
+                && port.len() <= 5
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok()
+        }
+    }
+}
+
+/// Whether every quoted string in `s` is closed (a backslash inside one escapes the next byte).
+fn quotes_balanced(s: &str) -> bool {
+    let mut scan = QuoteScan::default();
+    s.bytes().for_each(|b| {
+        scan.step(b);
+    });
+    !scan.in_quotes
+}
+
+/// `s` split on `sep` where it is not inside a quoted string. Expects balanced quotes; with an
+/// unterminated one, the rest of `s` is the last piece.
+fn split_unquoted(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        let mut scan = QuoteScan::default();
+        match s.bytes().position(|b| scan.step(b) && b == sep) {
+            Some(at) => {
+                // `sep` is ASCII, so both sides of it are char boundaries.
+                rest = s.get(at + 1..);
+                s.get(..at)
+            }
+            None => {
+                rest = None;
+                Some(s)
+            }
+        }
+    })
+}
+
+/// Tracks whether a byte-by-byte scan is inside a quoted string.
+#[derive(Default)]
+struct QuoteScan {
+    in_quotes: bool,
+    escaped: bool,
+}
+
+impl QuoteScan {
+    /// Takes in the next byte; `true` if it is outside any quoted string (quotes themselves are
+    /// inside).
+    fn step(&mut self, b: u8) -> bool {
+        if self.in_quotes {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_quotes = false;
+            }
+            false
+        } else if b == b'"' {
+            self.in_quotes = true;
+            false
+        } else {
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &'static str, lines: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for line in lines {
+            map.append(
+                name,
+                HeaderValue::from_str(line).expect("valid header value"),
+            );
+        }
+        map
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().expect("valid test address"))
+    }
+
+    fn xff(lines: &[&str], hops: usize) -> Option<IpAddr> {
+        client_from_headers(
+            &headers("x-forwarded-for", lines),
+            ClientIpHeader::XForwardedFor,
+            hops,
+        )
+    }
+
+    fn fwd(lines: &[&str], hops: usize) -> Option<IpAddr> {
+        client_from_headers(
+            &headers("forwarded", lines),
+            ClientIpHeader::Forwarded,
+            hops,
+        )
+    }
+
+    fn real(lines: &[&str], hops: usize) -> Option<IpAddr> {
+        client_from_headers(&headers("x-real-ip", lines), ClientIpHeader::XRealIp, hops)
+    }
+
+    const ALL: [ClientIpHeader; 4] = [
+        ClientIpHeader::None,
+        ClientIpHeader::Forwarded,
+        ClientIpHeader::XForwardedFor,
+        ClientIpHeader::XRealIp,
+    ];
+
+    // ---- names ----
+
+    #[test]
+    fn names_round_trip() {
+        for header in ALL {
+            assert_eq!(header.as_str().parse::<ClientIpHeader>(), Ok(header));
+            assert_eq!(header.to_string(), header.as_str());
+            assert_eq!(
+                header
+                    .as_str()
+                    .to_ascii_uppercase()
+                    .parse::<ClientIpHeader>(),
+                Ok(header)
+            );
+        }
+        assert_eq!(ClientIpHeader::XForwardedFor.as_str(), "x-forwarded-for");
+        assert_eq!(ClientIpHeader::XRealIp.as_str(), "x-real-ip");
+        assert_eq!(ClientIpHeader::Forwarded.as_str(), "forwarded");
+        assert_eq!(ClientIpHeader::None.as_str(), "none");
+        assert_eq!(ClientIpHeader::default(), ClientIpHeader::None);
+    }
+
+    #[test]
+    fn names_case_insensitive() {
+        assert_eq!("X-Forwarded-For".parse(), Ok(ClientIpHeader::XForwardedFor));
+        assert_eq!("X-Real-IP".parse(), Ok(ClientIpHeader::XRealIp));
+        assert_eq!("Forwarded".parse(), Ok(ClientIpHeader::Forwarded));
+        assert_eq!("NoNe".parse(), Ok(ClientIpHeader::None));
+    }
+
+    #[test]
+    fn unknown_names_rejected() {
+        for bad in [
+            "",
+            "xff",
+            " forwarded",
+            "forwarded ",
+            "x_forwarded_for",
+            "x-forwarded",
+            "real-ip",
+            "nonee",
+            "forwarded-for",
+        ] {
+            assert_eq!(
+                bad.parse::<ClientIpHeader>(),
+                Err(UnknownClientIpHeader),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_name_error() {
+        let err = "xff".parse::<ClientIpHeader>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "expected one of: none, forwarded, x-forwarded-for, x-real-ip"
+        );
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(err.clone());
+        assert_eq!(boxed.to_string(), err.to_string());
+    }
+
+    // ---- None ----
+
+    #[test]
+    fn none_ignores_every_header() {
+        let mut map = headers("x-forwarded-for", &["1.2.3.4"]);
+        map.append("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+        map.append("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        assert_eq!(client_from_headers(&map, ClientIpHeader::None, 1), None);
+    }
+
+    #[test]
+    fn missing_header_is_none() {
+        let map = headers("x-other", &["1.2.3.4"]);
+        for header in ALL {
+            assert_eq!(client_from_headers(&map, header, 1), None, "{header}");
+        }
+    }
+
+    #[test]
+    fn other_header_not_read() {
+        let map = headers("x-forwarded-for", &["1.2.3.4"]);
+        assert_eq!(
+            client_from_headers(&map, ClientIpHeader::Forwarded, 1),
+            None
+        );
+        assert_eq!(client_from_headers(&map, ClientIpHeader::XRealIp, 1), None);
+    }
+
+    // ---- X-Forwarded-For ----
+
+    #[test]
+    fn xff_single() {
+        assert_eq!(xff(&["1.2.3.4"], 1), ip("1.2.3.4"));
+        assert_eq!(xff(&["  1.2.3.4  "], 1), ip("1.2.3.4"));
+    }
+
+    #[test]
+    fn xff_hops_count_from_right() {
+        let line = ["1.1.1.1, 2.2.2.2, 3.3.3.3, 4.4.4.4"];
+        assert_eq!(xff(&line, 1), ip("4.4.4.4"));
+        assert_eq!(xff(&line, 2), ip("3.3.3.3"));
+        assert_eq!(xff(&line, 3), ip("2.2.2.2"));
+        assert_eq!(xff(&line, 4), ip("1.1.1.1"));
+        assert_eq!(xff(&line, 5), None);
+    }
+
+    #[test]
+    fn xff_too_few_entries_never_falls_back_to_leftmost() {
+        assert_eq!(xff(&["1.2.3.4"], 2), None);
+        assert_eq!(xff(&["1.2.3.4, 5.6.7.8"], 3), None);
+        assert_eq!(xff(&["1.2.3.4", "5.6.7.8"], 3), None);
+    }
+
+    #[test]
+    fn xff_zero_or_huge_hops() {
+        assert_eq!(xff(&["1.2.3.4, 5.6.7.8"], 0), None);
+        assert_eq!(xff(&["1.2.3.4"], usize::MAX), None);
+        assert_eq!(xff(&["1.2.3.4"], MAX_ENTRIES + 1), None);
+    }
+
+    #[test]
+    fn xff_spoofed_leftmost_ignored() {
+        // The client sent `X-Forwarded-For: 6.6.6.6`; the proxy appended the real address.
+        assert_eq!(xff(&["6.6.6.6, 203.0.113.7"], 1), ip("203.0.113.7"));
+        assert_eq!(xff(&["6.6.6.6", "203.0.113.7"], 1), ip("203.0.113.7"));
+        // Two proxies: the outer one appended the client, the inner one the outer proxy.
+        assert_eq!(
+            xff(&["6.6.6.6, 7.7.7.7, 203.0.113.7, 10.0.0.2"], 2),
+            ip("203.0.113.7")
+        );
+        // Spoofed garbage on the left does not matter either.
+        assert_eq!(
+            xff(&["garbage, , unknown, 203.0.113.7"], 1),
+            ip("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn xff_multiple_lines_concatenate_in_order() {
+        let lines = ["1.1.1.1, 2.2.2.2", "3.3.3.3", "4.4.4.4, 5.5.5.5"];
+        assert_eq!(xff(&lines, 1), ip("5.5.5.5"));
+        assert_eq!(xff(&lines, 2), ip("4.4.4.4"));
+        assert_eq!(xff(&lines, 3), ip("3.3.3.3"));
+        assert_eq!(xff(&lines, 4), ip("2.2.2.2"));
+        assert_eq!(xff(&lines, 5), ip("1.1.1.1"));
+        assert_eq!(xff(&lines, 6), None);
+    }
+
+    #[test]
+    fn xff_address_forms() {
+        assert_eq!(xff(&["1.2.3.4:8080"], 1), ip("1.2.3.4"));
+        assert_eq!(xff(&["1.2.3.4:0"], 1), ip("1.2.3.4"));
+        assert_eq!(xff(&["1.2.3.4:65535"], 1), ip("1.2.3.4"));
+        assert_eq!(xff(&["2001:db8::1"], 1), ip("2001:db8::1"));
+        assert_eq!(xff(&["[2001:db8::1]"], 1), ip("2001:db8::1"));
+        assert_eq!(xff(&["[2001:db8::1]:443"], 1), ip("2001:db8::1"));
+        assert_eq!(xff(&["::1"], 1), ip("::1"));
+        assert_eq!(
+            xff(&["1.1.1.1, [2001:db8::1]:443, 2.2.2.2:80"], 2),
+            ip("2001:db8::1")
+        );
+    }
+
+    #[test]
+    fn xff_ipv4_mapped_returned_as_is() {
+        let got = xff(&["::ffff:1.2.3.4"], 1);
+        assert_eq!(got, ip("::ffff:1.2.3.4"));
+        assert!(matches!(got, Some(IpAddr::V6(_))));
+        assert_eq!(xff(&["[::ffff:1.2.3.4]:80"], 1), ip("::ffff:1.2.3.4"));
+    }
+
+    #[test]
+    fn xff_unbracketed_ipv6_with_port_is_read_as_address() {
+        // Ambiguous by nature; documented: a port on IPv6 needs brackets.
+        assert_eq!(xff(&["2001:db8::1:80"], 1), ip("2001:db8::1:80"));
+    }
+
+    #[test]
+    fn xff_chosen_entry_invalid() {
+        for bad in [
+            "unknown",
+            "_hidden",
+            "garbage",
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "1.2.3.4:",
+            "1.2.3.4:99999",
+            "1.2.3.4:65536",
+            "1.2.3.4:+80",
+            "1.2.3.4:-1",
+            "1.2.3.4:80:80",
+            "1.2.3.4 5.6.7.8",
+            "[1.2.3.4]",
+            "[1.2.3.4]:80",
+            "[2001:db8::1",
+            "[2001:db8::1]80",
+            "[2001:db8::1]:",
+            "[2001:db8::1]:abc",
+            "[]",
+            "[garbage]",
+            "fe80::1%eth0",
+            "[fe80::1%25eth0]",
+            "\"1.2.3.4\"",
+            ":80",
+            "localhost",
+            "localhost:80",
+            "2001:db8::g",
+        ] {
+            assert_eq!(xff(&[bad], 1), None, "{bad:?}");
+            assert_eq!(xff(&[&format!("{bad}, 1.2.3.4")], 2), None, "{bad:?}");
+            // A bad entry on the left of the chosen one does not matter.
+            assert_eq!(
+                xff(&[&format!("{bad}, 1.2.3.4")], 1),
+                ip("1.2.3.4"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn xff_empty_entries_count() {
+        assert_eq!(xff(&[""], 1), None);
+        assert_eq!(xff(&["1.2.3.4,"], 1), None);
+        assert_eq!(xff(&["1.2.3.4, "], 2), ip("1.2.3.4"));
+        assert_eq!(xff(&["1.2.3.4,,5.6.7.8"], 2), None);
+        assert_eq!(xff(&["1.2.3.4,,5.6.7.8"], 3), ip("1.2.3.4"));
+        assert_eq!(xff(&["", "5.6.7.8"], 1), ip("5.6.7.8"));
+    }
+
+    #[test]
+    fn xff_non_ascii_line_makes_header_unusable() {
+        let mut map = headers("x-forwarded-for", &["1.1.1.1"]);
+        map.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 2.2.2.2").unwrap(),
+        );
+        map.append("x-forwarded-for", HeaderValue::from_static("3.3.3.3"));
+        for hops in 1..=4 {
+            assert_eq!(
+                client_from_headers(&map, ClientIpHeader::XForwardedFor, hops),
+                None
+            );
+        }
+        let map = {
+            let mut map = HeaderMap::new();
+            map.append(
+                "x-forwarded-for",
+                HeaderValue::from_bytes("1.2.3.4\u{e9}".as_bytes()).unwrap(),
+            );
+            map
+        };
+        assert_eq!(
+            client_from_headers(&map, ClientIpHeader::XForwardedFor, 1),
+            None
+        );
+    }
+
+    #[test]
+    fn xff_entry_limit() {
+        let list = |n: usize| {
+            (0..n)
+                .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let at_limit = list(MAX_ENTRIES);
+        assert_eq!(xff(&[&at_limit], 1), ip("10.0.0.63"));
+        assert_eq!(xff(&[&at_limit], MAX_ENTRIES), ip("10.0.0.0"));
+        let over = list(MAX_ENTRIES + 1);
+        assert_eq!(xff(&[&over], 1), None);
+        assert_eq!(xff(&[&list(5000)], 1), None);
+        // The limit counts entries across lines.
+        let lines: Vec<String> = (0..=MAX_ENTRIES).map(|i| format!("10.1.0.{i}")).collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(xff(&lines[..MAX_ENTRIES], 1), ip("10.1.0.63"));
+        assert_eq!(xff(&lines, 1), None);
+        // Empty entries count too.
+        assert_eq!(xff(&[&",".repeat(MAX_ENTRIES)], 1), None);
+    }
+
+    // ---- Forwarded ----
+
+    #[test]
+    fn fwd_token_and_quoted() {
+        assert_eq!(fwd(&["for=1.2.3.4"], 1), ip("1.2.3.4"));
+        assert_eq!(fwd(&["for=\"1.2.3.4\""], 1), ip("1.2.3.4"));
+        assert_eq!(fwd(&["for=\"1.2.3.4:80\""], 1), ip("1.2.3.4"));
+        assert_eq!(fwd(&["for=\"[2001:db8::1]\""], 1), ip("2001:db8::1"));
+        assert_eq!(fwd(&["for=\"[2001:db8::1]:4711\""], 1), ip("2001:db8::1"));
+        assert_eq!(fwd(&["for=\"[::ffff:1.2.3.4]\""], 1), ip("::ffff:1.2.3.4"));
+    }
+
+    #[test]
+    fn fwd_lenient_unquoted_forms() {
+        // Not valid tokens, but unambiguous; the value was written by a trusted proxy.
+        assert_eq!(fwd(&["for=1.2.3.4:80"], 1), ip("1.2.3.4"));
+        assert_eq!(fwd(&["for=2001:db8::1"], 1), ip("2001:db8::1"));
+        assert_eq!(fwd(&["for=[2001:db8::1]:4711"], 1), ip("2001:db8::1"));
+        assert_eq!(fwd(&["for = 1.2.3.4"], 1), ip("1.2.3.4"));
+    }
+
+    #[test]
+    fn fwd_parameter_name_case_insensitive() {
+        assert_eq!(fwd(&["FOR=1.2.3.4"], 1), ip("1.2.3.4"));
+        assert_eq!(fwd(&["For=\"1.2.3.4\""], 1), ip("1.2.3.4"));
+        assert_eq!(fwd(&["proto=https;fOr=1.2.3.4"], 1), ip("1.2.3.4"));
+        assert_eq!(
+            fwd(&["BY=1.1.1.1;FOR=1.2.3.4;PROTO=http"], 1),
+            ip("1.2.3.4")
+        );
+    }
+
+    #[test]
+    fn fwd_other_parameters() {
+        assert_eq!(
+            fwd(&["for=192.0.2.60;proto=http;by=203.0.113.43"], 1),
+            ip("192.0.2.60")
+        );
+        assert_eq!(
+            fwd(
+                &["proto=https; by=\"[2001:db8::2]\" ; for=\"[2001:db8::1]\";host=example.com"],
+                1
+            ),
+            ip("2001:db8::1")
+        );
+        assert_eq!(fwd(&["for=1.2.3.4;"], 1), ip("1.2.3.4"));
+        assert_eq!(fwd(&[";;for=1.2.3.4;;"], 1), ip("1.2.3.4"));
+        // `by=` is the proxy, never the client.
+        assert_eq!(fwd(&["by=1.2.3.4"], 1), None);
+        // A parameter whose name merely contains "for" is not `for`.
+        assert_eq!(fwd(&["xfor=1.2.3.4"], 1), None);
+        assert_eq!(fwd(&["fore=1.2.3.4"], 1), None);
+    }
+
+    #[test]
+    fn fwd_hops_count_from_right() {
+        let line = ["for=1.1.1.1, for=2.2.2.2;proto=https, for=\"[2001:db8::3]:1\", for=4.4.4.4"];
+        assert_eq!(fwd(&line, 1), ip("4.4.4.4"));
+        assert_eq!(fwd(&line, 2), ip("2001:db8::3"));
+        assert_eq!(fwd(&line, 3), ip("2.2.2.2"));
+        assert_eq!(fwd(&line, 4), ip("1.1.1.1"));
+        assert_eq!(fwd(&line, 5), None);
+        assert_eq!(fwd(&line, 0), None);
+    }
+
+    #[test]
+    fn fwd_too_few_entries() {
+        assert_eq!(fwd(&["for=1.2.3.4"], 2), None);
+        assert_eq!(fwd(&["for=1.2.3.4, for=5.6.7.8"], 3), None);
+        assert_eq!(fwd(&["for=1.2.3.4", "for=5.6.7.8"], 3), None);
+    }
+
+    #[test]
+    fn fwd_multiple_lines() {
+        let lines = [
+            "for=1.1.1.1, for=2.2.2.2",
+            "for=3.3.3.3",
+            "for=4.4.4.4;by=x",
+        ];
+        assert_eq!(fwd(&lines, 1), ip("4.4.4.4"));
+        assert_eq!(fwd(&lines, 2), ip("3.3.3.3"));
+        assert_eq!(fwd(&lines, 3), ip("2.2.2.2"));
+        assert_eq!(fwd(&lines, 4), ip("1.1.1.1"));
+        assert_eq!(fwd(&lines, 5), None);
+    }
+
+    #[test]
+    fn fwd_spoofed_leftmost_ignored() {
+        assert_eq!(fwd(&["for=6.6.6.6, for=203.0.113.7"], 1), ip("203.0.113.7"));
+        assert_eq!(
+            fwd(&["for=6.6.6.6", "for=203.0.113.7"], 1),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            fwd(&["for=6.6.6.6;for=7.7.7.7, garbage, for=203.0.113.7"], 1),
+            ip("203.0.113.7")
+        );
+        // A spoofed quoted string full of separators stays one element.
+        assert_eq!(
+            fwd(
+                &["for=\"6.6.6.6, for=7.7.7.7; for=8.8.8.8\", for=203.0.113.7"],
+                1
+            ),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            fwd(
+                &["for=\"6.6.6.6, for=7.7.7.7; for=8.8.8.8\", for=203.0.113.7"],
+                2
+            ),
+            None
+        );
+        assert_eq!(
+            fwd(
+                &["for=\"6.6.6.6, for=7.7.7.7; for=8.8.8.8\", for=203.0.113.7"],
+                3
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn fwd_quoted_commas_and_semicolons() {
+        let line =
+            ["for=1.1.1.1;host=\"a,b;c\", by=\"x,y\";for=\"[2001:db8::1]:80\";proto=\"h;t,t\""];
+        assert_eq!(fwd(&line, 1), ip("2001:db8::1"));
+        assert_eq!(fwd(&line, 2), ip("1.1.1.1"));
+        assert_eq!(fwd(&line, 3), None);
+        // An escaped quote does not end the string.
+        let line = ["host=\"a\\\",b\";for=1.1.1.1, for=2.2.2.2"];
+        assert_eq!(fwd(&line, 2), ip("1.1.1.1"));
+        assert_eq!(fwd(&line, 1), ip("2.2.2.2"));
+        assert_eq!(fwd(&line, 3), None);
+    }
+
+    #[test]
+    fn fwd_element_without_for_counts_as_a_hop() {
+        let line = ["for=1.1.1.1, proto=https, for=3.3.3.3"];
+        assert_eq!(fwd(&line, 1), ip("3.3.3.3"));
+        assert_eq!(fwd(&line, 2), None);
+        assert_eq!(fwd(&line, 3), ip("1.1.1.1"));
+        assert_eq!(fwd(&["proto=https"], 1), None);
+        assert_eq!(fwd(&["for=1.1.1.1,"], 1), None);
+        assert_eq!(fwd(&["for=1.1.1.1,"], 2), ip("1.1.1.1"));
+        assert_eq!(fwd(&["for=1.1.1.1,,for=3.3.3.3"], 3), ip("1.1.1.1"));
+        assert_eq!(fwd(&[""], 1), None);
+    }
+
+    #[test]
+    fn fwd_unknown_and_obfuscated() {
+        assert_eq!(fwd(&["for=unknown"], 1), None);
+        assert_eq!(fwd(&["for=\"unknown\""], 1), None);
+        assert_eq!(fwd(&["for=_hidden"], 1), None);
+        assert_eq!(fwd(&["for=\"_SEVKISEK\""], 1), None);
+        assert_eq!(fwd(&["for=\"unknown:80\""], 1), None);
+        // An obfuscated port still leaves a known address.
+        assert_eq!(fwd(&["for=\"1.2.3.4:_abc-1.x\""], 1), ip("1.2.3.4"));
+        assert_eq!(fwd(&["for=\"[2001:db8::1]:_p\""], 1), ip("2001:db8::1"));
+        assert_eq!(fwd(&["for=\"1.2.3.4:_\""], 1), None);
+        assert_eq!(fwd(&["for=\"1.2.3.4:_a b\""], 1), None);
+        // And `unknown` on the left does not matter.
+        assert_eq!(fwd(&["for=unknown, for=1.2.3.4"], 1), ip("1.2.3.4"));
+    }
+
+    #[test]
+    fn fwd_malformed_element_has_no_address() {
+        for bad in [
+            "for=",
+            "for=\"\"",
+            "for=\"1.2.3.4\"x",
+            "for=\"1.2\"3.4\"\"",
+            "for=\"1.2.3.\\4\"",
+            "for=\" 1.2.3.4\"",
+            "for=1.2.3.4;for=1.2.3.4",
+            "for=1.2.3.4;FOR=5.6.7.8",
+            "for=1.2.3.4;garbage",
+            "for",
+            "=1.2.3.4",
+            "for=garbage",
+            "for=256.0.0.1",
+            "for=1.2.3.4:99999",
+            "for=\"[1.2.3.4]\"",
+            "for=\"[2001:db8::1\"",
+        ] {
+            assert_eq!(fwd(&[bad], 1), None, "{bad:?}");
+            assert_eq!(
+                fwd(&[&format!("{bad}, for=1.2.3.4")], 1),
+                ip("1.2.3.4"),
+                "{bad:?}"
+            );
+            assert_eq!(fwd(&[&format!("{bad}, for=1.2.3.4")], 2), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fwd_unterminated_quote_makes_header_unusable() {
+        assert_eq!(fwd(&["for=\"1.2.3.4"], 1), None);
+        assert_eq!(fwd(&["for=1.2.3.4\""], 1), None);
+        assert_eq!(fwd(&["for=1.2.3.4\"", "for=5.6.7.8"], 1), None);
+        // The client opens a quote and the proxy appends its element to the same line: the
+        // proxy's element is swallowed, so nothing can be trusted.
+        assert_eq!(fwd(&["for=\"6.6.6.6, for=203.0.113.7"], 1), None);
+        assert_eq!(fwd(&["host=\"a\\\", for=203.0.113.7"], 1), None);
+        // Even when the unterminated line is another one.
+        assert_eq!(fwd(&["for=\"6.6.6.6", "for=203.0.113.7"], 1), None);
+        assert_eq!(fwd(&["for=203.0.113.7", "by=\"x"], 2), None);
+    }
+
+    #[test]
+    fn fwd_non_ascii_line_makes_header_unusable() {
+        let mut map = headers("forwarded", &["for=1.1.1.1"]);
+        map.append(
+            "forwarded",
+            HeaderValue::from_bytes(b"host=\"\xc3\xa9\"").unwrap(),
+        );
+        map.append("forwarded", HeaderValue::from_static("for=2.2.2.2"));
+        for hops in 1..=3 {
+            assert_eq!(
+                client_from_headers(&map, ClientIpHeader::Forwarded, hops),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn fwd_entry_limit() {
+        let list = |n: usize| {
+            (0..n)
+                .map(|i| format!("for=10.0.{}.{}", i / 256, i % 256))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        assert_eq!(fwd(&[&list(MAX_ENTRIES)], 1), ip("10.0.0.63"));
+        assert_eq!(fwd(&[&list(MAX_ENTRIES)], MAX_ENTRIES), ip("10.0.0.0"));
+        assert_eq!(fwd(&[&list(MAX_ENTRIES + 1)], 1), None);
+        assert_eq!(fwd(&[&list(MAX_ENTRIES), "for=1.2.3.4"], 1), None);
+        // Commas inside quotes do not count.
+        let quoted = format!("host=\"{}\";for=1.2.3.4", ",".repeat(1000));
+        assert_eq!(fwd(&[&quoted], 1), ip("1.2.3.4"));
+        assert_eq!(fwd(&[&",".repeat(MAX_ENTRIES)], 1), None);
+    }
+
+    // ---- X-Real-IP ----
+
+    #[test]
+    fn real_ip_forms() {
+        assert_eq!(real(&["1.2.3.4"], 1), ip("1.2.3.4"));
+        assert_eq!(real(&[" 1.2.3.4 "], 1), ip("1.2.3.4"));
+        assert_eq!(real(&["1.2.3.4:5678"], 1), ip("1.2.3.4"));
+        assert_eq!(real(&["2001:db8::1"], 1), ip("2001:db8::1"));
+        assert_eq!(real(&["[2001:db8::1]"], 1), ip("2001:db8::1"));
+        assert_eq!(real(&["[2001:db8::1]:443"], 1), ip("2001:db8::1"));
+        assert_eq!(real(&["::ffff:1.2.3.4"], 1), ip("::ffff:1.2.3.4"));
+    }
+
+    #[test]
+    fn real_ip_ignores_hops() {
+        for hops in [0, 1, 2, 3, MAX_ENTRIES, usize::MAX] {
+            assert_eq!(real(&["1.2.3.4"], hops), ip("1.2.3.4"), "{hops}");
+        }
+    }
+
+    #[test]
+    fn real_ip_last_line_wins() {
+        assert_eq!(real(&["6.6.6.6", "1.2.3.4"], 1), ip("1.2.3.4"));
+        assert_eq!(real(&["6.6.6.6", "garbage"], 1), None);
+        assert_eq!(real(&["garbage", "1.2.3.4"], 1), ip("1.2.3.4"));
+    }
+
+    #[test]
+    fn real_ip_rejects_everything_else() {
+        for bad in [
+            "",
+            "unknown",
+            "_hidden",
+            "garbage",
+            "1.2.3.4, 5.6.7.8",
+            "1.2.3.4,",
+            "for=1.2.3.4",
+            "\"1.2.3.4\"",
+            "1.2.3.4:99999",
+            "[1.2.3.4]",
+            "[2001:db8::1",
+        ] {
+            assert_eq!(real(&[bad], 1), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn real_ip_non_ascii_makes_header_unusable() {
+        let mut map = HeaderMap::new();
+        map.append("x-real-ip", HeaderValue::from_bytes(b"\x80").unwrap());
+        map.append("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        assert_eq!(client_from_headers(&map, ClientIpHeader::XRealIp, 1), None);
+    }
+
+    #[test]
+    fn real_ip_line_limit() {
+        let lines = vec!["1.2.3.4"; MAX_ENTRIES + 1];
+        assert_eq!(real(&lines[..MAX_ENTRIES], 1), ip("1.2.3.4"));
+        assert_eq!(real(&lines, 1), None);
+    }
+
+    // ---- robustness ----
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        let odd = [
+            "",
+            ",",
+            ";",
+            "=",
+            "\"",
+            "\\",
+            "\"\\",
+            "[",
+            "]",
+            "[]:",
+            ":",
+            "::",
+            ":::",
+            "[::]:",
+            "for=\"\\",
+            "for=\"\\\"",
+            "\",\"",
+            "for=[",
+            "for=\"[\"",
+            "_",
+            "_:_",
+            "1.2.3.4:_",
+            "\t1.2.3.4\t",
+            "for=1.2.3.4\t;\tproto=http",
+        ];
+        for line in odd {
+            for header in ALL {
+                for hops in [0, 1, 2, 3, 64, 65, usize::MAX] {
+                    let map = headers(
+                        match header {
+                            ClientIpHeader::Forwarded => "forwarded",
+                            ClientIpHeader::XRealIp => "x-real-ip",
+                            _ => "x-forwarded-for",
+                        },
+                        &[line, line],
+                    );
+                    let _ = client_from_headers(&map, header, hops);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn never_panics_on_random_input() {
+        const ALPHABET: &[u8] = b"0123456789abcdefFOR:[]._-=;, \t\"\\unk";
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let len = (next() % 40) as usize;
+            let line: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                .collect();
+            let value = HeaderValue::from_bytes(&line).unwrap();
+            let hops = (next() % 5) as usize;
+            for name in ["forwarded", "x-forwarded-for", "x-real-ip"] {
+                let mut map = HeaderMap::new();
+                map.append(name, value.clone());
+                map.append(name, value.clone());
+                for header in ALL {
+                    let found = client_from_headers(&map, header, hops);
+                    // An IPv4 address is only ever read from its canonical text.
+                    if let Some(IpAddr::V4(addr)) = found {
+                        let text = std::str::from_utf8(&line).unwrap();
+                        assert!(text.contains(&addr.to_string()), "{text:?} -> {addr}");
+                    }
+                }
+            }
+        }
+    }
+}

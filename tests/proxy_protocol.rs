@@ -1,0 +1,197 @@
+//! PROXY protocol at the listener: a trusted proxy's header names the client, over real
+//! loopback sockets with 127.0.0.N peers.
+#![cfg(feature = "axum")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use axum::Router;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tower_connlimit::{Config, ConnLimitListener, Limiter, ProxyProtocol};
+
+use support::*;
+
+/// The proxy all these tests trust: 127.0.0.2.
+const PROXY: u8 = 2;
+
+fn limiter() -> Limiter {
+    Limiter::new(Config {
+        max_conns_per_client: 1,
+        proxy_protocol: ProxyProtocol::Required,
+        trusted_proxies: vec!["127.0.0.2/32".parse().unwrap()],
+        proxy_header_timeout: Duration::from_secs(2),
+        ..Config::default()
+    })
+}
+
+/// An axum server behind the PROXY-protocol listener, answering `/` with the client address
+/// axum's `ConnectInfo` sees.
+async fn server(limiter: Limiter) -> SocketAddr {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let app = Router::new().route(
+        "/",
+        get(|ConnectInfo(client): ConnectInfo<SocketAddr>| async move { client.to_string() }),
+    );
+    tokio::spawn(async move {
+        axum::serve(
+            ConnLimitListener::new(tcp, limiter).for_axum(),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    addr
+}
+
+fn v1(client: &str, port: u16) -> Vec<u8> {
+    format!("PROXY TCP4 {client} 127.0.0.1 {port} 80\r\n").into_bytes()
+}
+
+fn v2(command: u8, client: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x20 | command, 0x11, 0, 12]);
+    h.extend_from_slice(&client);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&80u16.to_be_bytes());
+    h
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Connects from 127.0.0.n and sends `header` followed by a GET.
+async fn send_from(n: u8, server: SocketAddr, header: &[u8]) -> TcpStream {
+    let mut stream = connect_from(n, server).await;
+    stream.write_all(&[header, GET].concat()).await.unwrap();
+    stream
+}
+
+/// The body of the HTTP/1.1 response the server sends on `stream`, read up to its length.
+async fn body_of(stream: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    // Bounded: one response fits in a few reads, and each read is bounded in time.
+    for _ in 0..16 {
+        let n = bounded(stream.read(&mut chunk)).await.unwrap();
+        assert!(n > 0, "the server closed before answering");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .expect("content-length")
+                .parse()
+                .unwrap();
+            if body.len() >= len {
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                return body[..len].to_owned();
+            }
+        }
+    }
+    panic!("no complete response in 16 reads");
+}
+
+#[tokio::test]
+async fn v1_and_v2_headers_from_a_trusted_proxy_key_the_real_client() {
+    let limiter = limiter();
+    let server = server(limiter.clone()).await;
+
+    let mut a = send_from(PROXY, server, &v1("203.0.113.7", 5555)).await;
+    assert_eq!(body_of(&mut a).await, "203.0.113.7:5555");
+    let mut b = send_from(PROXY, server, &v2(0x1, [198, 51, 100, 9], 6666)).await;
+    assert_eq!(body_of(&mut b).await, "198.51.100.9:6666");
+
+    // Both are counted under their own address, none under the proxy's.
+    let a_ip = "203.0.113.7".parse().unwrap();
+    let b_ip = "198.51.100.9".parse().unwrap();
+    assert_eq!(limiter.client(a_ip).unwrap().open_connections, 1);
+    assert_eq!(limiter.client(b_ip).unwrap().open_connections, 1);
+    assert!(limiter.client(client_ip(PROXY)).is_none());
+
+    // The limit of 1 applies to each real client: a second connection for 203.0.113.7 through
+    // the same proxy is refused, while the first keeps working.
+    let mut again = send_from(PROXY, server, &v2(0x1, [203, 0, 113, 7], 7777)).await;
+    assert!(was_refused(&mut again).await);
+    assert_eq!(limiter.stats().rejected.client_connections, 1);
+    a.write_all(GET).await.unwrap();
+    assert_eq!(body_of(&mut a).await, "203.0.113.7:5555");
+
+    drop((a, b));
+    wait_until("both clients are released", || {
+        limiter.stats().open_connections == 0 && limiter.stats().tracked_clients == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_local_header_counts_the_proxy_itself() {
+    let limiter = limiter();
+    let server = server(limiter.clone()).await;
+    let mut health = send_from(PROXY, server, &v2(0x0, [0; 4], 0)).await;
+    assert!(body_of(&mut health).await.starts_with("127.0.0.2:"));
+    assert_eq!(
+        limiter.client(client_ip(PROXY)).unwrap().open_connections,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_same_header_from_an_untrusted_peer_is_refused() {
+    let limiter = limiter();
+    let server = server(limiter.clone()).await;
+    let mut spoofer = send_from(3, server, &v1("203.0.113.7", 5555)).await;
+    assert!(was_refused(&mut spoofer).await);
+    let mut plain = send_from(4, server, b"").await;
+    assert!(was_refused(&mut plain).await);
+
+    let stats = limiter.stats();
+    assert_eq!(stats.rejected.proxy_untrusted, 2);
+    assert_eq!(stats.admitted_connections, 0);
+    assert_eq!(stats.tracked_clients, 0);
+    // The trusted proxy still gets through.
+    let mut ok = send_from(PROXY, server, &v1("203.0.113.7", 5555)).await;
+    assert_eq!(body_of(&mut ok).await, "203.0.113.7:5555");
+}
+
+#[tokio::test]
+async fn malformed_headers_from_the_trusted_proxy_close_the_connection() {
+    let limiter = limiter();
+    let server = server(limiter.clone()).await;
+    let bad: [&[u8]; 3] = [
+        b"PROXY TCP4 nonsense\r\n",
+        b"GET / HTTP/1.1\r\n", // no header at all
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 99999 80\r\n",
+    ];
+    for header in bad {
+        let mut stream = send_from(PROXY, server, header).await;
+        assert!(was_refused(&mut stream).await, "{header:?}");
+    }
+    let stats = limiter.stats();
+    assert_eq!(stats.rejected.proxy_header_invalid, 3);
+    assert_eq!(stats.admitted_connections, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_header_that_never_comes_times_out_without_stalling_others() {
+    let started = tokio::time::Instant::now();
+    let limiter = limiter();
+    let server = server(limiter.clone()).await;
+    // Half a header, then silence.
+    let mut stalled = connect_from(PROXY, server).await;
+    stalled.write_all(b"PROXY TCP4 203.0.").await.unwrap();
+    // Another connection through the proxy is served meanwhile.
+    let mut ok = send_from(PROXY, server, &v1("198.51.100.9", 1)).await;
+    assert_eq!(body_of(&mut ok).await, "198.51.100.9:1");
+    // The stalled one is closed at the 2-second header deadline.
+    assert!(was_refused(&mut stalled).await);
+    assert_eq!(started.elapsed().as_secs(), 2);
+    assert_eq!(limiter.stats().rejected.proxy_header_timeout, 1);
+}
