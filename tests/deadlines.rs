@@ -1,0 +1,256 @@
+//! Listener deadlines: a first-byte (handshake) timeout, an idle timeout and a minimum receive
+//! rate, over real loopback sockets on paused tokio time, so each test can check *when* the
+//! server closed, to the virtual second.
+#![cfg(feature = "axum")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tower_connlimit::{Config, ConnLimitListener, Limiter, MinReceiveRate};
+
+use support::*;
+
+/// Long enough for every scenario here in virtual time; the tests run in milliseconds.
+const SCENARIO: Duration = Duration::from_secs(300);
+
+/// An axum server behind the listener: `/` answers at once, `/poll` after 40 seconds (a
+/// long-poll).
+async fn server(config: Config) -> (SocketAddr, Limiter) {
+    let limiter = Limiter::new(config);
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let app = Router::new().route("/", get(|| async { "ok" })).route(
+        "/poll",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            "news"
+        }),
+    );
+    let listener = ConnLimitListener::new(tcp, limiter.clone()).for_axum();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    (addr, limiter)
+}
+
+/// Reads until the server closes; returns what it sent. Bounded by [`SCENARIO`].
+async fn until_closed(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(SCENARIO, async {
+        let mut chunk = [0u8; 1024];
+        // Bounded by the timeout; each turn either reads data or ends.
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server never closed");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends `request` in pieces of `chunk` bytes, `every` apart; stops early if the server closes.
+/// Returns how many bytes went out.
+async fn trickle(stream: &mut TcpStream, request: &[u8], chunk: usize, every: Duration) -> usize {
+    let mut sent = 0;
+    for piece in request.chunks(chunk) {
+        if stream.write_all(piece).await.is_err() {
+            break;
+        }
+        sent += piece.len();
+        tokio::time::sleep(every).await;
+    }
+    sent
+}
+
+fn slow_config() -> Config {
+    Config {
+        min_receive_rate: Some(MinReceiveRate::new(100, Duration::from_secs(5))),
+        idle_timeout: Duration::from_secs(60),
+        ..Config::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_trickling_one_byte_a_second_is_cut_off_after_the_grace() {
+    let (addr, limiter) = server(slow_config()).await;
+    let mut stream = connect_from(2, addr).await;
+    let (mut reader, mut writer) = stream.split();
+    let started = Instant::now();
+    // A slowloris: a request that never ends, one byte a second, for at most 120 bytes.
+    let header = [b"GET / HTTP/1.1\r\nX-Slow: ".as_slice(), &[b'a'; 100]].concat();
+    let watch = async {
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(SCENARIO, reader.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        started.elapsed()
+    };
+    let (closed_after, _) = tokio::join!(
+        watch,
+        trickle_half(&mut writer, &header, Duration::from_secs(1))
+    );
+    // Byte k arrives at k seconds; at 6 s, 7 bytes earn 5 s + 70 ms: past it.
+    assert_eq!(closed_after.as_secs(), 6, "{closed_after:?}");
+    let stats = limiter.stats();
+    assert_eq!(stats.timeouts.min_receive_rate, 1);
+    assert_eq!(stats.timeouts.total(), 1);
+    wait_until("the permit is released", || {
+        limiter.stats().open_connections == 0
+    })
+    .await;
+}
+
+/// [`trickle`] one byte at a time on a write half.
+async fn trickle_half(
+    writer: &mut (impl AsyncWriteExt + Unpin),
+    bytes: &[u8],
+    every: Duration,
+) -> usize {
+    let mut sent = 0;
+    for byte in bytes {
+        if writer.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(every).await;
+    }
+    sent
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_but_honest_clients_and_long_polls_are_not_cut_off() {
+    let (addr, limiter) = server(slow_config()).await;
+
+    // 80 bytes a second, below the 100 B/s minimum, but the 5 s grace covers the request.
+    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: slow-link/1.0\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+    let mut slow = connect_from(2, addr).await;
+    let sent = trickle(&mut slow, request, 8, Duration::from_millis(100)).await;
+    assert_eq!(sent, request.len());
+    let answer = until_closed(&mut slow).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A long-poll: the request goes out at once, the answer comes 40 s later, well past the
+    // grace; the quiet wait is not a slow send.
+    let mut poll = connect_from(3, addr).await;
+    let started = Instant::now();
+    poll.write_all(b"GET /poll HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut poll).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("news"), "{answer}");
+    assert_eq!(started.elapsed().as_secs(), 40);
+
+    assert_eq!(limiter.stats().timeouts.total(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_closed_at_the_idle_timeout() {
+    let (addr, limiter) = server(Config {
+        idle_timeout: Duration::from_secs(30),
+        ..Config::default()
+    })
+    .await;
+    let mut stream = connect_from(2, addr).await;
+    // Keep-alive requests, each 20 s after the last answer: never idle for 30 s.
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_one_response(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
+    assert_eq!(limiter.stats().timeouts.idle, 0);
+    // Then silence: the server closes 30 s after the last answer, 10 s from now.
+    let started = Instant::now();
+    assert_eq!(until_closed(&mut stream).await, "");
+    assert_eq!(started.elapsed().as_secs(), 10);
+    assert_eq!(limiter.stats().timeouts.idle, 1);
+    wait_until("the permit is released", || {
+        limiter.stats().open_connections == 0
+    })
+    .await;
+}
+
+/// Reads one short `ok` response (its head and 2-byte body) from a keep-alive connection.
+async fn read_one_response(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 512];
+    // Bounded: a short response arrives in a few reads, each bounded in time.
+    for _ in 0..16 {
+        let n = bounded(stream.read(&mut chunk)).await.unwrap();
+        assert!(n > 0, "closed before a whole response");
+        out.extend_from_slice(&chunk[..n]);
+        if out.ends_with(b"\r\n\r\nok") {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+    }
+    panic!("no whole response in 16 reads");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_never_sends_a_first_byte_is_closed_at_the_handshake_timeout() {
+    let (addr, limiter) = server(Config {
+        handshake_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+    .await;
+    let started = Instant::now();
+    let mut silent = connect_from(2, addr).await;
+    // A client that starts within the timeout is served normally, and stays open after it.
+    let mut prompt = connect_from(3, addr).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    prompt
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = bounded(prompt.read(&mut buf)).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    assert_eq!(until_closed(&mut silent).await, "");
+    assert_eq!(started.elapsed().as_secs(), 5);
+    let stats = limiter.stats();
+    assert_eq!(stats.timeouts.handshake, 1);
+    assert_eq!(
+        stats.open_connections, 1,
+        "the prompt client is still connected"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_normal_client_is_unaffected_by_every_deadline() {
+    let (addr, limiter) = server(Config {
+        handshake_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(30),
+        min_receive_rate: Some(MinReceiveRate::new(500, Duration::from_secs(5))),
+        ..Config::default()
+    })
+    .await;
+    let mut sender = http1_client(connect_from(2, addr).await).await;
+    for _ in 0..20 {
+        let (status, _, body) = h1_get(&mut sender, "/").await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "ok"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let stats = limiter.stats();
+    assert_eq!(stats.timeouts.total(), 0);
+    assert_eq!(stats.admitted_connections, 1);
+    assert_eq!(stats.open_connections, 1);
+}
