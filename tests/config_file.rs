@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::Method;
-use tower_connlimit::{Config, PathMatch, Strategy, WhenFull};
+use tower_connlimit::{ClientIpHeader, Config, PathMatch, ProxyProtocol, Strategy, WhenFull};
 
 #[test]
 fn the_documented_example_loads_every_field() {
@@ -34,7 +34,60 @@ fn the_documented_example_loads_every_field() {
     let ban = config.ban.unwrap();
     assert_eq!(ban.max_ban_for, Duration::from_secs(24 * 3600));
     assert!(ban.escalate);
+    assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(config.idle_timeout, Duration::from_secs(300));
+    let min_rate = config.min_receive_rate.unwrap();
+    assert_eq!(
+        (min_rate.bytes_per_sec, min_rate.grace),
+        (500, Duration::from_secs(10))
+    );
+    assert_eq!(config.trusted_proxies.len(), 2);
+    assert_eq!(config.proxy_protocol, ProxyProtocol::Off);
+    assert_eq!(config.proxy_header_timeout, Duration::from_secs(5));
+    assert_eq!(config.client_ip_header, ClientIpHeader::XForwardedFor);
+    assert_eq!(config.trusted_hops, 1);
     tower_connlimit::Limiter::try_new(config).unwrap();
+}
+
+#[test]
+fn proxy_fields_are_checked_together_and_named() {
+    let err = Config::from_toml_str(r#"proxy_protocol = "required""#).unwrap_err();
+    assert_eq!(err.field(), "trusted_proxies");
+    let err = Config::from_toml_str(r#"client_ip_header = "x-forwarded-host""#).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid config: client_ip_header: expected one of: none, forwarded, x-forwarded-for, \
+         x-real-ip"
+    );
+    let err = Config::from_toml_str(
+        r#"
+        trusted_proxies = ["192.0.2.10"]
+        client_ip_header = "forwarded"
+        trusted_hops = 0
+        "#,
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "trusted_hops");
+    let err = Config::from_toml_str(
+        r#"
+        trusted_proxies = ["192.0.2.10"]
+        proxy_protocol = "required"
+        proxy_header_timeout = "0s"
+        "#,
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "proxy_header_timeout");
+    let err = Config::from_json_str(r#"{"min_receive_rate": {"bytes_per_sec": 0, "grace": "1s"}}"#)
+        .unwrap_err();
+    assert_eq!(err.field(), "min_receive_rate.bytes_per_sec");
+    let config = Config::from_toml_str(
+        r#"
+        trusted_proxies = ["192.0.2.10"]
+        proxy_protocol = "required"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.proxy_protocol, ProxyProtocol::Required);
 }
 
 #[test]
