@@ -69,6 +69,16 @@
 //! [`Limiter::allow_connect`] and [`Limiter::allow_request`] return a [`Decision`] for custom
 //! servers, as seed 003's gate does.
 //!
+//! # Slow clients and proxies
+//!
+//! Connections admitted by a [`ConnLimitListener`] carry deadlines from the config: a first-byte
+//! [`Config::handshake_timeout`], an [`Config::idle_timeout`], and a [`MinReceiveRate`] in the
+//! style of Apache `mod_reqtimeout`; [`Stats::timeouts`] counts what they close. Behind a load
+//! balancer, [`ProxyProtocol::Required`] reads the PROXY header (v1 or v2) of
+//! [`Config::trusted_proxies`] and keys each connection by the real client. Behind an HTTP proxy,
+//! [`Config::client_ip_header`] lets the request layer read `Forwarded`, `X-Forwarded-For` or
+//! `X-Real-IP` from trusted proxies only, walked from the right ([`ClientIpHeader`]).
+//!
 //! # Semantics
 //!
 //! - **Client key.** The IP address, normalised (an IPv4-mapped IPv6 address is its IPv4
@@ -135,7 +145,7 @@ pub use addr::{ClientAddr, PeerAddr};
 pub use cidr::{Cidr, CidrError};
 pub use clock::{Clock, FakeClock, TokioClock};
 pub use config::{BanPolicy, CidrLimit, Config, ConfigError, PathMatch, PathRule, WhenFull};
-pub use forwarded::ClientIpHeader;
+pub use forwarded::{ClientIpHeader, UnknownClientIpHeader};
 pub use key::ClientKey;
 pub use layer::{ConnLimit, ConnLimitLayer, LimitedConnection, ResponseBody};
 pub use limiter::{
