@@ -2,8 +2,14 @@
 //!
 //! ```text
 //! cargo run --example server -- --addr 127.0.0.1:3000 --max-per-client 10 \
-//!     [--max-total N] [--max-requests N] [--mode listener|make-service] [--reject close|reset|http]
+//!     [--max-total N] [--max-requests N] [--mode listener|make-service] [--reject close|reset|http] \
+//!     [--handshake-timeout SECS] [--idle-timeout SECS] [--min-rate BYTES_PER_SEC] \
+//!     [--trusted-proxy CIDR]... [--proxy-protocol] [--client-ip-header forwarded|x-forwarded-for|x-real-ip]
 //! ```
+//!
+//! The deadlines (`--handshake-timeout`, `--idle-timeout`, `--min-rate` with a 10 s grace) and
+//! `--proxy-protocol` act at the listener (`--mode listener`); `--client-ip-header` at the
+//! request level (with `--max-requests`). Both trust only the `--trusted-proxy` networks.
 //!
 //! Routes:
 //! - `/`            hello
@@ -33,11 +39,15 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tower_connlimit::{Config, ConnLimitLayer, ConnLimitListener, Limiter, RejectAction};
+use tower_connlimit::{
+    Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate, ProxyProtocol, RejectAction,
+};
 use tower_layer::Layer;
 
 const USAGE: &str = "usage: server [--addr ADDR] [--max-per-client N] [--max-total N] \
-[--max-requests N] [--mode listener|make-service] [--reject close|reset|http]";
+[--max-requests N] [--mode listener|make-service] [--reject close|reset|http] \
+[--handshake-timeout SECS] [--idle-timeout SECS] [--min-rate BYTES_PER_SEC] [--trusted-proxy CIDR]... \
+[--proxy-protocol] [--client-ip-header forwarded|x-forwarded-for|x-real-ip]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -79,6 +89,29 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--max-per-client" => parsed.config.max_conns_per_client = number(value()?)?,
             "--max-total" => parsed.config.max_conns_total = number(value()?)?,
             "--max-requests" => parsed.config.max_requests_per_client = number(value()?)?,
+            "--handshake-timeout" => {
+                parsed.config.handshake_timeout = Duration::from_secs(number(value()?)? as u64)
+            }
+            "--idle-timeout" => {
+                parsed.config.idle_timeout = Duration::from_secs(number(value()?)? as u64)
+            }
+            "--min-rate" => {
+                let rate =
+                    u32::try_from(number(value()?)?).map_err(|_| format!("{flag}: too large"))?;
+                parsed.config.min_receive_rate =
+                    Some(MinReceiveRate::new(rate, Duration::from_secs(10)));
+            }
+            "--trusted-proxy" => {
+                let v = value()?;
+                let network = v.parse().map_err(|e| format!("--trusted-proxy: {e}"))?;
+                parsed.config.trusted_proxies.push(network);
+            }
+            "--proxy-protocol" => parsed.config.proxy_protocol = ProxyProtocol::Required,
+            "--client-ip-header" => {
+                let v = value()?;
+                parsed.config.client_ip_header =
+                    v.parse().map_err(|e| format!("--client-ip-header: {e}"))?;
+            }
             "--mode" => {
                 parsed.mode = match value()?.as_str() {
                     "listener" => Mode::Listener,
@@ -247,6 +280,15 @@ async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
             "total_connections": stats.rejected.total_connections,
             "client_requests": stats.rejected.client_requests,
             "no_client_address": stats.rejected.no_client_address,
+            "proxy_untrusted": stats.rejected.proxy_untrusted,
+            "proxy_header_invalid": stats.rejected.proxy_header_invalid,
+            "proxy_header_timeout": stats.rejected.proxy_header_timeout,
+            "total": stats.rejected.total(),
+        },
+        "timeouts": {
+            "handshake": stats.timeouts.handshake,
+            "idle": stats.timeouts.idle,
+            "min_receive_rate": stats.timeouts.min_receive_rate,
         },
         "config": {
             "max_conns_per_client": config.max_conns_per_client,

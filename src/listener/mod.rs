@@ -36,6 +36,14 @@
 //! without connection info and for composing with other listener wrappers. Put TLS *on top of*
 //! this listener, so that a refused peer never gets a handshake.
 //!
+//! # Deadlines and the PROXY protocol
+//!
+//! The listener applies the config's connection deadlines (`handshake_timeout`, `idle_timeout`,
+//! `min_receive_rate`) to every connection it admits, inside [`TrackedIo`], and with
+//! [`ProxyProtocol::Required`] it reads each trusted proxy's PROXY header before admitting the
+//! client it names; see [`Config`](crate::Config) for both. Both need tokio's time driver
+//! (`enable_time`, on in `#[tokio::main]`).
+//!
 //! # With a plain tokio accept loop
 //!
 //! ```no_run
