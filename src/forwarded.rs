@@ -6,29 +6,37 @@
 //! to read and how many trusted proxies stand in front of the server. Checking that the peer is
 //! trusted, and what to do when no address is found, is the caller's business.
 //!
-//! # Why count from the right
+//! # Why read from the right
 //!
-//! `X-Forwarded-For` and `Forwarded` are lists that every proxy on the way appends to. The left
-//! part of the list is whatever the client sent, and a client can send anything: a hostile one
-//! writes `X-Forwarded-For: 6.6.6.6` to be counted as somebody else, or a fresh address on every
-//! request to escape its limit. Only the entries appended by proxies we trust are believable, and
-//! those are the rightmost ones: with `hops` trusted proxies, the last `hops` entries were written
-//! by them, and the entry `hops` from the right is the address the outermost trusted proxy saw
-//! connecting to it: the client. Anything further left is never looked at, and the leftmost entry
-//! is never taken just because it is leftmost: too few entries means a proxy is missing or
-//! misconfigured, and the answer is "no address", not a guess.
+//! `X-Forwarded-For` and `Forwarded` are lists that every proxy on the way appends to, on the
+//! same header line or on a new one. The left part of the list is whatever the client sent, and a
+//! client can send anything: a hostile one writes `X-Forwarded-For: 6.6.6.6` to be counted as
+//! somebody else, or a fresh address on every request to escape its limit. Only the entries
+//! appended by proxies we trust are believable, and those are the rightmost ones: with `hops`
+//! trusted proxies, the last `hops` entries were written by them, and the entry `hops` from the
+//! right is the address the outermost trusted proxy saw connecting to it: the client.
+//!
+//! So the parsing runs from the right and stops as soon as it has that entry: header lines are
+//! taken last first, and each line is split from its end, over its raw bytes. Nothing left of the
+//! chosen entry is ever read. That matters as much as not believing it: if anything the client
+//! wrote could make the header unusable (too many entries, a byte that is not visible ASCII, an
+//! unterminated quoted string in `Forwarded`), the client could make every request name no
+//! address, and the caller would then count it under the proxy's address, escaping its own limit
+//! and crowding out every honest client behind the same proxy. Reading from the right, only the
+//! chosen entry and the entries right of it, which the trusted proxies wrote, have to be well
+//! formed. The leftmost entry is never taken just because it is leftmost either: too few entries
+//! means a proxy is missing or misconfigured, and the answer is "no address", not a guess.
+//!
+//! The work per request is bounded by `hops` (at most [`MAX_TRUSTED_HOPS`] entries, and as many
+//! header lines) plus the bytes of those entries, however long the header is.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use http::header::{GetAll, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName};
 
-/// The most list entries (or header lines, for `X-Real-IP`) looked at in one request header.
-///
-/// A header with more is treated as unusable, so a hostile client cannot make every request walk
-/// thousands of entries. No honest chain of proxies comes near it.
-pub(crate) const MAX_ENTRIES: usize = 64;
+use crate::config::MAX_TRUSTED_HOPS;
 
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -46,9 +54,15 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// one entry, the client is the entry `trusted_hops` from the right (1 is the rightmost, the one
 /// appended by the proxy that connected to us). Entries further left were written by the client
 /// or by proxies we do not trust, so they are never believed, and a list with fewer entries than
-/// `trusted_hops` names no client at all. When the header names no usable address (missing,
-/// malformed, too short, `unknown`, an obfuscated identifier, or more than 64 entries), the
-/// request has no header address.
+/// `trusted_hops` names no client at all.
+///
+/// Entries further left are not even read: reading stops at the chosen entry, so nothing a
+/// client puts in front of the proxies' entries (any number of entries, bytes that are not
+/// visible ASCII, unterminated quoted strings) changes the answer or makes it fail. Only the
+/// chosen entry and the ones right of it, written by the trusted proxies, have to be well formed.
+/// When they name no usable address (the header is missing, has too few entries, or the chosen
+/// entry is malformed, not visible ASCII, `unknown` or an obfuscated identifier), the request has
+/// no header address.
 ///
 /// Addresses are accepted as `1.2.3.4`, `1.2.3.4:port`, `2001:db8::1`, `[2001:db8::1]` and
 /// `[2001:db8::1]:port`. An IPv6 address with a port must be bracketed: `2001:db8::1:80` is read
@@ -72,8 +86,10 @@ pub enum ClientIpHeader {
     /// Every element counts as one hop, even one without `for=` (a proxy that only sends
     /// `proto=`, say): hop positions stay aligned with the proxies that wrote them, and if the
     /// chosen element has no `for=`, there is no client address. An element with a duplicated
-    /// `for=`, a pair without `=`, or a `for=` value with backslash escapes names no address; a
-    /// line with an unterminated quoted string makes the whole header unusable.
+    /// `for=`, a pair without `=`, or a `for=` value with backslash escapes names no address,
+    /// and neither does any position when the chosen element, or one right of it, has an
+    /// unterminated quoted string. Quoted strings in the client's elements further left do not
+    /// matter: they are never read.
     Forwarded,
     /// `X-Forwarded-For: client, proxy1, proxy2`, the de facto standard most proxies send. All
     /// header lines are read as one comma-separated list, entries trimmed; the client is the
@@ -82,7 +98,7 @@ pub enum ClientIpHeader {
     /// `X-Real-IP: client`, a single address set (not appended) by the proxy, as nginx's
     /// `proxy_set_header X-Real-IP $remote_addr` does. `trusted_hops` is ignored: only the
     /// proxy that connected to us can have set it. If the header appears on several lines, the
-    /// last one is used.
+    /// last one is used and the others are not read.
     XRealIp,
 }
 
@@ -141,14 +157,16 @@ impl fmt::Display for UnknownClientIpHeader {
 impl std::error::Error for UnknownClientIpHeader {}
 
 /// The client address that trusted proxies name in `headers`, read as `header` says, with
-/// `hops` trusted proxies (at least 1) in front of the server.
+/// `hops` trusted proxies in front of the server.
 ///
 /// The caller has already checked that the socket peer is a trusted proxy. `None` when the
-/// header names no usable address: see [`ClientIpHeader`] for the rules. A header any of whose
-/// lines is not visible ASCII is unusable as a whole, as is one with more than [`MAX_ENTRIES`]
-/// entries. `hops` of 0 names no entry. IPv4-mapped IPv6 addresses are returned as they are.
+/// header names no usable address: see [`ClientIpHeader`] for the rules. `hops` must be between
+/// 1 and [`MAX_TRUSTED_HOPS`] (as configuration checks); any other value names no entry.
+/// IPv4-mapped IPv6 addresses are returned as they are.
 ///
-/// Never panics, and allocates nothing.
+/// Lines and entries are read from the right, and reading stops at the chosen entry: what lies
+/// left of it cannot change the answer. The work is bounded by `hops` plus the bytes of the
+/// entries read. Never panics, and allocates nothing.
 pub(crate) fn client_from_headers(
     headers: &HeaderMap,
     header: ClientIpHeader,
@@ -157,74 +175,97 @@ pub(crate) fn client_from_headers(
     match header {
         ClientIpHeader::None => None,
         ClientIpHeader::XForwardedFor => {
-            let entry = nth_from_right(headers.get_all(&X_FORWARDED_FOR), hops, |line, out| {
-                line.split(',').try_for_each(|entry| out.push(entry))
+            let entry = nth_from_right(headers, &X_FORWARDED_FOR, hops, |line| {
+                // Every comma splits: quotes mean nothing in `X-Forwarded-For`.
+                Some(line.iter().rposition(|&b| b == b','))
             })?;
             parse_node(entry.trim())
         }
         ClientIpHeader::Forwarded => {
-            let element = nth_from_right(headers.get_all(&FORWARDED), hops, |line, out| {
-                if !quotes_balanced(line) {
-                    return None;
-                }
-                split_unquoted(line, b',').try_for_each(|element| out.push(element))
-            })?;
+            let element =
+                nth_from_right(headers, &FORWARDED, hops, |line| last_unquoted(line, b','))?;
             forwarded_for(element)
         }
         ClientIpHeader::XRealIp => {
-            let mut last = None;
-            for (count, line) in headers.get_all(&X_REAL_IP).iter().enumerate() {
-                if count >= MAX_ENTRIES {
-                    return None;
-                }
-                last = Some(line.to_str().ok()?);
-            }
-            parse_node(last?.trim())
+            let last = headers.get_all(&X_REAL_IP).iter().next_back()?;
+            parse_node(visible_ascii(last.as_bytes())?.trim())
         }
     }
 }
 
-/// Up to [`MAX_ENTRIES`] list entries, borrowed from header lines: a fixed buffer on the stack.
-struct Entries<'a> {
-    items: [&'a str; MAX_ENTRIES],
-    len: usize,
-}
-
-impl<'a> Entries<'a> {
-    /// Appends `entry`; `None` when the buffer is already full.
-    fn push(&mut self, entry: &'a str) -> Option<()> {
-        *self.items.get_mut(self.len)? = entry;
-        self.len += 1;
-        Some(())
-    }
-}
-
-/// The entry `hops` from the right (1 is the last) of the list made of all `lines` in order,
-/// each split by `split`. `None` if a line is not visible ASCII, `split` rejects a line, there
-/// are more than [`MAX_ENTRIES`] entries, or fewer than `hops` (or `hops` is 0).
+/// The entry `hops` from the right (1 is the last) of the list made of all lines of header
+/// `name`, in order. `last_separator` gives the position of the last separator in a line (or
+/// what is left of one), `Some(None)` if it has none, or `None` if the line cannot be split.
+///
+/// Lines are taken last first and split from their end, stopping at the chosen entry, so
+/// nothing left of it is read. `None` if there are fewer than `hops` entries, `hops` is 0 or
+/// more than [`MAX_TRUSTED_HOPS`], a line cannot be split before the chosen entry is found, or
+/// the chosen entry or one right of it is not visible ASCII.
 fn nth_from_right<'a>(
-    lines: GetAll<'a, HeaderValue>,
+    headers: &'a HeaderMap,
+    name: &HeaderName,
     hops: usize,
-    mut split: impl FnMut(&'a str, &mut Entries<'a>) -> Option<()>,
+    last_separator: impl Fn(&[u8]) -> Option<Option<usize>>,
 ) -> Option<&'a str> {
-    let mut entries = Entries {
-        items: [""; MAX_ENTRIES],
-        len: 0,
-    };
-    for line in lines {
-        split(line.to_str().ok()?, &mut entries)?;
-    }
-    if hops == 0 || hops > entries.len {
+    if hops == 0 || hops > MAX_TRUSTED_HOPS {
         return None;
     }
-    entries.items.get(entries.len - hops).copied()
+    let mut remaining = hops;
+    // Every line holds at least one entry, so at most `hops` lines are looked at.
+    for line in headers.get_all(name).iter().rev() {
+        let mut rest = line.as_bytes();
+        loop {
+            let separator = last_separator(rest)?;
+            let entry = match separator {
+                Some(at) => rest.get(at + 1..)?,
+                None => rest,
+            };
+            let entry = visible_ascii(entry)?;
+            remaining -= 1;
+            if remaining == 0 {
+                return Some(entry);
+            }
+            match separator {
+                Some(at) => rest = rest.get(..at)?,
+                None => break,
+            }
+        }
+    }
+    None
+}
+
+/// `bytes` as a string, if they are all visible ASCII or tabs (what
+/// [`HeaderValue::to_str`](http::HeaderValue::to_str) accepts).
+fn visible_ascii(bytes: &[u8]) -> Option<&str> {
+    if bytes
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        std::str::from_utf8(bytes).ok()
+    } else {
+        None
+    }
 }
 
 /// The address of a `Forwarded` element's `for=` parameter; `None` if it has none, has it
 /// twice, has a pair without `=`, or its value is not an address.
+///
+/// `element` has balanced quotes: [`last_unquoted`] found its left end outside any quoted string.
 fn forwarded_for(element: &str) -> Option<IpAddr> {
     let mut value = None;
-    for pair in split_unquoted(element, b';') {
+    let mut rest = Some(element);
+    while let Some(pairs) = rest {
+        let pair = match last_unquoted(pairs.as_bytes(), b';')? {
+            Some(at) => {
+                // `;` is ASCII, so both sides of it are char boundaries.
+                rest = pairs.get(..at);
+                pairs.get(at + 1..)?
+            }
+            None => {
+                rest = None;
+                pairs
+            }
+        };
         let pair = pair.trim();
         if pair.is_empty() {
             // `for=1.2.3.4;` and `;;` are allowed by the grammar: empty pairs.
@@ -291,67 +332,36 @@ fn valid_port(port: &str) -> bool {
     }
 }
 
-/// Whether every quoted string in `s` is closed (a backslash inside one escapes the next byte).
-fn quotes_balanced(s: &str) -> bool {
-    let mut scan = QuoteScan::default();
-    s.bytes().for_each(|b| {
-        scan.step(b);
-    });
-    !scan.in_quotes
-}
-
-/// `s` split on `sep` where it is not inside a quoted string. Expects balanced quotes; with an
-/// unterminated one, the rest of `s` is the last piece.
-fn split_unquoted(s: &str, sep: u8) -> impl Iterator<Item = &str> {
-    let mut rest = Some(s);
-    std::iter::from_fn(move || {
-        let s = rest?;
-        let mut scan = QuoteScan::default();
-        match s.bytes().position(|b| scan.step(b) && b == sep) {
-            Some(at) => {
-                // `sep` is ASCII, so both sides of it are char boundaries.
-                rest = s.get(at + 1..);
-                s.get(..at)
+/// The position of the last `sep` in `bytes` that is outside any quoted string, scanning from
+/// the end: `Some(None)` if there is none, `None` if the scan reaches the start of `bytes`
+/// inside a quoted string (an unterminated one).
+///
+/// Only the bytes right of the returned `sep` are read, plus, for a quote inside a quoted
+/// string, the run of backslashes just before it: an odd number of them escapes it, an even
+/// number are escaped backslashes, and the quote opens the string. On well-formed input this
+/// agrees with reading RFC 7230 quoted strings from the left.
+fn last_unquoted(bytes: &[u8], sep: u8) -> Option<Option<usize>> {
+    let mut in_quotes = false;
+    for (at, &b) in bytes.iter().enumerate().rev() {
+        if in_quotes {
+            if b == b'"' {
+                let before = bytes.get(..at)?;
+                let backslashes = before.iter().rev().take_while(|&&b| b == b'\\').count();
+                in_quotes = backslashes % 2 == 1;
             }
-            None => {
-                rest = None;
-                Some(s)
-            }
-        }
-    })
-}
-
-/// Tracks whether a byte-by-byte scan is inside a quoted string.
-#[derive(Default)]
-struct QuoteScan {
-    in_quotes: bool,
-    escaped: bool,
-}
-
-impl QuoteScan {
-    /// Takes in the next byte; `true` if it is outside any quoted string (quotes themselves are
-    /// inside).
-    fn step(&mut self, b: u8) -> bool {
-        if self.in_quotes {
-            if self.escaped {
-                self.escaped = false;
-            } else if b == b'\\' {
-                self.escaped = true;
-            } else if b == b'"' {
-                self.in_quotes = false;
-            }
-            false
         } else if b == b'"' {
-            self.in_quotes = true;
-            false
-        } else {
-            true
+            in_quotes = true;
+        } else if b == sep {
+            return Some(Some(at));
         }
     }
+    (!in_quotes).then_some(None)
 }
 
 #[cfg(test)]
 mod tests {
+    use http::header::HeaderValue;
+
     use super::*;
 
     fn headers(name: &'static str, lines: &[&str]) -> HeaderMap {
@@ -515,7 +525,7 @@ mod tests {
     fn xff_zero_or_huge_hops() {
         assert_eq!(xff(&["1.2.3.4, 5.6.7.8"], 0), None);
         assert_eq!(xff(&["1.2.3.4"], usize::MAX), None);
-        assert_eq!(xff(&["1.2.3.4"], MAX_ENTRIES + 1), None);
+        assert_eq!(xff(&["1.2.3.4"], MAX_TRUSTED_HOPS + 1), None);
     }
 
     #[test]
@@ -629,54 +639,100 @@ mod tests {
     }
 
     #[test]
-    fn xff_non_ascii_line_makes_header_unusable() {
+    fn xff_non_ascii_left_of_chosen_entry_ignored() {
+        // A separate earlier line the client sent, not even UTF-8.
         let mut map = headers("x-forwarded-for", &["1.1.1.1"]);
         map.append(
             "x-forwarded-for",
             HeaderValue::from_bytes(b"\xff\xfe, 2.2.2.2").unwrap(),
         );
         map.append("x-forwarded-for", HeaderValue::from_static("3.3.3.3"));
-        for hops in 1..=4 {
-            assert_eq!(
-                client_from_headers(&map, ClientIpHeader::XForwardedFor, hops),
-                None
-            );
-        }
-        let map = {
-            let mut map = HeaderMap::new();
-            map.append(
-                "x-forwarded-for",
-                HeaderValue::from_bytes("1.2.3.4\u{e9}".as_bytes()).unwrap(),
-            );
-            map
-        };
-        assert_eq!(
-            client_from_headers(&map, ClientIpHeader::XForwardedFor, 1),
-            None
+        let get = |hops| client_from_headers(&map, ClientIpHeader::XForwardedFor, hops);
+        assert_eq!(get(1), ip("3.3.3.3"));
+        assert_eq!(get(2), ip("2.2.2.2"));
+        // The chosen entry itself is bad.
+        assert_eq!(get(3), None);
+        // A bad entry right of the chosen one was written by a "trusted" proxy: unusable.
+        assert_eq!(get(4), None);
+        assert_eq!(get(5), None);
+
+        // The client's part of the same line the proxy appended to.
+        let mut map = HeaderMap::new();
+        map.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes("6.6.6.6\u{e9}, 203.0.113.7".as_bytes()).unwrap(),
         );
+        let get = |hops| client_from_headers(&map, ClientIpHeader::XForwardedFor, hops);
+        assert_eq!(get(1), ip("203.0.113.7"));
+        assert_eq!(get(2), None);
+        let mut map = HeaderMap::new();
+        map.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\x80\xffgarbage\"\xfe, 203.0.113.7, 10.0.0.2").unwrap(),
+        );
+        let get = |hops| client_from_headers(&map, ClientIpHeader::XForwardedFor, hops);
+        assert_eq!(get(2), ip("203.0.113.7"));
+        assert_eq!(get(1), ip("10.0.0.2"));
+        assert_eq!(get(3), None);
     }
 
     #[test]
-    fn xff_entry_limit() {
+    fn xff_non_ascii_chosen_entry_has_no_address() {
+        for bytes in [
+            "1.2.3.4\u{e9}".as_bytes(),
+            "\u{a0}1.2.3.4".as_bytes(),
+            b"1.2.3.4\x80",
+            b"1.2.\xff3.4",
+        ] {
+            let mut map = HeaderMap::new();
+            map.append("x-forwarded-for", HeaderValue::from_bytes(bytes).unwrap());
+            assert_eq!(
+                client_from_headers(&map, ClientIpHeader::XForwardedFor, 1),
+                None,
+                "{bytes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn xff_long_client_list_ignored() {
         let list = |n: usize| {
             (0..n)
-                .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+                .map(|i| format!("10.{}.{}.{}", i / 65536, i / 256 % 256, i % 256))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let at_limit = list(MAX_ENTRIES);
-        assert_eq!(xff(&[&at_limit], 1), ip("10.0.0.63"));
-        assert_eq!(xff(&[&at_limit], MAX_ENTRIES), ip("10.0.0.0"));
-        let over = list(MAX_ENTRIES + 1);
-        assert_eq!(xff(&[&over], 1), None);
-        assert_eq!(xff(&[&list(5000)], 1), None);
-        // The limit counts entries across lines.
-        let lines: Vec<String> = (0..=MAX_ENTRIES).map(|i| format!("10.1.0.{i}")).collect();
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        assert_eq!(xff(&lines[..MAX_ENTRIES], 1), ip("10.1.0.63"));
-        assert_eq!(xff(&lines, 1), None);
-        // Empty entries count too.
-        assert_eq!(xff(&[&",".repeat(MAX_ENTRIES)], 1), None);
+        // 1,000 client-supplied entries before the proxy's.
+        let line = format!("{}, 203.0.113.7", list(1000));
+        assert_eq!(xff(&[&line], 1), ip("203.0.113.7"));
+        assert_eq!(xff(&[&line], 2), ip("10.0.3.231"));
+        assert_eq!(xff(&[&line], MAX_TRUSTED_HOPS), ip("10.0.3.169"));
+        assert_eq!(xff(&[&line, "10.0.0.2"], 2), ip("203.0.113.7"));
+        let line = list(1000);
+        assert_eq!(xff(&[&line, "203.0.113.7"], 1), ip("203.0.113.7"));
+        // Or 1,000 lines, or 100,000 empty entries.
+        let lines: Vec<String> = (0..1000)
+            .map(|i| format!("10.1.{}.{}", i / 256, i % 256))
+            .collect();
+        let mut lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        lines.push("203.0.113.7");
+        assert_eq!(xff(&lines, 1), ip("203.0.113.7"));
+        assert_eq!(xff(&lines, 2), ip("10.1.3.231"));
+        let empties = format!("{}203.0.113.7", ",".repeat(100_000));
+        assert_eq!(xff(&[&empties], 1), ip("203.0.113.7"));
+        assert_eq!(xff(&[&empties], 2), None);
+    }
+
+    #[test]
+    fn xff_hops_limit() {
+        let line = (0..=MAX_TRUSTED_HOPS)
+            .map(|i| format!("10.0.0.{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(xff(&[&line], 1), ip("10.0.0.64"));
+        assert_eq!(xff(&[&line], MAX_TRUSTED_HOPS), ip("10.0.0.1"));
+        // More hops than configuration allows names nothing, however many entries there are.
+        assert_eq!(xff(&[&line], MAX_TRUSTED_HOPS + 1), None);
     }
 
     // ---- Forwarded ----
@@ -874,51 +930,123 @@ mod tests {
     }
 
     #[test]
-    fn fwd_unterminated_quote_makes_header_unusable() {
+    fn fwd_unterminated_quote_in_chosen_element() {
         assert_eq!(fwd(&["for=\"1.2.3.4"], 1), None);
         assert_eq!(fwd(&["for=1.2.3.4\""], 1), None);
-        assert_eq!(fwd(&["for=1.2.3.4\"", "for=5.6.7.8"], 1), None);
-        // The client opens a quote and the proxy appends its element to the same line: the
-        // proxy's element is swallowed, so nothing can be trusted.
-        assert_eq!(fwd(&["for=\"6.6.6.6, for=203.0.113.7"], 1), None);
-        assert_eq!(fwd(&["host=\"a\\\", for=203.0.113.7"], 1), None);
-        // Even when the unterminated line is another one.
-        assert_eq!(fwd(&["for=\"6.6.6.6", "for=203.0.113.7"], 1), None);
+        assert_eq!(fwd(&["for=\"1.2.3.4\\\""], 1), None);
+        // Right of the chosen element, written by a trusted proxy: nothing can be trusted.
         assert_eq!(fwd(&["for=203.0.113.7", "by=\"x"], 2), None);
+        assert_eq!(fwd(&["for=203.0.113.7, by=\"x"], 2), None);
+        assert_eq!(fwd(&["for=203.0.113.7", "by=\"x"], 1), None);
     }
 
     #[test]
-    fn fwd_non_ascii_line_makes_header_unusable() {
+    fn fwd_unterminated_quote_left_of_chosen_element_ignored() {
+        // The client opens a quote and the proxy appends its element to the same line.
+        let line = ["for=\"6.6.6.6, for=203.0.113.7"];
+        assert_eq!(fwd(&line, 1), ip("203.0.113.7"));
+        assert_eq!(fwd(&line, 2), None);
+        assert_eq!(fwd(&line, 3), None);
+        assert_eq!(
+            fwd(&["host=\"a\\\", for=203.0.113.7"], 1),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            fwd(&["for=1.2.3.4\", for=203.0.113.7"], 1),
+            ip("203.0.113.7")
+        );
+        // The proxy's own element may be quoted.
+        assert_eq!(
+            fwd(&["for=\"6.6.6.6, for=\"[2001:db8::1]:4711\""], 1),
+            ip("2001:db8::1")
+        );
+        // Two trusted proxies after it.
+        assert_eq!(
+            fwd(&["by=\"x, for=203.0.113.7, for=10.0.0.2;proto=https"], 2),
+            ip("203.0.113.7")
+        );
+        // Or on a line of its own.
+        assert_eq!(
+            fwd(&["for=\"6.6.6.6", "for=203.0.113.7"], 1),
+            ip("203.0.113.7")
+        );
+        assert_eq!(fwd(&["for=1.2.3.4\"", "for=5.6.7.8"], 1), ip("5.6.7.8"));
+        assert_eq!(fwd(&["for=1.2.3.4\"", "for=5.6.7.8"], 2), None);
+    }
+
+    #[test]
+    fn fwd_escapes_left_of_chosen_element_ignored() {
+        let line = ["for=\"\\\"6.6.6.6, for=7.7.7.7\\\"\", for=203.0.113.7"];
+        assert_eq!(fwd(&line, 1), ip("203.0.113.7"));
+        // The client's element is one element, and names no address.
+        assert_eq!(fwd(&line, 2), None);
+        assert_eq!(fwd(&line, 3), None);
+        let line = ["for=\"6.6.6.\\6\";host=\"\\\\\", for=203.0.113.7"];
+        assert_eq!(fwd(&line, 1), ip("203.0.113.7"));
+        assert_eq!(fwd(&line, 2), None);
+        // Escaped backslashes before a closing quote.
+        let line = ["host=\"a\\\\\\\\\";for=1.1.1.1, for=203.0.113.7"];
+        assert_eq!(fwd(&line, 2), ip("1.1.1.1"));
+        // Stray backslashes and quotes outside quoted strings, on the client's side.
+        let line = ["\\\\\"\\\"\\, for=203.0.113.7"];
+        assert_eq!(fwd(&line, 1), ip("203.0.113.7"));
+        assert_eq!(fwd(&line, 2), None);
+    }
+
+    #[test]
+    fn fwd_non_ascii_left_of_chosen_element_ignored() {
         let mut map = headers("forwarded", &["for=1.1.1.1"]);
         map.append(
             "forwarded",
             HeaderValue::from_bytes(b"host=\"\xc3\xa9\"").unwrap(),
         );
         map.append("forwarded", HeaderValue::from_static("for=2.2.2.2"));
-        for hops in 1..=3 {
-            assert_eq!(
-                client_from_headers(&map, ClientIpHeader::Forwarded, hops),
-                None
-            );
-        }
+        let get = |hops| client_from_headers(&map, ClientIpHeader::Forwarded, hops);
+        assert_eq!(get(1), ip("2.2.2.2"));
+        assert_eq!(get(2), None);
+        assert_eq!(get(3), None);
+        // The client's part of the same line.
+        let mut map = HeaderMap::new();
+        map.append(
+            "forwarded",
+            HeaderValue::from_bytes(b"for=\"\xff\x80, for=203.0.113.7;proto=https").unwrap(),
+        );
+        let get = |hops| client_from_headers(&map, ClientIpHeader::Forwarded, hops);
+        assert_eq!(get(1), ip("203.0.113.7"));
+        assert_eq!(get(2), None);
+        // The chosen element itself.
+        let mut map = HeaderMap::new();
+        map.append(
+            "forwarded",
+            HeaderValue::from_bytes(b"for=1.2.3.4;host=\"\xc3\xa9\"").unwrap(),
+        );
+        assert_eq!(
+            client_from_headers(&map, ClientIpHeader::Forwarded, 1),
+            None
+        );
     }
 
     #[test]
-    fn fwd_entry_limit() {
+    fn fwd_long_client_list_ignored() {
         let list = |n: usize| {
             (0..n)
                 .map(|i| format!("for=10.0.{}.{}", i / 256, i % 256))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        assert_eq!(fwd(&[&list(MAX_ENTRIES)], 1), ip("10.0.0.63"));
-        assert_eq!(fwd(&[&list(MAX_ENTRIES)], MAX_ENTRIES), ip("10.0.0.0"));
-        assert_eq!(fwd(&[&list(MAX_ENTRIES + 1)], 1), None);
-        assert_eq!(fwd(&[&list(MAX_ENTRIES), "for=1.2.3.4"], 1), None);
+        let line = format!("{}, for=203.0.113.7", list(1000));
+        assert_eq!(fwd(&[&line], 1), ip("203.0.113.7"));
+        assert_eq!(fwd(&[&line], 2), ip("10.0.3.231"));
+        assert_eq!(fwd(&[&line], MAX_TRUSTED_HOPS), ip("10.0.3.169"));
+        assert_eq!(fwd(&[&line], MAX_TRUSTED_HOPS + 1), None);
+        assert_eq!(fwd(&[&list(1000), "for=1.2.3.4"], 1), ip("1.2.3.4"));
         // Commas inside quotes do not count.
         let quoted = format!("host=\"{}\";for=1.2.3.4", ",".repeat(1000));
         assert_eq!(fwd(&[&quoted], 1), ip("1.2.3.4"));
-        assert_eq!(fwd(&[&",".repeat(MAX_ENTRIES)], 1), None);
+        assert_eq!(fwd(&[&quoted], 2), None);
+        let empties = format!("{}for=1.2.3.4", ",".repeat(100_000));
+        assert_eq!(fwd(&[&empties], 1), ip("1.2.3.4"));
+        assert_eq!(fwd(&[&empties], 2), None);
     }
 
     // ---- X-Real-IP ----
@@ -936,7 +1064,7 @@ mod tests {
 
     #[test]
     fn real_ip_ignores_hops() {
-        for hops in [0, 1, 2, 3, MAX_ENTRIES, usize::MAX] {
+        for hops in [0, 1, 2, 3, MAX_TRUSTED_HOPS, usize::MAX] {
             assert_eq!(real(&["1.2.3.4"], hops), ip("1.2.3.4"), "{hops}");
         }
     }
@@ -968,18 +1096,30 @@ mod tests {
     }
 
     #[test]
-    fn real_ip_non_ascii_makes_header_unusable() {
+    fn real_ip_non_ascii() {
+        // An earlier line is not read.
         let mut map = HeaderMap::new();
         map.append("x-real-ip", HeaderValue::from_bytes(b"\x80").unwrap());
         map.append("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        assert_eq!(
+            client_from_headers(&map, ClientIpHeader::XRealIp, 1),
+            ip("1.2.3.4")
+        );
+        // The last one is.
+        let mut map = HeaderMap::new();
+        map.append("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        map.append(
+            "x-real-ip",
+            HeaderValue::from_bytes(b"1.2.3.4\x80").unwrap(),
+        );
         assert_eq!(client_from_headers(&map, ClientIpHeader::XRealIp, 1), None);
     }
 
     #[test]
-    fn real_ip_line_limit() {
-        let lines = vec!["1.2.3.4"; MAX_ENTRIES + 1];
-        assert_eq!(real(&lines[..MAX_ENTRIES], 1), ip("1.2.3.4"));
-        assert_eq!(real(&lines, 1), None);
+    fn real_ip_many_lines() {
+        let mut lines = vec!["6.6.6.6"; 1000];
+        lines.push("1.2.3.4");
+        assert_eq!(real(&lines, 1), ip("1.2.3.4"));
     }
 
     // ---- robustness ----
@@ -1024,6 +1164,74 @@ mod tests {
                         &[line, line],
                     );
                     let _ = client_from_headers(&map, header, hops);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_left_part_never_changes_answer() {
+        // Whatever the client sends, on the proxy's line or on lines of its own, the answer for
+        // hops within the proxies' entries is the answer for the proxies' entries alone.
+        const ALPHABET: &[u8] = b"0123456789.:[]for=;, \t\"\\\x80\xff\xc3\xa9_unk";
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let proxies: [(&str, &[&str]); 2] = [
+            (
+                "x-forwarded-for",
+                &["203.0.113.7", "[2001:db8::1]:80", "unknown", "10.0.0.2"],
+            ),
+            (
+                "forwarded",
+                &[
+                    "for=203.0.113.7;proto=https",
+                    "for=\"[2001:db8::1]:80\";host=\"a,b;c\"",
+                    "proto=http",
+                    "for=unknown",
+                    "by=\"\\\"x\";for=10.0.0.2",
+                ],
+            ),
+        ];
+        for _ in 0..2000 {
+            let len = (next() % 60) as usize;
+            let left: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                .collect();
+            for (name, entries) in proxies {
+                let header = if name == "forwarded" {
+                    ClientIpHeader::Forwarded
+                } else {
+                    ClientIpHeader::XForwardedFor
+                };
+                let count = 1 + (next() % entries.len() as u64) as usize;
+                let suffix = entries[..count].join(", ");
+                let alone = headers(name, &[&suffix]);
+                // On the same line, after a comma, and on an earlier line.
+                let mut same_line = left.clone();
+                same_line.extend_from_slice(b", ");
+                same_line.extend_from_slice(suffix.as_bytes());
+                let mut same = HeaderMap::new();
+                same.append(name, HeaderValue::from_bytes(&same_line).unwrap());
+                let mut separate = HeaderMap::new();
+                separate.append(name, HeaderValue::from_bytes(&left).unwrap());
+                separate.append(name, HeaderValue::from_str(&suffix).unwrap());
+                for hops in 1..=count {
+                    let expected = client_from_headers(&alone, header, hops);
+                    assert_eq!(
+                        client_from_headers(&same, header, hops),
+                        expected,
+                        "{same_line:?} {hops}"
+                    );
+                    assert_eq!(
+                        client_from_headers(&separate, header, hops),
+                        expected,
+                        "{left:?} {hops}"
+                    );
                 }
             }
         }

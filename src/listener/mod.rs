@@ -71,9 +71,10 @@ mod tracked_io;
 
 use std::any::Any;
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Mutex;
 use std::task::Poll;
 use std::time::Duration;
@@ -288,6 +289,25 @@ async fn next_header(pending: &PendingHeaders) -> Box<dyn Any + Send> {
     .await
 }
 
+/// Which of two futures finished first.
+enum Either<A, B> {
+    First(A),
+    Second(B),
+}
+use Either::{First, Second};
+
+/// Runs `a` and `b` until one finishes (`a` is polled first), dropping the other.
+async fn first_of<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = a.as_mut().poll(cx) {
+            return Poll::Ready(First(out));
+        }
+        b.as_mut().poll(cx).map(Second)
+    })
+    .await
+}
+
 /// Locks the pending header reads; a panic elsewhere cannot leave them inconsistent.
 fn lock(pending: &PendingHeaders) -> std::sync::MutexGuard<'_, JoinSet<Box<dyn Any + Send>>> {
     pending
@@ -311,13 +331,14 @@ impl ConnLimitListener<TcpListener> {
     /// refused, already dealt with.
     pub async fn accept(&self) -> io::Result<(TrackedIo<TcpStream>, SocketAddr)> {
         loop {
-            let admitted = tokio::select! {
-                read = next_header(&self.pending_headers) => self.on_header(read),
-                accepted = self.inner.accept() => {
-                    let (io, peer) = accepted?;
-                    self.on_accept(io, Some(peer))
-                }
-            };
+            let admitted =
+                match first_of(next_header(&self.pending_headers), self.inner.accept()).await {
+                    First(read) => self.on_header(read),
+                    Second(accepted) => {
+                        let (io, peer) = accepted?;
+                        self.on_accept(io, Some(peer))
+                    }
+                };
             if let Some(admitted) = admitted {
                 return Ok(admitted);
             }
@@ -366,10 +387,11 @@ mod axum_listener {
         /// as `TcpListener`'s is: it is raced against the PROXY header reads in progress.
         async fn accept(&mut self) -> (Self::Io, Self::Addr) {
             loop {
-                let admitted = tokio::select! {
-                    read = next_header(&self.pending_headers) => self.on_header(read),
-                    (io, addr) = self.inner.accept() => self.on_accept(io, addr.peer_addr()),
-                };
+                let admitted =
+                    match first_of(next_header(&self.pending_headers), self.inner.accept()).await {
+                        First(read) => self.on_header(read),
+                        Second((io, addr)) => self.on_accept(io, addr.peer_addr()),
+                    };
                 if let Some((tracked, client)) = admitted {
                     return (tracked, L::Addr::from(client));
                 }
