@@ -240,6 +240,14 @@ impl Config {
             }
         }
         if self.client_ip_header != ClientIpHeader::None {
+            if self.proxy_protocol != ProxyProtocol::Off {
+                return Err(ConfigError::new(
+                    "client_ip_header",
+                    "cannot be combined with proxy_protocol: the PROXY header already names the \
+                     client, and a client whose own address lies in trusted_proxies could name \
+                     itself in the header",
+                ));
+            }
             if self.trusted_proxies.is_empty() {
                 return Err(ConfigError::new(
                     "trusted_proxies",

@@ -88,6 +88,15 @@ fn proxy_fields_are_checked_together_and_named() {
     )
     .unwrap();
     assert_eq!(config.proxy_protocol, ProxyProtocol::Required);
+    let err = Config::from_toml_str(
+        r#"
+        trusted_proxies = ["192.0.2.10"]
+        proxy_protocol = "required"
+        client_ip_header = "x-real-ip"
+        "#,
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "client_ip_header");
 }
 
 #[test]

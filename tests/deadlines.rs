@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,13 +26,26 @@ async fn server(config: Config) -> (SocketAddr, Limiter) {
     let limiter = Limiter::new(config);
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let app = Router::new().route("/", get(|| async { "ok" })).route(
-        "/poll",
-        get(|| async {
-            tokio::time::sleep(Duration::from_secs(40)).await;
-            "news"
-        }),
-    );
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(
+            "/poll",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(40)).await;
+                "news"
+            }),
+        )
+        .route(
+            "/busy",
+            post(|request: axum::extract::Request| async move {
+                // Works for 20 s before reading the body the client sent long ago.
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                let body = axum::body::to_bytes(request.into_body(), 10_000)
+                    .await
+                    .unwrap();
+                format!("read {}", body.len())
+            }),
+        );
     let listener = ConnLimitListener::new(tcp, limiter.clone()).for_axum();
     tokio::spawn(async move {
         axum::serve(
@@ -155,7 +168,59 @@ async fn slow_but_honest_clients_and_long_polls_are_not_cut_off() {
     assert!(answer.ends_with("news"), "{answer}");
     assert_eq!(started.elapsed().as_secs(), 40);
 
+    // A server busy for 20 s before reading a body that arrived at once: the client was quick,
+    // the server slow, and the client is not blamed.
+    let mut upload = connect_from(4, addr).await;
+    upload
+        .write_all(b"POST /busy HTTP/1.1\r\nHost: localhost\r\nContent-Length: 15\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    upload.write_all(&[b'x'; 15]).await.unwrap();
+    let answer = until_closed(&mut upload).await;
+    assert!(answer.ends_with("read 15"), "{answer}");
+
     assert_eq!(limiter.stats().timeouts.total(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn split_halves_both_see_the_idle_timeout() {
+    let limiter = Limiter::new(Config {
+        idle_timeout: Duration::from_secs(30),
+        ..Config::default()
+    });
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = ConnLimitListener::new(tcp, limiter.clone());
+    let server = tokio::spawn(async move {
+        let (io, _) = listener.accept().await.unwrap();
+        let (mut reader, mut writer) = tokio::io::split(io);
+        // The writer fills the socket of a client that never reads, so it is the last to wait
+        // on the deadline timer; the reader waits on a client that never sends.
+        let writing = tokio::spawn(async move {
+            let chunk = vec![0u8; 64 * 1024];
+            // Bounded: at most 64 MiB, far more than the socket buffers hold.
+            for _ in 0..1024 {
+                writer.write_all(&chunk).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let mut buf = [0u8; 16];
+        let read = reader.read(&mut buf).await;
+        (
+            read.map_err(|e| e.kind()),
+            writing.await.unwrap().map_err(|e| e.kind()),
+        )
+    });
+    let _client = connect_from(2, addr).await;
+    let (read, write) = tokio::time::timeout(SCENARIO, server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, Err(std::io::ErrorKind::TimedOut));
+    assert_eq!(write, Err(std::io::ErrorKind::TimedOut));
+    assert_eq!(limiter.stats().timeouts.idle, 1);
+    assert_eq!(limiter.stats().open_connections, 0);
 }
 
 #[tokio::test(start_paused = true)]

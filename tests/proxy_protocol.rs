@@ -195,3 +195,75 @@ async fn a_header_that_never_comes_times_out_without_stalling_others() {
     assert_eq!(started.elapsed().as_secs(), 2);
     assert_eq!(limiter.stats().rejected.proxy_header_timeout, 1);
 }
+
+#[tokio::test]
+async fn several_tasks_accepting_each_get_a_finished_header() {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = std::sync::Arc::new(ConnLimitListener::new(tcp, limiter()));
+    let (done, mut accepted) = tokio::sync::mpsc::channel(2);
+    // Two acceptors, each taking one connection and then keeping it.
+    for _ in 0..2 {
+        let listener = std::sync::Arc::clone(&listener);
+        let done = done.clone();
+        tokio::spawn(async move {
+            let (io, client) = listener.accept().await.unwrap();
+            done.send(client).await.unwrap();
+            std::future::pending::<()>().await;
+            drop(io);
+        });
+    }
+    let _a = send_from(PROXY, addr, &v1("203.0.113.7", 1)).await;
+    let _b = send_from(PROXY, addr, &v1("203.0.113.8", 2)).await;
+    let mut clients = vec![
+        bounded(accepted.recv()).await.unwrap().to_string(),
+        bounded(accepted.recv()).await.unwrap().to_string(),
+    ];
+    clients.sort();
+    assert_eq!(clients, ["203.0.113.7:1", "203.0.113.8:2"]);
+}
+
+#[tokio::test]
+async fn when_too_many_headers_are_pending_the_oldest_is_dropped() {
+    // A header deadline far away, so only the cap closes anything here.
+    let limiter = limiter();
+    limiter
+        .set_config(Config {
+            proxy_header_timeout: Duration::from_secs(600),
+            ..(*limiter.config()).clone()
+        })
+        .unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = ConnLimitListener::new(tcp, limiter.clone()).max_pending_proxy_headers(2);
+    tokio::spawn(async move {
+        // Keeps every admitted connection open.
+        let mut held = Vec::new();
+        while let Ok((io, _)) = listener.accept().await {
+            held.push(io);
+        }
+    });
+    let admitted = |ip: &str| limiter.client(ip.parse().unwrap()).is_some();
+    // Two silent connections fill the pending reads; a third connection, with a header, pushes
+    // out the oldest silent one and is admitted.
+    let mut oldest = connect_from(PROXY, addr).await;
+    let mut second = connect_from(PROXY, addr).await;
+    let _honest = send_from(PROXY, addr, &v1("203.0.113.7", 1)).await;
+    assert!(was_refused(&mut oldest).await);
+    wait_until("the honest client is admitted", || admitted("203.0.113.7")).await;
+    // Another silent one fills the cap again; the next header pushes out `second`, the oldest.
+    let mut third = connect_from(PROXY, addr).await;
+    let _honest2 = send_from(PROXY, addr, &v1("203.0.113.8", 2)).await;
+    assert!(was_refused(&mut second).await);
+    wait_until("the second honest client is admitted", || {
+        admitted("203.0.113.8")
+    })
+    .await;
+    assert_eq!(limiter.stats().rejected.proxy_header_timeout, 2);
+    // `third` is still waiting for its header.
+    third
+        .write_all(&[v1("203.0.113.9", 3), GET.to_vec()].concat())
+        .await
+        .unwrap();
+    wait_until("the third client is admitted", || admitted("203.0.113.9")).await;
+}

@@ -9,7 +9,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
@@ -21,17 +22,20 @@ use crate::{Config, ConfigError};
 /// The slowest a client may send while the server waits on it, in the style of Apache
 /// `mod_reqtimeout`'s `MinRate`. Set in [`Config::min_receive_rate`].
 ///
-/// The rule applies to each *receive turn*: from the first byte the client sends after the
-/// server last wrote, until the server writes again (for HTTP/1, a request's turn ends with its
-/// response; for TLS, the handshake takes a few turns). Within a turn, the client gets `grace`
-/// for free, and then must keep up `bytes_per_sec` on average: a turn that has brought `b`
-/// bytes may have lasted at most `grace + b / bytes_per_sec`. A client trickling a request one
-/// byte a second is cut off soon after `grace`; a slow but honest client, which sends its
-/// request at a steady rate however low, is not, and neither is one that has sent its request
-/// and waits quietly for a long-poll answer.
+/// The rule applies to a connection's *first phase*: from the client's first byte until the
+/// server first writes (for HTTP/1, until the first response starts; for TLS, until the
+/// ServerHello). That is where a slowloris lives: it opens many connections and trickles a
+/// request on each that never ends. Within the phase, the client gets `grace` for free and must
+/// then keep up `bytes_per_sec` on average: a phase that has brought `b` bytes may have lasted
+/// at most `grace + b / bytes_per_sec`. A client trickling one byte a second is cut off soon
+/// after `grace`; a client that sends its request within `grace` (or faster than the rate) is
+/// never affected, even if it then waits quietly for a long-poll answer.
 ///
-/// The check runs when bytes arrive, so a client that stops sending altogether is not caught
-/// by this rule: pair it with [`Config::idle_timeout`].
+/// The rate is checked as bytes arrive that the server was waiting for, so a server slow to
+/// read (busy in a handler) never counts against the client, and a client that stops sending
+/// altogether is left to [`Config::idle_timeout`]. After the phase (keep-alive requests,
+/// WebSocket messages, HTTP/2 streams after the server's SETTINGS) the rule no longer applies;
+/// with hyper, `http1().header_read_timeout(..)` covers later requests' headers.
 ///
 /// ```
 /// use std::time::Duration;
@@ -49,7 +53,7 @@ use crate::{Config, ConfigError};
 pub struct MinReceiveRate {
     /// The average rate, in bytes per second, a client must keep up after `grace`. At least 1.
     pub bytes_per_sec: u32,
-    /// The time each receive turn gets before the rate applies.
+    /// The time the first phase gets before the rate applies.
     pub grace: Duration,
 }
 
@@ -102,6 +106,63 @@ impl DeadlineSettings {
     }
 }
 
+/// Which side of the connection is waiting on the deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Read,
+    Write,
+}
+
+/// The first phase, the only one the minimum receive rate applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No byte yet from the client.
+    NotStarted,
+    /// The client has started sending, and the server has not written yet.
+    Receiving { since: Instant, bytes: u64 },
+    /// The server has written: the client was heard out.
+    Over,
+}
+
+/// The tasks waiting on a connection's read and write sides. The deadline timer wakes both, so
+/// a connection split between two tasks cannot leave one parked on a deadline that passed.
+#[derive(Debug, Default)]
+struct Waiters {
+    read: Mutex<Option<Waker>>,
+    write: Mutex<Option<Waker>>,
+}
+
+impl Waiters {
+    fn slot(&self, side: Side) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        let slot = match side {
+            Side::Read => &self.read,
+            Side::Write => &self.write,
+        };
+        slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register(&self, side: Side, waker: &Waker) {
+        let mut slot = self.slot(side);
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for Waiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        for side in [Side::Read, Side::Write] {
+            if let Some(waker) = self.slot(side).take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
 pin_project! {
     /// One connection's deadline state: what it has seen, and the one timer that wakes it.
     #[derive(Debug)]
@@ -109,11 +170,15 @@ pin_project! {
         settings: DeadlineSettings,
         #[pin]
         timer: Sleep,
+        waiters: Arc<Waiters>,
+        // What the timer wakes: both sides' waiters.
+        timer_waker: Waker,
         accepted: Instant,
         last_activity: Instant,
         first_byte_seen: bool,
-        // The current receive turn: when its first byte came, and how many bytes it has brought.
-        turn: Option<(Instant, u64)>,
+        phase: Phase,
+        // Whether the last read found nothing, so the server is waiting on the client.
+        read_waited: bool,
         expired: Option<Closed>,
     }
 }
@@ -122,13 +187,17 @@ impl Deadlines {
     /// Deadlines starting now. Needs a tokio runtime with its time driver.
     pub(crate) fn new(settings: DeadlineSettings) -> Self {
         let now = Instant::now();
+        let waiters = Arc::new(Waiters::default());
         Deadlines {
             settings,
             timer: tokio::time::sleep_until(now),
+            timer_waker: Waker::from(Arc::clone(&waiters)),
+            waiters,
             accepted: now,
             last_activity: now,
             first_byte_seen: false,
-            turn: None,
+            phase: Phase::NotStarted,
+            read_waited: false,
             expired: None,
         }
     }
@@ -139,26 +208,45 @@ impl Deadlines {
     }
 
     /// Notes `n` bytes read from the client, and fails if they came too slowly.
+    ///
+    /// The rate is checked only for bytes the server was waiting for (the read before found
+    /// nothing): bytes that sat in the socket while the server was busy elsewhere say nothing
+    /// about the client's speed.
     pub(crate) fn received(self: Pin<&mut Self>, n: usize) -> Result<(), Closed> {
+        let this = self.project();
+        let waited = std::mem::take(this.read_waited);
         if n == 0 {
             return Ok(()); // end of stream: nothing arrived
         }
-        let this = self.project();
-        let now = Instant::now();
         *this.first_byte_seen = true;
+        if this.settings.idle.is_none() && this.settings.min_rate.is_none() {
+            return Ok(());
+        }
+        let now = Instant::now();
         *this.last_activity = now;
-        if let Some(rate) = this.settings.min_rate {
-            let (started, bytes) = this.turn.get_or_insert((now, 0));
-            *bytes += n as u64;
-            if rate.is_broken_by(now - *started, *bytes) {
-                *this.expired = Some(Closed::MinReceiveRate);
-                return Err(Closed::MinReceiveRate);
+        let Some(rate) = this.settings.min_rate else {
+            return Ok(());
+        };
+        match this.phase {
+            Phase::NotStarted => {
+                *this.phase = Phase::Receiving {
+                    since: now,
+                    bytes: n as u64,
+                }
             }
+            Phase::Receiving { since, bytes } => {
+                *bytes += n as u64;
+                if waited && rate.is_broken_by(now - *since, *bytes) {
+                    *this.expired = Some(Closed::MinReceiveRate);
+                    return Err(Closed::MinReceiveRate);
+                }
+            }
+            Phase::Over => {}
         }
         Ok(())
     }
 
-    /// Notes `n` bytes written to the client: activity, and the end of the client's turn.
+    /// Notes `n` bytes written to the client: activity, and the end of the first phase.
     pub(crate) fn sent(self: Pin<&mut Self>, n: usize) {
         if n == 0 {
             return;
@@ -167,12 +255,19 @@ impl Deadlines {
         if this.settings.idle.is_some() {
             *this.last_activity = Instant::now();
         }
-        *this.turn = None;
+        *this.phase = Phase::Over;
     }
 
-    /// Polled while a read or write is pending: ready with the deadline that passed, if one
-    /// does before the IO makes progress.
-    pub(crate) fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
+    /// Polled while `side` is pending: ready with the deadline that passed, if one does before
+    /// the IO makes progress.
+    pub(crate) fn poll_expired(
+        mut self: Pin<&mut Self>,
+        side: Side,
+        cx: &mut Context<'_>,
+    ) -> Poll<Closed> {
+        if side == Side::Read {
+            *self.as_mut().project().read_waited = true;
+        }
         // Each turn either returns or waits for the timer to fire at the nearest deadline; once
         // it has fired, that deadline has passed and the next turn returns.
         loop {
@@ -184,24 +279,29 @@ impl Deadlines {
                 *this.expired = Some(why);
                 return Poll::Ready(why);
             }
+            this.waiters.register(side, cx.waker());
             if this.timer.deadline() != deadline {
                 this.timer.as_mut().reset(deadline);
             }
-            ready!(this.timer.poll(cx));
+            let mut timer_cx = Context::from_waker(this.timer_waker);
+            ready!(this.timer.poll(&mut timer_cx));
         }
     }
 
     /// The earliest deadline that could pass while the connection waits, and which one it is.
+    /// A timeout too long to represent never passes.
     fn next_deadline(&self) -> Option<(Instant, Closed)> {
         let handshake = self
             .settings
             .handshake
             .filter(|_| !self.first_byte_seen)
-            .map(|d| (self.accepted + d, Closed::HandshakeTimeout));
+            .and_then(|d| self.accepted.checked_add(d))
+            .map(|at| (at, Closed::HandshakeTimeout));
         let idle = self
             .settings
             .idle
-            .map(|d| (self.last_activity + d, Closed::IdleTimeout));
+            .and_then(|d| self.last_activity.checked_add(d))
+            .map(|at| (at, Closed::IdleTimeout));
         match (handshake, idle) {
             (Some(h), Some(i)) => Some(if h.0 <= i.0 { h } else { i }),
             (h, i) => h.or(i),
@@ -235,6 +335,17 @@ mod tests {
         assert!(rate.is_broken_by(Duration::from_secs(11), 11));
         // Huge counts do not overflow.
         assert!(!rate.is_broken_by(Duration::from_secs(1), u64::MAX));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_too_long_to_represent_never_passes() {
+        let config = Config {
+            handshake_timeout: Duration::MAX,
+            idle_timeout: Duration::MAX,
+            ..Config::default()
+        };
+        let deadlines = Deadlines::new(DeadlineSettings::from_config(&config).unwrap());
+        assert_eq!(deadlines.next_deadline(), None);
     }
 
     #[test]

@@ -65,25 +65,24 @@
 //! ```
 
 mod deadlines;
+mod header_reads;
 mod proxy_protocol;
 mod reject;
 mod tracked_io;
 
-use std::any::Any;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::Mutex;
 use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 pub(crate) use self::deadlines::DeadlineSettings;
 pub use self::deadlines::MinReceiveRate;
+use self::header_reads::{Finished, HeaderReads};
 pub use self::proxy_protocol::ProxyProtocol;
 use self::proxy_protocol::{read_header, InvalidHeader};
 use self::reject::Rejector;
@@ -91,11 +90,6 @@ pub use self::reject::{RejectAction, RejectableIo};
 pub use self::tracked_io::TrackedIo;
 use crate::limiter::Closed;
 use crate::Limiter;
-
-/// PROXY headers being read, each in a task of its own so a slow proxy never stalls accepting.
-/// Each task yields a boxed [`HeaderRead`] of the listener's IO type: boxed so the listener's
-/// type need not name its IO.
-type PendingHeaders = Mutex<JoinSet<Box<dyn Any + Send>>>;
 
 /// A finished PROXY header read: the connection, its peer, and what the header said.
 struct HeaderRead<IO> {
@@ -112,7 +106,7 @@ pub struct ConnLimitListener<L> {
     inner: L,
     limiter: Limiter,
     rejector: Rejector,
-    pending_headers: PendingHeaders,
+    header_reads: HeaderReads,
     max_pending_headers: usize,
 }
 
@@ -123,7 +117,7 @@ impl<L> ConnLimitListener<L> {
             inner,
             limiter,
             rejector: Rejector::default(),
-            pending_headers: Mutex::new(JoinSet::new()),
+            header_reads: HeaderReads::new(),
             max_pending_headers: 1024,
         }
     }
@@ -149,9 +143,11 @@ impl<L> ConnLimitListener<L> {
     }
 
     /// How many PROXY headers (see [`Config::proxy_protocol`](crate::Config::proxy_protocol))
-    /// may be read at once; past that, new connections are closed and counted in
-    /// [`RejectedStats::proxy_header_timeout`](crate::RejectedStats::proxy_header_timeout).
-    /// Default 1024.
+    /// may be read at once. Past that, the oldest read is abandoned and its connection closed,
+    /// counted in [`RejectedStats::proxy_header_timeout`](crate::RejectedStats::proxy_header_timeout):
+    /// the oldest is the likeliest to be a silent peer (AWS NLB, for one, sends the header only
+    /// with the client's first bytes), so a flood of silent connections only pushes out its own
+    /// while honest headers, which arrive at once, keep getting through. Default 1024.
     pub fn max_pending_proxy_headers(mut self, max: usize) -> Self {
         self.max_pending_headers = max;
         self
@@ -202,30 +198,27 @@ impl<L> ConnLimitListener<L> {
             tracing::debug!(%peer, "connection refused: not a trusted proxy");
             return None;
         }
-        let mut pending = lock(&self.pending_headers);
-        if pending.len() >= self.max_pending_headers {
-            self.limiter.count_closed(Closed::ProxyHeaderTimeout);
-            tracing::debug!(%peer, "connection refused: too many PROXY headers pending");
-            return None;
-        }
         let deadline = config.config.proxy_header_timeout;
-        pending.spawn(async move {
-            let mut io = io;
-            let header = tokio::time::timeout(deadline, read_header(&mut io)).await;
-            Box::new(HeaderRead {
-                io,
-                proxy: peer,
-                header,
-            }) as Box<dyn Any + Send>
-        });
+        let evicted = self
+            .header_reads
+            .start(self.max_pending_headers, async move {
+                let mut io = io;
+                let header = tokio::time::timeout(deadline, read_header(&mut io)).await;
+                Box::new(HeaderRead {
+                    io,
+                    proxy: peer,
+                    header,
+                }) as Finished
+            });
+        if evicted {
+            self.limiter.count_closed(Closed::ProxyHeaderTimeout);
+            tracing::debug!("oldest pending PROXY header abandoned: too many pending");
+        }
         None
     }
 
     /// Admits (or refuses) a connection whose PROXY header read has finished.
-    fn on_header<IO: RejectableIo>(
-        &self,
-        read: Box<dyn Any + Send>,
-    ) -> Option<(TrackedIo<IO>, SocketAddr)> {
+    fn on_header<IO: RejectableIo>(&self, read: Finished) -> Option<(TrackedIo<IO>, SocketAddr)> {
         // Only this listener's accept loop adds reads, all of its own IO type.
         let read = read.downcast::<HeaderRead<IO>>().ok()?;
         let HeaderRead { io, proxy, header } = *read;
@@ -273,22 +266,6 @@ impl<L> ConnLimitListener<L> {
     }
 }
 
-/// Waits for the next PROXY header read to finish; never ready while none is pending.
-async fn next_header(pending: &PendingHeaders) -> Box<dyn Any + Send> {
-    poll_fn(|cx| match lock(pending).poll_join_next(cx) {
-        Poll::Ready(Some(Ok(read))) => Poll::Ready(read),
-        // A read task only fails if the runtime is shutting down; its connection is gone.
-        Poll::Ready(Some(Err(_))) => {
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-        // Nothing pending: reads are only added by the accept loop polling this, which polls
-        // again after adding one.
-        Poll::Ready(None) | Poll::Pending => Poll::Pending,
-    })
-    .await
-}
-
 /// Which of two futures finished first.
 enum Either<A, B> {
     First(A),
@@ -308,13 +285,6 @@ async fn first_of<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Outp
     .await
 }
 
-/// Locks the pending header reads; a panic elsewhere cannot leave them inconsistent.
-fn lock(pending: &PendingHeaders) -> std::sync::MutexGuard<'_, JoinSet<Box<dyn Any + Send>>> {
-    pending
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl ConnLimitListener<TcpListener> {
     /// Accepts the next connection that is under the limits, refusing the others as configured.
     /// The address returned is the client's: the peer's, or with
@@ -331,14 +301,13 @@ impl ConnLimitListener<TcpListener> {
     /// refused, already dealt with.
     pub async fn accept(&self) -> io::Result<(TrackedIo<TcpStream>, SocketAddr)> {
         loop {
-            let admitted =
-                match first_of(next_header(&self.pending_headers), self.inner.accept()).await {
-                    First(read) => self.on_header(read),
-                    Second(accepted) => {
-                        let (io, peer) = accepted?;
-                        self.on_accept(io, Some(peer))
-                    }
-                };
+            let admitted = match first_of(self.header_reads.next(), self.inner.accept()).await {
+                First(read) => self.on_header(read),
+                Second(accepted) => {
+                    let (io, peer) = accepted?;
+                    self.on_accept(io, Some(peer))
+                }
+            };
             if let Some(admitted) = admitted {
                 return Ok(admitted);
             }
@@ -387,11 +356,10 @@ mod axum_listener {
         /// as `TcpListener`'s is: it is raced against the PROXY header reads in progress.
         async fn accept(&mut self) -> (Self::Io, Self::Addr) {
             loop {
-                let admitted =
-                    match first_of(next_header(&self.pending_headers), self.inner.accept()).await {
-                        First(read) => self.on_header(read),
-                        Second((io, addr)) => self.on_accept(io, addr.peer_addr()),
-                    };
+                let admitted = match first_of(self.header_reads.next(), self.inner.accept()).await {
+                    First(read) => self.on_header(read),
+                    Second((io, addr)) => self.on_accept(io, addr.peer_addr()),
+                };
                 if let Some((tracked, client)) = admitted {
                     return (tracked, L::Addr::from(client));
                 }

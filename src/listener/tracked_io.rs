@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::deadlines::{timed_out, DeadlineSettings, Deadlines};
+use super::deadlines::{timed_out, DeadlineSettings, Deadlines, Side};
 use crate::limiter::Closed;
 use crate::{ConnPermit, PeerAddr};
 
@@ -26,8 +26,8 @@ pin_project! {
     /// `min_receive_rate`), the connection checks them as it reads and writes: once one passes,
     /// the pending read or write fails with [`io::ErrorKind::TimedOut`] and every later one
     /// fails too, so the server drops the connection and its permit. The deadlines' timer wakes
-    /// the task that last waited on the connection, so read and write halves driven by two
-    /// different tasks see a passed deadline on their next operation. With every deadline off,
+    /// the tasks waiting on either side, so read and write halves driven by two different tasks
+    /// (`tokio::io::split`) both see a passed deadline. With every deadline off,
     /// the wrapper keeps no deadline state and does no extra work per operation.
     #[derive(Debug)]
     pub struct TrackedIo<IO> {
@@ -113,7 +113,7 @@ fn under_deadlines<T>(
             Poll::Ready(Ok(value))
         }
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => match deadlines.as_mut().poll_expired(cx) {
+        Poll::Pending => match deadlines.as_mut().poll_expired(Side::Write, cx) {
             Poll::Ready(why) => Poll::Ready(Err(deadline_passed(permit, peer, why))),
             Poll::Pending => Poll::Pending,
         },
@@ -148,7 +148,7 @@ impl<IO: AsyncRead> AsyncRead for TrackedIo<IO> {
                 Err(why) => Poll::Ready(Err(deadline_passed(this.permit, *this.peer, why))),
             },
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match deadlines.as_mut().poll_expired(cx) {
+            Poll::Pending => match deadlines.as_mut().poll_expired(Side::Read, cx) {
                 Poll::Ready(why) => Poll::Ready(Err(deadline_passed(this.permit, *this.peer, why))),
                 Poll::Pending => Poll::Pending,
             },

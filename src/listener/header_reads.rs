@@ -1,0 +1,90 @@
+//! PROXY headers being read, each in a task of its own, so a slow proxy connection never stalls
+//! accepting.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+/// A finished read, boxed so the listener's type need not name its IO type.
+pub(super) type Finished = Box<dyn Any + Send>;
+
+/// The header reads in progress, oldest first, and the channel their results arrive on.
+///
+/// Results go through a channel rather than a `JoinSet`, because several tasks may call
+/// `accept` on one listener: a channel receiver behind an async mutex wakes whichever of them
+/// is waiting, where a `JoinSet` remembers only the last task that polled it.
+pub(super) struct HeaderReads {
+    in_progress: Mutex<VecDeque<AbortHandle>>,
+    sender: mpsc::UnboundedSender<Finished>,
+    receiver: tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>,
+}
+
+impl HeaderReads {
+    pub(super) fn new() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        HeaderReads {
+            in_progress: Mutex::new(VecDeque::new()),
+            sender,
+            receiver: tokio::sync::Mutex::new(receiver),
+        }
+    }
+
+    /// Starts `read`, keeping at most `max` reads in progress: when full, the oldest is
+    /// abandoned (its connection closed) and `true` returned. The oldest is the one most likely
+    /// to be a peer that connected and went silent, and a flood of silent connections then
+    /// only pushes out its own.
+    pub(super) fn start(
+        &self,
+        max: usize,
+        read: impl Future<Output = Finished> + Send + 'static,
+    ) -> bool {
+        let mut in_progress = self
+            .in_progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut evicted = false;
+        if in_progress.len() >= max {
+            in_progress.retain(|task| !task.is_finished());
+            if in_progress.len() >= max.max(1) {
+                if let Some(oldest) = in_progress.pop_front() {
+                    oldest.abort();
+                    evicted = true;
+                }
+            }
+        }
+        let sender = self.sender.clone();
+        let task = tokio::spawn(async move {
+            // The receiver lives as long as `self`; if it is gone, so is the listener.
+            let _ = sender.send(read.await);
+        });
+        in_progress.push_back(task.abort_handle());
+        evicted
+    }
+
+    /// The next finished read. Cancel safe; never ready while no read finishes.
+    pub(super) async fn next(&self) -> Finished {
+        let mut receiver = self.receiver.lock().await;
+        match receiver.recv().await {
+            Some(finished) => finished,
+            // Unreachable while `self.sender` exists; wait forever rather than spin.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for HeaderReads {
+    /// Abandons the reads in progress with the listener: their connections close.
+    fn drop(&mut self) {
+        let in_progress = self
+            .in_progress
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for task in in_progress.drain(..) {
+            task.abort();
+        }
+    }
+}
