@@ -24,8 +24,6 @@ const SCENARIO: Duration = Duration::from_secs(300);
 /// long-poll).
 async fn server(config: Config) -> (SocketAddr, Limiter) {
     let limiter = Limiter::new(config);
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .route(
@@ -46,16 +44,7 @@ async fn server(config: Config) -> (SocketAddr, Limiter) {
                 format!("read {}", body.len())
             }),
         );
-    let listener = ConnLimitListener::new(tcp, limiter.clone()).for_axum();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
-    (addr, limiter)
+    (serve_behind_listener(app, limiter.clone()).await, limiter)
 }
 
 /// Reads until the server closes; returns what it sent. Bounded by [`SCENARIO`].

@@ -32,21 +32,11 @@ fn limiter() -> Limiter {
 /// An axum server behind the PROXY-protocol listener, answering `/` with the client address
 /// axum's `ConnectInfo` sees.
 async fn server(limiter: Limiter) -> SocketAddr {
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
     let app = Router::new().route(
         "/",
         get(|ConnectInfo(client): ConnectInfo<SocketAddr>| async move { client.to_string() }),
     );
-    tokio::spawn(async move {
-        axum::serve(
-            ConnLimitListener::new(tcp, limiter).for_axum(),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
-    addr
+    serve_behind_listener(app, limiter).await
 }
 
 fn v1(client: &str, port: u16) -> Vec<u8> {

@@ -139,3 +139,24 @@ pub async fn serve_with_connect_info(app: axum::Router) -> SocketAddr {
     });
     addr
 }
+
+/// Serves `app` on a loopback port behind a `ConnLimitListener` admitting through `limiter`,
+/// with `ConnectInfo<SocketAddr>`; returns the address.
+#[cfg(feature = "axum")]
+pub async fn serve_behind_listener(
+    app: axum::Router,
+    limiter: tower_connlimit::Limiter,
+) -> SocketAddr {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = tower_connlimit::ConnLimitListener::new(tcp, limiter).for_axum();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    addr
+}
