@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tower::{service_fn, Service, ServiceExt};
-use tower_connlimit::{ClientAddr, Config, ConnLimitLayer, ConnLimitListener, Limiter};
+use tower_connlimit::{ClientAddr, Config, ConnLimitLayer, Limiter};
 use tower_layer::Layer;
 
 use support::*;
@@ -194,21 +194,14 @@ async fn request_server(max_requests_per_client: usize, with_connect_info: bool)
         )
         .route("/panic", get(panicking_handler))
         .layer(layer);
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    if with_connect_info {
-        let listener = ConnLimitListener::new(tcp, limiter.clone()).for_axum();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap()
-        });
+    let addr = if with_connect_info {
+        serve_behind_listener(app, limiter.clone()).await
     } else {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(tcp, app).await.unwrap() });
-    }
+        addr
+    };
     RequestServer {
         addr,
         limiter,

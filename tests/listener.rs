@@ -244,18 +244,7 @@ async fn axum_server(limiter: Limiter) -> SocketAddr {
                 })
             }),
         );
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let listener = ConnLimitListener::new(tcp, limiter).for_axum();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
+    serve_behind_listener(app, limiter).await
 }
 
 #[tokio::test]

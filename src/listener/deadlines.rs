@@ -207,12 +207,23 @@ impl Deadlines {
         self.expired
     }
 
+    /// Notes `n` bytes moved on `side`; fails if, read from the client, they came too slowly.
+    pub(crate) fn moved(self: Pin<&mut Self>, side: Side, n: usize) -> Result<(), Closed> {
+        match side {
+            Side::Read => self.received(n),
+            Side::Write => {
+                self.sent(n);
+                Ok(())
+            }
+        }
+    }
+
     /// Notes `n` bytes read from the client, and fails if they came too slowly.
     ///
     /// The rate is checked only for bytes the server was waiting for (the read before found
     /// nothing): bytes that sat in the socket while the server was busy elsewhere say nothing
     /// about the client's speed.
-    pub(crate) fn received(self: Pin<&mut Self>, n: usize) -> Result<(), Closed> {
+    fn received(self: Pin<&mut Self>, n: usize) -> Result<(), Closed> {
         let this = self.project();
         let waited = std::mem::take(this.read_waited);
         if n == 0 {
@@ -247,7 +258,7 @@ impl Deadlines {
     }
 
     /// Notes `n` bytes written to the client: activity, and the end of the first phase.
-    pub(crate) fn sent(self: Pin<&mut Self>, n: usize) {
+    fn sent(self: Pin<&mut Self>, n: usize) {
         if n == 0 {
             return;
         }

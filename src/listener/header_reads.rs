@@ -33,7 +33,7 @@ impl HeaderReads {
         }
     }
 
-    /// Starts `read`, keeping at most `max` reads in progress: when full, the oldest is
+    /// Starts `read`, keeping at most `max` (at least 1) reads in progress: when full, the oldest is
     /// abandoned (its connection closed) and `true` returned. The oldest is the one most likely
     /// to be a peer that connected and went silent, and a flood of silent connections then
     /// only pushes out its own.
@@ -49,7 +49,7 @@ impl HeaderReads {
         let mut evicted = false;
         if in_progress.len() >= max {
             in_progress.retain(|task| !task.is_finished());
-            if in_progress.len() >= max.max(1) {
+            if in_progress.len() >= max {
                 if let Some(oldest) = in_progress.pop_front() {
                     oldest.abort();
                     evicted = true;

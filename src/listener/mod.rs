@@ -147,9 +147,9 @@ impl<L> ConnLimitListener<L> {
     /// counted in [`RejectedStats::proxy_header_timeout`](crate::RejectedStats::proxy_header_timeout):
     /// the oldest is the likeliest to be a silent peer (AWS NLB, for one, sends the header only
     /// with the client's first bytes), so a flood of silent connections only pushes out its own
-    /// while honest headers, which arrive at once, keep getting through. Default 1024.
+    /// while honest headers, which arrive at once, keep getting through. Default 1024; at least 1.
     pub fn max_pending_proxy_headers(mut self, max: usize) -> Self {
-        self.max_pending_headers = max;
+        self.max_pending_headers = max.max(1);
         self
     }
 
@@ -191,7 +191,7 @@ impl<L> ConnLimitListener<L> {
         };
         let config = self.limiter.compiled();
         if config.config.proxy_protocol == ProxyProtocol::Off {
-            return self.admit(io, peer);
+            return self.admit(io, peer, config.deadlines);
         }
         if !config.is_trusted_proxy(peer.ip()) {
             self.limiter.count_closed(Closed::ProxyUntrusted);
@@ -223,7 +223,10 @@ impl<L> ConnLimitListener<L> {
         let read = read.downcast::<HeaderRead<IO>>().ok()?;
         let HeaderRead { io, proxy, header } = *read;
         match header {
-            Ok(Ok(source)) => self.admit(io, source.unwrap_or(proxy)),
+            Ok(Ok(source)) => {
+                let deadlines = self.limiter.compiled().deadlines;
+                self.admit(io, source.unwrap_or(proxy), deadlines)
+            }
             Ok(Err(InvalidHeader)) => {
                 self.limiter.count_closed(Closed::ProxyHeaderInvalid);
                 tracing::debug!(%proxy, "connection refused: invalid PROXY header");
@@ -237,16 +240,17 @@ impl<L> ConnLimitListener<L> {
         }
     }
 
-    /// Counts `io` if `client` is under the limits, otherwise refuses it and returns `None`.
+    /// Counts `io` if `client` is under the limits, otherwise refuses it and returns `None`. An
+    /// admitted connection is watched by `deadlines`, from the config the caller already loaded.
     fn admit<IO: RejectableIo>(
         &self,
         io: IO,
         client: SocketAddr,
+        deadlines: Option<DeadlineSettings>,
     ) -> Option<(TrackedIo<IO>, SocketAddr)> {
         match self.limiter.try_acquire(client.ip()) {
             Ok(permit) => {
                 tracing::trace!(client = %permit.client_key(), "connection admitted");
-                let deadlines = self.limiter.compiled().deadlines;
                 Some((
                     TrackedIo::new(io, permit, client).with_deadlines(deadlines),
                     client,

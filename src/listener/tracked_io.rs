@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -91,14 +91,15 @@ fn deadline_passed(permit: &ConnPermit, peer: SocketAddr, why: Closed) -> io::Er
     timed_out(why)
 }
 
-/// Runs one write-side operation under the deadlines: progress is activity and ends the
-/// client's turn; waiting polls the deadline timer.
+/// Runs one IO operation on `side` under the deadlines: bytes moved are noted (and may break
+/// the minimum receive rate), waiting polls the deadline timer.
 fn under_deadlines<T>(
     deadlines: &mut Option<Pin<Box<Deadlines>>>,
     permit: &ConnPermit,
     peer: SocketAddr,
     cx: &mut Context<'_>,
-    sent: impl Fn(&T) -> usize,
+    side: Side,
+    moved: impl Fn(&T) -> usize,
     op: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>,
 ) -> Poll<io::Result<T>> {
     let Some(deadlines) = deadlines else {
@@ -107,17 +108,15 @@ fn under_deadlines<T>(
     if let Some(why) = deadlines.expired() {
         return Poll::Ready(Err(timed_out(why)));
     }
-    match op(cx) {
-        Poll::Ready(Ok(value)) => {
-            deadlines.as_mut().sent(sent(&value));
-            Poll::Ready(Ok(value))
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => match deadlines.as_mut().poll_expired(Side::Write, cx) {
-            Poll::Ready(why) => Poll::Ready(Err(deadline_passed(permit, peer, why))),
-            Poll::Pending => Poll::Pending,
+    let why = match op(cx) {
+        Poll::Ready(Ok(value)) => match deadlines.as_mut().moved(side, moved(&value)) {
+            Ok(()) => return Poll::Ready(Ok(value)),
+            Err(why) => why,
         },
-    }
+        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        Poll::Pending => ready!(deadlines.as_mut().poll_expired(side, cx)),
+    };
+    Poll::Ready(Err(deadline_passed(permit, peer, why)))
 }
 
 impl<IO> PeerAddr for TrackedIo<IO> {
@@ -135,24 +134,21 @@ impl<IO: AsyncRead> AsyncRead for TrackedIo<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        let Some(deadlines) = this.deadlines else {
-            return this.io.poll_read(cx, buf);
-        };
-        if let Some(why) = deadlines.expired() {
-            return Poll::Ready(Err(timed_out(why)));
-        }
+        let io = this.io;
         let before = buf.filled().len();
-        match this.io.poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => match deadlines.as_mut().received(buf.filled().len() - before) {
-                Ok(()) => Poll::Ready(Ok(())),
-                Err(why) => Poll::Ready(Err(deadline_passed(this.permit, *this.peer, why))),
+        under_deadlines(
+            this.deadlines,
+            this.permit,
+            *this.peer,
+            cx,
+            Side::Read,
+            |n| *n,
+            |cx| {
+                io.poll_read(cx, buf)
+                    .map_ok(|()| buf.filled().len() - before)
             },
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match deadlines.as_mut().poll_expired(Side::Read, cx) {
-                Poll::Ready(why) => Poll::Ready(Err(deadline_passed(this.permit, *this.peer, why))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+        )
+        .map_ok(|_| ())
     }
 }
 
@@ -170,6 +166,7 @@ impl<IO: AsyncWrite> AsyncWrite for TrackedIo<IO> {
             this.permit,
             *this.peer,
             cx,
+            Side::Write,
             |n| *n,
             |cx| io.poll_write(cx, buf),
         )
@@ -184,6 +181,7 @@ impl<IO: AsyncWrite> AsyncWrite for TrackedIo<IO> {
             this.permit,
             *this.peer,
             cx,
+            Side::Write,
             |()| 0,
             |cx| io.poll_flush(cx),
         )
@@ -198,6 +196,7 @@ impl<IO: AsyncWrite> AsyncWrite for TrackedIo<IO> {
             this.permit,
             *this.peer,
             cx,
+            Side::Write,
             |()| 0,
             |cx| io.poll_shutdown(cx),
         )
@@ -216,6 +215,7 @@ impl<IO: AsyncWrite> AsyncWrite for TrackedIo<IO> {
             this.permit,
             *this.peer,
             cx,
+            Side::Write,
             |n| *n,
             |cx| io.poll_write_vectored(cx, bufs),
         )
