@@ -70,7 +70,7 @@ pub(crate) fn report_missing_address(limiter: &crate::Limiter, what: &'static st
 }
 
 /// The client address of a request, from the first of: axum's `ConnectInfo<SocketAddr>`, a
-/// [`ClientAddr`] extension, a plain `SocketAddr` extension.
+/// [`ClientAddr`] extension, a plain `SocketAddr` extension, tonic's connect info.
 pub(crate) fn client_addr_of(extensions: &Extensions) -> Option<SocketAddr> {
     #[cfg(feature = "axum")]
     if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
@@ -79,7 +79,14 @@ pub(crate) fn client_addr_of(extensions: &Extensions) -> Option<SocketAddr> {
     if let Some(ClientAddr(addr)) = extensions.get::<ClientAddr>() {
         return Some(*addr);
     }
-    extensions.get::<SocketAddr>().copied()
+    if let Some(addr) = extensions.get::<SocketAddr>() {
+        return Some(*addr);
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(addr) = crate::tonic::client_addr_of(extensions) {
+        return Some(addr);
+    }
+    None
 }
 
 /// The client a request comes from: `peer`, or, when `peer` is a trusted proxy and
@@ -126,5 +133,23 @@ mod tests {
             ext.insert(axum::extract::ConnectInfo(a));
             assert_eq!(client_addr_of(&ext), Some(a));
         }
+    }
+
+    #[cfg(feature = "tonic")]
+    #[test]
+    fn tonic_connect_info_names_the_client() {
+        use tonic::transport::server::TcpConnectInfo;
+        let a: SocketAddr = "127.0.0.2:1000".parse().unwrap();
+        let mut ext = Extensions::new();
+        ext.insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: None,
+        });
+        assert_eq!(client_addr_of(&ext), None, "no remote address, no client");
+        ext.insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(a),
+        });
+        assert_eq!(client_addr_of(&ext), Some(a));
     }
 }

@@ -140,6 +140,9 @@ pub mod layer;
 mod limiter;
 pub mod listener;
 pub mod rate;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
 
 pub use addr::{ClientAddr, PeerAddr};
 pub use cidr::{Cidr, CidrError};

@@ -42,10 +42,13 @@ impl<B> ResponseBody<B> {
 
 impl<B> From<&'static str> for ResponseBody<B> {
     /// A body of static text: how refusals are answered, and what lets a request-limited
-    /// service sit inside a make-service-level limit.
+    /// service sit inside a make-service-level limit. An empty text is an empty body, ended
+    /// from the start, so a gRPC refusal goes out as one trailers-only HEADERS frame.
     fn from(text: &'static str) -> Self {
         ResponseBody {
-            kind: Kind::Refusal { text: Some(text) },
+            kind: Kind::Refusal {
+                text: (!text.is_empty()).then_some(text),
+            },
             permit: None,
         }
     }

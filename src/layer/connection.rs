@@ -9,7 +9,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::ConnectionFuture;
-use super::response::Refusal;
+use super::response::{Asked, Refusal};
 use crate::{ClientAddr, ConnPermit};
 
 /// The per-connection service produced by a [`ConnLimit`](crate::ConnLimit) make-service.
@@ -115,7 +115,7 @@ where
                 request.extensions_mut().insert(ClientAddr(*peer));
                 ConnectionFuture::called(inner.call(request))
             }
-            State::Refused(refusal) => ConnectionFuture::refused(*refusal, request.version()),
+            State::Refused(refusal) => ConnectionFuture::refused(*refusal, Asked::by(&request)),
         }
     }
 }

@@ -7,12 +7,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::{Response, Version};
+use http::Response;
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
 use super::connection::LimitedConnection;
-use super::response::Refusal;
+use super::response::{Asked, Refusal};
 use crate::{ConnPermit, RequestPermit};
 
 pin_project! {
@@ -28,7 +28,7 @@ pin_project! {
     #[project = ResponseStateProj]
     enum ResponseState<F> {
         Called { #[pin] fut: F, permit: Option<RequestPermit> },
-        Refused { refusal: Refusal, version: Version, close_connection: bool },
+        Refused { refusal: Refusal, asked: Asked, close_connection: bool },
     }
 }
 
@@ -39,11 +39,11 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn refused(refusal: Refusal, version: Version, close_connection: bool) -> Self {
+    pub(crate) fn refused(refusal: Refusal, asked: Asked, close_connection: bool) -> Self {
         ResponseFuture {
             state: ResponseState::Refused {
                 refusal,
-                version,
+                asked,
                 close_connection,
             },
         }
@@ -68,11 +68,11 @@ where
             }
             ResponseStateProj::Refused {
                 refusal,
-                version,
+                asked,
                 close_connection,
             } => Poll::Ready(Ok(refusal.response(
                 ResponseBody::from,
-                *version,
+                *asked,
                 *close_connection,
             ))),
         }
@@ -101,7 +101,7 @@ pin_project! {
     #[project = ConnectionStateProj]
     enum ConnectionState<F> {
         Called { #[pin] fut: F },
-        Refused { refusal: Refusal, version: Version },
+        Refused { refusal: Refusal, asked: Asked },
     }
 }
 
@@ -112,9 +112,9 @@ impl<F> ConnectionFuture<F> {
         }
     }
 
-    pub(crate) fn refused(refusal: Refusal, version: Version) -> Self {
+    pub(crate) fn refused(refusal: Refusal, asked: Asked) -> Self {
         ConnectionFuture {
-            state: ConnectionState::Refused { refusal, version },
+            state: ConnectionState::Refused { refusal, asked },
         }
     }
 }
@@ -129,8 +129,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             ConnectionStateProj::Called { fut } => fut.poll(cx),
-            ConnectionStateProj::Refused { refusal, version } => {
-                Poll::Ready(Ok(refusal.response(B::from, *version, true)))
+            ConnectionStateProj::Refused { refusal, asked } => {
+                Poll::Ready(Ok(refusal.response(B::from, *asked, true)))
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The responses a layer sends instead of calling the inner service.
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
-use http::{Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Version};
 
 use crate::{RejectReason, Rejected};
 
@@ -14,54 +14,230 @@ pub(crate) enum Refusal {
     NoClientAddress,
 }
 
+/// What a refusal needs to know about the request it answers: its HTTP version, and whether it
+/// is a gRPC call, which gets a gRPC status instead of an HTTP error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Asked {
+    version: Version,
+    grpc: bool,
+}
+
+impl Asked {
+    pub(crate) fn by<B>(request: &Request<B>) -> Self {
+        Asked {
+            version: request.version(),
+            grpc: is_grpc(request.headers()),
+        }
+    }
+}
+
+/// A gRPC call (`application/grpc`, `application/grpc+proto`, gRPC-Web, ...), by its content
+/// type, as gRPC servers tell them apart.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
 static TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+static APPLICATION_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+static GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
+
+/// gRPC status codes, as they appear in `grpc-status`.
+static RESOURCE_EXHAUSTED: HeaderValue = HeaderValue::from_static("8");
+static INTERNAL: HeaderValue = HeaderValue::from_static("13");
+static UNAVAILABLE: HeaderValue = HeaderValue::from_static("14");
 
 impl Refusal {
+    /// Whether the server as a whole, not this client, is at its limit.
+    fn is_server_wide(self) -> bool {
+        matches!(
+            self,
+            Refusal::Limit(rejected) if matches!(
+                rejected.reason(),
+                RejectReason::TotalConnections | RejectReason::TrackedClientsFull
+            )
+        )
+    }
+
     fn status(self) -> StatusCode {
         match self {
-            Refusal::Limit(rejected)
-                if matches!(
-                    rejected.reason(),
-                    RejectReason::TotalConnections | RejectReason::TrackedClientsFull
-                ) =>
-            {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Refusal::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::NoClientAddress => StatusCode::INTERNAL_SERVER_ERROR,
+            _ if self.is_server_wide() => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
-    /// A generic body: it names no limit and no count.
-    fn body(self) -> &'static str {
+    /// The gRPC status for a gRPC call: `RESOURCE_EXHAUSTED` for this client's limits,
+    /// `UNAVAILABLE` for the server's, `INTERNAL` for a misconfigured server.
+    fn grpc_status(self) -> &'static HeaderValue {
+        match self {
+            Refusal::NoClientAddress => &INTERNAL,
+            _ if self.is_server_wide() => &UNAVAILABLE,
+            Refusal::Limit(_) => &RESOURCE_EXHAUSTED,
+        }
+    }
+
+    /// A generic text: it names no limit and no count. Plain printable ASCII without `%`, so it
+    /// is also a valid `grpc-message` as it stands.
+    fn text(self) -> &'static str {
         match self {
             Refusal::Limit(rejected) => rejected.reason().public_message(),
             Refusal::NoClientAddress => "internal server error",
         }
     }
 
-    /// The response for this refusal, its body made by `body` from the static text.
-    /// `close_connection` adds `Connection: close` on HTTP/1 (an HTTP/2 response cannot carry
-    /// it: hyper strips connection-level headers there).
+    /// The response for this refusal, its body made by `body` from a static text.
+    ///
+    /// An HTTP request gets 429, 503 or 500 with the text as its body. A gRPC call gets a
+    /// trailers-only gRPC response: `200 OK`, an empty body, and the status and text in
+    /// `grpc-status` and `grpc-message`. A refusal that knows when to come back sets
+    /// `Retry-After`, or `grpc-retry-pushback-ms` for gRPC. `close_connection` adds
+    /// `Connection: close` on HTTP/1 (an HTTP/2 response cannot carry it: hyper strips
+    /// connection-level headers there).
     pub(crate) fn response<B>(
         self,
         body: impl FnOnce(&'static str) -> B,
-        version: Version,
+        asked: Asked,
         close_connection: bool,
     ) -> Response<B> {
-        let mut response = Response::new(body(self.body()));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, TEXT_PLAIN.clone());
-        if close_connection && version <= Version::HTTP_11 {
-            headers.insert(CONNECTION, CLOSE.clone());
-        }
-        if let Refusal::Limit(rejected) = self {
-            if let Some(secs) = rejected.retry_after_secs() {
+        let retry_after = match self {
+            Refusal::Limit(rejected) => rejected.retry_after_secs(),
+            Refusal::NoClientAddress => None,
+        };
+        let mut response;
+        if asked.grpc {
+            response = Response::new(body(""));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, APPLICATION_GRPC.clone());
+            headers.insert(GRPC_STATUS.clone(), self.grpc_status().clone());
+            headers.insert(GRPC_MESSAGE.clone(), HeaderValue::from_static(self.text()));
+            if let Some(secs) = retry_after {
+                let millis = secs.saturating_mul(1000);
+                headers.insert(GRPC_RETRY_PUSHBACK_MS.clone(), HeaderValue::from(millis));
+            }
+        } else {
+            response = Response::new(body(self.text()));
+            *response.status_mut() = self.status();
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, TEXT_PLAIN.clone());
+            if let Some(secs) = retry_after {
                 headers.insert(RETRY_AFTER, HeaderValue::from(secs));
             }
         }
+        if close_connection && asked.version <= Version::HTTP_11 {
+            response.headers_mut().insert(CONNECTION, CLOSE.clone());
+        }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Limiter};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn refused_by(config: Config) -> Refusal {
+        let limiter = Limiter::new(config);
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let _held = limiter.try_acquire(ip).unwrap();
+        Refusal::Limit(limiter.try_acquire(ip).unwrap_err())
+    }
+
+    fn asked(content_type: Option<&'static str>, version: Version) -> Asked {
+        let mut request = Request::builder().version(version);
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        Asked::by(&request.body(()).unwrap())
+    }
+
+    #[test]
+    fn grpc_calls_are_recognised_by_content_type() {
+        for grpc in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc-web",
+        ] {
+            assert!(asked(Some(grpc), Version::HTTP_2).grpc, "{grpc}");
+        }
+        for other in [None, Some("application/json"), Some("text/grpc")] {
+            assert!(!asked(other, Version::HTTP_2).grpc, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_refusals_are_trailers_only_with_a_generic_status() {
+        let per_client = refused_by(Config {
+            max_conns_per_client: 1,
+            ..Config::default()
+        });
+        let global = refused_by(Config {
+            max_conns_total: 1,
+            ..Config::default()
+        });
+        let grpc = asked(Some("application/grpc"), Version::HTTP_2);
+        for (refusal, code) in [
+            (per_client, "8"),
+            (global, "14"),
+            (Refusal::NoClientAddress, "13"),
+        ] {
+            let response = refusal.response(|text| text, grpc, true);
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(*response.body(), "", "trailers-only: no body");
+            let headers = response.headers();
+            assert_eq!(headers["content-type"], "application/grpc");
+            assert_eq!(headers["grpc-status"], code);
+            assert_eq!(headers["grpc-message"], refusal.text());
+            assert!(
+                !headers.contains_key(CONNECTION),
+                "HTTP/2 has no Connection"
+            );
+            assert!(!headers.contains_key(RETRY_AFTER));
+        }
+    }
+
+    #[test]
+    fn http_refusals_keep_their_status_and_text() {
+        let refusal = refused_by(Config {
+            max_conns_per_client: 1,
+            ..Config::default()
+        });
+        let response = refusal.response(|text| text, asked(None, Version::HTTP_11), true);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(*response.body(), "client connection limit reached");
+        assert_eq!(response.headers()[CONNECTION], "close");
+        assert!(!response.headers().contains_key("grpc-status"));
+    }
+
+    #[test]
+    fn every_public_text_is_a_valid_grpc_message() {
+        use crate::RejectReason::*;
+        let reasons = [
+            ClientConnections,
+            TotalConnections,
+            ClientRequests,
+            ConnectRate,
+            RequestRate,
+            PathRule,
+            Banned,
+            TrackedClientsFull,
+        ];
+        let texts = reasons
+            .iter()
+            .map(|reason| reason.public_message())
+            .chain([Refusal::NoClientAddress.text()]);
+        for text in texts {
+            // gRPC percent-encodes everything outside printable ASCII, and `%` itself.
+            assert!(
+                text.bytes()
+                    .all(|b| (0x20..=0x7e).contains(&b) && b != b'%'),
+                "{text:?}"
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::{MakeFuture, ResponseFuture};
-use super::response::Refusal;
+use super::response::{Asked, Refusal};
 use super::{LimitedConnection, ResponseBody};
 use crate::addr::{client_addr_of, report_missing_address, request_client_ip};
 use crate::{Limiter, PeerAddr};
@@ -103,10 +103,10 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let version = request.version();
+        let asked = Asked::by(&request);
         let Some(peer) = client_addr_of(request.extensions()) else {
             report_missing_address(&self.limiter, "request", REQUEST_FIX);
-            return ResponseFuture::refused(Refusal::NoClientAddress, version, false);
+            return ResponseFuture::refused(Refusal::NoClientAddress, asked, false);
         };
         let client = request_client_ip(&self.limiter, peer.ip(), request.headers());
         let admitted =
@@ -116,7 +116,7 @@ where
             Ok(permit) => ResponseFuture::called(self.inner.call(request), Some(permit)),
             Err(rejected) => {
                 tracing::debug!(%peer, %client, reason = rejected.reason().as_str(), "request refused");
-                ResponseFuture::refused(Refusal::Limit(rejected), version, false)
+                ResponseFuture::refused(Refusal::Limit(rejected), asked, false)
             }
         }
     }
@@ -128,4 +128,5 @@ const MAKE_SERVICE_FIX: &str = "tower-connlimit cannot tell who the client is, s
 const REQUEST_FIX: &str = "tower-connlimit cannot tell who the client is, so it refused with 500. \
     Fix: serve the router with `into_make_service_with_connect_info::<SocketAddr>()`, \
     or put ConnLimitLayer around the make-service, or insert a `tower_connlimit::ClientAddr` \
-    (or `SocketAddr`) request extension in a custom server";
+    (or `SocketAddr`) request extension in a custom server. With tonic, enable the `tonic` \
+    feature (and `tonic-tls` when tonic serves TLS)";

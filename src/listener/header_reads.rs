@@ -5,6 +5,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -63,6 +64,16 @@ impl HeaderReads {
         });
         in_progress.push_back(task.abort_handle());
         evicted
+    }
+
+    /// Polls for the next finished read, for an owner with exclusive access (a stream's
+    /// `poll_next`), which needs no lock around the receiver.
+    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Finished> {
+        // The receiver never ends while `self.sender` exists.
+        self.receiver
+            .get_mut()
+            .poll_recv(cx)
+            .map(|finished| finished.expect("the sender lives as long as the receiver"))
     }
 
     /// The next finished read. Cancel safe; never ready while no read finishes.

@@ -66,6 +66,7 @@
 
 mod deadlines;
 mod header_reads;
+mod incoming;
 mod proxy_protocol;
 mod reject;
 mod tracked_io;

@@ -1,0 +1,83 @@
+//! tonic integration: connections from `serve_with_incoming`, and the client of a request from
+//! tonic's connect info.
+//!
+//! tonic has no make-service hook, so it has two admission points, and both can share one
+//! [`Limiter`](crate::Limiter):
+//!
+//! - **Connections**: wrap the incoming stream (`TcpIncoming`, or any stream of IO) in a
+//!   [`ConnLimitListener`](crate::ConnLimitListener) and serve it with `serve_with_incoming`. A
+//!   connection over a limit is closed before tonic reads a byte of it (no TLS handshake, no
+//!   HTTP/2 preface). Admitted connections come out as [`TrackedIo`], which implements tonic's
+//!   [`Connected`] with the connect info of the IO inside, so `Request::remote_addr()` keeps
+//!   working.
+//! - **Requests**: `Server::builder().layer(ConnLimitLayer::new(cfg))`. Each call is admitted
+//!   against `max_requests_per_client`, the request rates and the path rules (a gRPC method's
+//!   path is `/package.Service/Method`), with the client read from tonic's `TcpConnectInfo`,
+//!   or `TlsConnectInfo<TcpConnectInfo>` under TLS with the `tonic-tls` feature. A refused call
+//!   gets a trailers-only gRPC status, never an HTTP error: `RESOURCE_EXHAUSTED` for the client's
+//!   own limits, `UNAVAILABLE` for the server's global cap, with a generic `grpc-message`.
+//!   A call stays counted until its response stream has ended, so a streaming call counts for
+//!   as long as it streams, and a cancelled call is released when tonic drops it.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use tonic::transport::{server::TcpIncoming, Server};
+//! use tower_connlimit::{Config, ConnLimitLayer, ConnLimitListener, Limiter};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let limiter = Limiter::new(Config {
+//!     max_conns_per_client: 8,
+//!     max_requests_per_client: 32,
+//!     ..Config::default()
+//! });
+//! let (_reporter, health) = tonic_health::server::health_reporter();
+//! let addr: SocketAddr = "127.0.0.1:50051".parse()?;
+//! // `serve_with_incoming` ignores the builder's TCP settings: set them on the incoming stream.
+//! let incoming = TcpIncoming::bind(addr)?.with_nodelay(Some(true));
+//! Server::builder()
+//!     .layer(ConnLimitLayer::with_limiter(limiter.clone()))
+//!     .add_service(health)
+//!     .serve_with_incoming(ConnLimitListener::new(incoming, limiter))
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Put tonic's TLS (`tls_config`) on top of this, as above: tonic runs the handshake on the
+//! connections the listener has admitted, so a refused peer never gets one.
+
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::TrackedIo;
+
+/// tonic's connect info for an admitted connection: the inner IO's, with the remote address
+/// the limiter admitted, which with [`ProxyProtocol::Required`](crate::ProxyProtocol::Required)
+/// is the client the PROXY header named, not the proxy. So `Request::remote_addr()` names the
+/// same client that was counted.
+impl<IO> Connected for TrackedIo<IO>
+where
+    IO: Connected<ConnectInfo = TcpConnectInfo>,
+{
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        TcpConnectInfo {
+            remote_addr: Some(self.remote_addr()),
+            ..self.get_ref().connect_info()
+        }
+    }
+}
+
+/// The client address in tonic's connect info, if the request has any.
+pub(crate) fn client_addr_of(extensions: &http::Extensions) -> Option<std::net::SocketAddr> {
+    let tcp = extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr);
+    #[cfg(feature = "tonic-tls")]
+    let tcp = tcp.or_else(|| {
+        extensions
+            .get::<tonic::transport::server::TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.get_ref().remote_addr())
+    });
+    tcp
+}
