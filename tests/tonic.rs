@@ -1,0 +1,511 @@
+//! tonic: connections admitted from `serve_with_incoming`, calls admitted by the layer in
+//! `Server::builder().layer(..)`, with a real tonic client over loopback.
+#![cfg(feature = "tonic")]
+
+mod support;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tower_connlimit::{
+    Cidr, Config, ConnLimitLayer, ConnLimitListener, Limiter, ProxyProtocol, WhenFull,
+};
+
+use support::{bounded, client_ip, connect_from, wait_until, was_refused};
+
+/// The health service asked for by a call, which tells the probe what to do.
+const HOLD: &str = "hold"; // `check` waits until the test releases it
+const FINITE: &str = "finite"; // `watch` sends two messages and ends
+
+/// A gRPC service the test controls: it records each call's `remote_addr()`, holds `check`
+/// calls for [`HOLD`] until released, and keeps `watch` streams open until cancelled.
+#[derive(Clone)]
+struct Probe {
+    remote_addrs: Arc<Mutex<Vec<Option<SocketAddr>>>>,
+    gate: Arc<Semaphore>,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            remote_addrs: Arc::default(),
+            gate: Arc::new(Semaphore::new(0)),
+        }
+    }
+}
+
+impl Probe {
+    fn seen(&self) -> Vec<Option<SocketAddr>> {
+        self.remote_addrs.lock().unwrap().clone()
+    }
+
+    fn record<T>(&self, request: &Request<T>) {
+        self.remote_addrs
+            .lock()
+            .unwrap()
+            .push(request.remote_addr());
+    }
+}
+
+fn serving() -> HealthCheckResponse {
+    HealthCheckResponse {
+        status: ServingStatus::Serving as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl Health for Probe {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        self.record(&request);
+        if request.get_ref().service == HOLD {
+            self.gate.acquire().await.unwrap().forget();
+        }
+        Ok(Response::new(serving()))
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.record(&request);
+        let stream: Self::WatchStream = if request.get_ref().service == FINITE {
+            Box::pin(tokio_stream::iter([Ok(serving()), Ok(serving())]))
+        } else {
+            Box::pin(tokio_stream::iter([Ok(serving())]).chain(tokio_stream::pending()))
+        };
+        Ok(Response::new(stream))
+    }
+}
+
+/// Where a test server admits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Levels {
+    /// Connections at the incoming stream and calls at the layer, on one limiter.
+    Both,
+    /// Calls at the layer only, over tonic's plain `TcpIncoming`.
+    CallsOnly,
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    limiter: Limiter,
+    probe: Probe,
+}
+
+impl TestServer {
+    async fn start(config: Config, levels: Levels) -> Self {
+        let limiter = Limiter::new(config);
+        let probe = Probe::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let builder = tonic::transport::Server::builder();
+        let router = builder
+            .layer(ConnLimitLayer::with_limiter(limiter.clone()))
+            .add_service(HealthServer::new(probe.clone()));
+        let limiter_for_incoming = limiter.clone();
+        tokio::spawn(async move {
+            let served = match levels {
+                Levels::Both => {
+                    router
+                        .serve_with_incoming(ConnLimitListener::new(incoming, limiter_for_incoming))
+                        .await
+                }
+                Levels::CallsOnly => router.serve_with_incoming(incoming).await,
+            };
+            served.unwrap();
+        });
+        TestServer {
+            addr,
+            limiter,
+            probe,
+        }
+    }
+
+    /// A client from `127.0.0.n` on a connection of its own (a tonic `Channel` keeps one).
+    async fn client(&self, n: u8) -> HealthClient<Channel> {
+        let channel = Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .local_address(Some(client_ip(n)))
+            .connect()
+            .await
+            .unwrap();
+        HealthClient::new(channel)
+    }
+
+    fn in_flight(&self, n: u8) -> usize {
+        self.limiter
+            .client(client_ip(n))
+            .map_or(0, |client| client.in_flight_requests)
+    }
+}
+
+fn asking(service: &str) -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: service.to_owned(),
+    }
+}
+
+/// A unary call that answers at once.
+async fn check(client: &mut HealthClient<Channel>) -> Result<(), Status> {
+    bounded(client.check(asking(""))).await.map(drop)
+}
+
+/// A unary call the probe holds until the test releases it, running in a task of its own.
+fn held_check(client: &HealthClient<Channel>) -> tokio::task::JoinHandle<Result<(), Status>> {
+    let mut client = client.clone();
+    tokio::spawn(async move { client.check(asking(HOLD)).await.map(drop) })
+}
+
+/// Asserts a refusal is the given gRPC status with a generic message: no digits, so no limit
+/// or count.
+fn assert_refused(result: Result<(), Status>, code: Code) {
+    let status = result.expect_err("the call should have been refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        !status.message().chars().any(|c| c.is_ascii_digit()),
+        "the message names no limit: {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn connection_over_the_limit_is_closed_before_the_preface_while_others_work() {
+    let server = TestServer::start(
+        Config {
+            max_conns_per_client: 2,
+            ..Config::default()
+        },
+        Levels::Both,
+    )
+    .await;
+    let mut first = server.client(2).await;
+    let mut second = server.client(2).await;
+    check(&mut first).await.unwrap();
+    check(&mut second).await.unwrap();
+    assert_eq!(server.limiter.open_connections(client_ip(2)), 2);
+
+    // A third connection from the same client is closed without a byte: no HTTP/2 SETTINGS.
+    let mut raw = connect_from(2, server.addr).await;
+    assert!(was_refused(&mut raw).await, "closed before the preface");
+    // And a tonic client on a third connection gets no call through.
+    let third = Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .local_address(Some(client_ip(2)))
+        .connect()
+        .await;
+    if let Ok(channel) = third {
+        let refused = check(&mut HealthClient::new(channel)).await;
+        assert!(refused.is_err(), "a refused connection serves no call");
+    }
+    assert!(server.limiter.stats().rejected.client_connections >= 2);
+    assert_eq!(
+        server.probe.seen().len(),
+        2,
+        "no call from a refused connection"
+    );
+
+    // The admitted connections and another client keep working.
+    check(&mut first).await.unwrap();
+    check(&mut second).await.unwrap();
+    let mut other = server.client(3).await;
+    check(&mut other).await.unwrap();
+    assert_eq!(server.limiter.open_connections(client_ip(2)), 2);
+    assert_eq!(server.limiter.open_connections(client_ip(3)), 1);
+
+    // Closing one admitted connection makes room for a new one.
+    drop(first);
+    wait_until("the first connection is released", || {
+        server.limiter.open_connections(client_ip(2)) == 1
+    })
+    .await;
+    check(&mut server.client(2).await).await.unwrap();
+}
+
+#[tokio::test]
+async fn call_over_the_limit_in_flight_gets_resource_exhausted_over_one_connection() {
+    let server = TestServer::start(
+        Config {
+            max_requests_per_client: 2,
+            ..Config::default()
+        },
+        Levels::Both,
+    )
+    .await;
+    let mut client = server.client(2).await;
+    let held = [held_check(&client), held_check(&client)];
+    wait_until("two calls are in flight", || server.in_flight(2) == 2).await;
+
+    // The third call, unary or streaming, on the same HTTP/2 connection is refused.
+    assert_refused(check(&mut client).await, Code::ResourceExhausted);
+    let watched = bounded(client.watch(asking(""))).await.map(drop);
+    assert_refused(watched, Code::ResourceExhausted);
+    assert_eq!(
+        server.limiter.open_connections(client_ip(2)),
+        1,
+        "every call went over one connection"
+    );
+    assert_eq!(server.limiter.stats().rejected.client_requests, 2);
+
+    // Another client is not affected.
+    check(&mut server.client(3).await).await.unwrap();
+
+    // When the held calls finish, the client gets in again.
+    server.probe.gate.add_permits(2);
+    for call in held {
+        bounded(call).await.unwrap().unwrap();
+    }
+    wait_until("the calls are released", || server.in_flight(2) == 0).await;
+    check(&mut client).await.unwrap();
+}
+
+#[tokio::test]
+async fn remote_addr_is_the_counted_client_behind_the_wrapper() {
+    let server = TestServer::start(Config::default(), Levels::Both).await;
+    check(&mut server.client(2).await).await.unwrap();
+    check(&mut server.client(3).await).await.unwrap();
+    let ips: Vec<Option<IpAddr>> = server
+        .probe
+        .seen()
+        .iter()
+        .map(|addr| addr.map(|a| a.ip()))
+        .collect();
+    assert_eq!(ips, [Some(client_ip(2)), Some(client_ip(3))]);
+}
+
+#[tokio::test]
+async fn remote_addr_is_the_proxied_client_with_the_proxy_protocol() {
+    let server = TestServer::start(
+        Config {
+            max_conns_per_client: 1,
+            proxy_protocol: ProxyProtocol::Required,
+            trusted_proxies: vec!["127.0.0.2/32".parse::<Cidr>().unwrap()],
+            ..Config::default()
+        },
+        Levels::Both,
+    )
+    .await;
+    let server_addr = server.addr;
+    // A load balancer at 127.0.0.2 announcing its client before the client's HTTP/2.
+    let through_proxy = Endpoint::from_static("http://proxied.invalid")
+        .connect_with_connector(tower::service_fn(move |_| async move {
+            let mut stream = connect_from(2, server_addr).await;
+            stream
+                .write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 50051\r\n")
+                .await?;
+            Ok::<_, io::Error>(TokioIo::new(stream))
+        }))
+        .await
+        .unwrap();
+    check(&mut HealthClient::new(through_proxy)).await.unwrap();
+    let client: SocketAddr = "203.0.113.7:5555".parse().unwrap();
+    assert_eq!(server.probe.seen(), [Some(client)]);
+    assert_eq!(server.limiter.open_connections(client.ip()), 1);
+    assert_eq!(server.limiter.open_connections(client_ip(2)), 0);
+}
+
+#[tokio::test]
+async fn unary_calls_release_their_permits_when_they_finish_or_are_cancelled() {
+    // One call at a time: a leaked permit would lock the client out.
+    let server = TestServer::start(
+        Config {
+            max_requests_per_client: 1,
+            ..Config::default()
+        },
+        Levels::Both,
+    )
+    .await;
+    let mut client = server.client(2).await;
+
+    let finishing = held_check(&client);
+    wait_until("the call is in flight", || server.in_flight(2) == 1).await;
+    server.probe.gate.add_permits(1);
+    bounded(finishing).await.unwrap().unwrap();
+    wait_until("the finished call is released", || server.in_flight(2) == 0).await;
+
+    let cancelled = held_check(&client);
+    wait_until("the call is in flight", || server.in_flight(2) == 1).await;
+    cancelled.abort();
+    wait_until("the cancelled call is released", || {
+        server.in_flight(2) == 0
+    })
+    .await;
+
+    check(&mut client).await.unwrap();
+    let stats = server.limiter.stats();
+    assert_eq!(stats.admitted_requests, 3);
+    assert_eq!(stats.in_flight_requests, 0);
+    assert_eq!(stats.rejected.total(), 0);
+}
+
+#[tokio::test]
+async fn streaming_calls_release_their_permits_when_they_end_or_are_cancelled() {
+    let server = TestServer::start(
+        Config {
+            max_requests_per_client: 1,
+            ..Config::default()
+        },
+        Levels::Both,
+    )
+    .await;
+    let mut client = server.client(2).await;
+
+    // A stream read to its end.
+    let mut finite = bounded(client.watch(asking(FINITE)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = 0;
+    while let Some(message) = bounded(finite.message()).await.unwrap() {
+        assert_eq!(message, serving());
+        messages += 1;
+        assert!(messages <= 2, "the stream ends");
+    }
+    assert_eq!(messages, 2);
+    // (A response stream keeps its HTTP/2 connection open while it exists, even ended.)
+    drop(finite);
+    wait_until("the ended stream is released", || server.in_flight(2) == 0).await;
+
+    // A stream dropped by the client while the server still has it open.
+    let mut endless = bounded(client.watch(asking("")))
+        .await
+        .unwrap()
+        .into_inner();
+    bounded(endless.message()).await.unwrap().unwrap();
+    assert_eq!(server.in_flight(2), 1);
+    assert_refused(check(&mut client).await, Code::ResourceExhausted);
+    drop(endless);
+    wait_until("the cancelled stream is released", || {
+        server.in_flight(2) == 0
+    })
+    .await;
+
+    // A stream whose whole connection goes away.
+    let mut endless = bounded(client.watch(asking("")))
+        .await
+        .unwrap()
+        .into_inner();
+    bounded(endless.message()).await.unwrap().unwrap();
+    drop((endless, client));
+    wait_until("the stream is released", || server.in_flight(2) == 0).await;
+    wait_until("the connection is released", || {
+        server.limiter.open_connections(client_ip(2)) == 0
+    })
+    .await;
+
+    check(&mut server.client(2).await).await.unwrap();
+    wait_until("nothing is tracked", || {
+        server.limiter.stats().tracked_clients == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_wide_refusal_is_unavailable() {
+    // Room to track one client, and no room made for a newcomer.
+    let server = TestServer::start(
+        Config {
+            max_tracked_clients: 1,
+            when_full: WhenFull::RefuseNew,
+            ..Config::default()
+        },
+        Levels::CallsOnly,
+    )
+    .await;
+    let first = server.client(2).await;
+    let held = held_check(&first);
+    wait_until("the first client is tracked", || server.in_flight(2) == 1).await;
+
+    assert_refused(check(&mut server.client(3).await).await, Code::Unavailable);
+    assert_eq!(server.limiter.stats().rejected.tracked_clients_full, 1);
+
+    server.probe.gate.add_permits(1);
+    bounded(held).await.unwrap().unwrap();
+    wait_until("the first client is forgotten", || {
+        server.limiter.stats().tracked_clients == 0
+    })
+    .await;
+    check(&mut server.client(3).await).await.unwrap();
+}
+
+#[cfg(feature = "tonic-tls")]
+mod tls {
+    use super::*;
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+    const CERT: &str = include_str!("data/localhost.crt");
+    const KEY: &str = include_str!("data/localhost.key");
+
+    /// Under tonic's TLS the connect info is `TlsConnectInfo<TcpConnectInfo>`; the layer finds the
+    /// client there, and the listener refuses before any handshake.
+    #[tokio::test]
+    async fn calls_are_counted_per_client_under_tls() {
+        let limiter = Limiter::new(Config {
+            max_conns_per_client: 1,
+            max_requests_per_client: 1,
+            ..Config::default()
+        });
+        let probe = Probe::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = ConnLimitListener::new(TcpIncoming::from(listener), limiter.clone());
+        let router = tonic::transport::Server::builder()
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(CERT, KEY)))
+            .unwrap()
+            .layer(ConnLimitLayer::with_limiter(limiter.clone()))
+            .add_service(HealthServer::new(probe.clone()));
+        tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() });
+
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(CERT))
+            .domain_name("localhost");
+        let channel = Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .local_address(Some(client_ip(2)))
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::new(channel);
+
+        let held = held_check(&client);
+        let in_flight = || {
+            limiter
+                .client(client_ip(2))
+                .map_or(0, |c| c.in_flight_requests)
+        };
+        wait_until("the call is counted under its client", || in_flight() == 1).await;
+        assert_refused(check(&mut client).await, Code::ResourceExhausted);
+        assert_eq!(limiter.stats().rejected.no_client_address, 0);
+
+        // A second connection is refused before the handshake: not a byte comes back.
+        let mut raw = connect_from(2, addr).await;
+        raw.write_all(b"\x16\x03\x01").await.ok();
+        assert!(was_refused(&mut raw).await);
+
+        probe.gate.add_permits(1);
+        bounded(held).await.unwrap().unwrap();
+        wait_until("the call is released", || in_flight() == 0).await;
+        check(&mut client).await.unwrap();
+        assert_eq!(probe.seen()[0].map(|a| a.ip()), Some(client_ip(2)));
+    }
+}
