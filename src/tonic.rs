@@ -44,7 +44,12 @@
 //! ```
 //!
 //! Put tonic's TLS (`tls_config`) on top of this, as above: tonic runs the handshake on the
-//! connections the listener has admitted, so a refused peer never gets one.
+//! connections the listener has admitted, so a refused peer never gets one. Refuse with
+//! [`RejectAction::Close`](crate::RejectAction::Close) (the default) or
+//! [`Reset`](crate::RejectAction::Reset): gRPC clients speak HTTP/2 and cannot read
+//! [`HttpResponse`](crate::RejectAction::HttpResponse)'s HTTP/1.1 answer. A client whose
+//! connection is refused sees its call fail as for any connection that breaks (a tonic client
+//! reports `CANCELLED` or `UNAVAILABLE`), and its channel connects again on the next call.
 
 use tonic::transport::server::{Connected, TcpConnectInfo};
 

@@ -73,16 +73,29 @@
 //! # }
 //! ```
 //!
-//! A refused request gets `429 Too Many Requests`; the connection stays open. An upgraded
+//! A refused request gets `429 Too Many Requests` (`503 Service Unavailable` when the server as
+//! a whole is full); the connection stays open. An upgraded
 //! request (a WebSocket's `101 Switching Protocols`) stops counting when its response is sent:
 //! the upgraded stream is a connection, counted by the listener, not a request in flight. The client is
 //! found in the request's extensions, in this order: axum's `ConnectInfo<SocketAddr>`, a
 //! [`ClientAddr`](crate::ClientAddr) (inserted by the make-service level, or by you), a plain
-//! `SocketAddr`. A request with none of these is a server misconfiguration: it is answered with
+//! `SocketAddr`, and with the `tonic` feature tonic's `TcpConnectInfo` (or, with `tonic-tls`,
+//! `TlsConnectInfo<TcpConnectInfo>`). A request with none of these is a server misconfiguration: it is answered with
 //! `500 Internal Server Error`, counted in [`RejectedStats::no_client_address`], and logged at
 //! error level (once; later ones at debug) with the fix. It never passes unlimited.
 //!
 //! [`RejectedStats::no_client_address`]: crate::RejectedStats::no_client_address
+//!
+//! # gRPC calls
+//!
+//! A gRPC call (content type `application/grpc...`) is never refused with an HTTP error, which
+//! gRPC clients would report as a transport failure. At either level it gets a trailers-only
+//! gRPC response instead: `200 OK`, no body, and in its headers `grpc-status`
+//! `RESOURCE_EXHAUSTED` (8) for the client's own limits, `UNAVAILABLE` (14) for the server's
+//! global cap or a full client table, or `INTERNAL` (13) for a missing client address, with the
+//! same generic text as `grpc-message`, and `grpc-retry-pushback-ms` where an HTTP refusal would
+//! have `Retry-After`. With tonic, put the layer in `Server::builder().layer(..)`; the `tonic`
+//! module (feature `tonic`) explains how it finds the client there.
 //!
 //! # Sharing one limiter
 //!
