@@ -104,7 +104,15 @@
 //!   make-service level for axum's `IncomingStream`.
 //! - `serde`: loading a [`Config`] from TOML or JSON (`Config::from_toml_str`,
 //!   `Config::from_json_str`), with human-readable durations and errors that name the field.
-//! - `full`: every feature.
+//! - `tonic`: tonic's `Connected` for [`TrackedIo`], so `Request::remote_addr()` works behind a
+//!   [`ConnLimitListener`] serving `serve_with_incoming`, and the request level reading the
+//!   client from tonic's `TcpConnectInfo`; see the `tonic` module. Needs Rust 1.88 with current
+//!   tonic 0.14 releases. (Refused gRPC calls get a trailers-only gRPC status, and the listener
+//!   is a `Stream` around any incoming stream, with or without this feature.)
+//! - `tonic-tls`: `tonic`, and the request level also reading `TlsConnectInfo<TcpConnectInfo>`,
+//!   for tonic serving TLS. It picks no crypto provider: enable tonic's `tls-ring` or
+//!   `tls-aws-lc` as usual.
+//! - `full`: `axum`, `serde` and `tonic`.
 //!
 //! # go-connlimit mapping
 //!
