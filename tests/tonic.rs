@@ -141,6 +141,15 @@ impl TestServer {
         }
     }
 
+    /// A server with both levels that lets each client have `calls` calls in flight.
+    async fn with_call_limit(calls: usize) -> Self {
+        let config = Config {
+            max_requests_per_client: calls,
+            ..Config::default()
+        };
+        Self::start(config, Levels::Both).await
+    }
+
     /// A client from `127.0.0.n` on a connection of its own (a tonic `Channel` keeps one).
     async fn client(&self, n: u8) -> HealthClient<Channel> {
         let channel = Endpoint::from_shared(format!("http://{}", self.addr))
@@ -248,14 +257,7 @@ async fn connection_over_the_limit_is_closed_before_the_preface_while_others_wor
 
 #[tokio::test]
 async fn call_over_the_limit_in_flight_gets_resource_exhausted_over_one_connection() {
-    let server = TestServer::start(
-        Config {
-            max_requests_per_client: 2,
-            ..Config::default()
-        },
-        Levels::Both,
-    )
-    .await;
+    let server = TestServer::with_call_limit(2).await;
     let mut client = server.client(2).await;
     let held = [held_check(&client), held_check(&client)];
     wait_until("two calls are in flight", || server.in_flight(2) == 2).await;
@@ -331,14 +333,7 @@ async fn remote_addr_is_the_proxied_client_with_the_proxy_protocol() {
 #[tokio::test]
 async fn unary_calls_release_their_permits_when_they_finish_or_are_cancelled() {
     // One call at a time: a leaked permit would lock the client out.
-    let server = TestServer::start(
-        Config {
-            max_requests_per_client: 1,
-            ..Config::default()
-        },
-        Levels::Both,
-    )
-    .await;
+    let server = TestServer::with_call_limit(1).await;
     let mut client = server.client(2).await;
 
     let finishing = held_check(&client);
@@ -364,14 +359,7 @@ async fn unary_calls_release_their_permits_when_they_finish_or_are_cancelled() {
 
 #[tokio::test]
 async fn streaming_calls_release_their_permits_when_they_end_or_are_cancelled() {
-    let server = TestServer::start(
-        Config {
-            max_requests_per_client: 1,
-            ..Config::default()
-        },
-        Levels::Both,
-    )
-    .await;
+    let server = TestServer::with_call_limit(1).await;
     let mut client = server.client(2).await;
 
     // A stream read to its end.

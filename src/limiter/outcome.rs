@@ -128,6 +128,45 @@ mod tests {
         .retry_after_secs()
     }
 
+    /// Every reason. The match fails to compile when a variant is added and not listed here.
+    const ALL: [RejectReason; 8] = {
+        use RejectReason::*;
+        const fn listed(reason: RejectReason) -> RejectReason {
+            match reason {
+                ClientConnections | TotalConnections | ClientRequests | ConnectRate
+                | RequestRate | PathRule | Banned | TrackedClientsFull => reason,
+            }
+        }
+        [
+            listed(ClientConnections),
+            listed(TotalConnections),
+            listed(ClientRequests),
+            listed(ConnectRate),
+            listed(RequestRate),
+            listed(PathRule),
+            listed(Banned),
+            listed(TrackedClientsFull),
+        ]
+    };
+
+    #[test]
+    fn public_messages_are_valid_grpc_messages() {
+        // gRPC percent-encodes `grpc-message` outside printable ASCII, and `%` itself: these
+        // texts need no encoding, so refusals can send them as they are.
+        for reason in ALL {
+            let text = reason.public_message();
+            assert!(
+                text.bytes()
+                    .all(|b| (0x20..=0x7e).contains(&b) && b != b'%'),
+                "{text:?}"
+            );
+            assert!(
+                !text.chars().any(|c| c.is_ascii_digit()),
+                "no numbers: {text:?}"
+            );
+        }
+    }
+
     #[test]
     fn retry_after_rounds_up_and_is_never_zero() {
         assert_eq!(secs(Duration::ZERO), Some(1));
