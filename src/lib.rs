@@ -110,8 +110,8 @@
 //!   tonic 0.14 releases. (Refused gRPC calls get a trailers-only gRPC status, and the listener
 //!   is a `Stream` around any incoming stream, with or without this feature.)
 //! - `tonic-tls`: `tonic`, and the request level also reading `TlsConnectInfo<TcpConnectInfo>`,
-//!   for tonic serving TLS. It picks no crypto provider: enable tonic's `tls-ring` or
-//!   `tls-aws-lc` as usual.
+//!   for TLS terminated in the incoming stream (tonic's own `tls_config` needs only `tonic`). It
+//!   picks no crypto provider.
 //! - `full`: `axum`, `serde` and `tonic`.
 //!
 //! # go-connlimit mapping

@@ -12,12 +12,12 @@
 //!   working.
 //! - **Requests**: `Server::builder().layer(ConnLimitLayer::new(cfg))`. Each call is admitted
 //!   against `max_requests_per_client`, the request rates and the path rules (a gRPC method's
-//!   path is `/package.Service/Method`), with the client read from tonic's `TcpConnectInfo`,
-//!   or `TlsConnectInfo<TcpConnectInfo>` under TLS with the `tonic-tls` feature. A refused call
-//!   gets a trailers-only gRPC status, never an HTTP error: `RESOURCE_EXHAUSTED` for the client's
-//!   own limits, `UNAVAILABLE` for the server's global cap, with a generic `grpc-message`.
-//!   A call stays counted until its response stream has ended, so a streaming call counts for
-//!   as long as it streams, and a cancelled call is released when tonic drops it.
+//!   path is `/package.Service/Method`), with the client read from tonic's `TcpConnectInfo`. A
+//!   refused call gets a trailers-only gRPC status, never an HTTP error: `RESOURCE_EXHAUSTED`
+//!   for the client's own limits, `UNAVAILABLE` when the server as a whole is full, with a
+//!   generic `grpc-message`. A call stays counted until its response stream has ended, so a
+//!   streaming call counts for as long as it streams, and a cancelled call is released when
+//!   tonic drops it.
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
@@ -43,13 +43,26 @@
 //! # }
 //! ```
 //!
-//! Put tonic's TLS (`tls_config`) on top of this, as above: tonic runs the handshake on the
-//! connections the listener has admitted, so a refused peer never gets one. Refuse with
-//! [`RejectAction::Close`](crate::RejectAction::Close) (the default) or
+//! # Refusing connections
+//!
+//! Refuse with [`RejectAction::Close`](crate::RejectAction::Close) (the default) or
 //! [`Reset`](crate::RejectAction::Reset): gRPC clients speak HTTP/2 and cannot read
 //! [`HttpResponse`](crate::RejectAction::HttpResponse)'s HTTP/1.1 answer. A client whose
-//! connection is refused sees its call fail as for any connection that breaks (a tonic client
-//! reports `CANCELLED` or `UNAVAILABLE`), and its channel connects again on the next call.
+//! connection is refused sees its call fail as over any connection that breaks (a tonic 0.14
+//! client reports `CANCELLED` after a close, `UNAVAILABLE` after a reset), and its channel
+//! connects again on the next call.
+//!
+//! # TLS
+//!
+//! TLS goes on top of the listener, so a refused peer never gets a handshake:
+//!
+//! - **tonic's own TLS** (`Server::builder().tls_config(..)`) runs the handshake on the
+//!   connections the listener yields. tonic gives each call both `TcpConnectInfo` and
+//!   `TlsConnectInfo<TcpConnectInfo>`, and the `tonic` feature reads the first.
+//! - **TLS terminated in the incoming stream** (tokio-rustls' `TlsStream` over the admitted
+//!   connections, say) gives each call only `TlsConnectInfo<TcpConnectInfo>`: enable the
+//!   `tonic-tls` feature so the layer reads it. Without it, every call is refused with
+//!   `INTERNAL` and the fix is logged.
 
 use tonic::transport::server::{Connected, TcpConnectInfo};
 

@@ -22,7 +22,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower_connlimit::{
-    Cidr, Config, ConnLimitLayer, ConnLimitListener, Limiter, ProxyProtocol, WhenFull,
+    Cidr, Config, ConnLimitLayer, ConnLimitListener, Limiter, ProxyProtocol, RejectAction, WhenFull,
 };
 
 use support::{bounded, client_ip, connect_from, wait_until, was_refused};
@@ -99,11 +99,15 @@ impl Health for Probe {
 /// Where a test server admits.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Levels {
-    /// Connections at the incoming stream and calls at the layer, on one limiter.
-    Both,
+    /// Connections at the incoming stream, refused with the given action, and calls at the
+    /// layer, on one limiter.
+    Both(RejectAction),
     /// Calls at the layer only, over tonic's plain `TcpIncoming`.
     CallsOnly,
 }
+
+/// Both levels, refusing connections by closing them (the default).
+const BOTH: Levels = Levels::Both(RejectAction::Close);
 
 struct TestServer {
     addr: SocketAddr,
@@ -125,10 +129,10 @@ impl TestServer {
         let limiter_for_incoming = limiter.clone();
         tokio::spawn(async move {
             let served = match levels {
-                Levels::Both => {
-                    router
-                        .serve_with_incoming(ConnLimitListener::new(incoming, limiter_for_incoming))
-                        .await
+                Levels::Both(action) => {
+                    let incoming =
+                        ConnLimitListener::new(incoming, limiter_for_incoming).reject_with(action);
+                    router.serve_with_incoming(incoming).await
                 }
                 Levels::CallsOnly => router.serve_with_incoming(incoming).await,
             };
@@ -147,18 +151,38 @@ impl TestServer {
             max_requests_per_client: calls,
             ..Config::default()
         };
-        Self::start(config, Levels::Both).await
+        Self::start(config, BOTH).await
+    }
+
+    fn endpoint(&self, n: u8) -> Endpoint {
+        Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .local_address(Some(client_ip(n)))
     }
 
     /// A client from `127.0.0.n` on a connection of its own (a tonic `Channel` keeps one).
     async fn client(&self, n: u8) -> HealthClient<Channel> {
-        let channel = Endpoint::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .local_address(Some(client_ip(n)))
-            .connect()
+        HealthClient::new(bounded(self.endpoint(n).connect()).await.unwrap())
+    }
+
+    /// A call from `127.0.0.n` on a new connection that the server refuses: it fails as over a
+    /// broken connection (tonic 0.14 says `CANCELLED` after a close and `UNAVAILABLE` after a
+    /// reset; `UNKNOWN` is what it says for some other transport errors), never with a status
+    /// from the server.
+    async fn call_on_refused_connection(&self, n: u8) -> Status {
+        // Lazy, so the refusal always surfaces as the call's status, never as a connect error.
+        let mut client = HealthClient::new(self.endpoint(n).connect_lazy());
+        let status = check(&mut client)
             .await
-            .unwrap();
-        HealthClient::new(channel)
+            .expect_err("a refused connection serves no call");
+        assert!(
+            matches!(
+                status.code(),
+                Code::Cancelled | Code::Unavailable | Code::Unknown
+            ),
+            "{status:?}"
+        );
+        status
     }
 
     fn in_flight(&self, n: u8) -> usize {
@@ -203,7 +227,7 @@ async fn connection_over_the_limit_is_closed_before_the_preface_while_others_wor
             max_conns_per_client: 2,
             ..Config::default()
         },
-        Levels::Both,
+        BOTH,
     )
     .await;
     let mut first = server.client(2).await;
@@ -216,21 +240,7 @@ async fn connection_over_the_limit_is_closed_before_the_preface_while_others_wor
     let mut raw = connect_from(2, server.addr).await;
     assert!(was_refused(&mut raw).await, "closed before the preface");
     // And a tonic client on a third connection gets no call through.
-    let third = Endpoint::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .local_address(Some(client_ip(2)))
-        .connect()
-        .await;
-    if let Ok(channel) = third {
-        let refused = check(&mut HealthClient::new(channel)).await;
-        let status = refused.expect_err("a refused connection serves no call");
-        // As for any connection that breaks: tonic says `CANCELLED` (hyper saw the connection
-        // close under the call) or `UNAVAILABLE` (it could not connect).
-        assert!(
-            matches!(status.code(), Code::Cancelled | Code::Unavailable),
-            "{status:?}"
-        );
-    }
+    server.call_on_refused_connection(2).await;
     assert!(server.limiter.stats().rejected.client_connections >= 2);
     assert_eq!(
         server.probe.seen().len(),
@@ -253,6 +263,25 @@ async fn connection_over_the_limit_is_closed_before_the_preface_while_others_wor
     })
     .await;
     check(&mut server.client(2).await).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reset_connection_fails_its_call_too() {
+    let config = Config {
+        max_conns_per_client: 1,
+        ..Config::default()
+    };
+    let server = TestServer::start(config, Levels::Both(RejectAction::Reset)).await;
+    let mut admitted = server.client(2).await;
+    check(&mut admitted).await.unwrap();
+    server.call_on_refused_connection(2).await;
+    assert_eq!(server.limiter.stats().rejected.client_connections, 1);
+    assert_eq!(
+        server.probe.seen().len(),
+        1,
+        "no call from a refused connection"
+    );
+    check(&mut admitted).await.unwrap();
 }
 
 #[tokio::test]
@@ -287,7 +316,7 @@ async fn call_over_the_limit_in_flight_gets_resource_exhausted_over_one_connecti
 
 #[tokio::test]
 async fn remote_addr_is_the_counted_client_behind_the_wrapper() {
-    let server = TestServer::start(Config::default(), Levels::Both).await;
+    let server = TestServer::start(Config::default(), BOTH).await;
     check(&mut server.client(2).await).await.unwrap();
     check(&mut server.client(3).await).await.unwrap();
     let ips: Vec<Option<IpAddr>> = server
@@ -308,7 +337,7 @@ async fn remote_addr_is_the_proxied_client_with_the_proxy_protocol() {
             trusted_proxies: vec!["127.0.0.2/32".parse::<Cidr>().unwrap()],
             ..Config::default()
         },
-        Levels::Both,
+        BOTH,
     )
     .await;
     let server_addr = server.addr;
@@ -374,9 +403,9 @@ async fn streaming_calls_release_their_permits_when_they_end_or_are_cancelled() 
         assert!(messages <= 2, "the stream ends");
     }
     assert_eq!(messages, 2);
+    wait_until("the ended stream is released", || server.in_flight(2) == 0).await;
     // (A response stream keeps its HTTP/2 connection open while it exists, even ended.)
     drop(finite);
-    wait_until("the ended stream is released", || server.in_flight(2) == 0).await;
 
     // A stream dropped by the client while the server still has it open.
     let mut endless = bounded(client.watch(asking("")))
@@ -440,7 +469,8 @@ async fn a_server_wide_refusal_is_unavailable() {
     check(&mut server.client(3).await).await.unwrap();
 }
 
-#[cfg(feature = "tonic-tls")]
+/// TLS: the listener refuses before any handshake, and the layer finds the client in the connect
+/// info either way tonic serves TLS.
 mod tls {
     use super::*;
     use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
@@ -448,26 +478,8 @@ mod tls {
     const CERT: &str = include_str!("data/localhost.crt");
     const KEY: &str = include_str!("data/localhost.key");
 
-    /// Under tonic's TLS the connect info is `TlsConnectInfo<TcpConnectInfo>`; the layer finds the
-    /// client there, and the listener refuses before any handshake.
-    #[tokio::test]
-    async fn calls_are_counted_per_client_under_tls() {
-        let limiter = Limiter::new(Config {
-            max_conns_per_client: 1,
-            max_requests_per_client: 1,
-            ..Config::default()
-        });
-        let probe = Probe::default();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = ConnLimitListener::new(TcpIncoming::from(listener), limiter.clone());
-        let router = tonic::transport::Server::builder()
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(CERT, KEY)))
-            .unwrap()
-            .layer(ConnLimitLayer::with_limiter(limiter.clone()))
-            .add_service(HealthServer::new(probe.clone()));
-        tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() });
-
+    /// A client from `127.0.0.n` over TLS.
+    async fn tls_client(addr: SocketAddr, n: u8) -> HealthClient<Channel> {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(CERT))
             .domain_name("localhost");
@@ -475,12 +487,18 @@ mod tls {
             .unwrap()
             .tls_config(tls)
             .unwrap()
-            .local_address(Some(client_ip(2)))
+            .local_address(Some(client_ip(n)))
             .connect()
             .await
             .unwrap();
-        let mut client = HealthClient::new(channel);
+        HealthClient::new(channel)
+    }
 
+    /// With one call and one connection per client: the second call is refused under the
+    /// right client, the second connection before its handshake, and the first call's end
+    /// lets the client in again.
+    async fn assert_counted_per_client(addr: SocketAddr, limiter: &Limiter, probe: &Probe) {
+        let mut client = tls_client(addr, 2).await;
         let held = held_check(&client);
         let in_flight = || {
             limiter
@@ -501,5 +519,73 @@ mod tls {
         wait_until("the call is released", || in_flight() == 0).await;
         check(&mut client).await.unwrap();
         assert_eq!(probe.seen()[0].map(|a| a.ip()), Some(client_ip(2)));
+    }
+
+    fn one_each() -> Limiter {
+        Limiter::new(Config {
+            max_conns_per_client: 1,
+            max_requests_per_client: 1,
+            ..Config::default()
+        })
+    }
+
+    /// tonic's own TLS (`tls_config`) runs the handshake on the connections the listener
+    /// admitted, and gives each call both `TcpConnectInfo` and `TlsConnectInfo`. The accepted
+    /// connections come from a hand-made stream, which is not `Unpin`.
+    #[tokio::test]
+    async fn calls_are_counted_per_client_under_tonics_tls() {
+        let limiter = one_each();
+        let probe = Probe::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = futures_util::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _peer)| stream);
+            Some((accepted, listener))
+        });
+        let incoming = ConnLimitListener::new(accepted, limiter.clone());
+        let router = tonic::transport::Server::builder()
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(CERT, KEY)))
+            .unwrap()
+            .layer(ConnLimitLayer::with_limiter(limiter.clone()))
+            .add_service(HealthServer::new(probe.clone()));
+        tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() });
+        assert_counted_per_client(addr, &limiter, &probe).await;
+    }
+
+    /// TLS terminated in the incoming stream (tokio-rustls over the admitted connections):
+    /// each call has only `TlsConnectInfo<TcpConnectInfo>`, which the layer reads with
+    /// `tonic-tls`.
+    #[cfg(feature = "tonic-tls")]
+    #[tokio::test]
+    async fn calls_are_counted_per_client_with_tls_in_the_incoming_stream() {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let certs = CertificateDer::pem_slice_iter(CERT.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(KEY.as_bytes()).unwrap();
+        let mut config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+        let limiter = one_each();
+        let probe = Probe::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = ConnLimitListener::new(TcpIncoming::from(listener), limiter.clone()).then(
+            move |admitted| {
+                let acceptor = acceptor.clone();
+                async move { acceptor.accept(admitted?).await }
+            },
+        );
+        let router = tonic::transport::Server::builder()
+            .layer(ConnLimitLayer::with_limiter(limiter.clone()))
+            .add_service(HealthServer::new(probe.clone()));
+        tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() });
+        assert_counted_per_client(addr, &limiter, &probe).await;
     }
 }

@@ -88,14 +88,17 @@
 //!
 //! # gRPC calls
 //!
-//! A gRPC call (content type `application/grpc...`) is never refused with an HTTP error, which
-//! gRPC clients would report as a transport failure. At either level it gets a trailers-only
-//! gRPC response instead: `200 OK`, no body, and in its headers `grpc-status`
-//! `RESOURCE_EXHAUSTED` (8) for the client's own limits, `UNAVAILABLE` (14) for the server's
-//! global cap or a full client table, or `INTERNAL` (13) for a missing client address, with the
-//! same generic text as `grpc-message`, and `grpc-retry-pushback-ms` where an HTTP refusal would
-//! have `Retry-After`. With tonic, put the layer in `Server::builder().layer(..)`; the `tonic`
-//! module (feature `tonic`) explains how it finds the client there.
+//! A gRPC call (a `POST` with content type `application/grpc`, `application/grpc+proto`, ...,
+//! or gRPC-Web's `application/grpc-web...`) is never refused with an HTTP error, which gRPC
+//! clients would report as a transport failure. At either level it gets a trailers-only gRPC
+//! response instead: `200 OK`, no body, the request's kind of content type, and in its headers
+//! `grpc-status` `RESOURCE_EXHAUSTED` (8) for the client's own limits, `UNAVAILABLE` (14) for
+//! the server's global cap or a full client table, or `INTERNAL` (13) for a missing client
+//! address, with the same generic text as `grpc-message`, and `grpc-retry-pushback-ms` where an
+//! HTTP refusal would have `Retry-After`. Any other request gets the HTTP answer, whatever its
+//! content type. With tonic, put the layer in `Server::builder().layer(..)`; the `tonic` module
+//! (feature `tonic`) explains how it finds the client there. With gRPC-Web from browsers, put
+//! it inside the CORS layer, so that the browser may read `grpc-status`.
 //!
 //! # Sharing one limiter
 //!

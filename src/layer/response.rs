@@ -1,7 +1,7 @@
 //! The responses a layer sends instead of calling the inner service.
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Version};
 
 use crate::{RejectReason, Rejected};
 
@@ -15,32 +15,52 @@ pub(crate) enum Refusal {
 }
 
 /// What a refusal needs to know about the request it answers: its HTTP version, and whether it
-/// is a gRPC call, which gets a gRPC status instead of an HTTP error.
+/// is a gRPC call, which gets a gRPC status instead of an HTTP error. Taken only when refusing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Asked {
     version: Version,
-    grpc: bool,
+    grpc: Option<&'static HeaderValue>,
 }
 
 impl Asked {
     pub(crate) fn by<B>(request: &Request<B>) -> Self {
         Asked {
             version: request.version(),
-            grpc: is_grpc(request.headers()),
+            grpc: grpc_content_type(request.method(), request.headers()),
         }
     }
 }
 
-/// A gRPC call (`application/grpc`, `application/grpc+proto`, gRPC-Web, ...), by its content
-/// type, as gRPC servers tell them apart.
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+/// For a gRPC call, the content type to answer it with: gRPC (`application/grpc`,
+/// `application/grpc+proto`, ...) or gRPC-Web (`application/grpc-web...`, and its `-text`
+/// form), told apart by the request's content type as gRPC servers do. Every gRPC call is a
+/// `POST`; any other request is plain HTTP whatever its content type, so it can never turn its
+/// refusal into a `200 OK` that a cache in front might keep.
+fn grpc_content_type(method: &Method, headers: &HeaderMap) -> Option<&'static HeaderValue> {
+    if method != Method::POST {
+        return None;
+    }
+    let content_type = headers.get(CONTENT_TYPE)?.as_bytes();
+    // `application/grpc` then nothing, a `+format` or `; parameters`.
+    let then_format = |rest: &[u8]| matches!(rest.first(), None | Some(b'+' | b';'));
+    let rest = content_type.strip_prefix(b"application/grpc")?;
+    if then_format(rest) {
+        return Some(&APPLICATION_GRPC);
+    }
+    let web = rest.strip_prefix(b"-web")?;
+    if then_format(web) {
+        return Some(&APPLICATION_GRPC_WEB);
+    }
+    web.strip_prefix(b"-text")
+        .filter(|rest| then_format(rest))
+        .map(|_| &APPLICATION_GRPC_WEB_TEXT)
 }
 
 static TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 static APPLICATION_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+static APPLICATION_GRPC_WEB: HeaderValue = HeaderValue::from_static("application/grpc-web");
+static APPLICATION_GRPC_WEB_TEXT: HeaderValue =
+    HeaderValue::from_static("application/grpc-web-text");
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
@@ -104,19 +124,18 @@ impl Refusal {
         asked: Asked,
         close_connection: bool,
     ) -> Response<B> {
-        let retry_after = match self {
-            Refusal::Limit(rejected) => rejected.retry_after_secs(),
+        let rejected = match self {
+            Refusal::Limit(rejected) => Some(rejected),
             Refusal::NoClientAddress => None,
         };
         let mut response;
-        if asked.grpc {
+        if let Some(content_type) = asked.grpc {
             response = Response::new(body(""));
             let headers = response.headers_mut();
-            headers.insert(CONTENT_TYPE, APPLICATION_GRPC.clone());
+            headers.insert(CONTENT_TYPE, content_type.clone());
             headers.insert(GRPC_STATUS.clone(), self.grpc_status().clone());
             headers.insert(GRPC_MESSAGE.clone(), HeaderValue::from_static(self.text()));
-            if let Some(secs) = retry_after {
-                let millis = secs.saturating_mul(1000);
+            if let Some(millis) = rejected.and_then(|r| r.retry_after_millis()) {
                 headers.insert(GRPC_RETRY_PUSHBACK_MS.clone(), HeaderValue::from(millis));
             }
         } else {
@@ -124,7 +143,7 @@ impl Refusal {
             *response.status_mut() = self.status();
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, TEXT_PLAIN.clone());
-            if let Some(secs) = retry_after {
+            if let Some(secs) = rejected.and_then(|r| r.retry_after_secs()) {
                 headers.insert(RETRY_AFTER, HeaderValue::from(secs));
             }
         }
@@ -149,7 +168,11 @@ mod tests {
     }
 
     fn asked(content_type: Option<&'static str>, version: Version) -> Asked {
-        let mut request = Request::builder().version(version);
+        asked_with(Method::POST, content_type, version)
+    }
+
+    fn asked_with(method: Method, content_type: Option<&'static str>, version: Version) -> Asked {
+        let mut request = Request::builder().method(method).version(version);
         if let Some(content_type) = content_type {
             request = request.header(CONTENT_TYPE, content_type);
         }
@@ -157,17 +180,34 @@ mod tests {
     }
 
     #[test]
-    fn grpc_calls_are_recognised_by_content_type() {
-        for grpc in [
-            "application/grpc",
-            "application/grpc+proto",
-            "application/grpc-web",
+    fn grpc_calls_are_recognised_by_method_and_content_type() {
+        let grpc = |content_type| asked(Some(content_type), Version::HTTP_2).grpc;
+        for (content_type, answered) in [
+            ("application/grpc", "application/grpc"),
+            ("application/grpc+proto", "application/grpc"),
+            ("application/grpc; charset=utf-8", "application/grpc"),
+            ("application/grpc-web", "application/grpc-web"),
+            ("application/grpc-web+proto", "application/grpc-web"),
+            ("application/grpc-web-text", "application/grpc-web-text"),
+            (
+                "application/grpc-web-text+proto",
+                "application/grpc-web-text",
+            ),
         ] {
-            assert!(asked(Some(grpc), Version::HTTP_2).grpc, "{grpc}");
+            assert_eq!(grpc(content_type).unwrap(), answered, "{content_type}");
         }
-        for other in [None, Some("application/json"), Some("text/grpc")] {
-            assert!(!asked(other, Version::HTTP_2).grpc, "{other:?}");
+        for other in [
+            "application/json",
+            "text/grpc",
+            "application/grpcx",
+            "application/grpc-webx",
+        ] {
+            assert_eq!(grpc(other), None, "{other}");
         }
+        assert_eq!(asked(None, Version::HTTP_2).grpc, None);
+        // Only a POST is a gRPC call: a GET can never turn its refusal into a `200 OK`.
+        let get = asked_with(Method::GET, Some("application/grpc"), Version::HTTP_11);
+        assert_eq!(get.grpc, None);
     }
 
     #[test]
@@ -199,6 +239,23 @@ mod tests {
             );
             assert!(!headers.contains_key(RETRY_AFTER));
         }
+    }
+
+    #[test]
+    fn a_rate_refusal_tells_grpc_clients_when_to_come_back() {
+        let refusal = refused_by(Config {
+            connect_rate: Some(crate::RateLimit::new(1, std::time::Duration::from_secs(60))),
+            ..Config::default()
+        });
+        let grpc = asked(Some("application/grpc"), Version::HTTP_2);
+        let response = refusal.response(|text| text, grpc, false);
+        let pushback: u64 = response.headers()["grpc-retry-pushback-ms"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60_000).contains(&pushback), "{pushback}");
+        assert!(!response.headers().contains_key(RETRY_AFTER));
     }
 
     #[test]

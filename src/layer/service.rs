@@ -103,10 +103,9 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let asked = Asked::by(&request);
         let Some(peer) = client_addr_of(request.extensions()) else {
             report_missing_address(&self.limiter, "request", REQUEST_FIX);
-            return ResponseFuture::refused(Refusal::NoClientAddress, asked, false);
+            return ResponseFuture::refused(Refusal::NoClientAddress, Asked::by(&request), false);
         };
         let client = request_client_ip(&self.limiter, peer.ip(), request.headers());
         let admitted =
@@ -116,7 +115,7 @@ where
             Ok(permit) => ResponseFuture::called(self.inner.call(request), Some(permit)),
             Err(rejected) => {
                 tracing::debug!(%peer, %client, reason = rejected.reason().as_str(), "request refused");
-                ResponseFuture::refused(Refusal::Limit(rejected), asked, false)
+                ResponseFuture::refused(Refusal::Limit(rejected), Asked::by(&request), false)
             }
         }
     }
@@ -129,4 +128,4 @@ const REQUEST_FIX: &str = "tower-connlimit cannot tell who the client is, so it 
     Fix: serve the router with `into_make_service_with_connect_info::<SocketAddr>()`, \
     or put ConnLimitLayer around the make-service, or insert a `tower_connlimit::ClientAddr` \
     (or `SocketAddr`) request extension in a custom server. With tonic, enable the `tonic` \
-    feature (and `tonic-tls` when tonic serves TLS)";
+    feature (and `tonic-tls` when TLS is terminated in the incoming stream)";

@@ -47,6 +47,16 @@ impl Rejected {
         self.retry_after
             .map(|wait| (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
     }
+
+    /// [`retry_after`](Rejected::retry_after) for gRPC's `grpc-retry-pushback-ms`: whole
+    /// milliseconds, rounded up, and never 0.
+    pub(crate) fn retry_after_millis(&self) -> Option<u64> {
+        self.retry_after.map(|wait| {
+            let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            let partial = wait.subsec_nanos() % 1_000_000 > 0;
+            millis.saturating_add(u64::from(partial)).max(1)
+        })
+    }
 }
 
 impl fmt::Display for Rejected {
@@ -174,5 +184,21 @@ mod tests {
         assert_eq!(secs(Duration::from_secs(1)), Some(1));
         assert_eq!(secs(Duration::from_millis(1001)), Some(2));
         assert_eq!(secs(Duration::from_secs(30)), Some(30));
+    }
+
+    #[test]
+    fn retry_after_millis_rounds_up_and_is_never_zero() {
+        let millis = |wait| {
+            Rejected {
+                reason: RejectReason::RequestRate,
+                retry_after: Some(wait),
+            }
+            .retry_after_millis()
+        };
+        assert_eq!(millis(Duration::ZERO), Some(1));
+        assert_eq!(millis(Duration::from_nanos(1)), Some(1));
+        assert_eq!(millis(Duration::from_millis(250)), Some(250));
+        assert_eq!(millis(Duration::from_micros(250_001)), Some(251));
+        assert_eq!(millis(Duration::MAX), Some(u64::MAX));
     }
 }

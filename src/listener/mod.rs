@@ -99,16 +99,20 @@ struct HeaderRead<IO> {
     header: Result<Result<Option<SocketAddr>, InvalidHeader>, tokio::time::error::Elapsed>,
 }
 
-/// A listener that admits connections through a [`Limiter`]. See the [module docs](self).
-///
-/// The wrapper owns the inner listener; the limiter is shared, so the same limits and counts can
-/// also be enforced by layers elsewhere in the server.
-pub struct ConnLimitListener<L> {
-    inner: L,
-    limiter: Limiter,
-    rejector: Rejector,
-    header_reads: HeaderReads,
-    max_pending_headers: usize,
+pin_project_lite::pin_project! {
+    /// A listener that admits connections through a [`Limiter`]. See the [module docs](self).
+    ///
+    /// The wrapper owns the inner listener, or the inner stream of accepted connections; the
+    /// limiter is shared, so the same limits and counts can also be enforced by layers elsewhere
+    /// in the server.
+    pub struct ConnLimitListener<L> {
+        #[pin]
+        inner: L,
+        limiter: Limiter,
+        rejector: Rejector,
+        header_reads: HeaderReads,
+        max_pending_headers: usize,
+    }
 }
 
 impl<L> ConnLimitListener<L> {
