@@ -80,9 +80,10 @@
 //! found in the request's extensions, in this order: axum's `ConnectInfo<SocketAddr>`, a
 //! [`ClientAddr`](crate::ClientAddr) (inserted by the make-service level, or by you), a plain
 //! `SocketAddr`, and with the `tonic` feature tonic's `TcpConnectInfo` (or, with `tonic-tls`,
-//! `TlsConnectInfo<TcpConnectInfo>`). A request with none of these is a server misconfiguration: it is answered with
-//! `500 Internal Server Error`, counted in [`RejectedStats::no_client_address`], and logged at
-//! error level (once; later ones at debug) with the fix. It never passes unlimited.
+//! `TlsConnectInfo<TcpConnectInfo>`). A request with none of these is a server
+//! misconfiguration: it is answered with `500 Internal Server Error` (a gRPC call with
+//! `INTERNAL`), counted in [`RejectedStats::no_client_address`], and logged at error level
+//! (once; later ones at debug) with the fix. It never passes unlimited.
 //!
 //! [`RejectedStats::no_client_address`]: crate::RejectedStats::no_client_address
 //!
