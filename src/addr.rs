@@ -58,14 +58,20 @@ where
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientAddr(pub SocketAddr);
 
-/// Counts a refusal for want of a client address and logs `fix`: at error level the first time
-/// for this limiter, at debug after that, so the log names the misconfiguration without
-/// flooding.
-pub(crate) fn report_missing_address(limiter: &crate::Limiter, what: &'static str, fix: &str) {
-    if limiter.note_missing_client_address() {
-        tracing::error!(what, "{fix}");
+/// Counts a refusal at `point` for want of a client address and logs `fix`: at error level the
+/// first time for this limiter, at debug after that, so the log names the misconfiguration
+/// without flooding.
+pub(crate) fn report_missing_address(
+    limiter: &crate::Limiter,
+    kind: crate::limiter::Kind,
+    point: crate::AdmissionPoint,
+    fix: &str,
+) {
+    let what = kind.as_str();
+    if limiter.note_missing_client_address(kind, point) {
+        tracing::error!(what, %point, "{fix}");
     } else {
-        tracing::debug!(what, "{fix}");
+        tracing::debug!(what, %point, "{fix}");
     }
 }
 

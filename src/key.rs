@@ -36,7 +36,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
 /// assert_eq!(ClientKey::new(mapped, 32, 64).to_string(), "192.0.2.7");
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+/// Keys order by address, then prefix length, so listings can be sorted stably.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct ClientKey {
     network: IpAddr,
     prefix_len: u8,

@@ -160,8 +160,8 @@ pub use forwarded::{ClientIpHeader, UnknownClientIpHeader};
 pub use key::ClientKey;
 pub use layer::{ConnLimit, ConnLimitLayer, LimitedConnection, ResponseBody};
 pub use limiter::{
-    ClientStats, ConnPermit, Decision, Limiter, RejectReason, Rejected, RejectedStats,
-    RequestPermit, Stats, TimeoutStats,
+    AdmissionPoint, ClientStats, ConnPermit, Decision, Limiter, PointStats, RejectReason, Rejected,
+    RejectedStats, RequestPermit, Stats, TimeoutStats,
 };
 #[cfg(feature = "axum")]
 pub use listener::AxumListener;

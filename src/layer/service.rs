@@ -9,7 +9,8 @@ use super::future::{MakeFuture, ResponseFuture};
 use super::response::{Asked, Refusal};
 use super::{LimitedConnection, ResponseBody};
 use crate::addr::{client_addr_of, report_missing_address, request_client_ip};
-use crate::{Limiter, PeerAddr};
+use crate::limiter::Kind;
+use crate::{AdmissionPoint, Limiter, PeerAddr};
 
 /// Limits connections or requests per client; built by [`ConnLimitLayer`](crate::ConnLimitLayer).
 ///
@@ -72,18 +73,20 @@ where
 
     fn call(&mut self, target: Target) -> Self::Future {
         let Some(peer) = target.peer_addr() else {
-            report_missing_address(&self.limiter, "connection", MAKE_SERVICE_FIX);
+            report_missing_address(
+                &self.limiter,
+                Kind::Connection,
+                AdmissionPoint::MakeService,
+                MAKE_SERVICE_FIX,
+            );
             return MakeFuture::refused(Refusal::NoClientAddress);
         };
-        match self.limiter.try_acquire(peer.ip()) {
-            Ok(permit) => {
-                tracing::trace!(client = %permit.client_key(), "connection admitted");
-                MakeFuture::admitted(self.inner.call(target), permit, peer)
-            }
-            Err(rejected) => {
-                tracing::debug!(%peer, reason = rejected.reason().as_str(), "connection refused");
-                MakeFuture::refused(Refusal::Limit(rejected))
-            }
+        match self
+            .limiter
+            .try_acquire_at(peer.ip(), AdmissionPoint::MakeService)
+        {
+            Ok(permit) => MakeFuture::admitted(self.inner.call(target), permit, peer),
+            Err(rejected) => MakeFuture::refused(Refusal::Limit(rejected)),
         }
     }
 }
@@ -104,17 +107,24 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let Some(peer) = client_addr_of(request.extensions()) else {
-            report_missing_address(&self.limiter, "request", REQUEST_FIX);
+            report_missing_address(
+                &self.limiter,
+                Kind::Request,
+                AdmissionPoint::RequestLayer,
+                REQUEST_FIX,
+            );
             return ResponseFuture::refused(Refusal::NoClientAddress, Asked::by(&request), false);
         };
         let client = request_client_ip(&self.limiter, peer.ip(), request.headers());
-        let admitted =
-            self.limiter
-                .try_acquire_request_to(client, request.method(), request.uri().path());
+        let admitted = self.limiter.try_acquire_request_at(
+            client,
+            request.method(),
+            request.uri().path(),
+            AdmissionPoint::RequestLayer,
+        );
         match admitted {
             Ok(permit) => ResponseFuture::called(self.inner.call(request), Some(permit)),
             Err(rejected) => {
-                tracing::debug!(%peer, %client, reason = rejected.reason().as_str(), "request refused");
                 ResponseFuture::refused(Refusal::Limit(rejected), Asked::by(&request), false)
             }
         }

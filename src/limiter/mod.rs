@@ -12,15 +12,22 @@ use dashmap::DashMap;
 
 mod outcome;
 mod permit;
+mod point;
 mod state;
 mod stats;
+mod summary;
 
 pub use self::outcome::{Decision, RejectReason, Rejected};
 use self::permit::Slot;
 pub use self::permit::{ConnPermit, RequestPermit};
-use self::state::{ClientState, Event, Kind, Notes, Route};
+pub use self::point::AdmissionPoint;
+pub(crate) use self::point::Cause;
+use self::point::{PointCounters, CAUSES};
+pub(crate) use self::state::Kind;
+use self::state::{ClientState, Event, Notes, Route};
 pub(crate) use self::stats::Closed;
-pub use self::stats::{ClientStats, RejectedStats, Stats, TimeoutStats};
+pub use self::stats::{ClientStats, PointStats, RejectedStats, Stats, TimeoutStats};
+use self::summary::{Noted, Summary, Window};
 
 use crate::clock::nanos;
 use crate::config::CompiledConfig;
@@ -90,28 +97,18 @@ struct Shared {
     tracked: AtomicUsize,
     open_connections: AtomicUsize,
     in_flight_requests: AtomicUsize,
+    /// Opens, admissions and refusals, per kind (connections, requests) and admission point.
+    points: [[PointCounters; 4]; 2],
     counters: Counters,
+    summary: Summary,
     /// Whether the "request without a client address" misconfiguration was logged at error level
     /// yet; later occurrences log at debug so a misconfigured server cannot flood its log.
     missing_addr_reported: AtomicBool,
 }
 
+/// The counters that belong to no admission point.
 #[derive(Default)]
 struct Counters {
-    admitted_connections: AtomicU64,
-    admitted_requests: AtomicU64,
-    rejected_client_connections: AtomicU64,
-    rejected_total_connections: AtomicU64,
-    rejected_client_requests: AtomicU64,
-    rejected_connect_rate: AtomicU64,
-    rejected_request_rate: AtomicU64,
-    rejected_path_rule: AtomicU64,
-    rejected_banned: AtomicU64,
-    rejected_tracked_clients_full: AtomicU64,
-    rejected_no_client_address: AtomicU64,
-    rejected_proxy_untrusted: AtomicU64,
-    rejected_proxy_header_invalid: AtomicU64,
-    rejected_proxy_header_timeout: AtomicU64,
     timeout_handshake: AtomicU64,
     timeout_idle: AtomicU64,
     timeout_min_receive_rate: AtomicU64,
@@ -136,12 +133,8 @@ impl Shared {
         }
     }
 
-    /// The admitted-since-start counter of `kind`.
-    fn admitted(&self, kind: Kind) -> &AtomicU64 {
-        match kind {
-            Kind::Connection => &self.counters.admitted_connections,
-            Kind::Request => &self.counters.admitted_requests,
-        }
+    fn point(&self, kind: Kind, point: AdmissionPoint) -> &PointCounters {
+        &self.points[kind as usize][point.index()]
     }
 }
 
@@ -188,7 +181,9 @@ impl Limiter {
                 tracked: AtomicUsize::new(0),
                 open_connections: AtomicUsize::new(0),
                 in_flight_requests: AtomicUsize::new(0),
+                points: Default::default(),
                 counters: Counters::default(),
+                summary: Summary::new(),
                 missing_addr_reported: AtomicBool::new(false),
             }),
         })
@@ -206,18 +201,27 @@ impl Limiter {
     ///
     /// [`TrackedIo`]: crate::TrackedIo
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnPermit, Rejected> {
-        self.admit(ip, Kind::Connection, None)
+        self.try_acquire_at(ip, AdmissionPoint::Direct)
+    }
+
+    /// [`try_acquire`](Limiter::try_acquire), counted under `point`.
+    pub(crate) fn try_acquire_at(
+        &self,
+        ip: IpAddr,
+        point: AdmissionPoint,
+    ) -> Result<ConnPermit, Rejected> {
+        self.admit(ip, Kind::Connection, None, point)
             .map(|key| ConnPermit {
-                slot: Slot::new(self.clone(), key, Kind::Connection),
+                slot: Slot::new(self.clone(), key, Kind::Connection, point),
             })
     }
 
     /// Admits a request from `ip` against a ban, `request_rate` and `max_requests_per_client`,
     /// or says why not. Path rules need the route: see [`Limiter::try_acquire_request_to`].
     pub fn try_acquire_request(&self, ip: IpAddr) -> Result<RequestPermit, Rejected> {
-        self.admit(ip, Kind::Request, None)
+        self.admit(ip, Kind::Request, None, AdmissionPoint::Direct)
             .map(|key| RequestPermit {
-                slot: Slot::new(self.clone(), key, Kind::Request),
+                slot: Slot::new(self.clone(), key, Kind::Request, AdmissionPoint::Direct),
             })
     }
 
@@ -232,10 +236,21 @@ impl Limiter {
         method: &http::Method,
         path: &str,
     ) -> Result<RequestPermit, Rejected> {
+        self.try_acquire_request_at(ip, method, path, AdmissionPoint::Direct)
+    }
+
+    /// [`try_acquire_request_to`](Limiter::try_acquire_request_to), counted under `point`.
+    pub(crate) fn try_acquire_request_at(
+        &self,
+        ip: IpAddr,
+        method: &http::Method,
+        path: &str,
+        point: AdmissionPoint,
+    ) -> Result<RequestPermit, Rejected> {
         let route = Route { method, path };
-        self.admit(ip, Kind::Request, Some(route))
+        self.admit(ip, Kind::Request, Some(route), point)
             .map(|key| RequestPermit {
-                slot: Slot::new(self.clone(), key, Kind::Request),
+                slot: Slot::new(self.clone(), key, Kind::Request, point),
             })
     }
 
@@ -327,13 +342,15 @@ impl Limiter {
         self.client(ip).map_or(0, |c| c.open_connections)
     }
 
-    /// The counts for `ip`'s client key, or `None` when nothing about it is tracked.
+    /// The details of `ip`'s client key: its open connections, in-flight requests and ban, or
+    /// `None` when nothing about it is tracked.
     pub fn client(&self, ip: IpAddr) -> Option<ClientStats> {
         let key = self.key_for(ip);
+        let now = self.now();
         self.shared
             .clients
             .get(&key)
-            .map(|state| ClientStats::new(key, &state))
+            .map(|state| ClientStats::new(key, &state, now))
     }
 
     /// Every tracked client and its counts, in no particular order.
@@ -341,10 +358,45 @@ impl Limiter {
     /// Takes each shard's read lock in turn; meant for stats endpoints and debugging, not for
     /// the request path.
     pub fn clients(&self) -> Vec<ClientStats> {
+        let now = self.now();
         self.shared
             .clients
             .iter()
-            .map(|entry| ClientStats::new(*entry.key(), entry.value()))
+            .map(|entry| ClientStats::new(*entry.key(), entry.value(), now))
+            .collect()
+    }
+
+    /// The `n` clients holding the most open connections, most first; ties go to the client with
+    /// more requests in flight. Clients with nothing open are left out, so the list may be
+    /// shorter than `n`.
+    ///
+    /// Reads every entry (each shard's read lock in turn) and keeps only `n` of them, so it
+    /// costs one pass over the map and memory for `n` results: fine for a stats endpoint or a
+    /// periodic log, not for the request path.
+    pub fn top_clients(&self, n: usize) -> Vec<ClientStats> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        if n == 0 {
+            return Vec::new();
+        }
+        let now = self.now();
+        // A min-heap of the best `n` so far: the weakest is on top, ready to be pushed out.
+        let mut best = BinaryHeap::with_capacity(n + 1);
+        for entry in self.shared.clients.iter() {
+            if !entry.is_idle() {
+                best.push(Reverse(Ranked(ClientStats::new(
+                    *entry.key(),
+                    entry.value(),
+                    now,
+                ))));
+                if best.len() > n {
+                    best.pop();
+                }
+            }
+        }
+        best.into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(Ranked(client))| client)
             .collect()
     }
 
@@ -373,27 +425,37 @@ impl Limiter {
     /// Each figure is read atomically, but not all at one instant: under load the figures may
     /// disagree by the few decisions made while the snapshot was taken.
     pub fn stats(&self) -> Stats {
-        let c = &self.shared.counters;
+        let shared = &*self.shared;
+        let c = &shared.counters;
+        let read = |kind: Kind, point: AdmissionPoint| {
+            let counters = shared.point(kind, point);
+            let refused: [u64; CAUSES] =
+                std::array::from_fn(|i| counters.refused[i].load(Ordering::Relaxed));
+            PointStats {
+                open: counters.open.load(Ordering::Relaxed),
+                admitted: counters.admitted.load(Ordering::Relaxed),
+                rejected: RejectedStats::from_counts(&refused),
+            }
+        };
+        let point = |point| read(Kind::Connection, point).plus(&read(Kind::Request, point));
+        let admitted = |kind| {
+            AdmissionPoint::ALL
+                .iter()
+                .map(|&point| shared.point(kind, point).admitted.load(Ordering::Relaxed))
+                .sum()
+        };
+        let by_point = AdmissionPoint::ALL.map(point);
         Stats {
-            open_connections: self.shared.open_connections.load(Ordering::Relaxed),
-            in_flight_requests: self.shared.in_flight_requests.load(Ordering::Relaxed),
-            tracked_clients: self.shared.tracked.load(Ordering::Relaxed),
-            admitted_connections: c.admitted_connections.load(Ordering::Relaxed),
-            admitted_requests: c.admitted_requests.load(Ordering::Relaxed),
-            rejected: RejectedStats {
-                client_connections: c.rejected_client_connections.load(Ordering::Relaxed),
-                total_connections: c.rejected_total_connections.load(Ordering::Relaxed),
-                client_requests: c.rejected_client_requests.load(Ordering::Relaxed),
-                connect_rate: c.rejected_connect_rate.load(Ordering::Relaxed),
-                request_rate: c.rejected_request_rate.load(Ordering::Relaxed),
-                path_rule: c.rejected_path_rule.load(Ordering::Relaxed),
-                banned: c.rejected_banned.load(Ordering::Relaxed),
-                tracked_clients_full: c.rejected_tracked_clients_full.load(Ordering::Relaxed),
-                no_client_address: c.rejected_no_client_address.load(Ordering::Relaxed),
-                proxy_untrusted: c.rejected_proxy_untrusted.load(Ordering::Relaxed),
-                proxy_header_invalid: c.rejected_proxy_header_invalid.load(Ordering::Relaxed),
-                proxy_header_timeout: c.rejected_proxy_header_timeout.load(Ordering::Relaxed),
-            },
+            open_connections: shared.open_connections.load(Ordering::Relaxed),
+            in_flight_requests: shared.in_flight_requests.load(Ordering::Relaxed),
+            tracked_clients: shared.tracked.load(Ordering::Relaxed),
+            admitted_connections: admitted(Kind::Connection),
+            admitted_requests: admitted(Kind::Request),
+            rejected: by_point
+                .iter()
+                .fold(RejectedStats::default(), |sum, point| {
+                    sum.plus(&point.rejected)
+                }),
             timeouts: TimeoutStats {
                 handshake: c.timeout_handshake.load(Ordering::Relaxed),
                 idle: c.timeout_idle.load(Ordering::Relaxed),
@@ -402,16 +464,18 @@ impl Limiter {
             dry_run: c.dry_run.load(Ordering::Relaxed),
             bans: c.bans.load(Ordering::Relaxed),
             evictions: c.evictions.load(Ordering::Relaxed),
+            listener: by_point[0],
+            make_service: by_point[1],
+            request_layer: by_point[2],
+            direct: by_point[3],
         }
     }
 
-    /// Counts a request refused because it carried no client address, and says whether this is
-    /// the first time (so the caller logs the misconfiguration loudly once).
-    pub(crate) fn note_missing_client_address(&self) -> bool {
-        self.shared
-            .counters
-            .rejected_no_client_address
-            .fetch_add(1, Ordering::Relaxed);
+    /// Counts a connection or request refused at `point` because it carried no client address,
+    /// and says whether this is the first time (so the caller logs the misconfiguration loudly
+    /// once).
+    pub(crate) fn note_missing_client_address(&self, kind: Kind, point: AdmissionPoint) -> bool {
+        self.count_refused(kind, point, Cause::NoClientAddress);
         !self
             .shared
             .missing_addr_reported
@@ -421,15 +485,21 @@ impl Limiter {
     /// Counts a connection the listener closed on its own: a deadline, or a PROXY header.
     pub(crate) fn count_closed(&self, why: Closed) {
         let c = &self.shared.counters;
-        let counter = match why {
+        let refused = |cause| self.count_refused(Kind::Connection, AdmissionPoint::Listener, cause);
+        let timeout = match why {
             Closed::HandshakeTimeout => &c.timeout_handshake,
             Closed::IdleTimeout => &c.timeout_idle,
             Closed::MinReceiveRate => &c.timeout_min_receive_rate,
-            Closed::ProxyUntrusted => &c.rejected_proxy_untrusted,
-            Closed::ProxyHeaderInvalid => &c.rejected_proxy_header_invalid,
-            Closed::ProxyHeaderTimeout => &c.rejected_proxy_header_timeout,
+            Closed::ProxyUntrusted => return refused(Cause::ProxyUntrusted),
+            Closed::ProxyHeaderInvalid => return refused(Cause::ProxyHeaderInvalid),
+            Closed::ProxyHeaderTimeout => return refused(Cause::ProxyHeaderTimeout),
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        timeout.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one refusal of `kind` at `point`.
+    fn count_refused(&self, kind: Kind, point: AdmissionPoint, cause: Cause) {
+        self.shared.point(kind, point).refused[cause.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The config in force, compiled.
@@ -451,6 +521,7 @@ impl Limiter {
         ip: IpAddr,
         kind: Kind,
         route: Option<Route<'_>>,
+        point: AdmissionPoint,
     ) -> Result<ClientKey, Rejected> {
         let shared = &*self.shared;
         let compiled = shared.config.load();
@@ -532,15 +603,44 @@ impl Limiter {
             };
         };
         self.record(&key, &notes);
+        let counters = shared.point(kind, point);
         match verdict {
             Ok(()) => {
-                shared.admitted(kind).fetch_add(1, Ordering::Relaxed);
+                counters.open.fetch_add(1, Ordering::Relaxed);
+                counters.admitted.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(client = %key, kind = kind.as_str(), %point, "admitted");
+                // Only while refusals are being summed up: end their window if it is over.
+                if let Some(end) = shared.summary.window_end() {
+                    if let Some(window) = shared.summary.close_if_over(end, now()) {
+                        log_summary(&window);
+                    }
+                }
                 Ok(key)
             }
             Err((reason, wait)) => {
-                let mut rejected = self.reject(reason);
-                rejected.retry_after = wait.map(Duration::from_nanos);
-                Err(rejected)
+                counters.refused[Cause::Limit(reason).index()].fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    client = %key,
+                    kind = kind.as_str(),
+                    %point,
+                    reason = reason.as_str(),
+                    "refused"
+                );
+                match shared.summary.note(&key, now()) {
+                    Noted::Counted => {}
+                    Noted::Opened => tracing::warn!(
+                        client = %key,
+                        kind = kind.as_str(),
+                        %point,
+                        reason = reason.as_str(),
+                        "refusing: further refusals are summed up every 10s"
+                    ),
+                    Noted::Closed(window) => log_summary(&window),
+                }
+                Err(Rejected {
+                    reason,
+                    retry_after: wait.map(Duration::from_nanos),
+                })
             }
         }
     }
@@ -646,29 +746,14 @@ impl Limiter {
         evicted > 0
     }
 
-    fn reject(&self, reason: RejectReason) -> Rejected {
-        let c = &self.shared.counters;
-        let counter = match reason {
-            RejectReason::ClientConnections => &c.rejected_client_connections,
-            RejectReason::TotalConnections => &c.rejected_total_connections,
-            RejectReason::ClientRequests => &c.rejected_client_requests,
-            RejectReason::ConnectRate => &c.rejected_connect_rate,
-            RejectReason::RequestRate => &c.rejected_request_rate,
-            RejectReason::PathRule => &c.rejected_path_rule,
-            RejectReason::Banned => &c.rejected_banned,
-            RejectReason::TrackedClientsFull => &c.rejected_tracked_clients_full,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        Rejected {
-            reason,
-            retry_after: None,
-        }
-    }
-
     /// Gives back one unit of `kind` for `key`, removing the entry when nothing about the client
     /// needs remembering (no permits, and no rate or ban state that could still refuse).
-    fn release(&self, key: &ClientKey, kind: Kind) {
+    fn release(&self, key: &ClientKey, kind: Kind, point: AdmissionPoint) {
         let shared = &*self.shared;
+        shared
+            .point(kind, point)
+            .open
+            .fetch_sub(1, Ordering::Relaxed);
         // The client's count and the total drop together, under the shard lock that `admit`
         // counts them under.
         let removed = shared.clients.remove_if_mut(key, |_, state| {
@@ -686,6 +771,52 @@ impl Limiter {
             shared.tracked.fetch_sub(1, Ordering::Relaxed);
         }
     }
+}
+
+/// A client ranked for [`Limiter::top_clients`]: most connections, then most requests, then
+/// the lowest key, so that the order is stable.
+struct Ranked(ClientStats);
+
+impl Ranked {
+    fn rank(&self) -> (usize, usize, std::cmp::Reverse<ClientKey>) {
+        let c = &self.0;
+        (
+            c.open_connections,
+            c.in_flight_requests,
+            std::cmp::Reverse(c.key),
+        )
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank() == other.rank()
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+/// Logs a finished window of refusals at warn: one line per window however many there were.
+fn log_summary(window: &Window) {
+    tracing::warn!(
+        refused = window.refused,
+        clients = window.clients,
+        "{} connections or requests refused from about {} clients in the last 10s",
+        window.refused,
+        window.clients
+    );
 }
 
 /// The concurrency checks, after the gate: the per-client limit, then a place under the global

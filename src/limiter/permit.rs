@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{Kind, Limiter};
+use super::{AdmissionPoint, Kind, Limiter};
 use crate::ClientKey;
 
 /// The release half shared by both permit types: gives its unit back exactly once, on drop.
@@ -10,17 +10,23 @@ pub(super) struct Slot {
     limiter: Limiter,
     key: ClientKey,
     kind: Kind,
+    point: AdmissionPoint,
 }
 
 impl Slot {
-    pub(super) fn new(limiter: Limiter, key: ClientKey, kind: Kind) -> Self {
-        Slot { limiter, key, kind }
+    pub(super) fn new(limiter: Limiter, key: ClientKey, kind: Kind, point: AdmissionPoint) -> Self {
+        Slot {
+            limiter,
+            key,
+            kind,
+            point,
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.limiter.release(&self.key, self.kind);
+        self.limiter.release(&self.key, self.kind, self.point);
     }
 }
 

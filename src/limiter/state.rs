@@ -69,6 +69,14 @@ pub(crate) struct Notes {
 pub(crate) type Denial = (RejectReason, Option<u64>);
 
 impl Kind {
+    /// A stable name, for log fields.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Connection => "connection",
+            Kind::Request => "request",
+        }
+    }
+
     /// The reason a per-client concurrency limit of this kind refuses.
     pub(crate) fn client_limit_reason(self) -> RejectReason {
         match self {

@@ -1,7 +1,10 @@
 //! [`Stats`], [`RejectedStats`] and [`ClientStats`]: what the limiter has seen.
 
+use std::time::Duration;
+
+use super::point::CAUSES;
 use super::ClientState;
-use crate::ClientKey;
+use crate::{AdmissionPoint, ClientKey};
 
 /// A snapshot of a [`Limiter`](crate::Limiter)'s counters; see [`Limiter::stats`](crate::Limiter::stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +32,52 @@ pub struct Stats {
     /// Drained clients forgotten early to make room under `max_tracked_clients`: each may come
     /// back with a fresh record, so a rising count under a flood is worth an alert.
     pub evictions: u64,
+    /// What [`ConnLimitListener`](crate::ConnLimitListener) admitted and refused (connections).
+    pub listener: PointStats,
+    /// What the make-service level of [`ConnLimitLayer`](crate::ConnLimitLayer) admitted and
+    /// refused (connections).
+    pub make_service: PointStats,
+    /// What the request level of [`ConnLimitLayer`](crate::ConnLimitLayer) admitted and refused
+    /// (requests).
+    pub request_layer: PointStats,
+    /// What your own calls to the limiter admitted and refused (connections and requests
+    /// together).
+    pub direct: PointStats,
+}
+
+impl Stats {
+    /// The figures of one admission point.
+    pub fn point(&self, point: AdmissionPoint) -> &PointStats {
+        match point {
+            AdmissionPoint::Listener => &self.listener,
+            AdmissionPoint::MakeService => &self.make_service,
+            AdmissionPoint::RequestLayer => &self.request_layer,
+            AdmissionPoint::Direct => &self.direct,
+        }
+    }
+}
+
+/// One admission point's figures; see [`Stats::point`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PointStats {
+    /// Connections (at the request layer, requests) admitted here and holding a permit now.
+    pub open: usize,
+    /// Admitted here since the limiter was created.
+    pub admitted: u64,
+    /// Refused here since the limiter was created, by reason.
+    pub rejected: RejectedStats,
+}
+
+impl PointStats {
+    /// Both sets of figures, added up.
+    pub(super) fn plus(&self, other: &PointStats) -> PointStats {
+        PointStats {
+            open: self.open + other.open,
+            admitted: self.admitted + other.admitted,
+            rejected: self.rejected.plus(&other.rejected),
+        }
+    }
 }
 
 /// Refusal counts by reason; see [`Stats`].
@@ -66,6 +115,51 @@ pub struct RejectedStats {
 }
 
 impl RejectedStats {
+    /// The counts, from an array indexed as [`Cause::index`](super::Cause) numbers the causes.
+    pub(super) fn from_counts(counts: &[u64; CAUSES]) -> Self {
+        let [client_connections, total_connections, client_requests, connect_rate, request_rate, path_rule, banned, tracked_clients_full, no_client_address, proxy_untrusted, proxy_header_invalid, proxy_header_timeout] =
+            *counts;
+        RejectedStats {
+            client_connections,
+            total_connections,
+            client_requests,
+            connect_rate,
+            request_rate,
+            path_rule,
+            banned,
+            tracked_clients_full,
+            no_client_address,
+            proxy_untrusted,
+            proxy_header_invalid,
+            proxy_header_timeout,
+        }
+    }
+
+    /// Every count with its stable snake_case name (a [`RejectReason`](crate::RejectReason)'s
+    /// `as_str`, or the name of the field), for metrics and logs.
+    pub fn by_reason(&self) -> [(&'static str, u64); CAUSES] {
+        [
+            ("client_connections", self.client_connections),
+            ("total_connections", self.total_connections),
+            ("client_requests", self.client_requests),
+            ("connect_rate", self.connect_rate),
+            ("request_rate", self.request_rate),
+            ("path_rule", self.path_rule),
+            ("banned", self.banned),
+            ("tracked_clients_full", self.tracked_clients_full),
+            ("no_client_address", self.no_client_address),
+            ("proxy_untrusted", self.proxy_untrusted),
+            ("proxy_header_invalid", self.proxy_header_invalid),
+            ("proxy_header_timeout", self.proxy_header_timeout),
+        ]
+    }
+
+    /// Both sets of counts, added up.
+    pub(super) fn plus(&self, other: &RejectedStats) -> RejectedStats {
+        let (mine, theirs) = (self.by_reason(), other.by_reason());
+        RejectedStats::from_counts(&std::array::from_fn(|i| mine[i].1 + theirs[i].1))
+    }
+
     /// All refusals.
     pub fn total(&self) -> u64 {
         self.client_connections
@@ -114,7 +208,9 @@ pub(crate) enum Closed {
     ProxyHeaderTimeout,
 }
 
-/// One client's counts; see [`Limiter::client`](crate::Limiter::client) and [`Limiter::clients`](crate::Limiter::clients).
+/// One client's details; see [`Limiter::client`](crate::Limiter::client),
+/// [`Limiter::top_clients`](crate::Limiter::top_clients) and
+/// [`Limiter::clients`](crate::Limiter::clients).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientStats {
@@ -124,14 +220,26 @@ pub struct ClientStats {
     pub open_connections: usize,
     /// Requests this client has in flight.
     pub in_flight_requests: usize,
+    /// How much longer the client is banned, if it is.
+    pub banned_for: Option<Duration>,
+    /// How many times the ban policy has banned this client (counted while its record is kept;
+    /// bans escalate with it).
+    pub bans: u32,
+    /// How much longer the limiter keeps this client's record (rate state, violations, bans)
+    /// once it has nothing open; `None` when there is nothing to keep.
+    pub remembered_for: Option<Duration>,
 }
 
 impl ClientStats {
-    pub(super) fn new(key: ClientKey, state: &ClientState) -> Self {
+    pub(super) fn new(key: ClientKey, state: &ClientState, now: u64) -> Self {
+        let left = |until: u64| (until > now).then(|| Duration::from_nanos(until - now));
         ClientStats {
             key,
             open_connections: state.connections,
             in_flight_requests: state.requests,
+            banned_for: left(state.banned_until),
+            bans: state.bans,
+            remembered_for: left(state.retain_until),
         }
     }
 }

@@ -188,7 +188,8 @@ impl<L> ConnLimitListener<L> {
         let Some(peer) = peer else {
             crate::addr::report_missing_address(
                 &self.limiter,
-                "connection",
+                crate::limiter::Kind::Connection,
+                crate::AdmissionPoint::Listener,
                 "ConnLimitListener refused a connection with no IP peer address: \
                  wrap a listener whose connections have IP peers",
             );
@@ -253,21 +254,15 @@ impl<L> ConnLimitListener<L> {
         client: SocketAddr,
         deadlines: Option<DeadlineSettings>,
     ) -> Option<(TrackedIo<IO>, SocketAddr)> {
-        match self.limiter.try_acquire(client.ip()) {
-            Ok(permit) => {
-                tracing::trace!(client = %permit.client_key(), "connection admitted");
-                Some((
-                    TrackedIo::new(io, permit, client).with_deadlines(deadlines),
-                    client,
-                ))
-            }
+        match self
+            .limiter
+            .try_acquire_at(client.ip(), crate::AdmissionPoint::Listener)
+        {
+            Ok(permit) => Some((
+                TrackedIo::new(io, permit, client).with_deadlines(deadlines),
+                client,
+            )),
             Err(rejected) => {
-                tracing::debug!(
-                    peer = %client,
-                    reason = rejected.reason().as_str(),
-                    action = ?self.rejector.action,
-                    "connection refused"
-                );
                 self.rejector.reject(io, rejected);
                 None
             }
