@@ -79,6 +79,19 @@
 //! [`Config::client_ip_header`] lets the request layer read `Forwarded`, `X-Forwarded-For` or
 //! `X-Real-IP` from trusted proxies only, walked from the right ([`ClientIpHeader`]).
 //!
+//! # Seeing who is limited, and why
+//!
+//! [`Limiter::stats`] is a snapshot of counters: open connections and in-flight requests,
+//! admissions, refusals by reason ([`RejectedStats`]), deadline closes, bans, evictions, and the
+//! same per [`AdmissionPoint`] ([`PointStats`]). [`Limiter::top_clients`] ranks the clients
+//! holding the most connections, and [`Limiter::client`] details one ([`ClientStats`]).
+//! Admissions are logged through `tracing` at trace and refusals at debug, each with the client
+//! key, the admission point and the reason; at warn, the first refusal after a quiet spell and
+//! then one summary per 10 seconds ("N connections or requests refused from about M clients"),
+//! so a flood cannot flood the log. With the `metrics` feature, `Limiter::record_metrics`
+//! exports the stats through the `metrics` facade, labelled by point and reason, never by
+//! client.
+//!
 //! # Semantics
 //!
 //! - **Client key.** The IP address, normalised (an IPv4-mapped IPv6 address is its IPv4

@@ -420,7 +420,11 @@ impl Limiter {
         Ok(())
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters: totals, refusals by reason, and the same per admission point
+    /// ([`Stats::listener`], [`Stats::make_service`], [`Stats::request_layer`],
+    /// [`Stats::direct`]).
+    ///
+    /// Reads a few dozen atomics and takes no lock: cheap enough to poll often.
     ///
     /// Each figure is read atomically, but not all at one instant: under load the figures may
     /// disagree by the few decisions made while the snapshot was taken.

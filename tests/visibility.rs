@@ -1,0 +1,285 @@
+//! What an operator sees: stats per admission point after scripted traffic over loopback,
+//! `top_clients`, `client`, and logs that stay few under a flood.
+#![cfg(feature = "axum")]
+
+mod support;
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::{routing::get, Router};
+use tower_connlimit::{
+    AdmissionPoint, Config, ConnLimitLayer, FakeClock, Limiter, RateLimit, RejectedStats,
+};
+
+use support::{
+    client_ip, connect_from, h1_get, http1_client, serve_behind_listener, wait_until, was_refused,
+};
+
+/// Refusal counts that are all zero but what `set` sets.
+fn refusals(set: impl FnOnce(&mut RejectedStats)) -> RejectedStats {
+    let mut counts = RejectedStats::default();
+    set(&mut counts);
+    counts
+}
+
+#[tokio::test]
+async fn stats_count_each_admission_point_exactly() {
+    // Connections at the listener, requests at the layer, on one limiter.
+    let limiter = Limiter::new(Config {
+        max_conns_per_client: 2,
+        request_rate: Some(RateLimit::new(2, Duration::from_secs(3600))),
+        ..Config::default()
+    });
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(ConnLimitLayer::with_limiter(limiter.clone()));
+    let addr = serve_behind_listener(app, limiter.clone()).await;
+
+    // 127.0.0.2: two connections admitted, a third refused at accept.
+    let first = http1_client(connect_from(2, addr).await).await;
+    let _second = http1_client(connect_from(2, addr).await).await;
+    let mut refused = connect_from(2, addr).await;
+    assert!(was_refused(&mut refused).await);
+    // 127.0.0.3: one connection, three requests, the third over the request rate.
+    let mut third = http1_client(connect_from(3, addr).await).await;
+    let statuses = [
+        h1_get(&mut third, "/").await.0,
+        h1_get(&mut third, "/").await.0,
+        h1_get(&mut third, "/").await.0,
+    ];
+    assert_eq!(statuses.map(|s| s.as_u16()), [200, 200, 429]);
+    wait_until("every request is released", || {
+        limiter.stats().in_flight_requests == 0
+    })
+    .await;
+
+    let stats = limiter.stats();
+    assert_eq!(stats.listener.open, 3);
+    assert_eq!(stats.listener.admitted, 3);
+    assert_eq!(
+        stats.listener.rejected,
+        refusals(|r| r.client_connections = 1)
+    );
+    assert_eq!(stats.request_layer.open, 0);
+    assert_eq!(stats.request_layer.admitted, 2);
+    assert_eq!(
+        stats.request_layer.rejected,
+        refusals(|r| r.request_rate = 1)
+    );
+    assert_eq!(
+        stats.point(AdmissionPoint::MakeService),
+        &Default::default()
+    );
+    assert_eq!(stats.point(AdmissionPoint::Direct), &Default::default());
+    // The totals are the points added up.
+    assert_eq!(stats.open_connections, 3);
+    assert_eq!(stats.admitted_connections, 3);
+    assert_eq!(stats.admitted_requests, 2);
+    assert_eq!(stats.rejected.client_connections, 1);
+    assert_eq!(stats.rejected.request_rate, 1);
+    assert_eq!(stats.rejected.total(), 2);
+    assert_eq!(stats.tracked_clients, 2);
+
+    // A direct call is counted apart from the points of the server.
+    let direct = limiter.try_acquire(client_ip(9)).unwrap();
+    assert_eq!(limiter.stats().direct.open, 1);
+    drop(direct);
+    assert_eq!(limiter.stats().direct.open, 0);
+    assert_eq!(limiter.stats().direct.admitted, 1);
+
+    // Closing a connection shows at its point.
+    drop(first);
+    wait_until("the closed connection is released", || {
+        limiter.stats().listener.open == 2
+    })
+    .await;
+}
+
+#[test]
+fn top_clients_ranks_by_open_connections_then_requests() {
+    let limiter = Limiter::new(Config {
+        max_conns_per_client: 0,
+        ..Config::default()
+    });
+    let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
+    let mut held = Vec::new();
+    for (n, connections) in [(1, 1), (2, 3), (3, 2), (4, 3), (5, 1)] {
+        for _ in 0..connections {
+            held.push(limiter.try_acquire(ip(n)).unwrap());
+        }
+    }
+    // 192.0.2.4 has as many connections as 192.0.2.2, and a request in flight more.
+    let request = limiter.try_acquire_request(ip(4)).unwrap();
+    let top: Vec<(IpAddr, usize, usize)> = limiter
+        .top_clients(3)
+        .iter()
+        .map(|c| (c.key.network(), c.open_connections, c.in_flight_requests))
+        .collect();
+    assert_eq!(top, [(ip(4), 3, 1), (ip(2), 3, 0), (ip(3), 2, 0)]);
+    assert_eq!(limiter.top_clients(0), []);
+    assert_eq!(limiter.top_clients(100).len(), 5);
+    // Equal ranks are ordered by key.
+    let tail: Vec<IpAddr> = limiter.top_clients(5)[3..]
+        .iter()
+        .map(|c| c.key.network())
+        .collect();
+    assert_eq!(tail, [ip(1), ip(5)]);
+    drop((held, request));
+    assert_eq!(
+        limiter.top_clients(10),
+        [],
+        "clients with nothing open are left out"
+    );
+}
+
+#[test]
+fn client_details_show_counts_and_a_ban() {
+    let clock = FakeClock::new();
+    let limiter = Limiter::try_with_clock(Config::default(), clock.clone()).unwrap();
+    let ip = IpAddr::from([192, 0, 2, 7]);
+    assert_eq!(limiter.client(ip), None);
+    let _connection = limiter.try_acquire(ip).unwrap();
+    let _request = limiter.try_acquire_request(ip).unwrap();
+    let details = limiter.client(ip).unwrap();
+    assert_eq!(
+        (details.open_connections, details.in_flight_requests),
+        (1, 1)
+    );
+    assert_eq!(details.banned_for, None);
+
+    limiter.ban(ip, Duration::from_secs(60));
+    clock.advance(Duration::from_secs(15));
+    let details = limiter.client(ip).unwrap();
+    assert_eq!(details.banned_for, Some(Duration::from_secs(45)));
+    assert_eq!(details.remembered_for, Some(Duration::from_secs(45)));
+}
+
+/// A `tracing` writer that keeps every line, for counting.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl Lines {
+    fn take(&self) -> Vec<String> {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture(level: tracing::Level) -> (Lines, impl tracing::Subscriber) {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (lines, subscriber)
+}
+
+/// The number in `line` after `field=`.
+fn field(line: &str, field: &str) -> u64 {
+    let start = line.find(&format!("{field}=")).unwrap() + field.len() + 1;
+    line[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_ten_thousand_refusals_logs_a_few_lines() {
+    let clock = FakeClock::new();
+    let limiter = Limiter::try_with_clock(
+        Config {
+            max_conns_per_client: 1,
+            ..Config::default()
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    let (lines, subscriber) = capture(tracing::Level::INFO);
+    tracing::subscriber::with_default(subscriber, || {
+        // 100 clients each hold their one connection, then refused 100 times each, over 25 s.
+        let held: Vec<_> = (0..100u8)
+            .map(|n| {
+                limiter
+                    .try_acquire(IpAddr::from([198, 51, 100, n]))
+                    .unwrap()
+            })
+            .collect();
+        for i in 0..10_000u32 {
+            let client = IpAddr::from([198, 51, 100, (i % 100) as u8]);
+            assert!(limiter.try_acquire(client).is_err());
+            clock.advance(Duration::from_micros(2_500));
+        }
+        // A quiet spell: the next admission closes the last window.
+        clock.advance(Duration::from_secs(10));
+        drop(held);
+        let _ = limiter.try_acquire(IpAddr::from([203, 0, 113, 1])).unwrap();
+    });
+    let lines = lines.take();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("refusing"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("reason=\"client_connections\"")
+            || lines[0].contains("reason=client_connections")
+    );
+    let summaries = &lines[1..];
+    let refused: u64 = summaries.iter().map(|line| field(line, "refused")).sum();
+    assert_eq!(refused, 10_000, "every refusal is in exactly one summary");
+    for line in summaries {
+        assert!(line.contains("WARN"), "{line}");
+        // The distinct-client count is an estimate, within a few percent.
+        assert!((95..=105).contains(&field(line, "clients")), "{line}");
+    }
+    assert_eq!(limiter.stats().rejected.client_connections, 10_000);
+}
+
+#[test]
+fn refusals_log_their_reason_and_client_at_debug_and_admissions_at_trace() {
+    let limiter = Limiter::new(Config {
+        max_conns_per_client: 1,
+        ..Config::default()
+    });
+    let (lines, subscriber) = capture(tracing::Level::TRACE);
+    tracing::subscriber::with_default(subscriber, || {
+        let ip = IpAddr::from([192, 0, 2, 55]);
+        let _held = limiter.try_acquire(ip).unwrap();
+        limiter.try_acquire(ip).unwrap_err();
+    });
+    let lines = lines.take();
+    let admitted: Vec<_> = lines.iter().filter(|l| l.contains("admitted")).collect();
+    let refused: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("DEBUG") && l.contains("refused"))
+        .collect();
+    assert_eq!(admitted.len(), 1, "{lines:#?}");
+    assert!(admitted[0].contains("TRACE") && admitted[0].contains("client=192.0.2.55"));
+    assert_eq!(refused.len(), 1, "{lines:#?}");
+    for wanted in ["client=192.0.2.55", "client_connections", "point=direct"] {
+        assert!(refused[0].contains(wanted), "{wanted} in {}", refused[0]);
+    }
+}
