@@ -4,18 +4,28 @@
 //! cargo run --example server -- --addr 127.0.0.1:3000 --max-per-client 10 \
 //!     [--max-total N] [--max-requests N] [--mode listener|make-service] [--reject close|reset|http] \
 //!     [--handshake-timeout SECS] [--idle-timeout SECS] [--min-rate BYTES_PER_SEC] \
-//!     [--trusted-proxy CIDR]... [--proxy-protocol] [--client-ip-header forwarded|x-forwarded-for|x-real-ip]
+//!     [--trusted-proxy CIDR]... [--proxy-protocol] \
+//!     [--client-ip-header forwarded|x-forwarded-for|x-real-ip] [--metrics]
 //! ```
 //!
 //! The deadlines (`--handshake-timeout`, `--idle-timeout`, `--min-rate` with a 10 s grace) and
 //! `--proxy-protocol` act at the listener (`--mode listener`); `--client-ip-header` at the
 //! request level (with `--max-requests`). Both trust only the `--trusted-proxy` networks.
+//! `--metrics` serves Prometheus text on `/metrics`; it needs the `metrics` feature:
+//!
+//! ```text
+//! cargo run --example server --features metrics -- --metrics
+//! curl http://127.0.0.1:3000/metrics
+//! ```
 //!
 //! Routes:
 //! - `/`            hello
 //! - `/slow?ms=N`   holds the response N milliseconds (at most 60 000)
 //! - `/ws`          WebSocket echo
-//! - `/stats`       the limiter's stats as JSON, with the open connections of every client
+//! - `/stats`       the limiter's stats as JSON: totals, refusals by reason, the figures of
+//!   each admission point, and the ten clients holding the most connections
+//! - `/metrics`     with `--metrics`: the limiter's metrics in Prometheus text, recorded at
+//!   each scrape (the names are in the docs of `tower_connlimit::metrics`)
 //!
 //! It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port, and Ctrl-C shuts
 //! it down gracefully. Try it from several loopback addresses:
@@ -25,7 +35,8 @@
 //! curl --http2-prior-knowledge http://127.0.0.1:3000/stats
 //! ```
 //!
-//! `/stats` is itself a request on a connection, so the client asking is counted in its answer.
+//! `/stats` and `/metrics` are themselves requests on a connection, so the client asking is
+//! counted in their answers.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -40,14 +51,16 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_connlimit::{
-    Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate, ProxyProtocol, RejectAction,
+    AdmissionPoint, Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate,
+    ProxyProtocol, RejectAction, RejectedStats,
 };
 use tower_layer::Layer;
 
 const USAGE: &str = "usage: server [--addr ADDR] [--max-per-client N] [--max-total N] \
 [--max-requests N] [--mode listener|make-service] [--reject close|reset|http] \
 [--handshake-timeout SECS] [--idle-timeout SECS] [--min-rate BYTES_PER_SEC] [--trusted-proxy CIDR]... \
-[--proxy-protocol] [--client-ip-header forwarded|x-forwarded-for|x-real-ip]";
+[--proxy-protocol] [--client-ip-header forwarded|x-forwarded-for|x-real-ip] \
+[--metrics]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -61,6 +74,8 @@ struct Args {
     config: Config,
     mode: Mode,
     reject: RejectAction,
+    /// Serve Prometheus text on `/metrics`.
+    metrics: bool,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -72,6 +87,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         },
         mode: Mode::Listener,
         reject: RejectAction::Close,
+        metrics: false,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -107,6 +123,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 parsed.config.trusted_proxies.push(network);
             }
             "--proxy-protocol" => parsed.config.proxy_protocol = ProxyProtocol::Required,
+            "--metrics" => parsed.metrics = true,
             "--client-ip-header" => {
                 let v = value()?;
                 parsed.config.client_ip_header =
@@ -156,7 +173,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(args, limiter).await {
+    let metrics = if args.metrics {
+        match metrics_route(limiter.clone()) {
+            Ok(route) => route,
+            Err(message) => {
+                eprintln!("{message}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        Router::new()
+    };
+    match serve(args, limiter, metrics).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("server error: {err}");
@@ -165,7 +193,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args, limiter: Limiter) -> std::io::Result<()> {
+async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::io::Result<()> {
     // The request layer shares the limiter, so `--max-requests` and the connection limits
     // count against one view of each client.
     let app = Router::new()
@@ -173,6 +201,7 @@ async fn serve(args: Args, limiter: Limiter) -> std::io::Result<()> {
         .route("/slow", get(slow))
         .route("/ws", get(websocket))
         .route("/stats", get(stats))
+        .merge(metrics)
         .layer(ConnLimitLayer::with_limiter(limiter.clone()))
         .with_state(limiter.clone());
 
@@ -180,6 +209,7 @@ async fn serve(args: Args, limiter: Limiter) -> std::io::Result<()> {
     tracing::info!(
         addr = %tcp.local_addr()?,
         mode = ?args.mode,
+        metrics = args.metrics,
         max_conns_per_client = args.config.max_conns_per_client,
         max_conns_total = args.config.max_conns_total,
         max_requests_per_client = args.config.max_requests_per_client,
@@ -226,6 +256,39 @@ async fn serve(args: Args, limiter: Limiter) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `GET /metrics`: installs the Prometheus recorder and answers every scrape with the limiter's
+/// figures as of that scrape.
+#[cfg(feature = "metrics")]
+fn metrics_route(limiter: Limiter) -> Result<Router<Limiter>, String> {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|err| format!("--metrics: {err}"))?;
+    tower_connlimit::metrics::describe_metrics();
+    let scrape = move || {
+        limiter.record_metrics();
+        let body = prometheus.render();
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                body,
+            )
+        }
+    };
+    Ok(Router::new().route("/metrics", get(scrape)))
+}
+
+#[cfg(not(feature = "metrics"))]
+fn metrics_route(_limiter: Limiter) -> Result<Router<Limiter>, String> {
+    Err(
+        "--metrics needs the `metrics` feature: rebuild with --features metrics, as in\n  \
+         cargo run --example server --features metrics -- --metrics"
+            .to_owned(),
+    )
+}
+
 /// How long Ctrl-C waits for open connections to finish before closing them.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -267,38 +330,54 @@ async fn echo(mut socket: WebSocket) {
 async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
     let stats = limiter.stats();
     let config = limiter.config();
-    let mut clients = limiter.clients();
-    clients.sort_by_key(|c| std::cmp::Reverse(c.open_connections));
+    // Refusal counts with their stable names, the zeros left out.
+    let refused = |rejected: &RejectedStats| -> Value {
+        let named = rejected.by_reason().into_iter().filter(|(_, n)| *n > 0);
+        Value::Object(
+            named
+                .map(|(reason, n)| (reason.to_owned(), n.into()))
+                .collect(),
+        )
+    };
+    let points: serde_json::Map<String, Value> = AdmissionPoint::ALL
+        .iter()
+        .map(|&point| {
+            let figures = stats.point(point);
+            let value = json!({
+                "open": figures.open,
+                "admitted": figures.admitted,
+                "rejected": refused(&figures.rejected),
+            });
+            (point.as_str().to_owned(), value)
+        })
+        .collect();
     Json(json!({
         "open_connections": stats.open_connections,
         "in_flight_requests": stats.in_flight_requests,
         "tracked_clients": stats.tracked_clients,
         "admitted_connections": stats.admitted_connections,
         "admitted_requests": stats.admitted_requests,
-        "rejected": {
-            "client_connections": stats.rejected.client_connections,
-            "total_connections": stats.rejected.total_connections,
-            "client_requests": stats.rejected.client_requests,
-            "no_client_address": stats.rejected.no_client_address,
-            "proxy_untrusted": stats.rejected.proxy_untrusted,
-            "proxy_header_invalid": stats.rejected.proxy_header_invalid,
-            "proxy_header_timeout": stats.rejected.proxy_header_timeout,
-            "total": stats.rejected.total(),
-        },
+        "rejected": refused(&stats.rejected),
+        "rejected_total": stats.rejected.total(),
         "timeouts": {
             "handshake": stats.timeouts.handshake,
             "idle": stats.timeouts.idle,
             "min_receive_rate": stats.timeouts.min_receive_rate,
         },
+        "bans": stats.bans,
+        "evictions": stats.evictions,
+        "points": points,
         "config": {
             "max_conns_per_client": config.max_conns_per_client,
             "max_conns_total": config.max_conns_total,
             "max_requests_per_client": config.max_requests_per_client,
         },
-        "clients": clients.iter().map(|c| json!({
+        // Who holds the most: the first place to look near the limits.
+        "top_clients": limiter.top_clients(10).iter().map(|c| json!({
             "client": c.key.to_string(),
             "open_connections": c.open_connections,
             "in_flight_requests": c.in_flight_requests,
+            "banned_for_secs": c.banned_for.map(|d| d.as_secs()),
         })).collect::<Vec<_>>(),
     }))
 }

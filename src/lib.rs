@@ -125,7 +125,9 @@
 //! - `tonic-tls`: `tonic`, and the request level also reading `TlsConnectInfo<TcpConnectInfo>`,
 //!   for TLS terminated in the incoming stream (tonic's own `tls_config` needs only `tonic`). It
 //!   picks no crypto provider.
-//! - `full`: `axum`, `serde` and `tonic`.
+//! - `metrics`: [`Limiter::record_metrics`] writes the stats through the `metrics` facade,
+//!   labelled by admission point and reason; see the `metrics` module.
+//! - `full`: `axum`, `serde`, `tonic` and `metrics`.
 //!
 //! # go-connlimit mapping
 //!
@@ -160,6 +162,9 @@ mod key;
 pub mod layer;
 mod limiter;
 pub mod listener;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod rate;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]

@@ -1,0 +1,265 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) facade: gauges and counters of what
+//! the limiter has seen, for Prometheus or any other `metrics` exporter.
+//!
+//! # Pull, not push
+//!
+//! Nothing here runs on the hot path. The limiter already counts every admission and refusal in
+//! its own atomics (the figures of [`Limiter::stats`]); [`Limiter::record_metrics`] reads one
+//! [`Stats`] snapshot and writes every figure to the installed recorder. Call it:
+//!
+//! - **before rendering a scrape**, in the handler that serves `/metrics` (below): the figures
+//!   are exact at the moment of the scrape, and nothing runs between scrapes;
+//! - or **from a periodic task**, for exporters that push (StatsD, OTLP) or render on their own
+//!   schedule:
+//!
+//! ```no_run
+//! # async fn run(limiter: tower_connlimit::Limiter) {
+//! let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+//! tokio::spawn(async move {
+//!     loop {
+//!         every.tick().await;
+//!         limiter.record_metrics();
+//!     }
+//! });
+//! # }
+//! ```
+//!
+//! Call [`describe_metrics`] once, after installing the recorder, for the help texts.
+//!
+//! # With Prometheus
+//!
+//! With [`metrics-exporter-prometheus`](https://docs.rs/metrics-exporter-prometheus) (its
+//! recorder alone is enough: `default-features = false`), serving `/metrics` on an axum router:
+//!
+//! ```no_run
+//! use axum::{http::header, routing::get, Router};
+//! use metrics_exporter_prometheus::PrometheusBuilder;
+//! use tower_connlimit::{Config, Limiter};
+//!
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let limiter = Limiter::new(Config { max_conns_per_client: 10, ..Config::default() });
+//! let prometheus = PrometheusBuilder::new().install_recorder()?;
+//! tower_connlimit::metrics::describe_metrics();
+//!
+//! let metrics = get(move || {
+//!     limiter.record_metrics(); // the figures as of this scrape
+//!     let body = prometheus.render();
+//!     async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+//! });
+//! let app: Router = Router::new().route("/metrics", metrics);
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/server.rs` does this behind `--metrics`.
+//!
+//! # Names and labels
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `connlimit_open_connections` | gauge | `point`: `listener`, `make_service`, `direct` | connections holding a permit now, by where they were admitted |
+//! | `connlimit_in_flight_requests` | gauge | `point`: `request_layer`, `direct` | requests holding a permit now |
+//! | `connlimit_tracked_clients` | gauge | — | clients with an entry in the limiter's map ([`Stats::tracked_clients`]) |
+//! | `connlimit_admitted_total` | counter | `point`: `listener`, `make_service`, `request_layer`, `direct` | connections (at `request_layer`, requests; at `direct`, both) admitted |
+//! | `connlimit_rejected_total` | counter | `point` (as above), `reason` | connections and requests refused |
+//! | `connlimit_timeouts_total` | counter | `deadline`: `handshake`, `idle`, `min_receive_rate` | admitted connections the listener closed because a deadline passed ([`Stats::timeouts`]) |
+//! | `connlimit_dry_run_total` | counter | — | refusals dry-run rules would have made, but let through ([`Stats::dry_run`]) |
+//! | `connlimit_bans_total` | counter | — | bans imposed, by the ban policy or [`Limiter::ban`] |
+//! | `connlimit_evictions_total` | counter | — | drained clients forgotten early under `max_tracked_clients` ([`Stats::evictions`]): worth an alert when it rises |
+//!
+//! [`METRIC_NAMES`] lists every name.
+//!
+//! - `point` is an [`AdmissionPoint`]'s [`as_str`](AdmissionPoint::as_str). At `direct` (your
+//!   own calls to the limiter) connections and requests are told apart: the direct gauges are
+//!   the limiter's totals less what the other points hold.
+//! - `reason` is one of the stable names of
+//!   [`RejectedStats::by_reason`](crate::RejectedStats::by_reason): `client_connections`,
+//!   `total_connections`, `client_requests`, `connect_rate`, `request_rate`, `path_rule`,
+//!   `banned`, `tracked_clients_full`, `no_client_address`, `proxy_untrusted`,
+//!   `proxy_header_invalid`, `proxy_header_timeout`.
+//! - Every combination of `point` and `reason` is written, zeros included, so that dashboards
+//!   and alerts see each series from the first scrape rather than only after the first refusal.
+//! - **No label ever holds a client IP or client key**: that would give every client a series
+//!   of its own, and an attacker rotating addresses could grow the exporter's memory without
+//!   bound. For per-client detail, ask the limiter: [`Limiter::top_clients`],
+//!   [`Limiter::client`], [`Limiter::bans`].
+//!
+//! Counters are written with `absolute`: they are the limiter's counts since it was created, so
+//! a restart starts them again at zero, as Prometheus' `rate()` and `increase()` expect. The
+//! units (all counts) add no suffix to the names, even with the Prometheus exporter's
+//! `set_enable_unit_suffix(true)`.
+//!
+//! # Cost
+//!
+//! The admission path does nothing for metrics, with or without this feature. Each
+//! [`Limiter::record_metrics`] call takes one [`Limiter::stats`] snapshot (about 130 relaxed
+//! atomic loads, no lock, no walk over the clients) and writes 64 series to the recorder, each
+//! a lookup of a fixed key: microseconds, once per scrape or tick. [`Stats`] is the same data;
+//! read it directly if you publish figures some other way.
+//!
+//! # Several limiters in one process
+//!
+//! Every limiter writes the same series, so two limiters recording into one recorder overwrite
+//! each other's gauges, and each counter shows the larger of the two counts. Use one limiter per
+//! process (one limiter can serve several listeners and layers), call `record_metrics` on one of
+//! them only, or give each its own recorder with [`metrics::with_local_recorder`][local].
+//!
+//! [local]: https://docs.rs/metrics/0.24/metrics/fn.with_local_recorder.html
+
+use ::metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+
+use crate::{AdmissionPoint, Limiter, Stats};
+
+const OPEN_CONNECTIONS: &str = "connlimit_open_connections";
+const IN_FLIGHT_REQUESTS: &str = "connlimit_in_flight_requests";
+const TRACKED_CLIENTS: &str = "connlimit_tracked_clients";
+const ADMITTED: &str = "connlimit_admitted_total";
+const REJECTED: &str = "connlimit_rejected_total";
+const TIMEOUTS: &str = "connlimit_timeouts_total";
+const DRY_RUN: &str = "connlimit_dry_run_total";
+const BANS: &str = "connlimit_bans_total";
+const EVICTIONS: &str = "connlimit_evictions_total";
+
+/// Every metric name [`Limiter::record_metrics`] writes, as in the [table](self#names-and-labels).
+pub const METRIC_NAMES: [&str; 9] = [
+    OPEN_CONNECTIONS,
+    IN_FLIGHT_REQUESTS,
+    TRACKED_CLIENTS,
+    ADMITTED,
+    REJECTED,
+    TIMEOUTS,
+    DRY_RUN,
+    BANS,
+    EVICTIONS,
+];
+
+impl Limiter {
+    /// Writes the limiter's figures to the installed `metrics` recorder: the gauges and
+    /// counters of the [`metrics`](crate::metrics) module.
+    ///
+    /// Call it before rendering a scrape, or from a periodic task; nothing else records
+    /// anything. Without a recorder it does nothing but read [`Limiter::stats`].
+    ///
+    /// ```
+    /// use tower_connlimit::{Config, Limiter};
+    ///
+    /// let limiter = Limiter::new(Config { max_conns_per_client: 1, ..Config::default() });
+    /// let ip = "192.0.2.1".parse().unwrap();
+    /// let _permit = limiter.try_acquire(ip).unwrap();
+    /// assert!(limiter.try_acquire(ip).is_err());
+    /// // With a recorder installed, this writes (among the others)
+    /// // connlimit_rejected_total{point="direct",reason="client_connections"} 1
+    /// limiter.record_metrics();
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn record_metrics(&self) {
+        record(&self.stats());
+    }
+}
+
+/// Writes every figure of `stats`.
+fn record(stats: &Stats) {
+    let point_label = |point: AdmissionPoint| ("point", point.as_str());
+
+    let connections_at_points = stats.listener.open + stats.make_service.open;
+    let open_connections = [
+        (AdmissionPoint::Listener, stats.listener.open),
+        (AdmissionPoint::MakeService, stats.make_service.open),
+        (
+            AdmissionPoint::Direct,
+            stats.open_connections.saturating_sub(connections_at_points),
+        ),
+    ];
+    for (point, open) in open_connections {
+        let (key, value) = point_label(point);
+        gauge!(OPEN_CONNECTIONS, key => value).set(open as f64);
+    }
+    let in_flight_requests = [
+        (AdmissionPoint::RequestLayer, stats.request_layer.open),
+        (
+            AdmissionPoint::Direct,
+            stats
+                .in_flight_requests
+                .saturating_sub(stats.request_layer.open),
+        ),
+    ];
+    for (point, open) in in_flight_requests {
+        let (key, value) = point_label(point);
+        gauge!(IN_FLIGHT_REQUESTS, key => value).set(open as f64);
+    }
+    gauge!(TRACKED_CLIENTS).set(stats.tracked_clients as f64);
+
+    for point in AdmissionPoint::ALL {
+        let figures = stats.point(point);
+        let (key, value) = point_label(point);
+        counter!(ADMITTED, key => value).absolute(figures.admitted);
+        for (reason, refused) in figures.rejected.by_reason() {
+            counter!(REJECTED, key => value, "reason" => reason).absolute(refused);
+        }
+    }
+
+    let timeouts = [
+        ("handshake", stats.timeouts.handshake),
+        ("idle", stats.timeouts.idle),
+        ("min_receive_rate", stats.timeouts.min_receive_rate),
+    ];
+    for (deadline, closed) in timeouts {
+        counter!(TIMEOUTS, "deadline" => deadline).absolute(closed);
+    }
+    counter!(DRY_RUN).absolute(stats.dry_run);
+    counter!(BANS).absolute(stats.bans);
+    counter!(EVICTIONS).absolute(stats.evictions);
+}
+
+/// Registers the help text and unit of every metric with the installed recorder.
+///
+/// Call it once, after installing the recorder (a recorder installed later does not see it);
+/// the Prometheus exporter renders the texts as `# HELP` lines.
+pub fn describe_metrics() {
+    describe_gauge!(
+        OPEN_CONNECTIONS,
+        Unit::Count,
+        "Connections holding a permit now, by admission point."
+    );
+    describe_gauge!(
+        IN_FLIGHT_REQUESTS,
+        Unit::Count,
+        "Requests holding a permit now, by admission point."
+    );
+    describe_gauge!(
+        TRACKED_CLIENTS,
+        Unit::Count,
+        "Clients the limiter keeps a record of: something open, or rate or ban state."
+    );
+    describe_counter!(
+        ADMITTED,
+        Unit::Count,
+        "Connections and requests admitted, by admission point."
+    );
+    describe_counter!(
+        REJECTED,
+        Unit::Count,
+        "Connections and requests refused, by admission point and reason."
+    );
+    describe_counter!(
+        TIMEOUTS,
+        Unit::Count,
+        "Admitted connections the listener closed because a deadline passed, by deadline."
+    );
+    describe_counter!(
+        DRY_RUN,
+        Unit::Count,
+        "Refusals that dry-run rules would have made, but let through."
+    );
+    describe_counter!(
+        BANS,
+        Unit::Count,
+        "Bans imposed, by the ban policy or the operator."
+    );
+    describe_counter!(
+        EVICTIONS,
+        Unit::Count,
+        "Drained clients forgotten early to make room under max_tracked_clients."
+    );
+}
