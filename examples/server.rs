@@ -344,7 +344,8 @@ async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
         .map(|&point| {
             let figures = stats.point(point);
             let value = json!({
-                "open": figures.open,
+                "open_connections": figures.open_connections,
+                "in_flight_requests": figures.in_flight_requests,
                 "admitted": figures.admitted,
                 "rejected": refused(&figures.rejected),
             });

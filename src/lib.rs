@@ -87,8 +87,8 @@
 //! holding the most connections, and [`Limiter::client`] details one ([`ClientStats`]).
 //! Admissions are logged through `tracing` at trace and refusals at debug, each with the client
 //! key, the admission point and the reason; at warn, the first refusal after a quiet spell and
-//! then one summary per 10 seconds ("N connections or requests refused from about M clients"),
-//! so a flood cannot flood the log. With the `metrics` feature, `Limiter::record_metrics`
+//! then one summary per 10 seconds ("N more connections or requests refused from about M
+//! clients"), so a flood cannot flood the log. With the `metrics` feature, `Limiter::record_metrics`
 //! exports the stats through the `metrics` facade, labelled by point and reason, never by
 //! client.
 //!

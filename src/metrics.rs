@@ -71,8 +71,8 @@
 //! [`METRIC_NAMES`] lists every name.
 //!
 //! - `point` is an [`AdmissionPoint`]'s [`as_str`](AdmissionPoint::as_str). At `direct` (your
-//!   own calls to the limiter) connections and requests are told apart: the direct gauges are
-//!   the limiter's totals less what the other points hold.
+//!   own calls to the limiter) connections and requests are told apart, each counted exactly
+//!   ([`PointStats`](crate::PointStats)).
 //! - `reason` is one of the stable names of
 //!   [`RejectedStats::by_reason`](crate::RejectedStats::by_reason): `client_connections`,
 //!   `total_connections`, `client_requests`, `connect_rate`, `request_rate`, `path_rule`,
@@ -162,30 +162,19 @@ impl Limiter {
 fn record(stats: &Stats) {
     let point_label = |point: AdmissionPoint| ("point", point.as_str());
 
-    let connections_at_points = stats.listener.open + stats.make_service.open;
-    let open_connections = [
-        (AdmissionPoint::Listener, stats.listener.open),
-        (AdmissionPoint::MakeService, stats.make_service.open),
-        (
-            AdmissionPoint::Direct,
-            stats.open_connections.saturating_sub(connections_at_points),
-        ),
+    let connection_points = [
+        AdmissionPoint::Listener,
+        AdmissionPoint::MakeService,
+        AdmissionPoint::Direct,
     ];
-    for (point, open) in open_connections {
+    for point in connection_points {
         let (key, value) = point_label(point);
+        let open = stats.point(point).open_connections;
         gauge!(OPEN_CONNECTIONS, key => value).set(open as f64);
     }
-    let in_flight_requests = [
-        (AdmissionPoint::RequestLayer, stats.request_layer.open),
-        (
-            AdmissionPoint::Direct,
-            stats
-                .in_flight_requests
-                .saturating_sub(stats.request_layer.open),
-        ),
-    ];
-    for (point, open) in in_flight_requests {
+    for point in [AdmissionPoint::RequestLayer, AdmissionPoint::Direct] {
         let (key, value) = point_label(point);
+        let open = stats.point(point).in_flight_requests;
         gauge!(IN_FLIGHT_REQUESTS, key => value).set(open as f64);
     }
     gauge!(TRACKED_CLIENTS).set(stats.tracked_clients as f64);

@@ -27,7 +27,7 @@ pub(crate) use self::state::Kind;
 use self::state::{ClientState, Event, Notes, Route};
 pub(crate) use self::stats::Closed;
 pub use self::stats::{ClientStats, PointStats, RejectedStats, Stats, TimeoutStats};
-use self::summary::{Noted, Summary, Window};
+use self::summary::{Summary, Window, SAMPLE};
 
 use crate::clock::nanos;
 use crate::config::CompiledConfig;
@@ -210,19 +210,18 @@ impl Limiter {
         ip: IpAddr,
         point: AdmissionPoint,
     ) -> Result<ConnPermit, Rejected> {
-        self.admit(ip, Kind::Connection, None, point)
-            .map(|key| ConnPermit {
-                slot: Slot::new(self.clone(), key, Kind::Connection, point),
-            })
+        let key = self.admit(ip, Kind::Connection, None, point)?;
+        let permit = ConnPermit {
+            slot: Slot::new(self.clone(), key, Kind::Connection, point),
+        };
+        self.admitted(&key, Kind::Connection, point);
+        Ok(permit)
     }
 
     /// Admits a request from `ip` against a ban, `request_rate` and `max_requests_per_client`,
     /// or says why not. Path rules need the route: see [`Limiter::try_acquire_request_to`].
     pub fn try_acquire_request(&self, ip: IpAddr) -> Result<RequestPermit, Rejected> {
-        self.admit(ip, Kind::Request, None, AdmissionPoint::Direct)
-            .map(|key| RequestPermit {
-                slot: Slot::new(self.clone(), key, Kind::Request, AdmissionPoint::Direct),
-            })
+        self.request_permit(ip, None, AdmissionPoint::Direct)
     }
 
     /// Admits a request from `ip` for `method` and `path`: a ban, `request_rate`, every
@@ -247,11 +246,21 @@ impl Limiter {
         path: &str,
         point: AdmissionPoint,
     ) -> Result<RequestPermit, Rejected> {
-        let route = Route { method, path };
-        self.admit(ip, Kind::Request, Some(route), point)
-            .map(|key| RequestPermit {
-                slot: Slot::new(self.clone(), key, Kind::Request, point),
-            })
+        self.request_permit(ip, Some(Route { method, path }), point)
+    }
+
+    fn request_permit(
+        &self,
+        ip: IpAddr,
+        route: Option<Route<'_>>,
+        point: AdmissionPoint,
+    ) -> Result<RequestPermit, Rejected> {
+        let key = self.admit(ip, Kind::Request, route, point)?;
+        let permit = RequestPermit {
+            slot: Slot::new(self.clone(), key, Kind::Request, point),
+        };
+        self.admitted(&key, Kind::Request, point);
+        Ok(permit)
     }
 
     /// Seed 003's `allowConnect`: the connection decision as a [`Decision`](Decision) for
@@ -381,7 +390,7 @@ impl Limiter {
         }
         let now = self.now();
         // A min-heap of the best `n` so far: the weakest is on top, ready to be pushed out.
-        let mut best = BinaryHeap::with_capacity(n + 1);
+        let mut best = BinaryHeap::new();
         for entry in self.shared.clients.iter() {
             if !entry.is_idle() {
                 best.push(Reverse(Ranked(ClientStats::new(
@@ -424,37 +433,44 @@ impl Limiter {
     /// ([`Stats::listener`], [`Stats::make_service`], [`Stats::request_layer`],
     /// [`Stats::direct`]).
     ///
-    /// Reads a few dozen atomics and takes no lock: cheap enough to poll often.
+    /// Reads about 130 atomics and takes no lock: cheap enough to poll every second.
     ///
     /// Each figure is read atomically, but not all at one instant: under load the figures may
     /// disagree by the few decisions made while the snapshot was taken.
     pub fn stats(&self) -> Stats {
         let shared = &*self.shared;
         let c = &shared.counters;
+        // Each counter is read once, and every total is a sum of what was read.
         let read = |kind: Kind, point: AdmissionPoint| {
             let counters = shared.point(kind, point);
             let refused: [u64; CAUSES] =
                 std::array::from_fn(|i| counters.refused[i].load(Ordering::Relaxed));
+            (
+                counters.open.load(Ordering::Relaxed),
+                counters.admitted.load(Ordering::Relaxed),
+                RejectedStats::from_counts(&refused),
+            )
+        };
+        let mut admitted_connections = 0;
+        let mut admitted_requests = 0;
+        let by_point = AdmissionPoint::ALL.map(|point| {
+            let (connections, admitted_c, rejected_c) = read(Kind::Connection, point);
+            let (requests, admitted_r, rejected_r) = read(Kind::Request, point);
+            admitted_connections += admitted_c;
+            admitted_requests += admitted_r;
             PointStats {
-                open: counters.open.load(Ordering::Relaxed),
-                admitted: counters.admitted.load(Ordering::Relaxed),
-                rejected: RejectedStats::from_counts(&refused),
+                open_connections: connections,
+                in_flight_requests: requests,
+                admitted: admitted_c + admitted_r,
+                rejected: rejected_c.plus(&rejected_r),
             }
-        };
-        let point = |point| read(Kind::Connection, point).plus(&read(Kind::Request, point));
-        let admitted = |kind| {
-            AdmissionPoint::ALL
-                .iter()
-                .map(|&point| shared.point(kind, point).admitted.load(Ordering::Relaxed))
-                .sum()
-        };
-        let by_point = AdmissionPoint::ALL.map(point);
+        });
         Stats {
             open_connections: shared.open_connections.load(Ordering::Relaxed),
             in_flight_requests: shared.in_flight_requests.load(Ordering::Relaxed),
             tracked_clients: shared.tracked.load(Ordering::Relaxed),
-            admitted_connections: admitted(Kind::Connection),
-            admitted_requests: admitted(Kind::Request),
+            admitted_connections,
+            admitted_requests,
             rejected: by_point
                 .iter()
                 .fold(RejectedStats::default(), |sum, point| {
@@ -479,31 +495,105 @@ impl Limiter {
     /// and says whether this is the first time (so the caller logs the misconfiguration loudly
     /// once).
     pub(crate) fn note_missing_client_address(&self, kind: Kind, point: AdmissionPoint) -> bool {
-        self.count_refused(kind, point, Cause::NoClientAddress);
+        self.refused(kind, point, Cause::NoClientAddress, None);
         !self
             .shared
             .missing_addr_reported
             .swap(true, Ordering::Relaxed)
     }
 
-    /// Counts a connection the listener closed on its own: a deadline, or a PROXY header.
+    /// Counts a connection the listener refused before the limits could decide (a PROXY-header
+    /// problem) from `peer`, when known.
+    pub(crate) fn refused_at_listener(&self, cause: Cause, peer: Option<IpAddr>) {
+        let key = peer.map(|ip| self.key_for(ip));
+        self.refused(
+            Kind::Connection,
+            AdmissionPoint::Listener,
+            cause,
+            key.as_ref(),
+        );
+    }
+
+    /// Counts an admitted connection that a deadline closed.
     pub(crate) fn count_closed(&self, why: Closed) {
         let c = &self.shared.counters;
-        let refused = |cause| self.count_refused(Kind::Connection, AdmissionPoint::Listener, cause);
-        let timeout = match why {
+        let counter = match why {
             Closed::HandshakeTimeout => &c.timeout_handshake,
             Closed::IdleTimeout => &c.timeout_idle,
             Closed::MinReceiveRate => &c.timeout_min_receive_rate,
-            Closed::ProxyUntrusted => return refused(Cause::ProxyUntrusted),
-            Closed::ProxyHeaderInvalid => return refused(Cause::ProxyHeaderInvalid),
-            Closed::ProxyHeaderTimeout => return refused(Cause::ProxyHeaderTimeout),
         };
-        timeout.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one refusal of `kind` at `point`.
-    fn count_refused(&self, kind: Kind, point: AdmissionPoint, cause: Cause) {
-        self.shared.point(kind, point).refused[cause.index()].fetch_add(1, Ordering::Relaxed);
+    /// Counts, logs and sums up one refusal of `kind` at `point` for `cause`.
+    ///
+    /// Every refusal is logged at debug. At warn, the first after a quiet spell is logged on its
+    /// own and opens a summary window; the others are summed up per window (see `summary`).
+    fn refused(&self, kind: Kind, point: AdmissionPoint, cause: Cause, client: Option<&ClientKey>) {
+        let shared = &*self.shared;
+        let previous =
+            shared.point(kind, point).refused[cause.index()].fetch_add(1, Ordering::Relaxed);
+        let client_field = client.map(tracing::field::display);
+        let (kind, reason) = (kind.as_str(), cause.as_str());
+        tracing::debug!(client = client_field, kind, %point, reason, "refused");
+        match shared.summary.open_until() {
+            None => {
+                if shared.summary.open(self.now(), self.total_refused()) {
+                    tracing::warn!(
+                        client = client_field,
+                        kind,
+                        %point,
+                        reason,
+                        "refusing: further refusals are summed up every 10s"
+                    );
+                }
+            }
+            Some(end) => {
+                if let Some(client) = client {
+                    shared.summary.note(client);
+                }
+                if previous % SAMPLE == 0 {
+                    self.close_summary_if_over(end);
+                }
+            }
+        }
+    }
+
+    /// After a permit is made: logs the admission, and now and then ends a summary window that
+    /// is over. Runs once the permit exists, so that nothing here can leave a count behind.
+    fn admitted(&self, key: &ClientKey, kind: Kind, point: AdmissionPoint) {
+        tracing::trace!(client = %key, kind = kind.as_str(), %point, "admitted");
+        let shared = &*self.shared;
+        if let Some(end) = shared.summary.open_until() {
+            if shared.point(kind, point).admitted.load(Ordering::Relaxed) % SAMPLE == 0 {
+                self.close_summary_if_over(end);
+            }
+        }
+    }
+
+    /// Ends the summary window that ends at `end`, if it is over, and logs it.
+    fn close_summary_if_over(&self, end: u64) {
+        let now = self.now();
+        if now >= end {
+            if let Some(window) = self
+                .shared
+                .summary
+                .close_if_over(end, now, self.total_refused())
+            {
+                log_summary(&window);
+            }
+        }
+    }
+
+    /// Every refusal counted so far, at every point: for the summary windows, once per window.
+    fn total_refused(&self) -> u64 {
+        self.shared
+            .points
+            .iter()
+            .flatten()
+            .flat_map(|point| &point.refused)
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The config in force, compiled.
@@ -607,40 +697,15 @@ impl Limiter {
             };
         };
         self.record(&key, &notes);
-        let counters = shared.point(kind, point);
         match verdict {
             Ok(()) => {
+                let counters = shared.point(kind, point);
                 counters.open.fetch_add(1, Ordering::Relaxed);
                 counters.admitted.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!(client = %key, kind = kind.as_str(), %point, "admitted");
-                // Only while refusals are being summed up: end their window if it is over.
-                if let Some(end) = shared.summary.window_end() {
-                    if let Some(window) = shared.summary.close_if_over(end, now()) {
-                        log_summary(&window);
-                    }
-                }
                 Ok(key)
             }
             Err((reason, wait)) => {
-                counters.refused[Cause::Limit(reason).index()].fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    client = %key,
-                    kind = kind.as_str(),
-                    %point,
-                    reason = reason.as_str(),
-                    "refused"
-                );
-                match shared.summary.note(&key, now()) {
-                    Noted::Counted => {}
-                    Noted::Opened => tracing::warn!(
-                        client = %key,
-                        kind = kind.as_str(),
-                        %point,
-                        reason = reason.as_str(),
-                        "refusing: further refusals are summed up every 10s"
-                    ),
-                    Noted::Closed(window) => log_summary(&window),
-                }
+                self.refused(kind, point, Cause::Limit(reason), Some(&key));
                 Err(Rejected {
                     reason,
                     retry_after: wait.map(Duration::from_nanos),
@@ -659,11 +724,12 @@ impl Limiter {
         }
         if notes.would_ban {
             c.dry_run.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(client = %key, "dry-run ban policy would have banned");
+            tracing::debug!(client = %key, "dry-run ban policy would have banned");
         }
         if notes.banned {
+            // At most one line per client per ban.
             c.bans.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(client = %key, "client banned after repeated violations");
+            tracing::info!(client = %key, "client banned after repeated violations");
         }
     }
 
@@ -814,12 +880,15 @@ impl Ord for Ranked {
 
 /// Logs a finished window of refusals at warn: one line per window however many there were.
 fn log_summary(window: &Window) {
+    let about = if window.at_least { "at least" } else { "about" };
     tracing::warn!(
         refused = window.refused,
         clients = window.clients,
-        "{} connections or requests refused from about {} clients in the last 10s",
+        seconds = window.seconds,
+        "{} more connections or requests refused from {about} {} clients in the last {}s",
         window.refused,
-        window.clients
+        window.clients,
+        window.seconds
     );
 }
 

@@ -67,6 +67,17 @@ pub(crate) enum Cause {
 pub(super) const CAUSES: usize = 12;
 
 impl Cause {
+    /// The stable name, as in [`RejectedStats::by_reason`](crate::RejectedStats::by_reason).
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Cause::Limit(reason) => reason.as_str(),
+            Cause::NoClientAddress => "no_client_address",
+            Cause::ProxyUntrusted => "proxy_untrusted",
+            Cause::ProxyHeaderInvalid => "proxy_header_invalid",
+            Cause::ProxyHeaderTimeout => "proxy_header_timeout",
+        }
+    }
+
     pub(super) fn index(self) -> usize {
         match self {
             Cause::Limit(reason) => match reason {

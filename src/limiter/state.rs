@@ -209,6 +209,9 @@ impl ClientState {
             return;
         }
         if policy.dry_run {
+            // As a real ban would: the record starts afresh, so a client that keeps going is
+            // noted once per crossing, not at every violation after it.
+            self.violations = RateState::default();
             notes.would_ban = true;
             return;
         }

@@ -61,23 +61,14 @@ impl Stats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PointStats {
-    /// Connections (at the request layer, requests) admitted here and holding a permit now.
-    pub open: usize,
-    /// Admitted here since the limiter was created.
+    /// Connections admitted here and holding a permit now (0 at the request layer).
+    pub open_connections: usize,
+    /// Requests admitted here and holding a permit now (0 at the listener and make-service).
+    pub in_flight_requests: usize,
+    /// Connections and requests admitted here since the limiter was created.
     pub admitted: u64,
-    /// Refused here since the limiter was created, by reason.
+    /// Connections and requests refused here since the limiter was created, by reason.
     pub rejected: RejectedStats,
-}
-
-impl PointStats {
-    /// Both sets of figures, added up.
-    pub(super) fn plus(&self, other: &PointStats) -> PointStats {
-        PointStats {
-            open: self.open + other.open,
-            admitted: self.admitted + other.admitted,
-            rejected: self.rejected.plus(&other.rejected),
-        }
-    }
 }
 
 /// Refusal counts by reason; see [`Stats`].
@@ -197,15 +188,12 @@ impl TimeoutStats {
     }
 }
 
-/// Why a listener closed a connection on its own, for the counters.
+/// Which deadline closed an admitted connection, for the counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Closed {
     HandshakeTimeout,
     IdleTimeout,
     MinReceiveRate,
-    ProxyUntrusted,
-    ProxyHeaderInvalid,
-    ProxyHeaderTimeout,
 }
 
 /// One client's details; see [`Limiter::client`](crate::Limiter::client),

@@ -326,7 +326,6 @@ pub(crate) fn timed_out(why: Closed) -> io::Error {
         Closed::HandshakeTimeout => "connection closed: no first byte within handshake_timeout",
         Closed::IdleTimeout => "connection closed: idle for idle_timeout",
         Closed::MinReceiveRate => "connection closed: client sent slower than min_receive_rate",
-        _ => "connection closed",
     };
     io::Error::new(io::ErrorKind::TimedOut, message)
 }

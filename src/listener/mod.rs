@@ -89,7 +89,7 @@ use self::proxy_protocol::{read_header, InvalidHeader};
 use self::reject::Rejector;
 pub use self::reject::{RejectAction, RejectableIo};
 pub use self::tracked_io::TrackedIo;
-use crate::limiter::Closed;
+use crate::limiter::Cause;
 use crate::Limiter;
 
 /// A finished PROXY header read: the connection, its peer, and what the header said.
@@ -200,8 +200,8 @@ impl<L> ConnLimitListener<L> {
             return self.admit(io, peer, config.deadlines);
         }
         if !config.is_trusted_proxy(peer.ip()) {
-            self.limiter.count_closed(Closed::ProxyUntrusted);
-            tracing::debug!(%peer, "connection refused: not a trusted proxy");
+            self.limiter
+                .refused_at_listener(Cause::ProxyUntrusted, Some(peer.ip()));
             return None;
         }
         let deadline = config.config.proxy_header_timeout;
@@ -217,8 +217,9 @@ impl<L> ConnLimitListener<L> {
                 }) as Finished
             });
         if evicted {
-            self.limiter.count_closed(Closed::ProxyHeaderTimeout);
-            tracing::debug!("oldest pending PROXY header abandoned: too many pending");
+            // The oldest read's peer is not known here; its refusal is counted all the same.
+            self.limiter
+                .refused_at_listener(Cause::ProxyHeaderTimeout, None);
         }
         None
     }
@@ -234,13 +235,13 @@ impl<L> ConnLimitListener<L> {
                 self.admit(io, source.unwrap_or(proxy), deadlines)
             }
             Ok(Err(InvalidHeader)) => {
-                self.limiter.count_closed(Closed::ProxyHeaderInvalid);
-                tracing::debug!(%proxy, "connection refused: invalid PROXY header");
+                self.limiter
+                    .refused_at_listener(Cause::ProxyHeaderInvalid, Some(proxy.ip()));
                 None
             }
             Err(_elapsed) => {
-                self.limiter.count_closed(Closed::ProxyHeaderTimeout);
-                tracing::debug!(%proxy, "connection refused: no PROXY header in time");
+                self.limiter
+                    .refused_at_listener(Cause::ProxyHeaderTimeout, Some(proxy.ip()));
                 None
             }
         }
