@@ -1,17 +1,21 @@
 //! Admission cost, side by side: this crate's `Limiter` against the naive
-//! `Mutex<HashMap<IpAddr, u32>>` and the floor of one atomic increment and decrement.
+//! `Mutex<HashMap<IpAddr, u32>>`, tower's `GlobalConcurrencyLimit` (a tokio semaphore, acquired
+//! and released as that layer does), and the floor of one atomic increment and decrement.
 //!
 //! `cargo bench --bench admission`. Each group measures every implementation in the same run,
-//! so compare the ratios, not the absolute times.
+//! so compare the ratios, not the absolute times. The `*_threads` groups run the same work on
+//! one thread and on two (each on its own clients) and report the time per operation of both
+//! threads together, so a lower figure with two threads is more throughput.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::time::Duration;
+use tokio::sync::Semaphore;
 
 use tower_connlimit::{CidrLimit, Config, Limiter, RateLimit, Strategy};
 
@@ -48,6 +52,12 @@ impl NaiveLimiter {
             }
         }
     }
+}
+
+/// tower's `GlobalConcurrencyLimit`: one shared semaphore, an owned permit per call, released on
+/// drop. The floor for a limiter with a global count and no per-client state.
+fn semaphore() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))
 }
 
 fn limiter(max_conns_per_client: usize) -> Limiter {
@@ -94,12 +104,137 @@ fn admit_release(c: &mut Criterion) {
                 naive.release(clients[i]);
             })
         });
+        let global = semaphore();
+        group.bench_function(
+            BenchmarkId::new("tower_global_concurrency_limit", case),
+            |b| b.iter(|| drop(black_box(Arc::clone(&global).try_acquire_owned().unwrap()))),
+        );
         let floor = AtomicUsize::new(0);
         group.bench_function(BenchmarkId::new("atomic_floor", case), |b| {
             b.iter(|| {
                 black_box(floor.fetch_add(1, Ordering::AcqRel));
                 floor.fetch_sub(1, Ordering::AcqRel);
             })
+        });
+    }
+    group.finish();
+}
+
+/// Runs `op(thread, i)` `iters` times on each of `threads` threads started together, and
+/// returns the wall time divided by `threads`: criterion then reports the time per operation
+/// of all threads together (the inverse of throughput).
+fn on_threads(threads: usize, iters: u64, op: &(dyn Fn(usize, u64) + Sync)) -> Duration {
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        for thread in 0..threads {
+            let start = &start;
+            scope.spawn(move || {
+                start.wait();
+                for i in 0..iters {
+                    op(thread, i);
+                }
+            });
+        }
+        start.wait();
+        let began = Instant::now();
+        // The scope joins every thread before returning.
+        began
+    })
+    .elapsed()
+        / threads as u32
+}
+
+/// Admit+release across distinct clients on one thread and on two, each thread on clients of
+/// its own, for every implementation.
+fn admit_release_threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("admit_release_threads");
+    group.throughput(Throughput::Elements(1));
+    const CLIENTS_PER_THREAD: u64 = 5_000;
+    let clients = clients_v4(2 * CLIENTS_PER_THREAD as u32);
+    let client = |thread: usize, i: u64| {
+        clients[thread * CLIENTS_PER_THREAD as usize + (i % CLIENTS_PER_THREAD) as usize]
+    };
+    for threads in [1, 2] {
+        let case = format!("{threads}_thread{}", if threads > 1 { "s" } else { "" });
+        let limiter = limiter(100);
+        group.bench_function(BenchmarkId::new("tower_connlimit", &case), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, &|t, i| {
+                    drop(black_box(limiter.try_acquire(client(t, i)).unwrap()))
+                })
+            })
+        });
+        let naive = NaiveLimiter::new(100);
+        group.bench_function(BenchmarkId::new("naive_mutex_hashmap", &case), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, &|t, i| {
+                    assert!(naive.acquire(black_box(client(t, i))));
+                    naive.release(client(t, i));
+                })
+            })
+        });
+        let global = semaphore();
+        group.bench_function(
+            BenchmarkId::new("tower_global_concurrency_limit", &case),
+            |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, &|_, _| {
+                        drop(black_box(Arc::clone(&global).try_acquire_owned().unwrap()))
+                    })
+                })
+            },
+        );
+        let floor = AtomicUsize::new(0);
+        group.bench_function(BenchmarkId::new("atomic_floor", &case), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, &|_, _| {
+                    black_box(floor.fetch_add(1, Ordering::AcqRel));
+                    floor.fetch_sub(1, Ordering::AcqRel);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Admit+release while another thread replaces the config as fast as it can, against the same
+/// with the config left alone.
+fn config_swap(c: &mut Criterion) {
+    let mut group = c.benchmark_group("admit_release_config_swap");
+    group.throughput(Throughput::Elements(1));
+    let clients = clients_v4(10_000);
+    for swapping in [false, true] {
+        let limiter = limiter(100);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            if swapping {
+                scope.spawn(|| {
+                    // Bounded by the flag, which the measurement below sets when it is done.
+                    let mut limit = 100;
+                    while !stop.load(Ordering::Relaxed) {
+                        limit = if limit == 100 { 101 } else { 100 };
+                        limiter
+                            .set_config(Config {
+                                max_conns_per_client: limit,
+                                ..Config::default()
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+            let name = if swapping {
+                "while_swapping"
+            } else {
+                "config_left_alone"
+            };
+            let mut i = 0;
+            group.bench_function(BenchmarkId::new("tower_connlimit", name), |b| {
+                b.iter(|| {
+                    i = (i + 1) % clients.len();
+                    drop(black_box(limiter.try_acquire(clients[i]).unwrap()));
+                })
+            });
+            stop.store(true, Ordering::Relaxed);
         });
     }
     group.finish();
@@ -150,8 +285,21 @@ fn rejected(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("naive_mutex_hashmap", "one_client"), |b| {
         b.iter(|| assert!(!naive.acquire(black_box(ip))))
     });
+    let full = Arc::new(Semaphore::new(1));
+    let _taken = Arc::clone(&full).try_acquire_owned().unwrap();
+    group.bench_function(
+        BenchmarkId::new("tower_global_concurrency_limit", "one_client"),
+        |b| b.iter(|| assert!(Arc::clone(black_box(&full)).try_acquire_owned().is_err())),
+    );
     group.finish();
 }
 
-criterion_group!(benches, admit_release, gate_on, rejected);
+criterion_group!(
+    benches,
+    admit_release,
+    admit_release_threads,
+    gate_on,
+    config_swap,
+    rejected
+);
 criterion_main!(benches);
