@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! cargo run --example server -- --addr 127.0.0.1:3000 --max-per-client 10 \
-//!     [--max-total N] [--max-requests N] [--mode listener|make-service] [--reject close|reset|http] \
+//!     [--max-total N] [--max-requests N] [--mode listener|make-service|off] [--reject close|reset|http] \
 //!     [--handshake-timeout SECS] [--idle-timeout SECS] [--min-rate BYTES_PER_SEC] \
 //!     [--trusted-proxy CIDR]... [--proxy-protocol] \
 //!     [--client-ip-header forwarded|x-forwarded-for|x-real-ip] [--metrics]
 //! ```
+//!
+//! `--mode off` serves the same routes with no limiter at all, for `scripts/e2e.sh` to compare.
 //!
 //! The deadlines (`--handshake-timeout`, `--idle-timeout`, `--min-rate` with a 10 s grace) and
 //! `--proxy-protocol` act at the listener (`--mode listener`); `--client-ip-header` at the
@@ -57,7 +59,7 @@ use tower_connlimit::{
 use tower_layer::Layer;
 
 const USAGE: &str = "usage: server [--addr ADDR] [--max-per-client N] [--max-total N] \
-[--max-requests N] [--mode listener|make-service] [--reject close|reset|http] \
+[--max-requests N] [--mode listener|make-service|off] [--reject close|reset|http] \
 [--handshake-timeout SECS] [--idle-timeout SECS] [--min-rate BYTES_PER_SEC] [--trusted-proxy CIDR]... \
 [--proxy-protocol] [--client-ip-header forwarded|x-forwarded-for|x-real-ip] \
 [--metrics]";
@@ -66,6 +68,8 @@ const USAGE: &str = "usage: server [--addr ADDR] [--max-per-client N] [--max-tot
 enum Mode {
     Listener,
     MakeService,
+    /// No limiter at all, for measuring what it costs (`scripts/e2e.sh`).
+    Off,
 }
 
 #[derive(Debug)]
@@ -133,6 +137,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 parsed.mode = match value()?.as_str() {
                     "listener" => Mode::Listener,
                     "make-service" => Mode::MakeService,
+                    "off" => Mode::Off,
                     other => return Err(format!("--mode: unknown mode {other:?}")),
                 }
             }
@@ -201,9 +206,15 @@ async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::i
         .route("/slow", get(slow))
         .route("/ws", get(websocket))
         .route("/stats", get(stats))
-        .merge(metrics)
-        .layer(ConnLimitLayer::with_limiter(limiter.clone()))
-        .with_state(limiter.clone());
+        .merge(metrics);
+    // `--mode off` serves the same routes with no limiter anywhere, to measure what it costs.
+    let app = match args.mode {
+        Mode::Off => app,
+        Mode::Listener | Mode::MakeService => {
+            app.layer(ConnLimitLayer::with_limiter(limiter.clone()))
+        }
+    }
+    .with_state(limiter.clone());
 
     let tcp = TcpListener::bind(args.addr).await?;
     tracing::info!(
@@ -230,6 +241,11 @@ async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::i
             Mode::MakeService => {
                 let make_service =
                     ConnLimitLayer::with_limiter(limiter.clone()).layer(make_service);
+                axum::serve(tcp, make_service)
+                    .with_graceful_shutdown(shutdown_signal(Arc::clone(&stopping)))
+                    .await
+            }
+            Mode::Off => {
                 axum::serve(tcp, make_service)
                     .with_graceful_shutdown(shutdown_signal(Arc::clone(&stopping)))
                     .await

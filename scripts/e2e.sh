@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# End-to-end cost of the limiter: the `server` example with and without it, driven by wrk.
+#
+#   scripts/e2e.sh                      # 10 s per run, 2 rounds
+#   DURATION=5s ROUNDS=3 scripts/e2e.sh
+#
+# Two shapes, each run alternately without the limiter (`--mode off`) and with it (`--mode
+# listener`: the listener counts connections, the request layer counts requests), at identical
+# settings otherwise, so that drift on a shared machine hits both alike:
+#   keep-alive  64 connections, each sending request after request;
+#   churn       64 connections at a time, a new one for every request (`Connection: close`).
+# The limits are set high enough that nothing is refused: this measures the bookkeeping.
+# Prints requests/s and p99 latency per run, then the medians and the with/without ratios.
+# Installs wrk from Debian's packages when it is missing. Loopback only.
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-2}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+PORT=${PORT:-38080}
+
+cd "$(dirname "$0")/.."
+
+if ! command -v wrk >/dev/null; then
+    echo "wrk is missing: installing it from Debian's packages" >&2
+    SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq wrk
+fi
+
+cargo build --release --quiet --example server
+SERVER=target/release/examples/server
+URL="http://127.0.0.1:$PORT/"
+RESULTS=$(mktemp)
+SERVER_PID=
+trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -f "$RESULTS"' EXIT
+
+start_server() { # $1: mode
+    RUST_LOG=warn "$SERVER" --addr "127.0.0.1:$PORT" --mode "$1" \
+        --max-per-client 100000 --max-requests 0 >/dev/null 2>&1 &
+    SERVER_PID=$!
+    # Ready when it answers: at most 10 s.
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "$URL" && return 0
+        sleep 0.1
+    done
+    echo "the server did not start" >&2
+    exit 1
+}
+
+stop_server() {
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+# wrk's p99 in milliseconds, from its --latency table.
+p99_ms() {
+    awk '$1 == "99%" {
+        v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v);
+        if (unit == "us") v /= 1000; else if (unit == "s") v *= 1000;
+        printf "%.3f", v }'
+}
+
+run() { # $1: shape, $2: mode
+    local header=()
+    [ "$1" = churn ] && header=(-H "Connection: close")
+    start_server "$2"
+    local out
+    out=$(wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency "${header[@]}" "$URL")
+    stop_server
+    local rps p99 errors
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p99=$(p99_ms <<<"$out")
+    errors=$(awk '/Socket errors|Non-2xx/ {print}' <<<"$out" | tr '\n' ' ')
+    printf '%-10s %-9s %12s req/s  p99 %8s ms  %s\n' "$1" "$2" "$rps" "$p99" "$errors"
+    echo "$1 $2 $rps $p99" >>"$RESULTS"
+}
+
+echo "wrk -t $THREADS -c $CONNECTIONS -d $DURATION, $ROUNDS rounds, $(nproc) CPUs"
+for round in $(seq 1 "$ROUNDS"); do
+    for shape in keep-alive churn; do
+        run "$shape" off
+        run "$shape" listener
+    done
+done
+
+echo
+echo "medians (with limiter / without):"
+for shape in keep-alive churn; do
+    median() { # $1: mode, $2: column
+        awk -v s="$shape" -v m="$1" -v c="$2" '$1 == s && $2 == m {print $c}' "$RESULTS" |
+            sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+    }
+    off_rps=$(median off 3); on_rps=$(median listener 3)
+    off_p99=$(median off 4); on_p99=$(median listener 4)
+    awk -v s="$shape" -v a="$off_rps" -v b="$on_rps" -v c="$off_p99" -v d="$on_p99" 'BEGIN {
+        printf "%-10s req/s %10.0f -> %10.0f (%.3f)   p99 %7.3f -> %7.3f ms (%.3f)\n", s, a, b, b / a, c, d, d / c }'
+done
