@@ -126,6 +126,31 @@ impl<IO> PeerAddr for TrackedIo<IO> {
     }
 }
 
+impl<IO> TrackedIo<IO> {
+    /// Runs one operation of the inner IO on `side` under the deadlines (see
+    /// [`under_deadlines`]); `moved` says how many bytes a finished operation moved.
+    #[inline]
+    fn watched<T>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        side: Side,
+        moved: impl Fn(&T) -> usize,
+        op: impl FnOnce(Pin<&mut IO>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let this = self.project();
+        let io = this.io;
+        under_deadlines(
+            this.deadlines,
+            this.permit,
+            *this.peer,
+            cx,
+            side,
+            moved,
+            |cx| op(io, cx),
+        )
+    }
+}
+
 impl<IO: AsyncRead> AsyncRead for TrackedIo<IO> {
     #[inline]
     fn poll_read(
@@ -133,17 +158,12 @@ impl<IO: AsyncRead> AsyncRead for TrackedIo<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let io = this.io;
         let before = buf.filled().len();
-        under_deadlines(
-            this.deadlines,
-            this.permit,
-            *this.peer,
+        self.watched(
             cx,
             Side::Read,
             |n| *n,
-            |cx| {
+            |io, cx| {
                 io.poll_read(cx, buf)
                     .map_ok(|()| buf.filled().len() - before)
             },
@@ -159,47 +179,17 @@ impl<IO: AsyncWrite> AsyncWrite for TrackedIo<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let io = this.io;
-        under_deadlines(
-            this.deadlines,
-            this.permit,
-            *this.peer,
-            cx,
-            Side::Write,
-            |n| *n,
-            |cx| io.poll_write(cx, buf),
-        )
+        self.watched(cx, Side::Write, |n| *n, |io, cx| io.poll_write(cx, buf))
     }
 
     #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let io = this.io;
-        under_deadlines(
-            this.deadlines,
-            this.permit,
-            *this.peer,
-            cx,
-            Side::Write,
-            |()| 0,
-            |cx| io.poll_flush(cx),
-        )
+        self.watched(cx, Side::Write, |()| 0, |io, cx| io.poll_flush(cx))
     }
 
     #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let io = this.io;
-        under_deadlines(
-            this.deadlines,
-            this.permit,
-            *this.peer,
-            cx,
-            Side::Write,
-            |()| 0,
-            |cx| io.poll_shutdown(cx),
-        )
+        self.watched(cx, Side::Write, |()| 0, |io, cx| io.poll_shutdown(cx))
     }
 
     #[inline]
@@ -208,16 +198,11 @@ impl<IO: AsyncWrite> AsyncWrite for TrackedIo<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let io = this.io;
-        under_deadlines(
-            this.deadlines,
-            this.permit,
-            *this.peer,
+        self.watched(
             cx,
             Side::Write,
             |n| *n,
-            |cx| io.poll_write_vectored(cx, bufs),
+            |io, cx| io.poll_write_vectored(cx, bufs),
         )
     }
 
