@@ -120,6 +120,36 @@ fn admit_release(c: &mut Criterion) {
     group.finish();
 }
 
+/// Admit+release for a client that keeps another connection open throughout, so its entry stays
+/// in the map: the cost of a decision without the entry's insertion and removal (and without
+/// the tracked-clients count that goes with them).
+fn admit_release_held(c: &mut Criterion) {
+    let mut group = c.benchmark_group("admit_release_held");
+    group.throughput(Throughput::Elements(1));
+    let client = clients_v4(1)[0];
+    let limiter = limiter(100);
+    let _held = limiter.try_acquire(client).unwrap();
+    group.bench_function(BenchmarkId::new("tower_connlimit", "one_client"), |b| {
+        b.iter(|| drop(black_box(limiter.try_acquire(black_box(client)).unwrap())))
+    });
+    let naive = NaiveLimiter::new(100);
+    assert!(naive.acquire(client));
+    group.bench_function(BenchmarkId::new("naive_mutex_hashmap", "one_client"), |b| {
+        b.iter(|| {
+            assert!(naive.acquire(black_box(client)));
+            naive.release(client);
+        })
+    });
+    let floor = AtomicUsize::new(1);
+    group.bench_function(BenchmarkId::new("atomic_floor", "one_client"), |b| {
+        b.iter(|| {
+            black_box(floor.fetch_add(1, Ordering::AcqRel));
+            floor.fetch_sub(1, Ordering::AcqRel);
+        })
+    });
+    group.finish();
+}
+
 /// Runs `op(thread, i)` `iters` times on each of `threads` threads started together, and
 /// returns the wall time divided by `threads`: criterion then reports the time per operation
 /// of all threads together (the inverse of throughput).
@@ -297,6 +327,7 @@ fn rejected(c: &mut Criterion) {
 criterion_group!(
     benches,
     admit_release,
+    admit_release_held,
     admit_release_threads,
     gate_on,
     config_swap,
