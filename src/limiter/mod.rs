@@ -449,7 +449,8 @@ impl Limiter {
     /// ([`Stats::listener`], [`Stats::make_service`], [`Stats::request_layer`],
     /// [`Stats::direct`]).
     ///
-    /// Reads about 900 atomics (every stripe of every counter) and takes no lock: cheap enough to poll every second.
+    /// Reads about 900 atomics (every stripe of every counter) and takes no lock: cheap enough
+    /// to poll every second.
     ///
     /// Each figure is read atomically, but not all at one instant: under load the figures may
     /// disagree by the few decisions made while the snapshot was taken.
