@@ -160,3 +160,105 @@ pub async fn serve_behind_listener(
     });
     addr
 }
+
+/// Waits until `limiter` holds nothing: no open connection, no in-flight request, no tracked
+/// client. Fails the test after [`WAIT`], naming what is still held and by whom.
+pub async fn wait_until_drained(limiter: &tower_connlimit::Limiter) {
+    let drained = tokio::time::timeout(WAIT, async {
+        // Bounded by the timeout above; each turn yields to the runtime.
+        loop {
+            let stats = limiter.stats();
+            if stats.open_connections == 0
+                && stats.in_flight_requests == 0
+                && stats.tracked_clients == 0
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let stats = limiter.stats();
+    assert!(
+        drained.is_ok(),
+        "the limiter never drained: {} open connections, {} in-flight requests, {} tracked \
+         clients: {:?}",
+        stats.open_connections,
+        stats.in_flight_requests,
+        stats.tracked_clients,
+        limiter.clients(),
+    );
+}
+
+/// Drops `stream` with `SO_LINGER` 0, so the peer sees a reset (RST) rather than a close (FIN).
+pub fn reset(stream: TcpStream) {
+    stream.set_zero_linger().unwrap();
+    drop(stream);
+}
+
+/// Reads everything the server sends until it closes or resets `stream`; fails the test if
+/// that takes longer than `within`. A reset ends the read like a close, keeping what came
+/// before it.
+pub async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut chunk = [0u8; 4096];
+        // Bounded by the timeout; each turn either reads data or ends.
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server did not close within {within:?}");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A tokio executor for hyper that can abort every task it has spawned, at once: a client
+/// process dying. Aborting drops the connection's socket, without the GOAWAY of a polite close.
+#[derive(Clone, Debug, Default)]
+pub struct KillableExecutor {
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl KillableExecutor {
+    /// Aborts every task spawned so far; their sockets close as the runtime drops them.
+    pub fn kill(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for KillableExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let task = tokio::spawn(fut).abort_handle();
+        self.tasks.lock().unwrap().push(task);
+    }
+}
+
+/// An HTTP/2 (prior knowledge) client connection over `stream` sending bodies of type `B`, with
+/// the executor running all of its tasks: [`KillableExecutor::kill`] makes the client vanish.
+pub async fn killable_http2_client<B>(
+    stream: TcpStream,
+) -> (http2::SendRequest<B>, KillableExecutor)
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let executor = KillableExecutor::default();
+    let (sender, conn) = bounded(http2::handshake(executor.clone(), TokioIo::new(stream)))
+        .await
+        .unwrap();
+    hyper::rt::Executor::execute(&executor, async move {
+        let _ = conn.await;
+    });
+    (sender, executor)
+}
