@@ -188,6 +188,33 @@ pub use listener::{
 };
 pub use rate::{RateLimit, Strategy};
 
+/// Entry points for the fuzz targets in `fuzz/`, built only by `cargo fuzz` (`--cfg fuzzing`).
+/// Not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod __fuzz {
+    use std::net::SocketAddr;
+
+    use crate::listener::proxy_protocol;
+
+    /// Parses one complete PROXY header (v1 or v2): the source address it names, if any, or
+    /// `Err(())` for a header the listener refuses.
+    #[allow(clippy::result_unit_err)]
+    pub fn parse_proxy_header(bytes: &[u8]) -> Result<Option<SocketAddr>, ()> {
+        proxy_protocol::parse_header(bytes).map_err(|_| ())
+    }
+
+    /// Reads one PROXY header from the start of `io`, as the listener does: never a byte past
+    /// the header's end.
+    #[allow(clippy::result_unit_err)]
+    pub async fn read_proxy_header<IO>(io: &mut IO) -> Result<Option<SocketAddr>, ()>
+    where
+        IO: tokio::io::AsyncRead + Unpin,
+    {
+        proxy_protocol::read_header(io).await.map_err(|_| ())
+    }
+}
+
 /// The README's examples, compiled (and the runnable ones run) as doctests.
 #[cfg(all(doctest, feature = "axum"))]
 #[doc = include_str!("../README.md")]

@@ -67,7 +67,8 @@
 mod deadlines;
 mod header_reads;
 mod incoming;
-mod proxy_protocol;
+// `pub(crate)` for the `__fuzz` entry points in lib.rs.
+pub(crate) mod proxy_protocol;
 mod reject;
 mod tracked_io;
 
