@@ -15,7 +15,6 @@ mod permit;
 mod point;
 mod state;
 mod stats;
-mod stripes;
 mod summary;
 
 pub use self::outcome::{Decision, RejectReason, Rejected};
@@ -23,7 +22,7 @@ use self::permit::Slot;
 pub use self::permit::{ConnPermit, RequestPermit};
 pub use self::point::AdmissionPoint;
 pub(crate) use self::point::Cause;
-use self::point::CAUSES;
+use self::point::{PointCounters, CAUSES};
 pub(crate) use self::state::Kind;
 use self::state::{ClientState, Event, Notes, Route};
 pub(crate) use self::stats::Closed;
@@ -99,7 +98,7 @@ struct Shared {
     open_connections: Padded<AtomicUsize>,
     in_flight_requests: Padded<AtomicUsize>,
     /// Opens, admissions and refusals, per kind (connections, requests) and admission point.
-    points: stripes::Striped,
+    points: [[PointCounters; 4]; 2],
     counters: Counters,
     summary: Summary,
     /// Whether the "request without a client address" misconfiguration was logged at error level
@@ -148,9 +147,8 @@ impl Shared {
         }
     }
 
-    /// The counters of `kind` at `point` that the calling thread writes.
-    fn point(&self, kind: Kind, point: AdmissionPoint) -> &point::PointCounters {
-        self.points.get(stripes::current(), kind, point)
+    fn point(&self, kind: Kind, point: AdmissionPoint) -> &PointCounters {
+        &self.points[kind as usize][point.index()]
     }
 }
 
@@ -226,11 +224,11 @@ impl Limiter {
         ip: IpAddr,
         point: AdmissionPoint,
     ) -> Result<ConnPermit, Rejected> {
-        let (key, stripe) = self.admit(ip, Kind::Connection, None, point)?;
+        let key = self.admit(ip, Kind::Connection, None, point)?;
         let permit = ConnPermit {
-            slot: Slot::new(self.clone(), key, Kind::Connection, point, stripe),
+            slot: Slot::new(self.clone(), key, Kind::Connection, point),
         };
-        self.admitted(&key, Kind::Connection, point, stripe);
+        self.admitted(&key, Kind::Connection, point);
         Ok(permit)
     }
 
@@ -271,11 +269,11 @@ impl Limiter {
         route: Option<Route<'_>>,
         point: AdmissionPoint,
     ) -> Result<RequestPermit, Rejected> {
-        let (key, stripe) = self.admit(ip, Kind::Request, route, point)?;
+        let key = self.admit(ip, Kind::Request, route, point)?;
         let permit = RequestPermit {
-            slot: Slot::new(self.clone(), key, Kind::Request, point, stripe),
+            slot: Slot::new(self.clone(), key, Kind::Request, point),
         };
-        self.admitted(&key, Kind::Request, point, stripe);
+        self.admitted(&key, Kind::Request, point);
         Ok(permit)
     }
 
@@ -449,8 +447,7 @@ impl Limiter {
     /// ([`Stats::listener`], [`Stats::make_service`], [`Stats::request_layer`],
     /// [`Stats::direct`]).
     ///
-    /// Reads about 900 atomics (every stripe of every counter) and takes no lock: cheap enough
-    /// to poll every second.
+    /// Reads about 130 atomics and takes no lock: cheap enough to poll every second.
     ///
     /// Each figure is read atomically, but not all at one instant: under load the figures may
     /// disagree by the few decisions made while the snapshot was taken.
@@ -459,15 +456,14 @@ impl Limiter {
         let c = &shared.counters;
         // Each counter is read once, and every total is a sum of what was read.
         let read = |kind: Kind, point: AdmissionPoint| {
-            let (mut open, mut admitted, mut refused) = (0, 0, [0; CAUSES]);
-            for counters in shared.points.all(kind, point) {
-                open += counters.open.load(Ordering::Relaxed);
-                admitted += counters.admitted.load(Ordering::Relaxed);
-                for (sum, count) in refused.iter_mut().zip(&counters.refused) {
-                    *sum += count.load(Ordering::Relaxed);
-                }
-            }
-            (open, admitted, RejectedStats::from_counts(&refused))
+            let counters = shared.point(kind, point);
+            let refused: [u64; CAUSES] =
+                std::array::from_fn(|i| counters.refused[i].load(Ordering::Relaxed));
+            (
+                counters.open.load(Ordering::Relaxed),
+                counters.admitted.load(Ordering::Relaxed),
+                RejectedStats::from_counts(&refused),
+            )
         };
         let mut admitted_connections = 0;
         let mut admitted_requests = 0;
@@ -579,12 +575,11 @@ impl Limiter {
 
     /// After a permit is made: logs the admission, and now and then ends a summary window that
     /// is over. Runs once the permit exists, so that nothing here can leave a count behind.
-    fn admitted(&self, key: &ClientKey, kind: Kind, point: AdmissionPoint, stripe: usize) {
+    fn admitted(&self, key: &ClientKey, kind: Kind, point: AdmissionPoint) {
         tracing::trace!(client = %key, kind = kind.as_str(), %point, "admitted");
         let shared = &*self.shared;
         if let Some(end) = shared.summary.open_until() {
-            let admitted = &shared.points.get(stripe, kind, point).admitted;
-            if admitted.load(Ordering::Relaxed) % SAMPLE == 0 {
+            if shared.point(kind, point).admitted.load(Ordering::Relaxed) % SAMPLE == 0 {
                 self.close_summary_if_over(end);
             }
         }
@@ -608,7 +603,8 @@ impl Limiter {
     fn total_refused(&self) -> u64 {
         self.shared
             .points
-            .every()
+            .iter()
+            .flatten()
             .flat_map(|point| &point.refused)
             .map(|count| count.load(Ordering::Relaxed))
             .sum()
@@ -627,15 +623,14 @@ impl Limiter {
     /// a ban, the rate rules (before the concurrency checks, so a flood is refused at the
     /// cheapest check), the per-client limit, a place under the global cap, and the count.
     /// Nothing is counted unless every check passes, so a refused attempt never makes the totals
-    /// look higher to concurrent callers. Returns the key the permit must release, and the
-    /// stripe its point counters were counted in.
+    /// look higher to concurrent callers. Returns the key the permit must release.
     fn admit(
         &self,
         ip: IpAddr,
         kind: Kind,
         route: Option<Route<'_>>,
         point: AdmissionPoint,
-    ) -> Result<(ClientKey, usize), Rejected> {
+    ) -> Result<ClientKey, Rejected> {
         let shared = &*self.shared;
         let compiled = shared.config.load();
         let config = &*compiled.config;
@@ -718,11 +713,10 @@ impl Limiter {
         self.record(&key, &notes);
         match verdict {
             Ok(()) => {
-                let stripe = stripes::current();
-                let counters = shared.points.get(stripe, kind, point);
+                let counters = shared.point(kind, point);
                 counters.open.fetch_add(1, Ordering::Relaxed);
                 counters.admitted.fetch_add(1, Ordering::Relaxed);
-                Ok((key, stripe))
+                Ok(key)
             }
             Err((reason, wait)) => {
                 self.refused(kind, point, Cause::Limit(reason), Some(&key));
@@ -838,12 +832,10 @@ impl Limiter {
 
     /// Gives back one unit of `kind` for `key`, removing the entry when nothing about the client
     /// needs remembering (no permits, and no rate or ban state that could still refuse).
-    /// `stripe` is the one the admission was counted in, so that no stripe goes below zero.
-    fn release(&self, key: &ClientKey, kind: Kind, point: AdmissionPoint, stripe: usize) {
+    fn release(&self, key: &ClientKey, kind: Kind, point: AdmissionPoint) {
         let shared = &*self.shared;
         shared
-            .points
-            .get(stripe, kind, point)
+            .point(kind, point)
             .open
             .fetch_sub(1, Ordering::Relaxed);
         // The client's count and the total drop together, under the shard lock that `admit`

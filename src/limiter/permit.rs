@@ -11,32 +11,22 @@ pub(super) struct Slot {
     key: ClientKey,
     kind: Kind,
     point: AdmissionPoint,
-    /// The counter stripe the admission was counted in.
-    stripe: u8,
 }
 
 impl Slot {
-    pub(super) fn new(
-        limiter: Limiter,
-        key: ClientKey,
-        kind: Kind,
-        point: AdmissionPoint,
-        stripe: usize,
-    ) -> Self {
+    pub(super) fn new(limiter: Limiter, key: ClientKey, kind: Kind, point: AdmissionPoint) -> Self {
         Slot {
             limiter,
             key,
             kind,
             point,
-            stripe: stripe as u8,
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.limiter
-            .release(&self.key, self.kind, self.point, usize::from(self.stripe));
+        self.limiter.release(&self.key, self.kind, self.point);
     }
 }
 

@@ -98,8 +98,10 @@ impl Cause {
     }
 }
 
-/// One admission point's counters, in one stripe (see `stripes`).
+/// One admission point's counters, on a cache line of their own so that points used by
+/// different threads (the accept loop, the request tasks) do not slow each other down.
 #[derive(Default)]
+#[repr(align(128))]
 pub(super) struct PointCounters {
     /// Connections (or, at the request layer, requests) holding a permit now.
     pub(super) open: AtomicUsize,
