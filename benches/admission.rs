@@ -194,6 +194,16 @@ fn admit_release_threads(c: &mut Criterion) {
                 })
             })
         });
+        // The same work with nothing shared between the threads: a limiter each. The gap to
+        // `tower_connlimit` is what the shared counters and the shared map cost.
+        let own: Vec<Limiter> = (0..threads).map(|_| self::limiter(100)).collect();
+        group.bench_function(BenchmarkId::new("tower_connlimit_unshared", &case), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, &|t, i| {
+                    drop(black_box(own[t].try_acquire(client(t, i)).unwrap()))
+                })
+            })
+        });
         let naive = NaiveLimiter::new(100);
         group.bench_function(BenchmarkId::new("naive_mutex_hashmap", &case), |b| {
             b.iter_custom(|iters| {

@@ -21,6 +21,7 @@ OURS = "tower_connlimit"
 ORDER = [
     "tower_connlimit",
     "tower_connlimit_gate_on",
+    "tower_connlimit_unshared",
     "naive_mutex_hashmap",
     "tower_global_concurrency_limit",
     "atomic_floor",
@@ -28,6 +29,7 @@ ORDER = [
 COLOURS = {
     "tower_connlimit": "#1f6feb",
     "tower_connlimit_gate_on": "#58a6ff",
+    "tower_connlimit_unshared": "#79c0ff",
     "naive_mutex_hashmap": "#d29922",
     "tower_global_concurrency_limit": "#8957e5",
     "atomic_floor": "#6e7781",
