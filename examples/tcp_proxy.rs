@@ -1,5 +1,5 @@
 //! A TCP proxy with per-client and global connection caps, timeouts, stats and a graceful
-//! shutdown: seed 004's proxy ("no connection limits in TCP proxy"), done right with
+//! shutdown: the classic unbounded Go TCP proxy ("no connection limits in TCP proxy"), done right with
 //! `ConnLimitListener`.
 //!
 //! ```text
@@ -11,9 +11,9 @@
 //! Durations take `ms`, `s`, `m` or `h` (a bare number is seconds); `--max-total 0` and
 //! `--idle-timeout 0` mean unlimited and off.
 //!
-//! What each of the seed's problems becomes here:
+//! What each of that proxy's problems becomes here:
 //!
-//! | seed 004 | this proxy |
+//! | the unbounded proxy | this proxy |
 //! |---|---|
 //! | a goroutine per accepted connection, unbounded | `ConnLimitListener` refuses a client's connection over `--max-per-client` (and any over `--max-total`) at accept, before a byte is read and before the upstream is dialled; a refused client costs one `accept` and one `close` |
 //! | `net.Dial` with no timeout; a failed dial returns silently | the dial runs under `--dial-timeout`; a failure is logged at warn with the client and the error, and counted (`upstream_errors`) |

@@ -4,7 +4,8 @@
     cargo bench --bench admission
     python3 scripts/bench_report.py [CRITERION_DIR] [--svg docs/admission.svg]
 
-CRITERION_DIR defaults to $CARGO_TARGET_DIR/criterion, else target/criterion. Prints one
+CRITERION_DIR defaults to $CARGO_TARGET_DIR/criterion, else target/criterion, in the repository
+(an absolute CARGO_TARGET_DIR is used as it is). Prints one
 Markdown table per benchmark group (the time per operation of each implementation, as criterion
 prints it, and this crate's time divided by it) and writes a bar chart of every group as SVG.
 
@@ -140,12 +141,15 @@ def main(argv):
     svg_path = None
     if "--svg" in argv:
         at = argv.index("--svg")
+        if at + 1 >= len(argv):
+            sys.exit("--svg needs a file name, such as docs/admission.svg")
         svg_path = Path(argv[at + 1])
         argv = argv[:at] + argv[at + 2 :]
     if argv:
         root = Path(argv[0])
     else:
-        root = Path(os.environ.get("CARGO_TARGET_DIR", "target")) / "criterion"
+        repository = Path(__file__).resolve().parents[1]
+        root = repository / os.environ.get("CARGO_TARGET_DIR", "target") / "criterion"
     results = load(root)
     if not results:
         sys.exit(f"no criterion results under {root}: run `cargo bench --bench admission` first")

@@ -71,7 +71,11 @@ for target in "${TARGETS[@]}"; do
     grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true
     if [ "$status" -ne 0 ] || [ "$crashes" -gt 0 ]; then
         CRASHED=1
-        echo "!! $target crashed (exit $status):"
+        if [ "$crashes" -gt 0 ]; then
+            echo "!! $target crashed (exit $status):"
+        else
+            echo "!! $target failed (exit $status) without a crash input; its log: fuzz/$log"
+        fi
         grep -E "panicked at|^thread '|ERROR: libFuzzer|SUMMARY:" "$log" | head -n 6 || true
         grep -A 2 "panicked at" "$log" | sed -n 2,3p || true
         for artifact in $new_artifacts; do

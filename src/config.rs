@@ -52,7 +52,7 @@ pub struct Config {
     /// non-exempt neighbours in its /64.
     pub exempt: Vec<Cidr>,
     /// How fast one client may open connections, checked at every connection admission point
-    /// before the concurrency limits. Default `None` (no limit). Seed 003's gate counts connects
+    /// before the concurrency limits. Default `None` (no limit). A typical connection gate counts connects
     /// with [`Strategy::Cooldown`](crate::Strategy::Cooldown):
     /// `RateLimit::new(1, Duration::from_millis(100)).strategy(Strategy::Cooldown)`.
     pub connect_rate: Option<RateLimit>,

@@ -5,7 +5,7 @@
 //! Durations are human-readable: `"100ms"`, `"30s"`, `"10m"`, `"24h"`. `examples/config.toml`
 //! documents every field.
 //!
-//! Rate rules default their strategy as seed 003's gate does: `connect_rate` counts with
+//! Rate rules default their strategy as a typical connection gate does: `connect_rate` counts with
 //! `cooldown`, `request_rate` and path rules with `sliding_window`.
 //!
 //! Every error names the field and the reason — `path_rules[0].rate.period: invalid duration`,

@@ -67,7 +67,7 @@
 //! matters, and at most [`Config::max_tracked_clients`] at once ([`WhenFull`]). Time comes from
 //! a [`Clock`]; a [`FakeClock`] makes every time-driven behaviour testable without sleeping.
 //! [`Limiter::allow_connect`] and [`Limiter::allow_request`] return a [`Decision`] for custom
-//! servers, as seed 003's gate does.
+//! servers, as a connection security gate's `allowConnect` / `allowRequest` do.
 //!
 //! # Slow clients and proxies
 //!

@@ -47,24 +47,6 @@ async fn server(config: Config) -> (SocketAddr, Limiter) {
     (serve_behind_listener(app, limiter.clone()).await, limiter)
 }
 
-/// Reads until the server closes; returns what it sent. Bounded by [`SCENARIO`].
-async fn until_closed(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(SCENARIO, async {
-        let mut chunk = [0u8; 1024];
-        // Bounded by the timeout; each turn either reads data or ends.
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the server never closed");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Sends `request` in pieces of `chunk` bytes, `every` apart; stops early if the server closes.
 /// Returns how many bytes went out.
 async fn trickle(stream: &mut TcpStream, request: &[u8], chunk: usize, every: Duration) -> usize {
@@ -142,7 +124,7 @@ async fn slow_but_honest_clients_and_long_polls_are_not_cut_off() {
     let mut slow = connect_from(2, addr).await;
     let sent = trickle(&mut slow, request, 8, Duration::from_millis(100)).await;
     assert_eq!(sent, request.len());
-    let answer = until_closed(&mut slow).await;
+    let answer = read_until_closed(&mut slow, SCENARIO).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     // A long-poll: the request goes out at once, the answer comes 40 s later, well past the
@@ -152,7 +134,7 @@ async fn slow_but_honest_clients_and_long_polls_are_not_cut_off() {
     poll.write_all(b"GET /poll HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let answer = until_closed(&mut poll).await;
+    let answer = read_until_closed(&mut poll, SCENARIO).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("news"), "{answer}");
     assert_eq!(started.elapsed().as_secs(), 40);
@@ -166,7 +148,7 @@ async fn slow_but_honest_clients_and_long_polls_are_not_cut_off() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     upload.write_all(&[b'x'; 15]).await.unwrap();
-    let answer = until_closed(&mut upload).await;
+    let answer = read_until_closed(&mut upload, SCENARIO).await;
     assert!(answer.ends_with("read 15"), "{answer}");
 
     assert_eq!(limiter.stats().timeouts.total(), 0);
@@ -233,7 +215,7 @@ async fn an_idle_connection_is_closed_at_the_idle_timeout() {
     assert_eq!(limiter.stats().timeouts.idle, 0);
     // Then silence: the server closes 30 s after the last answer, 10 s from now.
     let started = Instant::now();
-    assert_eq!(until_closed(&mut stream).await, "");
+    assert_eq!(read_until_closed(&mut stream, SCENARIO).await, "");
     assert_eq!(started.elapsed().as_secs(), 10);
     assert_eq!(limiter.stats().timeouts.idle, 1);
     wait_until("the permit is released", || {
@@ -278,7 +260,7 @@ async fn a_connection_that_never_sends_a_first_byte_is_closed_at_the_handshake_t
     let n = bounded(prompt.read(&mut buf)).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
-    assert_eq!(until_closed(&mut silent).await, "");
+    assert_eq!(read_until_closed(&mut silent, SCENARIO).await, "");
     assert_eq!(started.elapsed().as_secs(), 5);
     let stats = limiter.stats();
     assert_eq!(stats.timeouts.handshake, 1);

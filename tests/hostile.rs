@@ -23,13 +23,11 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tower_connlimit::{
-    Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate, RejectAction,
-};
+use tower_connlimit::{Config, ConnLimitLayer, Limiter, MinReceiveRate};
 
 use support::*;
 
@@ -67,13 +65,8 @@ async fn server(config: Config) -> Server {
         )
         .layer(ConnLimitLayer::with_limiter(limiter.clone()))
         .with_state(limiter.clone());
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let listener = ConnLimitListener::new(tcp, limiter.clone())
-        .reject_with(RejectAction::Close)
-        .for_axum();
-    tokio::spawn(async move { axum::serve(listener, make_service).await.unwrap() });
+    // The listener's default reject action is the example's default, `close`.
+    let addr = serve_behind_listener(app, limiter.clone()).await;
     Server { addr, limiter }
 }
 
@@ -163,8 +156,9 @@ async fn raw_exchange(n: u8, server: SocketAddr, request: &[u8]) -> String {
 /// HTTP/1.1 and HTTP/2 from a fresh address and from `hostile` (one of the test's hostile
 /// addresses), and the limiter drains again once they leave.
 async fn drains_then_serves_honest_clients(server: &Server, hostile: u8) {
-    wait_until_drained(&server.limiter).await;
     for n in [250, hostile] {
+        // Also lets the previous turn's clients go before counting this one's.
+        wait_until_drained(&server.limiter).await;
         let mut h1 = http1_client(connect_from(n, server.addr).await).await;
         let (status, _, body) = h1_get(&mut h1, "/").await;
         assert_eq!((status.as_u16(), body.as_str()), (200, HELLO), "from {n}");
@@ -510,7 +504,15 @@ const PER_BURST_CLIENT: usize = 40;
 /// connections refused, drops the ten (half with a reset), then churns 25 connections at once
 /// that drop at once, reset, send garbage, ask and read, or reset mid-head. Returns how many
 /// churned requests were answered.
-async fn burst_client(n: u8, server: SocketAddr, gate: Arc<Semaphore>) -> usize {
+async fn burst_client(
+    n: u8,
+    server: SocketAddr,
+    holding: Arc<Semaphore>,
+    gate: Arc<Semaphore>,
+) -> usize {
+    // At most 20 clients hold their ten at once: with both ends in this process, that keeps
+    // the test well under the common soft limit of 1,024 open files.
+    let hold = holding.acquire_many_owned(10).await.unwrap();
     let mut held = Vec::new();
     for _ in 0..10 {
         let mut stream = connect_from(n, server).await;
@@ -529,6 +531,7 @@ async fn burst_client(n: u8, server: SocketAddr, gate: Arc<Semaphore>) -> usize 
             reset(stream);
         }
     }
+    drop(hold);
 
     let mut churn = JoinSet::new();
     for i in 0..25 {
@@ -571,10 +574,16 @@ async fn burst_client(n: u8, server: SocketAddr, gate: Arc<Semaphore>) -> usize 
 async fn a_burst_of_two_thousand_connections_drains_to_zero() {
     let server = server(config()).await;
     let started = std::time::Instant::now();
+    let holding = Arc::new(Semaphore::new(20 * 10));
     let gate = Arc::new(Semaphore::new(128));
     let mut clients = JoinSet::new();
     for n in BURST_CLIENTS {
-        clients.spawn(burst_client(n, server.addr, Arc::clone(&gate)));
+        clients.spawn(burst_client(
+            n,
+            server.addr,
+            Arc::clone(&holding),
+            Arc::clone(&gate),
+        ));
     }
     let burst = async {
         let mut answered = 0;

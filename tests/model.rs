@@ -893,11 +893,23 @@ fn rate_violations_ban_in_the_model_and_in_the_limiter() {
         Op::Request(0, Route::Api),   // a new window
         Op::Release(0),
         Op::Release(0),
+        Op::Release(0),
     ];
     for op in &ops {
         harness.apply(op).unwrap();
     }
     let stats = harness.limiter.stats();
+    assert_eq!(
+        (stats.open_connections, stats.in_flight_requests),
+        (0, 0),
+        "every permit is released"
+    );
+    let client = harness.limiter.client(ip(0)).expect("still tracked");
+    assert!(client.banned_for.is_none(), "the ban is over");
+    assert!(
+        client.remembered_for.is_some(),
+        "the record of the ban is kept for escalation"
+    );
     assert_eq!(stats.rejected.connect_rate, 1);
     assert_eq!(stats.rejected.path_rule, 1);
     assert_eq!(stats.rejected.banned, 1);

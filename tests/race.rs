@@ -19,8 +19,13 @@ use tower_connlimit::{Config, Limiter, RejectReason};
 const THREADS: usize = 8;
 /// Attempts per worker, at most.
 const ITERATIONS: usize = 20_000;
-/// How long the workers of one test run, at most.
+/// How long the workers of one test run at least (when they have not used up their attempts)...
 const RUN_FOR: Duration = Duration::from_millis(800);
+/// ...and how long they go on, at most, when a loaded machine has kept them from reaching the
+/// test's goal (the limit reached, a refusal seen) by then.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
+/// Attempts per worker when the goal is slow to come, at most.
+const MAX_ITERATIONS: usize = 5 * ITERATIONS;
 /// How many times a holder yields, at most, waiting for the gauge to reach the limit.
 const HOLD_YIELDS: usize = 50;
 
@@ -100,16 +105,31 @@ impl Tally {
     }
 }
 
-/// Runs `body(worker, iteration)` on `threads` OS threads, each for at most [`ITERATIONS`]
-/// iterations and at most [`RUN_FOR`]. A panic in a worker fails the test.
-fn on_threads(threads: usize, body: impl Fn(usize, usize) + Sync) {
-    let deadline = Instant::now() + RUN_FOR;
+/// Whether a worker stops before attempt `i`: once it has made [`ITERATIONS`] attempts or run
+/// for [`RUN_FOR`], and `reached` says the test's goal was met; in any case after
+/// [`MAX_ITERATIONS`] attempts or [`GIVE_UP_AFTER`] (the test's assertions then say what was
+/// missed).
+fn stop(i: usize, started: Instant, reached: impl Fn() -> bool) -> bool {
+    let ran = started.elapsed();
+    i >= MAX_ITERATIONS
+        || ran >= GIVE_UP_AFTER
+        || ((i >= ITERATIONS || ran >= RUN_FOR) && reached())
+}
+
+/// Runs `body(worker, iteration)` on `threads` OS threads until [`stop`] says so, given the
+/// test's goal `reached`. A panic in a worker fails the test.
+fn on_threads(
+    threads: usize,
+    reached: impl Fn() -> bool + Sync,
+    body: impl Fn(usize, usize) + Sync,
+) {
+    let started = Instant::now();
     std::thread::scope(|scope| {
         for worker in 0..threads {
-            let body = &body;
+            let (body, reached) = (&body, &reached);
             scope.spawn(move || {
-                for i in 0..ITERATIONS {
-                    if Instant::now() >= deadline {
+                for i in 0..MAX_ITERATIONS {
+                    if stop(i, started, reached) {
                         break;
                     }
                     body(worker, i);
@@ -160,7 +180,8 @@ fn eight_threads_never_pass_one_clients_connection_limit() {
     });
     let client = ip("192.0.2.1");
     let (gauge, tally) = (Gauge::default(), Tally::default());
-    on_threads(THREADS, |_, _| match limiter.try_acquire(client) {
+    let reached = || gauge.high() == LIMIT && tally.refused() > 0;
+    on_threads(THREADS, reached, |_, _| match limiter.try_acquire(client) {
         Ok(permit) => {
             gauge.enter();
             tally.count(true);
@@ -209,7 +230,8 @@ fn eight_threads_never_pass_the_global_cap_across_many_clients() {
     let per_client: Vec<Gauge> = clients.iter().map(|_| Gauge::default()).collect();
     let tally = Tally::default();
     let refused_by_cap = AtomicU64::new(0);
-    on_threads(THREADS, |worker, i| {
+    let reached = || total.high() == CAP && refused_by_cap.load(SeqCst) > 0;
+    on_threads(THREADS, reached, |worker, i| {
         // Pairs of workers walk the clients side by side, so per-client limits bite too.
         let c = (i + worker / 2) % CLIENTS;
         match limiter.try_acquire(clients[c]) {
@@ -268,8 +290,24 @@ struct Shared {
     connections: [Gauge; 2],
     requests: [Gauge; 2],
     tally: Tally,
-    deadline: Instant,
+    started: Instant,
 }
+
+impl Shared {
+    /// The goal: both clients reached both limits, and something was refused.
+    fn reached(&self) -> bool {
+        self.requests.iter().all(|g| g.high() == TASK_REQUESTS)
+            && self
+                .connections
+                .iter()
+                .all(|g| g.high() == TASK_CONNECTIONS)
+            && self.tally.refused() > 0
+    }
+}
+
+/// The limits of the task test.
+const TASK_REQUESTS: usize = 3;
+const TASK_CONNECTIONS: usize = 2;
 
 /// 64 tasks on a multi-thread runtime, racing for request permits (at most 3 in flight per
 /// client) and connection permits (at most 2 per client) of two clients — one IPv4 address and
@@ -277,8 +315,8 @@ struct Shared {
 /// and leave nothing behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_tasks_never_pass_the_request_or_connection_limits() {
-    const REQUESTS: usize = 3;
-    const CONNECTIONS: usize = 2;
+    const REQUESTS: usize = TASK_REQUESTS;
+    const CONNECTIONS: usize = TASK_CONNECTIONS;
     const TASKS: usize = 64;
     let shared = Arc::new(Shared {
         limiter: Limiter::new(Config {
@@ -289,7 +327,7 @@ async fn sixty_four_tasks_never_pass_the_request_or_connection_limits() {
         connections: Default::default(),
         requests: Default::default(),
         tally: Tally::default(),
-        deadline: Instant::now() + RUN_FOR,
+        started: Instant::now(),
     });
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
@@ -302,8 +340,8 @@ async fn sixty_four_tasks_never_pass_the_request_or_connection_limits() {
                 } else {
                     IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, task as u16])
                 };
-                for i in 0..ITERATIONS / 4 {
-                    if Instant::now() >= s.deadline {
+                for i in 0..MAX_ITERATIONS / 4 {
+                    if stop(i * 4, s.started, || s.reached()) {
                         break;
                     }
                     if (i + task / 2) % 2 == 0 {
@@ -335,7 +373,7 @@ async fn sixty_four_tasks_never_pass_the_request_or_connection_limits() {
         })
         .collect();
     for task in tasks {
-        tokio::time::timeout(Duration::from_secs(10), task)
+        tokio::time::timeout(GIVE_UP_AFTER + Duration::from_secs(5), task)
             .await
             .expect("a task did not finish in time")
             .expect("a task panicked");

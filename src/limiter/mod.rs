@@ -277,7 +277,7 @@ impl Limiter {
         Ok(permit)
     }
 
-    /// Seed 003's `allowConnect`: the connection decision as a [`Decision`](Decision) for
+    /// A security gate's `allowConnect`: the connection decision as a [`Decision`](Decision) for
     /// a custom server to enforce. `Allow` carries the permit; a refusal is always `Close`.
     pub fn allow_connect(&self, ip: IpAddr) -> Decision<ConnPermit> {
         match self.try_acquire(ip) {
@@ -286,7 +286,7 @@ impl Limiter {
         }
     }
 
-    /// Seed 003's `allowRequest`: `Allow` with the permit; `Drop` (ignore or answer 429, keep
+    /// A security gate's `allowRequest`: `Allow` with the permit; `Drop` (ignore or answer 429, keep
     /// the connection) for a limit or rate; `Close` for a banned client.
     pub fn allow_request(
         &self,

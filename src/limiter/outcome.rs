@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-/// A decision for a custom server to enforce, after seed 003's `DefenseDecision`: the limiter
+/// A decision for a custom server to enforce, in the manner of a security gate's `DefenseDecision`: the limiter
 /// decides and counts, the caller acts. See [`Limiter::allow_connect`](crate::Limiter::allow_connect)
 /// and [`Limiter::allow_request`](crate::Limiter::allow_request).
 #[derive(Debug)]
