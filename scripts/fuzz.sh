@@ -13,6 +13,9 @@
 #   config_json   the same for Config::from_json_str.
 #   proxy_header  bytes -> the listener's PROXY v1/v2 reader and parser: never panics, never
 #                 reads past the header, and the address it returns is the one written in it.
+#   client_ip_header  bytes -> Forwarded / X-Forwarded-For / X-Real-IP lines and a hop count ->
+#                 the request layer's client-address reader: never panics, and a line added
+#                 left of the chosen entry never changes an address it found.
 #
 # Needs a nightly toolchain (libFuzzer's instrumentation; rustup's `nightly`) and installs
 # cargo-fuzz from crates.io when it is missing. Each target starts from the seeds tracked in
@@ -26,7 +29,7 @@
 set -euo pipefail
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-ALL_TARGETS=(config_toml config_json proxy_header)
+ALL_TARGETS=(config_toml config_json proxy_header client_ip_header)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 
 cd "$(dirname "$0")/../fuzz"
@@ -50,6 +53,7 @@ for target in "${TARGETS[@]}"; do
     case "$target" in
         config_toml | config_json) dict=dict/config.dict ;;
         proxy_header) dict=dict/proxy.dict ;;
+        client_ip_header) dict=dict/headers.dict ;;
         *) echo "unknown target $target (known: ${ALL_TARGETS[*]})" >&2; exit 2 ;;
     esac
     mkdir -p "work/corpus/$target"

@@ -213,6 +213,16 @@ pub mod __fuzz {
     {
         proxy_protocol::read_header(io).await.map_err(|_| ())
     }
+
+    /// The client address the request layer reads from `headers` with `header`, `hops` trusted
+    /// proxies in front of the server.
+    pub fn client_from_headers(
+        headers: &http::HeaderMap,
+        header: crate::ClientIpHeader,
+        hops: usize,
+    ) -> Option<std::net::IpAddr> {
+        crate::forwarded::client_from_headers(headers, header, hops)
+    }
 }
 
 /// The README's examples, compiled (and the runnable ones run) as doctests.
