@@ -13,8 +13,8 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use tower_connlimit::ClientIpHeader;
 use tower_connlimit::__fuzz::client_from_headers;
+use tower_connlimit::ClientIpHeader;
 
 const HEADERS: [(ClientIpHeader, &str); 3] = [
     (ClientIpHeader::Forwarded, "forwarded"),
@@ -45,7 +45,11 @@ fuzz_target!(|data: &[u8]| {
         let found = client_from_headers(&map, header, hops);
         assert_eq!(client_from_headers(&map, ClientIpHeader::None, hops), None);
         if header == ClientIpHeader::XRealIp {
-            assert_eq!(found, client_from_headers(&map, header, 1), "hops are ignored");
+            assert_eq!(
+                found,
+                client_from_headers(&map, header, 1),
+                "hops are ignored"
+            );
         } else if found.is_some() {
             let earlier = b"for=192.0.2.99, 192.0.2.99, \"for=[2001:db8::99]\"";
             let widened = headers(name, Some(earlier), &lines);
