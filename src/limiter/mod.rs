@@ -95,8 +95,9 @@ struct Shared {
     /// Entries in `clients`, kept exactly (a reservation precedes every insert), so that
     /// `max_tracked_clients` is never passed and `stats()` need not lock every shard.
     tracked: Padded<AtomicUsize>,
+    /// Open connections, kept in one exact count so that `max_conns_total` is never passed.
+    /// (Requests have no global cap: their total is the sum of the per-point counts.)
     open_connections: Padded<AtomicUsize>,
-    in_flight_requests: Padded<AtomicUsize>,
     /// Opens, admissions and refusals, per kind (connections, requests) and admission point.
     points: [[PointCounters; 4]; 2],
     counters: Counters,
@@ -139,11 +140,11 @@ const EVICTION_SAMPLE: usize = 256;
 const SWEEP_INTERVAL_NANOS: u64 = 1_000_000_000;
 
 impl Shared {
-    /// The all-clients count of `kind`.
-    fn total(&self, kind: Kind) -> &AtomicUsize {
+    /// The all-clients count of `kind` that a global cap is checked against: connections only.
+    fn total(&self, kind: Kind) -> Option<&AtomicUsize> {
         match kind {
-            Kind::Connection => &self.open_connections,
-            Kind::Request => &self.in_flight_requests,
+            Kind::Connection => Some(&self.open_connections),
+            Kind::Request => None,
         }
     }
 
@@ -194,7 +195,6 @@ impl Limiter {
                 retaining: AtomicBool::new(false),
                 tracked: Padded(AtomicUsize::new(0)),
                 open_connections: Padded(AtomicUsize::new(0)),
-                in_flight_requests: Padded(AtomicUsize::new(0)),
                 points: Default::default(),
                 counters: Counters::default(),
                 summary: Summary::new(),
@@ -481,7 +481,7 @@ impl Limiter {
         });
         Stats {
             open_connections: shared.open_connections.load(Ordering::Relaxed),
-            in_flight_requests: shared.in_flight_requests.load(Ordering::Relaxed),
+            in_flight_requests: by_point.iter().map(|point| point.in_flight_requests).sum(),
             tracked_clients: shared.tracked.load(Ordering::Relaxed),
             admitted_connections,
             admitted_requests,
@@ -844,7 +844,9 @@ impl Limiter {
             let count = state.count_mut(kind);
             debug_assert!(*count > 0, "released a permit that was never counted");
             *count = count.saturating_sub(1);
-            shared.total(kind).fetch_sub(1, Ordering::Relaxed);
+            if let Some(total) = shared.total(kind) {
+                total.fetch_sub(1, Ordering::Relaxed);
+            }
             let forget = state.is_forgettable(|| self.now());
             if !forget && state.is_idle() {
                 shared.retaining.store(true, Ordering::Relaxed);
@@ -912,12 +914,12 @@ fn count(
     state: &mut ClientState,
     kind: Kind,
     limit: usize,
-    total: &AtomicUsize,
+    total: Option<&AtomicUsize>,
     total_cap: usize,
 ) -> Result<(), state::Denial> {
     if limit != 0 && *state.count_mut(kind) >= limit {
         Err((kind.client_limit_reason(), None))
-    } else if !reserve(total, total_cap) {
+    } else if total.is_some_and(|total| !reserve(total, total_cap)) {
         Err((RejectReason::TotalConnections, None))
     } else {
         *state.count_mut(kind) += 1;
