@@ -153,18 +153,7 @@ impl RejectedStats {
 
     /// All refusals.
     pub fn total(&self) -> u64 {
-        self.client_connections
-            + self.total_connections
-            + self.client_requests
-            + self.connect_rate
-            + self.request_rate
-            + self.path_rule
-            + self.banned
-            + self.tracked_clients_full
-            + self.no_client_address
-            + self.proxy_untrusted
-            + self.proxy_header_invalid
-            + self.proxy_header_timeout
+        self.by_reason().iter().map(|(_, count)| count).sum()
     }
 }
 
