@@ -71,6 +71,18 @@ impl Recorded {
         }
     }
 
+    fn open(&self, point: &str) -> f64 {
+        self.gauge("connlimit_open_connections", &[("point", point)])
+    }
+
+    fn in_flight(&self, point: &str) -> f64 {
+        self.gauge("connlimit_in_flight_requests", &[("point", point)])
+    }
+
+    fn admitted(&self, point: &str) -> u64 {
+        self.counter("connlimit_admitted_total", &[("point", point)])
+    }
+
     fn rejected(&self, point: &str, reason: &str) -> u64 {
         self.counter(
             "connlimit_rejected_total",
@@ -166,47 +178,23 @@ fn direct_traffic_is_recorded_exactly() {
     );
 
     // Two connections and a request of 192.0.2.1, a connection of 192.0.2.2.
-    assert_eq!(
-        m.counter("connlimit_admitted_total", &[("point", "direct")]),
-        4
-    );
+    assert_eq!(m.admitted("direct"), 4);
     assert_eq!(m.rejected("direct", "client_connections"), 1);
     assert_eq!(m.rejected("direct", "client_requests"), 1);
     assert_eq!(m.rejected("direct", "banned"), 2);
     assert_eq!(m.rejected_everywhere(), 4, "no other refusal anywhere");
     for point in ["listener", "make_service", "request_layer"] {
-        assert_eq!(
-            m.counter("connlimit_admitted_total", &[("point", point)]),
-            0
-        );
+        assert_eq!(m.admitted(point), 0);
         assert_eq!(m.rejected(point, "client_connections"), 0);
     }
     assert_eq!(m.rejected("direct", "total_connections"), 0);
     assert_eq!(m.rejected("direct", "proxy_header_timeout"), 0);
 
-    assert_eq!(
-        m.gauge("connlimit_open_connections", &[("point", "direct")]),
-        2.0
-    );
-    assert_eq!(
-        m.gauge("connlimit_open_connections", &[("point", "listener")]),
-        0.0
-    );
-    assert_eq!(
-        m.gauge("connlimit_open_connections", &[("point", "make_service")]),
-        0.0
-    );
-    assert_eq!(
-        m.gauge("connlimit_in_flight_requests", &[("point", "direct")]),
-        1.0
-    );
-    assert_eq!(
-        m.gauge(
-            "connlimit_in_flight_requests",
-            &[("point", "request_layer")]
-        ),
-        0.0
-    );
+    assert_eq!(m.open("direct"), 2.0);
+    assert_eq!(m.open("listener"), 0.0);
+    assert_eq!(m.open("make_service"), 0.0);
+    assert_eq!(m.in_flight("direct"), 1.0);
+    assert_eq!(m.in_flight("request_layer"), 0.0);
     // 192.0.2.1 holds permits, 192.0.2.2 has rate state, 192.0.2.3 is banned.
     assert_eq!(m.gauge("connlimit_tracked_clients", &[]), 3.0);
 
@@ -224,18 +212,9 @@ fn direct_traffic_is_recorded_exactly() {
     // Gauges follow the limiter; counters keep counting from where they were.
     drop((first, second, request));
     let m = record(&limiter);
-    assert_eq!(
-        m.gauge("connlimit_open_connections", &[("point", "direct")]),
-        0.0
-    );
-    assert_eq!(
-        m.gauge("connlimit_in_flight_requests", &[("point", "direct")]),
-        0.0
-    );
-    assert_eq!(
-        m.counter("connlimit_admitted_total", &[("point", "direct")]),
-        4
-    );
+    assert_eq!(m.open("direct"), 0.0);
+    assert_eq!(m.in_flight("direct"), 0.0);
+    assert_eq!(m.admitted("direct"), 4);
     assert_eq!(m.rejected_everywhere(), 4);
 }
 
@@ -271,24 +250,12 @@ async fn listener_traffic_is_recorded_under_point_listener() {
 
     let m = record(&limiter);
     m.assert_no_client_labels();
-    assert_eq!(
-        m.counter("connlimit_admitted_total", &[("point", "listener")]),
-        2
-    );
+    assert_eq!(m.admitted("listener"), 2);
     assert_eq!(m.rejected("listener", "client_connections"), 1);
     assert_eq!(m.rejected_everywhere(), 1);
-    assert_eq!(
-        m.counter("connlimit_admitted_total", &[("point", "direct")]),
-        0
-    );
-    assert_eq!(
-        m.gauge("connlimit_open_connections", &[("point", "listener")]),
-        2.0
-    );
-    assert_eq!(
-        m.gauge("connlimit_open_connections", &[("point", "direct")]),
-        0.0
-    );
+    assert_eq!(m.admitted("direct"), 0);
+    assert_eq!(m.open("listener"), 2.0);
+    assert_eq!(m.open("direct"), 0.0);
     assert_eq!(m.gauge("connlimit_tracked_clients", &[]), 1.0);
 
     drop(held);
@@ -298,14 +265,8 @@ async fn listener_traffic_is_recorded_under_point_listener() {
     })
     .await;
     let m = record(&limiter);
-    assert_eq!(
-        m.gauge("connlimit_open_connections", &[("point", "listener")]),
-        0.0
-    );
-    assert_eq!(
-        m.counter("connlimit_admitted_total", &[("point", "listener")]),
-        2
-    );
+    assert_eq!(m.open("listener"), 0.0);
+    assert_eq!(m.admitted("listener"), 2);
     server.abort();
 }
 

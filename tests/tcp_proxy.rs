@@ -58,6 +58,11 @@ struct Running {
 }
 
 impl Running {
+    /// Whether the proxy holds no connection and its limiter no permit.
+    fn released(&self) -> bool {
+        self.stats().active == 0 && self.limits().open_connections == 0
+    }
+
     /// Binds a loopback port and runs a proxy with `options` on it.
     async fn start(options: Options) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -302,10 +307,7 @@ fn a_half_close_gets_the_whole_reply_and_bytes_are_counted_both_ways() {
         assert_eq!(s.bytes_client_to_upstream, payload.len() as u64);
         assert_eq!(s.bytes_upstream_to_client, expected.len() as u64);
         assert_eq!(s.total, 1);
-        wait_until("the connection is gone", || {
-            proxy.stats().active == 0 && proxy.limits().open_connections == 0
-        })
-        .await;
+        wait_until("the connection is gone", || proxy.released()).await;
         let summary = proxy.finish().await;
         assert_eq!(summary.bytes_client_to_upstream, 100_003);
         assert_eq!(summary.bytes_upstream_to_client, 100_003 + 14);
@@ -325,10 +327,7 @@ fn an_unreachable_upstream_closes_the_client_and_is_counted() {
         assert_eq!(s.upstream_errors, 1);
         assert_eq!(s.total, 1);
         assert_eq!(s.bytes_client_to_upstream + s.bytes_upstream_to_client, 0);
-        wait_until("the permit is released", || {
-            proxy.stats().active == 0 && proxy.limits().open_connections == 0
-        })
-        .await;
+        wait_until("the permit is released", || proxy.released()).await;
     });
 }
 
@@ -584,10 +583,7 @@ fn a_half_closed_connection_whose_upstream_goes_silent_is_closed_too() {
         assert_eq!(proxy.limits().timeouts.idle, 0);
         assert_eq!(proxy.stats().idle_timeouts, 1);
         assert_eq!(proxy.stats().bytes_client_to_upstream, 7);
-        wait_until("the permit is released", || {
-            proxy.stats().active == 0 && proxy.limits().open_connections == 0
-        })
-        .await;
+        wait_until("the permit is released", || proxy.released()).await;
     });
 }
 

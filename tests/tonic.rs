@@ -186,10 +186,15 @@ impl TestServer {
     }
 
     fn in_flight(&self, n: u8) -> usize {
-        self.limiter
-            .client(client_ip(n))
-            .map_or(0, |client| client.in_flight_requests)
+        in_flight(&self.limiter, n)
     }
+}
+
+/// The calls `limiter` counts in flight for `127.0.0.n`.
+fn in_flight(limiter: &Limiter, n: u8) -> usize {
+    limiter
+        .client(client_ip(n))
+        .map_or(0, |client| client.in_flight_requests)
 }
 
 fn asking(service: &str) -> HealthCheckRequest {
@@ -483,14 +488,12 @@ mod tls {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(CERT))
             .domain_name("localhost");
-        let channel = Endpoint::from_shared(format!("https://{addr}"))
+        let endpoint = Endpoint::from_shared(format!("https://{addr}"))
             .unwrap()
             .tls_config(tls)
             .unwrap()
-            .local_address(Some(client_ip(n)))
-            .connect()
-            .await
-            .unwrap();
+            .local_address(Some(client_ip(n)));
+        let channel = bounded(endpoint.connect()).await.unwrap();
         HealthClient::new(channel)
     }
 
@@ -500,12 +503,10 @@ mod tls {
     async fn assert_counted_per_client(addr: SocketAddr, limiter: &Limiter, probe: &Probe) {
         let mut client = tls_client(addr, 2).await;
         let held = held_check(&client);
-        let in_flight = || {
-            limiter
-                .client(client_ip(2))
-                .map_or(0, |c| c.in_flight_requests)
-        };
-        wait_until("the call is counted under its client", || in_flight() == 1).await;
+        wait_until("the call is counted under its client", || {
+            in_flight(limiter, 2) == 1
+        })
+        .await;
         assert_refused(check(&mut client).await, Code::ResourceExhausted);
         assert_eq!(limiter.stats().rejected.no_client_address, 0);
 
@@ -516,7 +517,7 @@ mod tls {
 
         probe.gate.add_permits(1);
         bounded(held).await.unwrap().unwrap();
-        wait_until("the call is released", || in_flight() == 0).await;
+        wait_until("the call is released", || in_flight(limiter, 2) == 0).await;
         check(&mut client).await.unwrap();
         assert_eq!(probe.seen()[0].map(|a| a.ip()), Some(client_ip(2)));
     }
