@@ -237,6 +237,15 @@ fn admit_release_threads(c: &mut Criterion) {
     group.finish();
 }
 
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Admit+release while another thread replaces the config as fast as it can, against the same
 /// with the config left alone.
 fn config_swap(c: &mut Criterion) {
@@ -249,7 +258,7 @@ fn config_swap(c: &mut Criterion) {
         std::thread::scope(|scope| {
             if swapping {
                 scope.spawn(|| {
-                    // Bounded by the flag, which the measurement below sets when it is done.
+                    // Bounded by the flag, which `_stop` below sets when the measurement ends.
                     let mut limit = 100;
                     while !stop.load(Ordering::Relaxed) {
                         limit = if limit == 100 { 101 } else { 100 };
@@ -267,6 +276,9 @@ fn config_swap(c: &mut Criterion) {
             } else {
                 "config_left_alone"
             };
+            // Stops the swapping thread when the measurement ends, even by a panic, so that
+            // the scope never waits for it forever.
+            let _stop = SetOnDrop(&stop);
             let mut i = 0;
             group.bench_function(BenchmarkId::new("tower_connlimit", name), |b| {
                 b.iter(|| {
@@ -274,7 +286,6 @@ fn config_swap(c: &mut Criterion) {
                     drop(black_box(limiter.try_acquire(clients[i]).unwrap()));
                 })
             });
-            stop.store(true, Ordering::Relaxed);
         });
     }
     group.finish();

@@ -201,12 +201,7 @@ async fn main() -> ExitCode {
 async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::io::Result<()> {
     // The request layer shares the limiter, so `--max-requests` and the connection limits
     // count against one view of each client.
-    let app = Router::new()
-        .route("/", get(|| async { "hello from tower-connlimit\n" }))
-        .route("/slow", get(slow))
-        .route("/ws", get(websocket))
-        .route("/stats", get(stats))
-        .merge(metrics);
+    let app = routes().merge(metrics);
     // `--mode off` serves the same routes with no limiter anywhere, to measure what it costs.
     let app = match args.mode {
         Mode::Off => app,
@@ -313,6 +308,16 @@ async fn shutdown_signal(stopping: Arc<Notify>) {
         tracing::info!("Ctrl-C: finishing open requests (at most 10 s), then exiting");
         stopping.notify_one();
     }
+}
+
+/// The example's routes, with the limiter as state and no limiter layer yet (tests/hostile.rs
+/// serves them too): `/`, `/slow?ms=N`, the WebSocket echo `/ws` and `/stats`.
+pub fn routes() -> Router<Limiter> {
+    Router::new()
+        .route("/", get(|| async { "hello from tower-connlimit\n" }))
+        .route("/slow", get(slow))
+        .route("/ws", get(websocket))
+        .route("/stats", get(stats))
 }
 
 #[derive(serde::Deserialize)]

@@ -40,9 +40,14 @@ start_server() { # $1: mode
     RUST_LOG=warn "$SERVER" --addr "127.0.0.1:$PORT" --mode "$1" \
         --max-per-client 100000 --max-requests 0 >/dev/null 2>&1 &
     SERVER_PID=$!
-    # Ready when it answers: at most 10 s.
+    # Ready when it answers: at most 10 s. It must be our server answering, not another
+    # program on PORT.
     for _ in $(seq 1 100); do
-        curl -s -o /dev/null "$URL" && return 0
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "the server exited (is PORT=$PORT taken?)" >&2
+            exit 1
+        fi
+        curl -fs --max-time 1 -o /dev/null "$URL" && return 0
         sleep 0.1
     done
     echo "the server did not start" >&2

@@ -117,7 +117,7 @@ echo "server: pid $SERVER_PID, 127.0.0.1:$PORT, --mode listener --max-per-client
 
 # 4-6. The churn, the samples, the checks and the summary.
 status=0
-timeout --signal=INT "$((SOAK_TIMEOUT + 120))" "$CLIENT" --addr "127.0.0.1:$PORT" \
+timeout --foreground --signal=INT "$((SOAK_TIMEOUT + 2 * DRAIN_TIMEOUT + 120))" "$CLIENT" --addr "127.0.0.1:$PORT" \
     --server-pid "$SERVER_PID" --connections "$CONNECTIONS" --held "$HELD" \
     --sources "$SOURCES" --greedy "$GREEDY" --hold-ms "$HOLD_MS" --timeout "$SOAK_TIMEOUT" \
     --drain-timeout "$DRAIN_TIMEOUT" --rss-slack-mib "$RSS_SLACK_MIB" \

@@ -5,6 +5,9 @@
 //! served, from a fresh address and from a hostile one: nobody is locked out.
 #![cfg(feature = "axum")]
 
+#[path = "../examples/server.rs"]
+#[allow(dead_code)]
+mod server;
 mod support;
 
 use std::convert::Infallible;
@@ -12,10 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::post;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -46,19 +46,15 @@ struct Server {
     limiter: Limiter,
 }
 
-/// Mirrors `serve` in `examples/server.rs` in its default `--mode listener --reject close`,
-/// built the same way through the public API: the example's routes under a request-level
-/// `ConnLimitLayer`, with the limiter as router state, served by `axum::serve` with
-/// `ConnectInfo<SocketAddr>` from a `ConnLimitListener` sharing the same `Limiter` (which
-/// applies the config's deadlines). Left out: the Ctrl-C graceful shutdown and `/metrics`.
-/// Added, for clients that vanish mid-upload: `POST /upload`, which reads its whole body.
+/// `serve` in `examples/server.rs` in its default `--mode listener --reject close`: the
+/// example's own routes under a request-level `ConnLimitLayer`, with the limiter as router
+/// state, served by `axum::serve` with `ConnectInfo<SocketAddr>` from a `ConnLimitListener`
+/// sharing the same `Limiter` (which applies the config's deadlines). Left out: the Ctrl-C
+/// graceful shutdown and `/metrics`. Added, for clients that vanish mid-upload:
+/// `POST /upload`, which reads its whole body.
 async fn server(config: Config) -> Server {
     let limiter = Limiter::try_new(config).unwrap();
-    let app = Router::new()
-        .route("/", get(|| async { "hello from tower-connlimit\n" }))
-        .route("/slow", get(slow))
-        .route("/ws", get(websocket))
-        .route("/stats", get(stats))
+    let app = server::routes()
         .route(
             "/upload",
             post(|body: Bytes| async move { format!("read {}\n", body.len()) }),
@@ -68,46 +64,6 @@ async fn server(config: Config) -> Server {
     // The listener's default reject action is the example's default, `close`.
     let addr = serve_behind_listener(app, limiter.clone()).await;
     Server { addr, limiter }
-}
-
-#[derive(serde::Deserialize)]
-struct SlowParams {
-    ms: Option<u64>,
-}
-
-/// The example's `/slow?ms=N`: holds the response N milliseconds (at most 60 000).
-async fn slow(Query(params): Query<SlowParams>) -> String {
-    let ms = params.ms.unwrap_or(1000).min(60_000);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    format!("slept {ms} ms\n")
-}
-
-/// The example's `/ws`: a WebSocket echo.
-async fn websocket(ws: WebSocketUpgrade) -> axum::response::Response {
-    ws.on_upgrade(echo)
-}
-
-async fn echo(mut socket: WebSocket) {
-    while let Some(Ok(message)) = socket.recv().await {
-        let reply = match message {
-            Message::Text(_) | Message::Binary(_) => message,
-            Message::Close(_) => break,
-            _ => continue,
-        };
-        if socket.send(reply).await.is_err() {
-            break;
-        }
-    }
-}
-
-/// The example's `/stats`, cut down to the totals.
-async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
-    let stats = limiter.stats();
-    Json(json!({
-        "open_connections": stats.open_connections,
-        "in_flight_requests": stats.in_flight_requests,
-        "tracked_clients": stats.tracked_clients,
-    }))
 }
 
 const HELLO: &str = "hello from tower-connlimit\n";
@@ -166,11 +122,9 @@ async fn drains_then_serves_honest_clients(server: &Server, hostile: u8) {
         let (status, _, body) = h1_get(&mut h1, "/stats").await;
         assert_eq!(status, 200);
         let stats: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(
-            stats,
-            json!({"open_connections": 1, "in_flight_requests": 1, "tracked_clients": 1}),
-            "from {n}"
-        );
+        let totals = ["open_connections", "in_flight_requests", "tracked_clients"]
+            .map(|total| stats[total].clone());
+        assert_eq!(totals, [json!(1), json!(1), json!(1)], "from {n}");
         let mut h2 = http2_client(connect_from(n, server.addr).await).await;
         let response = bounded(h2.send_request(get_request("/"))).await.unwrap();
         let (status, _, body) = collect(response).await;

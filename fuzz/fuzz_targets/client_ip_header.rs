@@ -1,7 +1,7 @@
 //! Arbitrary header lines as the client-address headers a trusted proxy forwards.
 //!
-//! The input's first byte picks the number of trusted hops (1 to 4, and now and then 0 or one
-//! past the maximum); the rest, split at `\n`, gives the header lines. Each line goes to
+//! The input's first byte picks the number of trusted hops (0 to 6, or one past the most a
+//! config allows); the rest, split at `\n`, gives the header lines. Each line goes to
 //! `Forwarded`, `X-Forwarded-For` and `X-Real-IP` alike (lines `HeaderValue` refuses are
 //! skipped). Checks, on the reader the request layer uses (`client_from_headers`, through
 //! `__fuzz`):
@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    let hops = usize::from(first % 7);
+    // 0 to 6 hops, or one past the most a config allows (64).
+    let hops = match first % 8 {
+        7 => 65,
+        n => usize::from(n),
+    };
     let lines: Vec<&[u8]> = rest.split(|&b| b == b'\n').take(8).collect();
     for (header, name) in HEADERS {
         let map = headers(name, None, &lines);
