@@ -22,7 +22,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -83,22 +83,6 @@ fn secs(s: u64) -> Duration {
 /// Whether `answer` is the whole `200` answer to `GET /`.
 fn is_hello(answer: &str) -> bool {
     answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with(HELLO)
-}
-
-/// Reads one keep-alive answer to `GET /`, head and body, without waiting for a close.
-async fn read_hello(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 1024];
-    // Bounded: a short answer arrives in a few reads, each bounded in time.
-    for _ in 0..16 {
-        let n = bounded(stream.read(&mut chunk)).await.unwrap();
-        assert!(n > 0, "closed before a whole answer: {out:?}");
-        out.extend_from_slice(&chunk[..n]);
-        if out.ends_with(HELLO.as_bytes()) {
-            return String::from_utf8_lossy(&out).into_owned();
-        }
-    }
-    panic!("no whole answer in 16 reads: {out:?}");
 }
 
 /// Sends `request` from `127.0.0.n`, then reads until the server closes.
@@ -181,7 +165,7 @@ async fn silent_clients_are_cut_at_the_deadlines_and_give_their_slots_back() {
     for n in 18..=20 {
         let mut stream = connect_from(n, server.addr).await;
         stream.write_all(GET).await.unwrap();
-        assert!(is_hello(&read_hello(&mut stream).await));
+        assert!(is_hello(&read_response(&mut stream).await));
         quiet.push(stream);
     }
     let closed_after = |mut stream: TcpStream| async move {
@@ -433,7 +417,7 @@ async fn half_closing_clients_get_their_answers_and_are_released() {
             for _ in 0..15 {
                 let mut stream = connect_from(66, addr).await;
                 stream.write_all(GET).await.unwrap();
-                assert!(is_hello(&read_hello(&mut stream).await));
+                assert!(is_hello(&read_response(&mut stream).await));
                 stream.shutdown().await.unwrap();
                 assert_eq!(read_until_closed(&mut stream, WAIT).await, "");
             }
@@ -471,7 +455,7 @@ async fn burst_client(
     for _ in 0..10 {
         let mut stream = connect_from(n, server).await;
         stream.write_all(GET).await.unwrap();
-        assert!(is_hello(&read_hello(&mut stream).await));
+        assert!(is_hello(&read_response(&mut stream).await));
         held.push(stream);
     }
     for _ in 0..5 {

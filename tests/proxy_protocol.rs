@@ -62,31 +62,12 @@ async fn send_from(n: u8, server: SocketAddr, header: &[u8]) -> TcpStream {
     stream
 }
 
-/// The body of the HTTP/1.1 response the server sends on `stream`, read up to its length.
+/// The body of the `200` HTTP/1.1 response the server sends on `stream`.
 async fn body_of(stream: &mut TcpStream) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 512];
-    // Bounded: one response fits in a few reads, and each read is bounded in time.
-    for _ in 0..16 {
-        let n = bounded(stream.read(&mut chunk)).await.unwrap();
-        assert!(n > 0, "the server closed before answering");
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .expect("content-length")
-                .parse()
-                .unwrap();
-            if body.len() >= len {
-                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-                return body[..len].to_owned();
-            }
-        }
-    }
-    panic!("no complete response in 16 reads");
+    let response = read_response(stream).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (_, body) = response.split_once("\r\n\r\n").expect("a whole response");
+    body.to_owned()
 }
 
 #[tokio::test]

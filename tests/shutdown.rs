@@ -277,33 +277,6 @@ async fn send_get(stream: &mut TcpStream, path: &str) {
     bounded(stream.write_all(request.as_bytes())).await.unwrap();
 }
 
-/// Reads one whole response (head and `content-length` body) and leaves the connection open.
-async fn read_response(stream: &mut TcpStream) -> String {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 1024];
-    // Bounded: every read is bounded, and a response here is far smaller than 64 reads.
-    for _ in 0..64 {
-        let n = bounded(stream.read(&mut buf)).await.unwrap();
-        assert!(n > 0, "connection closed mid-response: {received:?}");
-        received.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&received).into_owned();
-        if let Some(head_end) = text.find("\r\n\r\n") {
-            let length: usize = text[..head_end]
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().unwrap())
-                })
-                .expect("a content-length");
-            if text.len() >= head_end + 4 + length {
-                return text;
-            }
-        }
-    }
-    panic!("no complete response in 64 reads: {received:?}");
-}
-
 /// Opens an HTTP/1.1 connection from client `n`, has `/` answered on it, and leaves it idle.
 async fn idle_connection(n: u8, server: SocketAddr) -> TcpStream {
     let mut stream = connect_from(n, server).await;

@@ -216,6 +216,33 @@ pub async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Stri
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads one whole response (head and `content-length` body) and leaves the connection open.
+pub async fn read_response(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Bounded: every read is bounded, and a response here is far smaller than 64 reads.
+    for _ in 0..64 {
+        let n = bounded(stream.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "connection closed mid-response: {received:?}");
+        received.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length: usize = text[..head_end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            if text.len() >= head_end + 4 + length {
+                return text;
+            }
+        }
+    }
+    panic!("no complete response in 64 reads: {received:?}");
+}
+
 /// A tokio executor for hyper that can abort every task it has spawned, at once: a client
 /// process dying. Aborting drops the connection's socket, without the GOAWAY of a polite close.
 #[derive(Clone, Debug, Default)]
