@@ -24,8 +24,8 @@
 //! - `/`            hello
 //! - `/slow?ms=N`   holds the response N milliseconds (at most 60 000)
 //! - `/ws`          WebSocket echo
-//! - `/stats`       the limiter's stats as JSON: totals, refusals by reason, the figures of
-//!   each admission point, and the ten clients holding the most connections
+//! - `/stats`       the limiter's stats as JSON: totals, refusals and early closes by reason,
+//!   the figures of each admission point, and the ten clients holding the most connections
 //! - `/metrics`     with `--metrics`: the limiter's metrics in Prometheus text, recorded at
 //!   each scrape (the names are in the docs of `tower_connlimit::metrics`)
 //!
@@ -53,8 +53,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_connlimit::{
-    AdmissionPoint, Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate,
-    ProxyProtocol, RejectAction, RejectedStats,
+    ByReason, Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate, ProxyProtocol,
+    RejectAction,
 };
 use tower_layer::Layer;
 
@@ -110,15 +110,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--max-total" => parsed.config.max_conns_total = number(value()?)?,
             "--max-requests" => parsed.config.max_requests_per_client = number(value()?)?,
             "--handshake-timeout" => {
-                parsed.config.handshake_timeout = Duration::from_secs(number(value()?)? as u64)
+                parsed.config.listener.handshake_timeout =
+                    Duration::from_secs(number(value()?)? as u64)
             }
             "--idle-timeout" => {
-                parsed.config.idle_timeout = Duration::from_secs(number(value()?)? as u64)
+                parsed.config.listener.idle_timeout = Duration::from_secs(number(value()?)? as u64)
             }
             "--min-rate" => {
                 let rate =
                     u32::try_from(number(value()?)?).map_err(|_| format!("{flag}: too large"))?;
-                parsed.config.min_receive_rate =
+                parsed.config.listener.min_receive_rate =
                     Some(MinReceiveRate::new(rate, Duration::from_secs(10)));
             }
             "--trusted-proxy" => {
@@ -126,11 +127,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 let network = v.parse().map_err(|e| format!("--trusted-proxy: {e}"))?;
                 parsed.config.trusted_proxies.push(network);
             }
-            "--proxy-protocol" => parsed.config.proxy_protocol = ProxyProtocol::Required,
+            "--proxy-protocol" => parsed.config.listener.proxy_protocol = ProxyProtocol::Required,
             "--metrics" => parsed.metrics = true,
             "--client-ip-header" => {
                 let v = value()?;
-                parsed.config.client_ip_header =
+                parsed.config.client_ip.header =
                     v.parse().map_err(|e| format!("--client-ip-header: {e}"))?;
             }
             "--mode" => {
@@ -351,26 +352,27 @@ async fn echo(mut socket: WebSocket) {
 async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
     let stats = limiter.stats();
     let config = limiter.config();
-    // Refusal counts with their stable names, the zeros left out.
-    let refused = |rejected: &RejectedStats| -> Value {
-        let named = rejected.by_reason().into_iter().filter(|(_, n)| *n > 0);
+    // Counts with their stable names, the zeros left out.
+    let counts = |by_reason: &ByReason| -> Value {
+        let named = by_reason.iter().filter(|(_, n)| *n > 0);
         Value::Object(
             named
                 .map(|(reason, n)| (reason.to_owned(), n.into()))
                 .collect(),
         )
     };
-    let points: serde_json::Map<String, Value> = AdmissionPoint::ALL
+    let points: serde_json::Map<String, Value> = stats
+        .points
         .iter()
-        .map(|&point| {
-            let figures = stats.point(point);
+        .map(|figures| {
             let value = json!({
                 "open_connections": figures.open_connections,
                 "in_flight_requests": figures.in_flight_requests,
                 "admitted": figures.admitted,
-                "rejected": refused(&figures.rejected),
+                "rejected": counts(&figures.rejected),
+                "closed": counts(&figures.closed),
             });
-            (point.as_str().to_owned(), value)
+            (figures.point.name().to_owned(), value)
         })
         .collect();
     Json(json!({
@@ -379,13 +381,9 @@ async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
         "tracked_clients": stats.tracked_clients,
         "admitted_connections": stats.admitted_connections,
         "admitted_requests": stats.admitted_requests,
-        "rejected": refused(&stats.rejected),
+        "rejected": counts(&stats.rejected),
         "rejected_total": stats.rejected.total(),
-        "timeouts": {
-            "handshake": stats.timeouts.handshake,
-            "idle": stats.timeouts.idle,
-            "min_receive_rate": stats.timeouts.min_receive_rate,
-        },
+        "closed": counts(&stats.closed),
         "bans": stats.bans,
         "evictions": stats.evictions,
         "points": points,

@@ -694,14 +694,14 @@ async fn run(args: Args) -> io::Result<bool> {
         refused_by_reason.join(", "),
         delta("admitted_connections"),
     );
-    let timeout_delta = |kind: &str| {
-        let at = |stats: &Value| stats["timeouts"][kind].as_u64().unwrap_or(0);
+    let timeout_delta = |reason: &str| {
+        let at = |stats: &Value| stats["closed"][reason].as_u64().unwrap_or(0);
         at(&after).saturating_sub(at(&before))
     };
     println!(
         "  closed by deadlines  handshake {}, idle {} (server; half-open sockets whose client is gone)",
-        timeout_delta("handshake"),
-        timeout_delta("idle"),
+        timeout_delta("handshake_timeout"),
+        timeout_delta("idle_timeout"),
     );
     println!("  elapsed              {:.1} s", elapsed.as_secs_f64());
     println!(

@@ -18,7 +18,7 @@
 //! | a goroutine per accepted connection, unbounded | `ConnLimitListener` refuses a client's connection over `--max-per-client` (and any over `--max-total`) at accept, before a byte is read and before the upstream is dialled; a refused client costs one `accept` and one `close` |
 //! | `net.Dial` with no timeout; a failed dial returns silently | the dial runs under `--dial-timeout`; a failure is logged at warn with the client and the error, and counted (`upstream_errors`) |
 //! | `<-done` waits for one direction; the other goroutine leaks | `copy_bidirectional` runs both directions in one task and returns when both have ended; when one side stops sending, the other side's write half is shut down (a TCP half-close), so request/response protocols that half-close still get their whole answer |
-//! | no timeouts: slowloris holds connections forever | the library's idle timeout (`Config::idle_timeout`) closes a connection once no byte has moved either way for `--idle-timeout`; the proxy adds the same bound to the one phase the library cannot watch (see [`serve_connection`]) |
+//! | no timeouts: slowloris holds connections forever | the library's idle timeout (`ListenerConfig::idle_timeout`) closes a connection once no byte has moved either way for `--idle-timeout`; the proxy adds the same bound to the one phase the library cannot watch (see [`serve_connection`]) |
 //! | no visibility | active, total, refused, bytes each way, upstream errors and idle timeouts, logged every 10 s when they change and at exit; `tracing` events per connection |
 //! | no graceful shutdown | Ctrl-C closes the listener at once (new connects are refused), lets open connections finish for `--drain-timeout`, then closes the rest and prints the final stats |
 //!
@@ -62,7 +62,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
-use tower_connlimit::{Config, ConfigError, ConnLimitListener, Limiter, TrackedIo};
+use tower_connlimit::{Config, ConfigError, ConnLimitListener, Limiter, ListenerConfig, TrackedIo};
 use tracing::Instrument;
 
 const USAGE: &str = "usage: tcp_proxy --upstream HOST:PORT [--listen ADDR] [--max-per-client N] \
@@ -115,7 +115,10 @@ impl Options {
         Config {
             max_conns_per_client: self.max_per_client,
             max_conns_total: self.max_total,
-            idle_timeout: self.idle_timeout,
+            listener: ListenerConfig {
+                idle_timeout: self.idle_timeout,
+                ..ListenerConfig::default()
+            },
             ..Config::default()
         }
     }
@@ -171,7 +174,7 @@ impl ProxyStats {
             bytes_client_to_upstream: load(&self.bytes_client_to_upstream),
             bytes_upstream_to_client: load(&self.bytes_upstream_to_client),
             upstream_errors: load(&self.upstream_errors),
-            idle_timeouts: limits.timeouts.idle + load(&self.idle_timeouts),
+            idle_timeouts: limits.closed["idle_timeout"] + load(&self.idle_timeouts),
             forced_closed: load(&self.forced_closed),
             listening: self.listening.load(Ordering::Relaxed),
         }
@@ -340,7 +343,7 @@ impl Drop for Active {
 ///
 /// The idle timeout is the library's: `client` is a `TrackedIo`, whose pending reads and writes
 /// fail with `TimedOut` once no byte has moved either way for `idle_timeout` (counted in
-/// `limiter.stats().timeouts.idle`). It watches only while a read or write on the client is
+/// `limiter.stats().closed["idle_timeout"]`). It watches only while a read or write on the client is
 /// pending, though, and after the client half-closes, `copy_bidirectional` stops reading it:
 /// a client that sends its request, shuts down its write side and leaves, with an upstream that
 /// never answers, would hold the connection (and its permit) forever. The proxy bounds that phase

@@ -102,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_conns_total,
         "listening (gRPC over h2c)"
     );
-    let incoming = ConnLimitListener::new(incoming, limiter.clone());
+    let incoming = ConnLimitListener::from_stream(incoming, limiter.clone());
 
     let stats = tokio::spawn(log_stats(limiter.clone()));
     let stopping = Arc::new(Notify::new());
@@ -158,10 +158,10 @@ fn log_summary(message: &str, stats: &Stats) {
         tracked_clients = stats.tracked_clients,
         admitted_connections = stats.admitted_connections,
         admitted_calls = stats.admitted_requests,
-        refused_connections = stats.rejected.client_connections,
-        refused_calls = stats.rejected.client_requests,
+        refused_connections = stats.rejected["client_connections"],
+        refused_calls = stats.rejected["client_requests"],
         refused_server_full =
-            stats.rejected.total_connections + stats.rejected.tracked_clients_full,
+            stats.rejected["total_connections"] + stats.rejected["tracked_clients_full"],
         refused_total = stats.rejected.total(),
         "{message}"
     );

@@ -27,7 +27,14 @@ use crate::key::{full_len, mask};
 /// let err = "10.0.0.1/8".parse::<Cidr>().unwrap_err();
 /// assert_eq!(err.to_string(), "10.0.0.1/8 has host bits set; the network is 10.0.0.0/8");
 /// ```
+///
+/// In config files (feature `serde`), a network is written as a string, as [`FromStr`] parses it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(try_from = "String")
+)]
 pub struct Cidr {
     network: IpAddr,
     prefix_len: u8,
@@ -107,6 +114,14 @@ impl FromStr for Cidr {
             }
         };
         Cidr::new(addr, prefix_len)
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = CidrError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

@@ -1,47 +1,12 @@
-//! Per-client connection and request limits for tokio, tower, axum and hyper servers.
+//! Per-client connection and request limits for tokio, tower, axum, hyper and tonic servers.
 //!
 //! `tower-connlimit` stops one client from exhausting a server's connections, file descriptors
-//! and tasks. It counts the live connections (and, optionally, in-flight requests) of each client
-//! IP — the job of [hashicorp/go-connlimit], which Nomad and Consul adopted after
-//! CVE-2020-7218/7219 — and refuses the ones over the limit as early and as cheaply as the server
-//! allows.
+//! and tasks: it counts the live connections (and, if you ask, the in-flight requests) of each
+//! client IP, as [hashicorp/go-connlimit] does for Nomad and Consul, and refuses the ones over
+//! the limit as early and as cheaply as the server allows. On top of the counts sit connect and
+//! request rates, per-path rules, temporary bans and slow-client deadlines.
 //!
 //! [hashicorp/go-connlimit]: https://github.com/hashicorp/go-connlimit
-//!
-//! # One core, three admission points
-//!
-//! A [`Limiter`] holds the per-client counts (a sharded map keyed by [`ClientKey`]) and the live
-//! [`Config`]. It is a cheap handle; every admission point below can share one, so that a server
-//! can refuse connections at accept and limit requests on its router against the same state.
-//!
-//! | admission point | counts | refuses with | use it when |
-//! |---|---|---|---|
-//! | [`ConnLimitListener`] (accept) | connections, for as long as the IO lives (upgrades included) | close, reset, or a canned HTTP 429/503 | always, if you own the listener: cheapest, before TLS or any byte read, works for HTTP/1, HTTP/2, WebSocket, raw TCP |
-//! | [`ConnLimitLayer`] around a make-service | connections, for as long as the per-connection service lives | 429/503 + `Connection: close` | you cannot wrap the listener; HTTP/1 only (h2 cannot be closed, upgrades are not counted) |
-//! | [`ConnLimitLayer`] on a router | in-flight requests, until the response body ends | 429 | limiting concurrent work per client, HTTP/2 streams included |
-//!
-//! # Quick start
-//!
-//! Refuse a client's eleventh concurrent connection at accept, with axum:
-//!
-//! ```no_run
-//! use std::net::SocketAddr;
-//! use axum::{routing::get, Router};
-//! use tower_connlimit::{Config, ConnLimitListener, Limiter};
-//!
-//! # async fn run() -> std::io::Result<()> {
-//! let limiter = Limiter::new(Config { max_conns_per_client: 10, ..Config::default() });
-//! let app = Router::new().route("/", get(|| async { "hello" }));
-//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(
-//!     ConnLimitListener::new(tcp, limiter.clone()).for_axum(),
-//!     app.into_make_service_with_connect_info::<SocketAddr>(),
-//! )
-//! .await
-//! # }
-//! ```
-//!
-//! Or use the core directly, as go-connlimit's `Accept` and `free`:
 //!
 //! ```
 //! use tower_connlimit::{Config, Limiter};
@@ -54,92 +19,45 @@
 //! assert!(limiter.try_acquire(ip).is_ok());
 //! ```
 //!
-//! See the [`listener`] and [`layer`] modules for each admission point in depth.
+//! The README is the guide, from the first server to production; these docs are the reference.
 //!
-//! # The layered gate
+//! # Layers
 //!
-//! The same decision also checks, for one map lookup: a temporary ban ([`BanPolicy`],
-//! [`Limiter::ban`]), the connect rate ([`Config::connect_rate`]) at every connection admission
-//! point, and at the request layer the request rate and per-path rules ([`PathRule`]). Rates use
-//! one of four [`Strategy`]s (see [`rate`]); a rate refusal carries
-//! [`Rejected::retry_after`] and is answered with `429` and `Retry-After`. Any rule can run in
-//! dry-run mode. Clients that have left are remembered only while their rate or ban state
-//! matters, and at most [`Config::max_tracked_clients`] at once ([`WhenFull`]). Time comes from
-//! a [`Clock`]; a [`FakeClock`] makes every time-driven behaviour testable without sleeping.
-//! [`Limiter::allow_connect`] and [`Limiter::allow_request`] return a [`Decision`] for custom
-//! servers, as a connection security gate's `allowConnect` / `allowRequest` do.
+//! The crate is a core that every admission point shares, and integrations that admit through
+//! it:
 //!
-//! # Slow clients and proxies
+//! - **The core**: the [`Limiter`] (its [module docs](Limiter#how-it-works) start at the two
+//!   functions that admit and release), [`ClientKey`]s, [`Cidr`]s, [rate](rate) rules, bans
+//!   ([`BanPolicy`]), the [`Clock`], the refusal reasons ([`RejectReason`], [`Rejected`]) and
+//!   the limits of the [`Config`]. It names no integration and no HTTP or network crate.
+//! - **Admission points**, each with its settings nested in the one [`Config`]:
+//!   - [`listener`]: [`ConnLimitListener`] at accept, with deadlines and the PROXY protocol
+//!     ([`ListenerConfig`]);
+//!   - [`layer`] (feature `http`): [`ConnLimitLayer`] around a make-service (connections) or on
+//!     a router (in-flight requests), with the client read behind trusted proxies
+//!     ([`ClientIpConfig`]);
+//!   - `tonic` (feature `tonic`): the listener and the request level in a gRPC server.
+//! - **Around them**: `metrics` (feature `metrics`) and config files (`Config::from_toml_str`,
+//!   feature `serde`).
 //!
-//! Connections admitted by a [`ConnLimitListener`] carry deadlines from the config: a first-byte
-//! [`Config::handshake_timeout`], an [`Config::idle_timeout`], and a [`MinReceiveRate`] in the
-//! style of Apache `mod_reqtimeout`; [`Stats::timeouts`] counts what they close. Behind a load
-//! balancer, [`ProxyProtocol::Required`] reads the PROXY header (v1 or v2) of
-//! [`Config::trusted_proxies`] and keys each connection by the real client. Behind an HTTP proxy,
-//! [`Config::client_ip_header`] lets the request layer read `Forwarded`, `X-Forwarded-For` or
-//! `X-Real-IP` from trusted proxies only, walked from the right ([`ClientIpHeader`]).
-//!
-//! # Seeing who is limited, and why
-//!
-//! [`Limiter::stats`] is a snapshot of counters: open connections and in-flight requests,
-//! admissions, refusals by reason ([`RejectedStats`]), deadline closes, bans, evictions, and the
-//! same per [`AdmissionPoint`] ([`PointStats`]). [`Limiter::top_clients`] ranks the clients
-//! holding the most connections, and [`Limiter::client`] details one ([`ClientStats`]).
-//! Admissions are logged through `tracing` at trace and refusals at debug, each with the client
-//! key, the admission point and the reason; at warn, the first refusal after a quiet spell and
-//! then one summary per 10 seconds ("N more connections or requests refused from about M
-//! clients"), so a flood cannot flood the log. With the `metrics` feature, `Limiter::record_metrics`
-//! exports the stats through the `metrics` facade, labelled by point and reason, never by
-//! client.
-//!
-//! # Semantics
-//!
-//! - **Client key.** The IP address, normalised (an IPv4-mapped IPv6 address is its IPv4
-//!   address; the port and IPv6 zone never count) and masked to [`Config::ipv4_prefix`] (32) or
-//!   [`Config::ipv6_prefix`] (64) bits. go-connlimit keys by exact address; set `ipv6_prefix = 128`
-//!   for the same.
-//! - **0 means unlimited**, for every limit.
-//! - **Permits are RAII.** Dropping a [`ConnPermit`] or [`RequestPermit`] releases it exactly
-//!   once, also on panic and when the future holding it is cancelled. A client's map entry is
-//!   removed as soon as nothing about it needs remembering: at its last permit, or, with rate
-//!   rules or bans, once that record has expired.
-//! - **Live config.** [`Limiter::set_config`] swaps the config atomically; the next decision uses
-//!   it. Lowering a limit never closes open connections. An invalid config is refused with a
-//!   [`ConfigError`] naming the field, and the old config stays.
-//! - **Errors do not leak.** What a client sees ("client connection limit reached") names no limit
-//!   and no count; [`Rejected::reason`] and [`Limiter::stats`] tell the operator why.
-//! - **Exemptions and overrides.** [`Config::exempt`] networks are counted but never refused;
-//!   [`Config::overrides`] set a different per-client limit for a network, longest prefix winning.
+//! Each admission point declares itself to the limiter as data ([`AdmissionPoint`]), so
+//! [`Limiter::stats`] reports what each one admitted, refused and closed.
 //!
 //! # Features
 //!
-//! - `axum` (default): axum's `Listener` for [`ConnLimitListener`], `ConnectInfo` support, and the
-//!   make-service level for axum's `IncomingStream`.
-//! - `serde`: loading a [`Config`] from TOML or JSON (`Config::from_toml_str`,
-//!   `Config::from_json_str`), with human-readable durations and errors that name the field.
-//! - `tonic`: tonic's `Connected` for [`TrackedIo`], so `Request::remote_addr()` works behind a
-//!   [`ConnLimitListener`] serving `serve_with_incoming`, and the request level reading the
-//!   client from tonic's `TcpConnectInfo`; see the `tonic` module. Needs Rust 1.88 with current
-//!   tonic 0.14 releases. (Refused gRPC calls get a trailers-only gRPC status, and the listener
-//!   is a `Stream` around any incoming stream, with or without this feature.)
-//! - `tonic-tls`: `tonic`, and the request level also reading `TlsConnectInfo<TcpConnectInfo>`,
-//!   for TLS terminated in the incoming stream (tonic's own `tls_config` needs only `tonic`). It
-//!   picks no crypto provider.
-//! - `metrics`: [`Limiter::record_metrics`] writes the stats through the `metrics` facade,
-//!   labelled by admission point and reason; see the `metrics` module.
-//! - `full`: `axum`, `serde`, `tonic` and `metrics`.
+//! | feature | default | brings | costs |
+//! |---|---|---|---|
+//! | `http` | yes | [`ConnLimitLayer`], [`RequestLimitLayer`], the client-address headers | `http`, `http-body`, `bytes`, `tower-layer`, `tower-service` |
+//! | `axum` | yes | `http`, and [`ConnLimitListener`] as an axum `Listener`, `ConnectInfo` at the request level | axum (without its default features) |
+//! | `proxy-protocol` | yes | [`ProxyProtocol::Required`] at the listener | `ppp` |
+//! | `serde` | no | `Deserialize` for [`Config`], `Config::from_toml_str`, `Config::from_json_str` | serde, toml, serde_json, humantime-serde, serde_path_to_error |
+//! | `tonic` | no | `http`, tonic's `Connected` for [`TrackedIo`], the request level reading tonic's connect info | tonic (server only); Rust 1.88 with current tonic releases |
+//! | `tonic-tls` | no | `tonic`, and `TlsConnectInfo` at the request level | no crypto provider is picked |
+//! | `metrics` | no | `Limiter::record_metrics` through the `metrics` facade | metrics |
+//! | `full` | no | all of the above but `tonic-tls` | |
 //!
-//! # go-connlimit mapping
-//!
-//! | go-connlimit | tower-connlimit |
-//! |---|---|
-//! | `NewLimiter(Config{MaxConnsPerClientIP: 10})` | `Limiter::new(Config { max_conns_per_client: 10, ..Config::default() })` |
-//! | `Accept(conn) (free, err)` | [`Limiter::try_acquire`] → [`ConnPermit`]; drop it to free |
-//! | `NumOpen(addr)` | [`Limiter::open_connections`] |
-//! | `Config()` / `SetConfig(c)` | [`Limiter::config`] / [`Limiter::set_config`] |
-//! | `ErrPerClientIPLimitReached` | [`Rejected`] with [`RejectReason::ClientConnections`] |
-//! | `HTTPConnStateFunc` | [`ConnLimitLayer`] on a make-service, or [`ConnLimitListener`] |
-//! | `Wrap(conn, free)` | [`TrackedIo`] |
+//! With `default-features = false` the crate is go-connlimit's core: the [`Limiter`], the
+//! listener with its deadlines, and [`TrackedIo`], on tokio.
 
 #![warn(
     missing_docs,
@@ -150,43 +68,57 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod addr;
+mod ban;
 mod cidr;
+mod client_ip;
 mod clock;
 mod config;
 #[cfg(feature = "serde")]
-#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 mod config_file;
-mod forwarded;
+mod error;
 mod key;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod layer;
 mod limiter;
+mod limits;
 pub mod listener;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
+mod peer;
 pub mod rate;
+mod reason;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
-pub use addr::{ClientAddr, PeerAddr};
+pub use ban::BanPolicy;
 pub use cidr::{Cidr, CidrError};
+pub use client_ip::{ClientIpConfig, ClientIpHeader, UnknownClientIpHeader};
 pub use clock::{Clock, FakeClock, TokioClock};
-pub use config::{BanPolicy, CidrLimit, Config, ConfigError, PathMatch, PathRule, WhenFull};
-pub use forwarded::{ClientIpHeader, UnknownClientIpHeader};
+pub use config::Config;
+pub use error::{ConfigError, Location};
 pub use key::ClientKey;
-pub use layer::{ConnLimit, ConnLimitLayer, LimitedConnection, ResponseBody};
-pub use limiter::{
-    AdmissionPoint, ClientStats, ConnPermit, Decision, Limiter, PointStats, RejectReason, Rejected,
-    RejectedStats, RequestPermit, Stats, TimeoutStats,
+#[cfg(feature = "http")]
+pub use layer::{
+    ClientAddr, ConnLimit, ConnLimitLayer, LimitedConnection, MakeTarget, RequestLimit,
+    RequestLimitLayer, ResponseBody,
 };
+pub use limiter::{
+    AdmissionPoint, ByReason, Checkpoint, ClientStats, ConnPermit, Limiter, PointStats,
+    RequestPermit, Stats,
+};
+pub use limits::{CidrLimit, PathMatch, PathRule, WhenFull};
 #[cfg(feature = "axum")]
 pub use listener::AxumListener;
 pub use listener::{
-    ConnLimitListener, MinReceiveRate, ProxyProtocol, RejectAction, RejectableIo, TrackedIo,
+    Accept, ConnLimitListener, Incoming, ListenerConfig, MinReceiveRate, ProxyProtocol,
+    RejectAction, RejectableIo, TrackedIo,
 };
+pub use peer::PeerAddr;
 pub use rate::{RateLimit, Strategy};
+pub use reason::{Decision, ReasonInfo, RejectReason, Rejected};
 
 /// Entry points for the fuzz targets in `fuzz/`, built only by `cargo fuzz` (`--cfg fuzzing`).
 /// Not part of the API.
@@ -221,11 +153,11 @@ pub mod __fuzz {
         header: crate::ClientIpHeader,
         hops: usize,
     ) -> Option<std::net::IpAddr> {
-        crate::forwarded::client_from_headers(headers, header, hops)
+        crate::client_ip::client_from_headers(headers, header, hops)
     }
 }
 
 /// The README's examples, compiled (and the runnable ones run) as doctests.
-#[cfg(all(doctest, feature = "axum"))]
+#[cfg(all(doctest, feature = "full"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

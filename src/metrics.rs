@@ -58,28 +58,28 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `connlimit_open_connections` | gauge | `point`: `listener`, `make_service`, `direct` | connections holding a permit now, by where they were admitted |
-//! | `connlimit_in_flight_requests` | gauge | `point`: `request_layer`, `direct` | requests holding a permit now |
+//! | `connlimit_open_connections` | gauge | `point` (points that admit connections: `listener`, `make_service`, `direct`) | connections holding a permit now, by where they were admitted |
+//! | `connlimit_in_flight_requests` | gauge | `point` (points that admit requests: `request_layer`, `direct`) | requests holding a permit now |
 //! | `connlimit_tracked_clients` | gauge | — | clients with an entry in the limiter's map ([`Stats::tracked_clients`]) |
-//! | `connlimit_admitted_total` | counter | `point`: `listener`, `make_service`, `request_layer`, `direct` | connections (at `request_layer`, requests; at `direct`, both) admitted |
-//! | `connlimit_rejected_total` | counter | `point` (as above), `reason` | connections and requests refused |
-//! | `connlimit_timeouts_total` | counter | `deadline`: `handshake`, `idle`, `min_receive_rate` | admitted connections the listener closed because a deadline passed ([`Stats::timeouts`]) |
+//! | `connlimit_admitted_total` | counter | `point` | connections and requests admitted |
+//! | `connlimit_rejected_total` | counter | `point`, `reason` | connections and requests refused |
+//! | `connlimit_closed_total` | counter | `point`, `reason` (`handshake_timeout`, `idle_timeout`, `min_receive_rate`) | admitted connections closed early, by the listener's deadlines ([`Stats::closed`]) |
 //! | `connlimit_dry_run_total` | counter | — | refusals dry-run rules would have made, but let through ([`Stats::dry_run`]) |
 //! | `connlimit_bans_total` | counter | — | bans imposed, by the ban policy or [`Limiter::ban`] |
 //! | `connlimit_evictions_total` | counter | — | drained clients forgotten early under `max_tracked_clients` ([`Stats::evictions`]): worth an alert when it rises |
 //!
 //! [`METRIC_NAMES`] lists every name.
 //!
-//! - `point` is an [`AdmissionPoint`]'s [`as_str`](AdmissionPoint::as_str). At `direct` (your
-//!   own calls to the limiter) connections and requests are told apart, each counted exactly
-//!   ([`PointStats`](crate::PointStats)).
-//! - `reason` is one of the stable names of
-//!   [`RejectedStats::by_reason`](crate::RejectedStats::by_reason): `client_connections`,
-//!   `total_connections`, `client_requests`, `connect_rate`, `request_rate`, `path_rule`,
-//!   `banned`, `tracked_clients_full`, `no_client_address`, `proxy_untrusted`,
+//! - `point` is the name of an [`AdmissionPoint`] in use: `listener`, `make_service`,
+//!   `request_layer`, `direct` (your own calls to the limiter). A point appears once something
+//!   uses it (a listener or layer is built on the limiter; `direct` is always there).
+//! - `reason` is a stable name from [`Stats::rejected`](crate::Stats::rejected): the limiter's
+//!   `client_connections`, `total_connections`, `client_requests`, `connect_rate`,
+//!   `request_rate`, `path_rule`, `banned`, `tracked_clients_full`, and the points' own:
+//!   `no_client_address` (every point but `direct`), and at the listener `proxy_untrusted`,
 //!   `proxy_header_invalid`, `proxy_header_timeout`.
-//! - Every combination of `point` and `reason` is written, zeros included, so that dashboards
-//!   and alerts see each series from the first scrape rather than only after the first refusal.
+//! - Every reason of every point in use is written, zeros included, so that dashboards and
+//!   alerts see each series from the first scrape rather than only after the first refusal.
 //! - **No label ever holds a client IP or client key**: that would give every client a series
 //!   of its own, and an attacker rotating addresses could grow the exporter's memory without
 //!   bound. For per-client detail, ask the limiter: [`Limiter::top_clients`],
@@ -93,9 +93,9 @@
 //! # Cost
 //!
 //! The admission path does nothing for metrics, with or without this feature. Each
-//! [`Limiter::record_metrics`] call takes one [`Limiter::stats`] snapshot (about 130 relaxed
-//! atomic loads, no lock, no walk over the clients) and writes 64 series to the recorder, each
-//! a lookup of a fixed key: microseconds, once per scrape or tick. [`Stats`] is the same data;
+//! [`Limiter::record_metrics`] call takes one [`Limiter::stats`] snapshot (a few relaxed atomic
+//! loads per point and reason, no lock, no walk over the clients) and writes some tens of
+//! series to the recorder, each a lookup of a fixed key: microseconds, once per scrape or tick. [`Stats`] is the same data;
 //! read it directly if you publish figures some other way.
 //!
 //! # Several limiters in one process
@@ -109,14 +109,14 @@
 
 use ::metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 
-use crate::{AdmissionPoint, Limiter, Stats};
+use crate::limiter::{AdmissionPoint, Limiter, Stats};
 
 const OPEN_CONNECTIONS: &str = "connlimit_open_connections";
 const IN_FLIGHT_REQUESTS: &str = "connlimit_in_flight_requests";
 const TRACKED_CLIENTS: &str = "connlimit_tracked_clients";
 const ADMITTED: &str = "connlimit_admitted_total";
 const REJECTED: &str = "connlimit_rejected_total";
-const TIMEOUTS: &str = "connlimit_timeouts_total";
+const CLOSED: &str = "connlimit_closed_total";
 const DRY_RUN: &str = "connlimit_dry_run_total";
 const BANS: &str = "connlimit_bans_total";
 const EVICTIONS: &str = "connlimit_evictions_total";
@@ -128,7 +128,7 @@ pub const METRIC_NAMES: [&str; 9] = [
     TRACKED_CLIENTS,
     ADMITTED,
     REJECTED,
-    TIMEOUTS,
+    CLOSED,
     DRY_RUN,
     BANS,
     EVICTIONS,
@@ -160,42 +160,24 @@ impl Limiter {
 
 /// Writes every figure of `stats`.
 fn record(stats: &Stats) {
-    let point_label = |point: AdmissionPoint| ("point", point.as_str());
-
-    let connection_points = [
-        AdmissionPoint::Listener,
-        AdmissionPoint::MakeService,
-        AdmissionPoint::Direct,
-    ];
-    for point in connection_points {
-        let (key, value) = point_label(point);
-        let open = stats.point(point).open_connections;
-        gauge!(OPEN_CONNECTIONS, key => value).set(open as f64);
-    }
-    for point in [AdmissionPoint::RequestLayer, AdmissionPoint::Direct] {
-        let (key, value) = point_label(point);
-        let open = stats.point(point).in_flight_requests;
-        gauge!(IN_FLIGHT_REQUESTS, key => value).set(open as f64);
-    }
-    gauge!(TRACKED_CLIENTS).set(stats.tracked_clients as f64);
-
-    for point in AdmissionPoint::ALL {
-        let figures = stats.point(point);
-        let (key, value) = point_label(point);
-        counter!(ADMITTED, key => value).absolute(figures.admitted);
-        for (reason, refused) in figures.rejected.by_reason() {
-            counter!(REJECTED, key => value, "reason" => reason).absolute(refused);
+    for figures in &stats.points {
+        let point: &AdmissionPoint = figures.point;
+        let name = point.name();
+        if point.counts_connections() {
+            gauge!(OPEN_CONNECTIONS, "point" => name).set(figures.open_connections as f64);
+        }
+        if point.counts_requests() {
+            gauge!(IN_FLIGHT_REQUESTS, "point" => name).set(figures.in_flight_requests as f64);
+        }
+        counter!(ADMITTED, "point" => name).absolute(figures.admitted);
+        for (reason, refused) in figures.rejected.iter() {
+            counter!(REJECTED, "point" => name, "reason" => reason).absolute(refused);
+        }
+        for (reason, closed) in figures.closed.iter() {
+            counter!(CLOSED, "point" => name, "reason" => reason).absolute(closed);
         }
     }
-
-    let timeouts = [
-        ("handshake", stats.timeouts.handshake),
-        ("idle", stats.timeouts.idle),
-        ("min_receive_rate", stats.timeouts.min_receive_rate),
-    ];
-    for (deadline, closed) in timeouts {
-        counter!(TIMEOUTS, "deadline" => deadline).absolute(closed);
-    }
+    gauge!(TRACKED_CLIENTS).set(stats.tracked_clients as f64);
     counter!(DRY_RUN).absolute(stats.dry_run);
     counter!(BANS).absolute(stats.bans);
     counter!(EVICTIONS).absolute(stats.evictions);
@@ -232,9 +214,9 @@ pub fn describe_metrics() {
         "Connections and requests refused, by admission point and reason."
     );
     describe_counter!(
-        TIMEOUTS,
+        CLOSED,
         Unit::Count,
-        "Admitted connections the listener closed because a deadline passed, by deadline."
+        "Admitted connections closed early (a listener deadline passed), by admission point and reason."
     );
     describe_counter!(
         DRY_RUN,

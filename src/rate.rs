@@ -23,10 +23,17 @@
 use std::time::Duration;
 
 use crate::clock::nanos;
-use crate::ConfigError;
+use crate::error::ConfigError;
 
 /// How a [`RateLimit`] counts events. See the [module docs](self) for the exact semantics.
+///
+/// In config files: `cooldown`, `fixed_window`, `sliding_window`, `token_bucket`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum Strategy {
     /// A minimum gap of `period / events` between allowed events.
@@ -52,7 +59,16 @@ pub enum Strategy {
 ///     .burst(20);
 /// # let _ = rule;
 /// ```
+///
+/// In a config file (feature `serde`), a rule is a table with `events`, `period` (`"1s"`,
+/// `"10m"`), and optionally `strategy`, `burst` and `dry_run`; a rule that names no strategy
+/// gets its field's default: `cooldown` for `connect_rate`, `sliding_window` for the others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(from = "file::RateSpec")
+)]
 pub struct RateLimit {
     /// Events allowed per `period`; at least 1.
     pub events: u32,
@@ -138,6 +154,59 @@ impl RateLimit {
         } else {
             self.burst
         }
+    }
+}
+
+/// Rate rules in config files, where each rule's field chooses the default strategy.
+#[cfg(feature = "serde")]
+pub(crate) mod file {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    use super::{RateLimit, Strategy};
+
+    /// A rule as a file writes it: the strategy may be left to the rule's field.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(crate) struct RateSpec {
+        events: u32,
+        #[serde(with = "humantime_serde")]
+        period: Duration,
+        #[serde(default)]
+        strategy: Option<Strategy>,
+        #[serde(default)]
+        burst: u32,
+        #[serde(default)]
+        dry_run: bool,
+    }
+
+    impl RateSpec {
+        fn into_rule(self, default_strategy: Strategy) -> RateLimit {
+            RateLimit {
+                events: self.events,
+                period: self.period,
+                strategy: self.strategy.unwrap_or(default_strategy),
+                burst: self.burst,
+                dry_run: self.dry_run,
+            }
+        }
+    }
+
+    impl From<RateSpec> for RateLimit {
+        /// A rule with no strategy of its own counts by the sliding window.
+        fn from(spec: RateSpec) -> Self {
+            spec.into_rule(Strategy::SlidingWindow)
+        }
+    }
+
+    /// `connect_rate`, whose rules count by [`Strategy::Cooldown`] unless they say otherwise,
+    /// as a typical connection gate does.
+    pub(crate) fn cooldown_by_default<'de, D>(d: D) -> Result<Option<RateLimit>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        Option::<RateSpec>::deserialize(d).map(|spec| spec.map(|s| s.into_rule(Strategy::Cooldown)))
     }
 }
 

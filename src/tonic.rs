@@ -5,7 +5,8 @@
 //! [`Limiter`](crate::Limiter):
 //!
 //! - **Connections**: wrap the incoming stream (`TcpIncoming`, or any stream of IO) in a
-//!   [`ConnLimitListener`](crate::ConnLimitListener) and serve it with `serve_with_incoming`. A
+//!   [`ConnLimitListener::from_stream`](crate::ConnLimitListener::from_stream) and serve it
+//!   with `serve_with_incoming`. A
 //!   connection over a limit is closed before tonic reads a byte of it (no TLS handshake, no
 //!   HTTP/2 preface). Admitted connections come out as [`TrackedIo`], which implements tonic's
 //!   [`Connected`] with the connect info of the IO inside, so `Request::remote_addr()` keeps
@@ -37,7 +38,7 @@
 //! Server::builder()
 //!     .layer(ConnLimitLayer::with_limiter(limiter.clone()))
 //!     .add_service(health)
-//!     .serve_with_incoming(ConnLimitListener::new(incoming, limiter))
+//!     .serve_with_incoming(ConnLimitListener::from_stream(incoming, limiter))
 //!     .await?;
 //! # Ok(())
 //! # }
@@ -66,7 +67,7 @@
 
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::TrackedIo;
+use crate::listener::TrackedIo;
 
 /// tonic's connect info for an admitted connection: the inner IO's, with the remote address
 /// the limiter admitted, which with [`ProxyProtocol::Required`](crate::ProxyProtocol::Required)
@@ -86,8 +87,8 @@ where
     }
 }
 
-/// The client address in tonic's connect info, if the request has any.
-pub(crate) fn client_addr_of(extensions: &http::Extensions) -> Option<std::net::SocketAddr> {
+/// The peer address in tonic's connect info, if the request has any.
+pub(crate) fn peer_of(extensions: &http::Extensions) -> Option<std::net::SocketAddr> {
     let tcp = extensions
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr);

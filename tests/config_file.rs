@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use http::Method;
 use tower_connlimit::{ClientIpHeader, Config, PathMatch, ProxyProtocol, Strategy, WhenFull};
 
 #[test]
@@ -27,75 +26,99 @@ fn the_documented_example_loads_every_field() {
         (request.strategy, request.burst),
         (Strategy::TokenBucket, 50)
     );
-    assert_eq!(config.path_rules[0].method, Some(Method::POST));
+    assert_eq!(config.path_rules[0].method.as_deref(), Some("POST"));
     assert_eq!(config.path_rules[0].rate.period, Duration::from_secs(60));
     assert_eq!(config.path_rules[1].matching, PathMatch::Prefix);
     assert!(config.path_rules[1].rate.dry_run);
     let ban = config.ban.unwrap();
     assert_eq!(ban.max_ban_for, Duration::from_secs(24 * 3600));
     assert!(ban.escalate);
-    assert_eq!(config.handshake_timeout, Duration::from_secs(10));
-    assert_eq!(config.idle_timeout, Duration::from_secs(300));
-    let min_rate = config.min_receive_rate.unwrap();
+    let listener = config.listener;
+    assert_eq!(listener.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(listener.idle_timeout, Duration::from_secs(300));
+    let min_rate = listener.min_receive_rate.unwrap();
     assert_eq!(
         (min_rate.bytes_per_sec, min_rate.grace),
         (500, Duration::from_secs(10))
     );
     assert_eq!(config.trusted_proxies.len(), 2);
-    assert_eq!(config.proxy_protocol, ProxyProtocol::Off);
-    assert_eq!(config.proxy_header_timeout, Duration::from_secs(5));
-    assert_eq!(config.client_ip_header, ClientIpHeader::XForwardedFor);
-    assert_eq!(config.trusted_hops, 1);
+    assert_eq!(listener.proxy_protocol, ProxyProtocol::Off);
+    assert_eq!(listener.proxy_header_timeout, Duration::from_secs(5));
+    assert_eq!(config.client_ip.header, ClientIpHeader::XForwardedFor);
+    assert_eq!(config.client_ip.trusted_hops, 1);
     tower_connlimit::Limiter::try_new(config).unwrap();
 }
 
 #[test]
 fn proxy_fields_are_checked_together_and_named() {
     assert_eq!(
-        toml_error(r#"proxy_protocol = "required""#).0,
+        toml_error("[listener]\nproxy_protocol = \"required\"").0,
         "trusted_proxies"
     );
-    let err = Config::from_toml_str(r#"client_ip_header = "x-forwarded-host""#).unwrap_err();
+    let err = Config::from_toml_str("[client_ip]\nheader = \"x-forwarded-host\"").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid config: client_ip_header: expected one of: none, forwarded, x-forwarded-for, \
-         x-real-ip"
+        "invalid config: client_ip.header: expected one of: none, forwarded, x-forwarded-for, \
+         x-real-ip (line 2, column 10)"
     );
     let (field, _) = toml_error(
         r#"
         trusted_proxies = ["192.0.2.10"]
-        client_ip_header = "forwarded"
+        [client_ip]
+        header = "forwarded"
         trusted_hops = 0
         "#,
     );
-    assert_eq!(field, "trusted_hops");
+    assert_eq!(field, "client_ip.trusted_hops");
     let (field, _) = toml_error(
         r#"
         trusted_proxies = ["192.0.2.10"]
+        [listener]
         proxy_protocol = "required"
         proxy_header_timeout = "0s"
         "#,
     );
-    assert_eq!(field, "proxy_header_timeout");
-    let err = Config::from_json_str(r#"{"min_receive_rate": {"bytes_per_sec": 0, "grace": "1s"}}"#)
-        .unwrap_err();
-    assert_eq!(err.field(), "min_receive_rate.bytes_per_sec");
+    assert_eq!(field, "listener.proxy_header_timeout");
+    let err = Config::from_json_str(
+        r#"{"listener": {"min_receive_rate": {"bytes_per_sec": 0, "grace": "1s"}}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "listener.min_receive_rate.bytes_per_sec");
     let config = Config::from_toml_str(
         r#"
         trusted_proxies = ["192.0.2.10"]
-        proxy_protocol = "required"
+        listener = { proxy_protocol = "required" }
         "#,
     )
     .unwrap();
-    assert_eq!(config.proxy_protocol, ProxyProtocol::Required);
+    assert_eq!(config.listener.proxy_protocol, ProxyProtocol::Required);
     let (field, _) = toml_error(
         r#"
         trusted_proxies = ["192.0.2.10"]
-        proxy_protocol = "required"
-        client_ip_header = "x-real-ip"
+        listener = { proxy_protocol = "required" }
+        client_ip = { header = "x-real-ip" }
         "#,
     );
-    assert_eq!(field, "client_ip_header");
+    assert_eq!(field, "client_ip.header");
+}
+
+#[test]
+fn syntax_and_type_errors_say_where() {
+    let err =
+        Config::from_toml_str("max_conns_per_client = 5\nexempt = [\"10.0.0.0/8\"\n").unwrap_err();
+    let location = err.location().expect("a syntax error has a place");
+    assert_eq!((location.line, location.column), (2, 23), "{err}");
+    let err = Config::from_toml_str("a = 1\na = 2").unwrap_err();
+    assert_eq!(err.location().map(|l| l.line), Some(2), "{err}");
+    let err = Config::from_json_str("{\n  \"max_conns_total\": \"many\"\n}").unwrap_err();
+    assert_eq!(err.field(), "max_conns_total");
+    let location = err.location().unwrap();
+    assert_eq!((location.line, location.column), (2, 27), "{err}");
+    let err = Config::from_json_str("{\"ipv6_prefix\": 64").unwrap_err();
+    assert!(err.location().is_some(), "{err}");
+    // What validation refuses has no place in the file: the field names it.
+    let err = Config::from_toml_str("\n\nipv4_prefix = 40").unwrap_err();
+    assert_eq!((err.field(), err.location()), ("ipv4_prefix", None));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tower_connlimit::{Config, ConnLimitListener, Limiter, MinReceiveRate};
+use tower_connlimit::{Config, ConnLimitListener, Limiter, ListenerConfig, MinReceiveRate};
 
 use support::*;
 
@@ -63,8 +63,11 @@ async fn trickle(stream: &mut TcpStream, request: &[u8], chunk: usize, every: Du
 
 fn slow_config() -> Config {
     Config {
-        min_receive_rate: Some(MinReceiveRate::new(100, Duration::from_secs(5))),
-        idle_timeout: Duration::from_secs(60),
+        listener: ListenerConfig {
+            min_receive_rate: Some(MinReceiveRate::new(100, Duration::from_secs(5))),
+            idle_timeout: Duration::from_secs(60),
+            ..ListenerConfig::default()
+        },
         ..Config::default()
     }
 }
@@ -90,8 +93,8 @@ async fn a_client_trickling_one_byte_a_second_is_cut_off_after_the_grace() {
     // Byte k arrives at k seconds; at 6 s, 7 bytes earn 5 s + 70 ms: past it.
     assert_eq!(closed_after.as_secs(), 6, "{closed_after:?}");
     let stats = limiter.stats();
-    assert_eq!(stats.timeouts.min_receive_rate, 1);
-    assert_eq!(stats.timeouts.total(), 1);
+    assert_eq!(stats.closed["min_receive_rate"], 1);
+    assert_eq!(stats.closed.total(), 1);
     wait_until("the permit is released", || {
         limiter.stats().open_connections == 0
     })
@@ -151,13 +154,16 @@ async fn slow_but_honest_clients_and_long_polls_are_not_cut_off() {
     let answer = read_until_closed(&mut upload, SCENARIO).await;
     assert!(answer.ends_with("read 15"), "{answer}");
 
-    assert_eq!(limiter.stats().timeouts.total(), 0);
+    assert_eq!(limiter.stats().closed.total(), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn split_halves_both_see_the_idle_timeout() {
     let limiter = Limiter::new(Config {
-        idle_timeout: Duration::from_secs(30),
+        listener: ListenerConfig {
+            idle_timeout: Duration::from_secs(30),
+            ..ListenerConfig::default()
+        },
         ..Config::default()
     });
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -190,14 +196,17 @@ async fn split_halves_both_see_the_idle_timeout() {
         .unwrap();
     assert_eq!(read, Err(std::io::ErrorKind::TimedOut));
     assert_eq!(write, Err(std::io::ErrorKind::TimedOut));
-    assert_eq!(limiter.stats().timeouts.idle, 1);
+    assert_eq!(limiter.stats().closed["idle_timeout"], 1);
     assert_eq!(limiter.stats().open_connections, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_connection_is_closed_at_the_idle_timeout() {
     let (addr, limiter) = server(Config {
-        idle_timeout: Duration::from_secs(30),
+        listener: ListenerConfig {
+            idle_timeout: Duration::from_secs(30),
+            ..ListenerConfig::default()
+        },
         ..Config::default()
     })
     .await;
@@ -212,12 +221,12 @@ async fn an_idle_connection_is_closed_at_the_idle_timeout() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         tokio::time::sleep(Duration::from_secs(20)).await;
     }
-    assert_eq!(limiter.stats().timeouts.idle, 0);
+    assert_eq!(limiter.stats().closed["idle_timeout"], 0);
     // Then silence: the server closes 30 s after the last answer, 10 s from now.
     let started = Instant::now();
     assert_eq!(read_until_closed(&mut stream, SCENARIO).await, "");
     assert_eq!(started.elapsed().as_secs(), 10);
-    assert_eq!(limiter.stats().timeouts.idle, 1);
+    assert_eq!(limiter.stats().closed["idle_timeout"], 1);
     wait_until("the permit is released", || {
         limiter.stats().open_connections == 0
     })
@@ -227,7 +236,10 @@ async fn an_idle_connection_is_closed_at_the_idle_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_connection_that_never_sends_a_first_byte_is_closed_at_the_handshake_timeout() {
     let (addr, limiter) = server(Config {
-        handshake_timeout: Duration::from_secs(5),
+        listener: ListenerConfig {
+            handshake_timeout: Duration::from_secs(5),
+            ..ListenerConfig::default()
+        },
         ..Config::default()
     })
     .await;
@@ -247,7 +259,7 @@ async fn a_connection_that_never_sends_a_first_byte_is_closed_at_the_handshake_t
     assert_eq!(read_until_closed(&mut silent, SCENARIO).await, "");
     assert_eq!(started.elapsed().as_secs(), 5);
     let stats = limiter.stats();
-    assert_eq!(stats.timeouts.handshake, 1);
+    assert_eq!(stats.closed["handshake_timeout"], 1);
     assert_eq!(
         stats.open_connections, 1,
         "the prompt client is still connected"
@@ -257,9 +269,12 @@ async fn a_connection_that_never_sends_a_first_byte_is_closed_at_the_handshake_t
 #[tokio::test(start_paused = true)]
 async fn a_normal_client_is_unaffected_by_every_deadline() {
     let (addr, limiter) = server(Config {
-        handshake_timeout: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(30),
-        min_receive_rate: Some(MinReceiveRate::new(500, Duration::from_secs(5))),
+        listener: ListenerConfig {
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            min_receive_rate: Some(MinReceiveRate::new(500, Duration::from_secs(5))),
+            ..ListenerConfig::default()
+        },
         ..Config::default()
     })
     .await;
@@ -270,7 +285,7 @@ async fn a_normal_client_is_unaffected_by_every_deadline() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let stats = limiter.stats();
-    assert_eq!(stats.timeouts.total(), 0);
+    assert_eq!(stats.closed.total(), 0);
     assert_eq!(stats.admitted_connections, 1);
     assert_eq!(stats.open_connections, 1);
 }

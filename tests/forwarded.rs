@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::client::conn::http1::SendRequest;
 use tokio::sync::Semaphore;
-use tower_connlimit::{ClientIpHeader, Config, ConnLimitLayer, Limiter};
+use tower_connlimit::{ClientIpConfig, ClientIpHeader, Config, ConnLimitLayer, Limiter};
 
 use support::*;
 
@@ -30,8 +30,10 @@ struct Server {
 async fn server(header: ClientIpHeader, trusted_hops: usize) -> Server {
     let layer = ConnLimitLayer::new(Config {
         max_requests_per_client: 1,
-        client_ip_header: header,
-        trusted_hops,
+        client_ip: ClientIpConfig {
+            header,
+            trusted_hops,
+        },
         trusted_proxies: vec!["127.0.0.2/32".parse().unwrap()],
         ..Config::default()
     });

@@ -27,9 +27,16 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tower_connlimit::{Config, ConnLimitLayer, Limiter, MinReceiveRate};
+use tower_connlimit::{Config, ConnLimitLayer, Limiter, ListenerConfig, MinReceiveRate};
 
 use support::*;
+
+/// The connections the listener admitted.
+fn listener_admitted(stats: &tower_connlimit::Stats) -> u64 {
+    stats
+        .point("listener")
+        .map_or(0, |listener| listener.admitted)
+}
 
 /// The example's defaults (`--max-per-client 10`) with `--max-requests 4`.
 fn config() -> Config {
@@ -129,9 +136,12 @@ async fn silent_clients_are_cut_at_the_deadlines_and_give_their_slots_back() {
     // `--handshake-timeout 5 --idle-timeout 20 --min-rate 500` (with the example's 10 s grace),
     // on paused time as in tests/deadlines.rs: each close is checked to the virtual second.
     let server = server(Config {
-        handshake_timeout: secs(5),
-        idle_timeout: secs(20),
-        min_receive_rate: Some(MinReceiveRate::new(500, secs(10))),
+        listener: ListenerConfig {
+            handshake_timeout: secs(5),
+            idle_timeout: secs(20),
+            min_receive_rate: Some(MinReceiveRate::new(500, secs(10))),
+            ..ListenerConfig::default()
+        },
         ..config()
     })
     .await;
@@ -192,11 +202,11 @@ async fn silent_clients_are_cut_at_the_deadlines_and_give_their_slots_back() {
         assert_eq!(closed.await.unwrap().as_secs(), 20, "the idle timeout");
     }
     let stats = server.limiter.stats();
-    assert_eq!(stats.timeouts.handshake, 30);
-    assert_eq!(stats.timeouts.idle, 8);
-    assert_eq!(stats.timeouts.min_receive_rate, 0);
+    assert_eq!(stats.closed["handshake_timeout"], 30);
+    assert_eq!(stats.closed["idle_timeout"], 8);
+    assert_eq!(stats.closed["min_receive_rate"], 0);
     assert_eq!(stats.rejected.total(), 1);
-    assert_eq!(stats.rejected.client_connections, 1);
+    assert_eq!(stats.rejected["client_connections"], 1);
     drains_then_serves_honest_clients(&server, 2).await;
 }
 
@@ -285,7 +295,7 @@ async fn garbage_gets_an_error_answer_and_every_connection_is_released() {
         client.unwrap();
     }
     let stats = server.limiter.stats();
-    assert_eq!(stats.listener.admitted, 15 * count as u64);
+    assert_eq!(listener_admitted(&stats), 15 * count as u64);
     assert_eq!(stats.rejected.total(), 0, "{:?}", stats.rejected);
     drains_then_serves_honest_clients(&server, 30).await;
 }
@@ -428,7 +438,7 @@ async fn half_closing_clients_get_their_answers_and_are_released() {
         client.unwrap();
     }
     let stats = server.limiter.stats();
-    assert_eq!(stats.listener.admitted, 7 * 15);
+    assert_eq!(listener_admitted(&stats), 7 * 15);
     assert_eq!(stats.rejected.total(), 0, "{:?}", stats.rejected);
     drains_then_serves_honest_clients(&server, 62).await;
 }
@@ -539,24 +549,25 @@ async fn a_burst_of_two_thousand_connections_drains_to_zero() {
     // Every connection reaches the listener and is admitted or refused, even those reset
     // before it accepted them.
     wait_until("the listener has seen every connection", || {
-        let listener = server.limiter.stats().listener;
+        let stats = server.limiter.stats();
+        let listener = stats.point("listener").expect("the listener is in use");
         listener.admitted + listener.rejected.total() == total as u64
     })
     .await;
     let stats = server.limiter.stats();
     assert!(
-        stats.rejected.client_connections >= 50 * 5,
+        stats.rejected["client_connections"] >= 50 * 5,
         "{:?}",
         stats.rejected
     );
-    assert_eq!(stats.rejected.total(), stats.rejected.client_connections);
+    assert_eq!(stats.rejected.total(), stats.rejected["client_connections"]);
     wait_until_drained(&server.limiter).await;
     eprintln!(
         "burst: {total} connections in {:?}: {} admitted, {} refused, {answered} churned \
          requests answered",
         started.elapsed(),
-        stats.listener.admitted,
-        stats.rejected.client_connections,
+        listener_admitted(&stats),
+        stats.rejected["client_connections"],
     );
     drains_then_serves_honest_clients(&server, 2).await;
 }
@@ -648,7 +659,7 @@ async fn http2_clients_past_their_request_limit_that_vanish_are_released() {
             "client {n}"
         );
     }
-    assert_eq!(server.limiter.stats().rejected.client_requests, 4 * 20);
+    assert_eq!(server.limiter.stats().rejected["client_requests"], 4 * 20);
     assert!(answered.try_recv().is_err(), "an admitted request finished");
 
     // Client 72 gives up on its streams: each reset releases its request, on a live connection.

@@ -14,8 +14,7 @@ use metrics_util::MetricKind;
 use tokio::net::TcpListener;
 use tower_connlimit::metrics::{describe_metrics, METRIC_NAMES};
 use tower_connlimit::{
-    AdmissionPoint, Config, ConnLimitListener, FakeClock, Limiter, RateLimit, RejectReason,
-    RejectedStats,
+    Config, ConnLimitLayer, ConnLimitListener, FakeClock, Limiter, RateLimit, RejectReason,
 };
 
 use support::*;
@@ -45,16 +44,18 @@ fn record(limiter: &Limiter) -> Recorded {
 }
 
 impl Recorded {
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> &(MetricKind, DebugValue) {
+    fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<&(MetricKind, DebugValue)> {
         let mut labels: Vec<(String, String)> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         labels.sort();
-        let series = (name.to_owned(), labels);
-        self.0
-            .get(&series)
-            .unwrap_or_else(|| panic!("no series {series:?}"))
+        self.0.get(&(name.to_owned(), labels))
+    }
+
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> &(MetricKind, DebugValue) {
+        self.find(name, labels)
+            .unwrap_or_else(|| panic!("no series {name} {labels:?}"))
     }
 
     fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -108,7 +109,7 @@ impl Recorded {
         for (name, labels) in self.0.keys() {
             for (key, value) in labels {
                 assert!(
-                    ["point", "reason", "deadline"].contains(&key.as_str()),
+                    ["point", "reason"].contains(&key.as_str()),
                     "undocumented label {key:?} on {name}"
                 );
                 let address = value.split('/').next().unwrap_or(value);
@@ -125,13 +126,23 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// How many series every `record_metrics` call writes.
-fn series_per_record() -> usize {
-    let reasons = RejectedStats::default().by_reason().len();
-    let points = AdmissionPoint::ALL.len();
-    // open connections (3 points), in-flight requests (2), tracked clients, admitted (per point),
-    // rejected (per point and reason), timeouts (3 deadlines), dry run, bans, evictions.
-    3 + 2 + 1 + points + points * reasons + 3 + 3
+/// How many series `record_metrics` writes for `limiter`: for each point in use, its open
+/// connections and in-flight requests (as it counts them), admissions, refusals by reason and
+/// early closes by reason; then tracked clients, dry runs, bans and evictions.
+fn series_per_record(limiter: &Limiter) -> usize {
+    let per_point: usize = limiter
+        .stats()
+        .points
+        .iter()
+        .map(|p| {
+            usize::from(p.point.counts_connections())
+                + usize::from(p.point.counts_requests())
+                + 1
+                + p.rejected.iter().count()
+                + p.closed.iter().count()
+        })
+        .sum();
+    per_point + 4
 }
 
 #[test]
@@ -173,9 +184,11 @@ fn direct_traffic_is_recorded_exactly() {
     m.assert_no_client_labels();
     assert_eq!(
         m.0.len(),
-        series_per_record(),
+        series_per_record(&limiter),
         "every series, zeros included"
     );
+    // Only the point in use: direct, with the limiter's eight reasons.
+    assert_eq!(m.0.len(), 15);
 
     // Two connections and a request of 192.0.2.1, a connection of 192.0.2.2.
     assert_eq!(m.admitted("direct"), 4);
@@ -184,17 +197,21 @@ fn direct_traffic_is_recorded_exactly() {
     assert_eq!(m.rejected("direct", "banned"), 2);
     assert_eq!(m.rejected_everywhere(), 4, "no other refusal anywhere");
     for point in ["listener", "make_service", "request_layer"] {
-        assert_eq!(m.admitted(point), 0);
-        assert_eq!(m.rejected(point, "client_connections"), 0);
+        let admitted = m.find("connlimit_admitted_total", &[("point", point)]);
+        assert!(
+            admitted.is_none(),
+            "no series for {point}, which is not in use"
+        );
     }
     assert_eq!(m.rejected("direct", "total_connections"), 0);
-    assert_eq!(m.rejected("direct", "proxy_header_timeout"), 0);
+    let proxy = [("point", "direct"), ("reason", "proxy_header_timeout")];
+    assert!(
+        m.find("connlimit_rejected_total", &proxy).is_none(),
+        "direct refuses for the limiter's reasons only"
+    );
 
     assert_eq!(m.open("direct"), 2.0);
-    assert_eq!(m.open("listener"), 0.0);
-    assert_eq!(m.open("make_service"), 0.0);
     assert_eq!(m.in_flight("direct"), 1.0);
-    assert_eq!(m.in_flight("request_layer"), 0.0);
     // 192.0.2.1 holds permits, 192.0.2.2 has rate state, 192.0.2.3 is banned.
     assert_eq!(m.gauge("connlimit_tracked_clients", &[]), 3.0);
 
@@ -202,12 +219,6 @@ fn direct_traffic_is_recorded_exactly() {
     assert_eq!(m.counter("connlimit_dry_run_total", &[]), 2);
     assert_eq!(m.counter("connlimit_bans_total", &[]), 1);
     assert_eq!(m.counter("connlimit_evictions_total", &[]), 0);
-    for deadline in ["handshake", "idle", "min_receive_rate"] {
-        assert_eq!(
-            m.counter("connlimit_timeouts_total", &[("deadline", deadline)]),
-            0
-        );
-    }
 
     // Gauges follow the limiter; counters keep counting from where they were.
     drop((first, second, request));
@@ -244,7 +255,8 @@ async fn listener_traffic_is_recorded_under_point_listener() {
     let mut third = connect_from(2, addr).await;
     assert!(was_refused(&mut third).await, "the third connection");
     wait_until("the refusal is counted", || {
-        limiter.stats().listener.rejected.client_connections == 1
+        let stats = limiter.stats();
+        stats.point("listener").unwrap().rejected["client_connections"] == 1
     })
     .await;
 
@@ -257,6 +269,10 @@ async fn listener_traffic_is_recorded_under_point_listener() {
     assert_eq!(m.open("listener"), 2.0);
     assert_eq!(m.open("direct"), 0.0);
     assert_eq!(m.gauge("connlimit_tracked_clients", &[]), 1.0);
+    for deadline in ["handshake_timeout", "idle_timeout", "min_receive_rate"] {
+        let labels = [("point", "listener"), ("reason", deadline)];
+        assert_eq!(m.counter("connlimit_closed_total", &labels), 0);
+    }
 
     drop(held);
     drop(clients);
@@ -270,12 +286,16 @@ async fn listener_traffic_is_recorded_under_point_listener() {
     server.abort();
 }
 
-#[test]
-fn prometheus_text_has_every_documented_name() {
+#[tokio::test]
+async fn prometheus_text_has_every_documented_name() {
     let limiter = Limiter::new(Config {
         max_conns_per_client: 1,
         ..Config::default()
     });
+    // Every point of this crate in use, so that every name has series.
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _listener = ConnLimitListener::new(tcp, limiter.clone());
+    let _layer = ConnLimitLayer::with_limiter(limiter.clone());
     let client = ip("2001:db8::1");
     let _permit = limiter.try_acquire(client).unwrap();
     assert!(limiter.try_acquire(client).is_err());
@@ -312,7 +332,7 @@ fn prometheus_text_has_every_documented_name() {
         r#"connlimit_admitted_total{point="direct"} 1"#,
         r#"connlimit_open_connections{point="direct"} 1"#,
         r#"connlimit_in_flight_requests{point="request_layer"} 0"#,
-        r#"connlimit_timeouts_total{deadline="min_receive_rate"} 0"#,
+        r#"connlimit_closed_total{point="listener",reason="min_receive_rate"} 0"#,
         "connlimit_tracked_clients 1",
         "connlimit_bans_total 0",
     ] {
@@ -324,7 +344,7 @@ fn prometheus_text_has_every_documented_name() {
         .copied()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    assert_eq!(samples.len(), series_per_record());
+    assert_eq!(samples.len(), series_per_record(&limiter));
     for sample in samples {
         let name = sample.split(['{', ' ']).next().unwrap();
         assert!(METRIC_NAMES.contains(&name), "undocumented sample {sample}");

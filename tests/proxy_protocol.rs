@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tower_connlimit::{Config, ConnLimitListener, Limiter, ProxyProtocol};
+use tower_connlimit::{Config, ConnLimitListener, Limiter, ListenerConfig, ProxyProtocol};
 
 use support::*;
 
@@ -22,9 +22,12 @@ const PROXY: u8 = 2;
 fn limiter() -> Limiter {
     Limiter::new(Config {
         max_conns_per_client: 1,
-        proxy_protocol: ProxyProtocol::Required,
         trusted_proxies: vec!["127.0.0.2/32".parse().unwrap()],
-        proxy_header_timeout: Duration::from_secs(2),
+        listener: ListenerConfig {
+            proxy_protocol: ProxyProtocol::Required,
+            proxy_header_timeout: Duration::from_secs(2),
+            ..ListenerConfig::default()
+        },
         ..Config::default()
     })
 }
@@ -91,7 +94,7 @@ async fn v1_and_v2_headers_from_a_trusted_proxy_key_the_real_client() {
     // the same proxy is refused, while the first keeps working.
     let mut again = send_from(PROXY, server, &v2(0x1, [203, 0, 113, 7], 7777)).await;
     assert!(was_refused(&mut again).await);
-    assert_eq!(limiter.stats().rejected.client_connections, 1);
+    assert_eq!(limiter.stats().rejected["client_connections"], 1);
     a.write_all(GET).await.unwrap();
     assert_eq!(body_of(&mut a).await, "203.0.113.7:5555");
 
@@ -124,7 +127,7 @@ async fn the_same_header_from_an_untrusted_peer_is_refused() {
     assert!(was_refused(&mut plain).await);
 
     let stats = limiter.stats();
-    assert_eq!(stats.rejected.proxy_untrusted, 2);
+    assert_eq!(stats.rejected["proxy_untrusted"], 2);
     assert_eq!(stats.admitted_connections, 0);
     assert_eq!(stats.tracked_clients, 0);
     // The trusted proxy still gets through.
@@ -146,7 +149,7 @@ async fn malformed_headers_from_the_trusted_proxy_close_the_connection() {
         assert!(was_refused(&mut stream).await, "{header:?}");
     }
     let stats = limiter.stats();
-    assert_eq!(stats.rejected.proxy_header_invalid, 3);
+    assert_eq!(stats.rejected["proxy_header_invalid"], 3);
     assert_eq!(stats.admitted_connections, 0);
 }
 
@@ -164,7 +167,7 @@ async fn a_header_that_never_comes_times_out_without_stalling_others() {
     // The stalled one is closed at the 2-second header deadline.
     assert!(was_refused(&mut stalled).await);
     assert_eq!(started.elapsed().as_secs(), 2);
-    assert_eq!(limiter.stats().rejected.proxy_header_timeout, 1);
+    assert_eq!(limiter.stats().rejected["proxy_header_timeout"], 1);
 }
 
 #[tokio::test]
@@ -200,7 +203,10 @@ async fn when_too_many_headers_are_pending_the_oldest_is_dropped() {
     let limiter = limiter();
     limiter
         .set_config(Config {
-            proxy_header_timeout: Duration::from_secs(600),
+            listener: ListenerConfig {
+                proxy_header_timeout: Duration::from_secs(600),
+                ..limiter.config().listener
+            },
             ..(*limiter.config()).clone()
         })
         .unwrap();
@@ -230,7 +236,7 @@ async fn when_too_many_headers_are_pending_the_oldest_is_dropped() {
         admitted("203.0.113.8")
     })
     .await;
-    assert_eq!(limiter.stats().rejected.proxy_header_timeout, 2);
+    assert_eq!(limiter.stats().rejected["proxy_header_timeout"], 2);
     // `third` is still waiting for its header.
     third
         .write_all(&[v1("203.0.113.9", 3), GET.to_vec()].concat())

@@ -248,7 +248,7 @@ fn the_per_client_cap_admits_exactly_n_and_other_clients_still_get_in() {
         assert_eq!(s.upstream_errors, 0);
         let limits = proxy.limits();
         assert_eq!(limits.open_connections, N + 1);
-        assert_eq!(limits.rejected.client_connections, N as u64);
+        assert_eq!(limits.rejected["client_connections"], N as u64);
         assert_eq!(limits.rejected.total(), N as u64);
         let limiter = proxy.proxy.limiter();
         assert_eq!(limiter.open_connections(client_ip(2)), N);
@@ -279,7 +279,7 @@ fn the_global_cap_refuses_across_clients() {
         let _b = admitted_from(3, proxy.addr).await;
         let mut c = connect_from(4, proxy.addr).await;
         assert_eq!(probe(&mut c, b"ping").await, Probe::Refused);
-        assert_eq!(proxy.limits().rejected.total_connections, 1);
+        assert_eq!(proxy.limits().rejected["total_connections"], 1);
         assert_eq!(proxy.stats().rejected, 1);
         assert_eq!(proxy.stats().active, 2);
     });
@@ -539,7 +539,7 @@ fn an_idle_connection_is_closed_and_counted_while_a_chatty_one_stays() {
         let (silent_for, _chatty) = tokio::join!(silent, chatty);
         assert!(silent_for >= idle, "closed after {silent_for:?}");
 
-        assert_eq!(proxy.limits().timeouts.idle, 1);
+        assert_eq!(proxy.limits().closed["idle_timeout"], 1);
         assert_eq!(proxy.stats().idle_timeouts, 1);
         wait_until("only the chatty connection is left", || {
             proxy.stats().active == 1 && proxy.limits().open_connections == 1
@@ -580,7 +580,7 @@ fn a_half_closed_connection_whose_upstream_goes_silent_is_closed_too() {
 
         // The library's timer cannot see this phase (nothing reads the client any more); the
         // proxy's own bound closed it.
-        assert_eq!(proxy.limits().timeouts.idle, 0);
+        assert_eq!(proxy.limits().closed["idle_timeout"], 0);
         assert_eq!(proxy.stats().idle_timeouts, 1);
         assert_eq!(proxy.stats().bytes_client_to_upstream, 7);
         wait_until("the permit is released", || proxy.released()).await;

@@ -22,7 +22,8 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower_connlimit::{
-    Cidr, Config, ConnLimitLayer, ConnLimitListener, Limiter, ProxyProtocol, RejectAction, WhenFull,
+    Cidr, Config, ConnLimitLayer, ConnLimitListener, Limiter, ListenerConfig, ProxyProtocol,
+    RejectAction, WhenFull,
 };
 
 use support::{bounded, client_ip, connect_from, wait_until, was_refused};
@@ -130,8 +131,8 @@ impl TestServer {
         tokio::spawn(async move {
             let served = match levels {
                 Levels::Both(action) => {
-                    let incoming =
-                        ConnLimitListener::new(incoming, limiter_for_incoming).reject_with(action);
+                    let incoming = ConnLimitListener::from_stream(incoming, limiter_for_incoming)
+                        .reject_with(action);
                     router.serve_with_incoming(incoming).await
                 }
                 Levels::CallsOnly => router.serve_with_incoming(incoming).await,
@@ -246,7 +247,7 @@ async fn connection_over_the_limit_is_closed_before_the_preface_while_others_wor
     assert!(was_refused(&mut raw).await, "closed before the preface");
     // And a tonic client on a third connection gets no call through.
     server.call_on_refused_connection(2).await;
-    assert!(server.limiter.stats().rejected.client_connections >= 2);
+    assert!(server.limiter.stats().rejected["client_connections"] >= 2);
     assert_eq!(
         server.probe.seen().len(),
         2,
@@ -280,7 +281,7 @@ async fn a_reset_connection_fails_its_call_too() {
     let mut admitted = server.client(2).await;
     check(&mut admitted).await.unwrap();
     server.call_on_refused_connection(2).await;
-    assert_eq!(server.limiter.stats().rejected.client_connections, 1);
+    assert_eq!(server.limiter.stats().rejected["client_connections"], 1);
     assert_eq!(
         server.probe.seen().len(),
         1,
@@ -305,7 +306,7 @@ async fn call_over_the_limit_in_flight_gets_resource_exhausted_over_one_connecti
         1,
         "every call went over one connection"
     );
-    assert_eq!(server.limiter.stats().rejected.client_requests, 2);
+    assert_eq!(server.limiter.stats().rejected["client_requests"], 2);
 
     // Another client is not affected.
     check(&mut server.client(3).await).await.unwrap();
@@ -338,7 +339,10 @@ async fn remote_addr_is_the_proxied_client_with_the_proxy_protocol() {
     let server = TestServer::start(
         Config {
             max_conns_per_client: 1,
-            proxy_protocol: ProxyProtocol::Required,
+            listener: ListenerConfig {
+                proxy_protocol: ProxyProtocol::Required,
+                ..ListenerConfig::default()
+            },
             trusted_proxies: vec!["127.0.0.2/32".parse::<Cidr>().unwrap()],
             ..Config::default()
         },
@@ -463,7 +467,7 @@ async fn a_server_wide_refusal_is_unavailable() {
     wait_until("the first client is tracked", || server.in_flight(2) == 1).await;
 
     assert_refused(check(&mut server.client(3).await).await, Code::Unavailable);
-    assert_eq!(server.limiter.stats().rejected.tracked_clients_full, 1);
+    assert_eq!(server.limiter.stats().rejected["tracked_clients_full"], 1);
 
     server.probe.gate.add_permits(1);
     bounded(held).await.unwrap().unwrap();
@@ -508,7 +512,7 @@ mod tls {
         })
         .await;
         assert_refused(check(&mut client).await, Code::ResourceExhausted);
-        assert_eq!(limiter.stats().rejected.no_client_address, 0);
+        assert_eq!(limiter.stats().rejected["no_client_address"], 0);
 
         // A second connection is refused before the handshake: not a byte comes back.
         let mut raw = connect_from(2, addr).await;
@@ -543,7 +547,7 @@ mod tls {
             let accepted = listener.accept().await.map(|(stream, _peer)| stream);
             Some((accepted, listener))
         });
-        let incoming = ConnLimitListener::new(accepted, limiter.clone());
+        let incoming = ConnLimitListener::from_stream(accepted, limiter.clone());
         let router = tonic::transport::Server::builder()
             .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(CERT, KEY)))
             .unwrap()
@@ -577,12 +581,11 @@ mod tls {
         let probe = Probe::default();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let incoming = ConnLimitListener::new(TcpIncoming::from(listener), limiter.clone()).then(
-            move |admitted| {
+        let incoming = ConnLimitListener::from_stream(TcpIncoming::from(listener), limiter.clone())
+            .then(move |admitted| {
                 let acceptor = acceptor.clone();
                 async move { acceptor.accept(admitted?).await }
-            },
-        );
+            });
         let router = tonic::transport::Server::builder()
             .layer(ConnLimitLayer::with_limiter(limiter.clone()))
             .add_service(HealthServer::new(probe.clone()));

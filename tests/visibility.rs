@@ -10,19 +10,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::{routing::get, Router};
-use tower_connlimit::{
-    AdmissionPoint, Config, ConnLimitLayer, FakeClock, Limiter, RateLimit, RejectedStats,
-};
+use tower_connlimit::{ByReason, Config, ConnLimitLayer, FakeClock, Limiter, RateLimit, Stats};
 
 use support::{
     client_ip, connect_from, h1_get, http1_client, serve_behind_listener, wait_until, was_refused,
 };
 
-/// Refusal counts that are all zero but what `set` sets.
-fn refusals(set: impl FnOnce(&mut RejectedStats)) -> RejectedStats {
-    let mut counts = RejectedStats::default();
-    set(&mut counts);
-    counts
+/// The counts that are not zero.
+fn nonzero(counts: &ByReason) -> Vec<(&'static str, u64)> {
+    counts.iter().filter(|(_, n)| *n > 0).collect()
+}
+
+/// The figures of the admission point `name`, which must be in use.
+fn point<'a>(stats: &'a Stats, name: &str) -> &'a tower_connlimit::PointStats {
+    stats
+        .point(name)
+        .unwrap_or_else(|| panic!("no point {name}"))
 }
 
 #[tokio::test]
@@ -57,43 +60,70 @@ async fn stats_count_each_admission_point_exactly() {
     .await;
 
     let stats = limiter.stats();
-    assert_eq!(stats.listener.open_connections, 3);
-    assert_eq!(stats.listener.admitted, 3);
-    assert_eq!(
-        stats.listener.rejected,
-        refusals(|r| r.client_connections = 1)
-    );
-    assert_eq!(stats.request_layer.in_flight_requests, 0);
-    assert_eq!(stats.request_layer.admitted, 2);
-    assert_eq!(
-        stats.request_layer.rejected,
-        refusals(|r| r.request_rate = 1)
-    );
-    assert_eq!(
-        stats.point(AdmissionPoint::MakeService),
-        &Default::default()
-    );
-    assert_eq!(stats.point(AdmissionPoint::Direct), &Default::default());
+    let listener = point(&stats, "listener");
+    assert_eq!(listener.open_connections, 3);
+    assert_eq!(listener.admitted, 3);
+    assert_eq!(nonzero(&listener.rejected), [("client_connections", 1)]);
+    let requests = point(&stats, "request_layer");
+    assert_eq!(requests.in_flight_requests, 0);
+    assert_eq!(requests.admitted, 2);
+    assert_eq!(nonzero(&requests.rejected), [("request_rate", 1)]);
+    // The layer can admit at both of its levels; only the request level saw traffic.
+    for idle in ["make_service", "direct"] {
+        let figures = point(&stats, idle);
+        assert_eq!(
+            (
+                figures.open_connections,
+                figures.in_flight_requests,
+                figures.admitted
+            ),
+            (0, 0, 0),
+            "{idle}"
+        );
+        assert_eq!(nonzero(&figures.rejected), [], "{idle}");
+    }
+    // Every reason of every point is listed, zeros included: the limiter's, then the point's.
+    let mut reasons = vec![
+        "client_connections",
+        "total_connections",
+        "client_requests",
+        "connect_rate",
+        "request_rate",
+        "path_rule",
+        "banned",
+        "tracked_clients_full",
+        "no_client_address",
+    ];
+    if cfg!(feature = "proxy-protocol") {
+        reasons.extend([
+            "proxy_untrusted",
+            "proxy_header_invalid",
+            "proxy_header_timeout",
+        ]);
+    }
+    let listed: Vec<&str> = listener.rejected.iter().map(|(name, _)| name).collect();
+    assert_eq!(listed, reasons);
     // The totals are the points added up.
     assert_eq!(stats.open_connections, 3);
     assert_eq!(stats.admitted_connections, 3);
     assert_eq!(stats.admitted_requests, 2);
-    assert_eq!(stats.rejected.client_connections, 1);
-    assert_eq!(stats.rejected.request_rate, 1);
+    assert_eq!(stats.rejected["client_connections"], 1);
+    assert_eq!(stats.rejected["request_rate"], 1);
     assert_eq!(stats.rejected.total(), 2);
     assert_eq!(stats.tracked_clients, 2);
 
     // A direct call is counted apart from the points of the server.
     let direct = limiter.try_acquire(client_ip(9)).unwrap();
-    assert_eq!(limiter.stats().direct.open_connections, 1);
+    assert_eq!(point(&limiter.stats(), "direct").open_connections, 1);
     drop(direct);
-    assert_eq!(limiter.stats().direct.open_connections, 0);
-    assert_eq!(limiter.stats().direct.admitted, 1);
+    let stats = limiter.stats();
+    assert_eq!(point(&stats, "direct").open_connections, 0);
+    assert_eq!(point(&stats, "direct").admitted, 1);
 
     // Closing a connection shows at its point.
     drop(first);
     wait_until("the closed connection is released", || {
-        limiter.stats().listener.open_connections == 2
+        point(&limiter.stats(), "listener").open_connections == 2
     })
     .await;
 }
@@ -267,7 +297,7 @@ fn a_flood_of_ten_thousand_refusals_logs_a_few_lines() {
         assert!((95..=105).contains(&field(line, "clients")), "{line}");
         assert!((10..=20).contains(&field(line, "seconds")), "{line}");
     }
-    assert_eq!(limiter.stats().rejected.client_connections, 10_000);
+    assert_eq!(limiter.stats().rejected["client_connections"], 10_000);
 }
 
 #[test]

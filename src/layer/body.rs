@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::RequestPermit;
+use crate::limiter::RequestPermit;
 
 pin_project! {
     /// The response body of a [`ConnLimit`](crate::ConnLimit) service: the inner service's body,

@@ -1,19 +1,23 @@
-//! [`ConnLimitLayer`].
+//! [`ConnLimitLayer`] and the service it builds, [`ConnLimit`]; [`RequestLimitLayer`] and
+//! [`RequestLimit`], the request level alone.
 
 use tower_layer::Layer;
 
-use super::ConnLimit;
-use crate::{Config, ConfigError, Limiter};
+use super::{MAKE_SERVICE, REQUEST_LAYER};
+use crate::config::Config;
+use crate::error::ConfigError;
+use crate::limiter::{Checkpoint, Limiter};
 
-/// Applies per-client limits to a make-service or a request service; see the
-/// [module docs](crate::layer).
+/// Applies per-client limits to a make-service (connections) or a request service (in-flight
+/// requests); see the [module docs](crate::layer).
 ///
 /// The layer holds a [`Limiter`]. Cloning the layer — or applying it many times, as
 /// `Router::layer` does once per route — does not create a new map: every service it builds
 /// shares the one limiter, and with it the counts and the live config.
 #[derive(Clone, Debug)]
 pub struct ConnLimitLayer {
-    limiter: Limiter,
+    make_service: Checkpoint,
+    request: Checkpoint,
 }
 
 impl ConnLimitLayer {
@@ -37,12 +41,15 @@ impl ConnLimitLayer {
 
     /// A layer admitting through an existing `limiter`, shared with other admission points.
     pub fn with_limiter(limiter: Limiter) -> Self {
-        ConnLimitLayer { limiter }
+        ConnLimitLayer {
+            make_service: limiter.checkpoint(&MAKE_SERVICE),
+            request: limiter.checkpoint(&REQUEST_LAYER),
+        }
     }
 
     /// The limiter this layer admits through: read its stats, change its config, or share it.
     pub fn limiter(&self) -> &Limiter {
-        &self.limiter
+        self.request.limiter()
     }
 }
 
@@ -50,6 +57,152 @@ impl<S> Layer<S> for ConnLimitLayer {
     type Service = ConnLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConnLimit::new(inner, self.limiter.clone())
+        ConnLimit {
+            inner,
+            make_service: self.make_service.clone(),
+            request: self.request.clone(),
+        }
+    }
+}
+
+/// Limits connections or requests per client; built by [`ConnLimitLayer`].
+///
+/// What it counts depends on what it wraps (see the [layer docs](crate::layer)): around a
+/// make-service, each call admits a *connection* and yields a
+/// [`LimitedConnection`](crate::LimitedConnection); around a request service, each call admits
+/// a *request*, and the answer's [`ResponseBody`](crate::ResponseBody) keeps it counted.
+/// Decisions happen in `call`, where the client is known; `poll_ready` only forwards.
+#[derive(Clone, Debug)]
+pub struct ConnLimit<S> {
+    pub(super) inner: S,
+    pub(super) make_service: Checkpoint,
+    pub(super) request: Checkpoint,
+}
+
+impl<S> ConnLimit<S> {
+    /// Wraps `inner`, admitting through `limiter`.
+    pub fn new(inner: S, limiter: Limiter) -> Self {
+        ConnLimitLayer::with_limiter(limiter).layer(inner)
+    }
+
+    /// The limiter this service admits through.
+    pub fn limiter(&self) -> &Limiter {
+        self.request.limiter()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The request level of [`ConnLimitLayer`] alone, under a name that says what it counts:
+/// in-flight requests per client, on an axum `Router` or any `Service<http::Request<B>>`.
+///
+/// ```no_run
+/// use std::net::SocketAddr;
+/// use axum::{routing::get, Router};
+/// use tower_connlimit::{Config, RequestLimitLayer};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let app = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .layer(RequestLimitLayer::new(Config { max_requests_per_client: 4, ..Config::default() }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+/// # }
+/// ```
+///
+/// Cloning the layer does not create a new map.
+#[derive(Clone, Debug)]
+pub struct RequestLimitLayer {
+    request: Checkpoint,
+}
+
+impl RequestLimitLayer {
+    /// A layer with a new [`Limiter`] enforcing `config`.
+    ///
+    /// # Panics
+    ///
+    /// If `config` is invalid; see [`RequestLimitLayer::try_new`].
+    pub fn new(config: Config) -> Self {
+        Self::with_limiter(Limiter::new(config))
+    }
+
+    /// A layer with a new [`Limiter`] enforcing `config`, or why `config` is invalid.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the offending field.
+    pub fn try_new(config: Config) -> Result<Self, ConfigError> {
+        Limiter::try_new(config).map(Self::with_limiter)
+    }
+
+    /// A layer admitting through an existing `limiter`, shared with other admission points.
+    pub fn with_limiter(limiter: Limiter) -> Self {
+        RequestLimitLayer {
+            request: limiter.checkpoint(&REQUEST_LAYER),
+        }
+    }
+
+    /// The limiter this layer admits through.
+    pub fn limiter(&self) -> &Limiter {
+        self.request.limiter()
+    }
+}
+
+impl<S> Layer<S> for RequestLimitLayer {
+    type Service = RequestLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestLimit {
+            inner,
+            request: self.request.clone(),
+        }
+    }
+}
+
+/// Limits in-flight requests per client; built by [`RequestLimitLayer`]. The request level of
+/// [`ConnLimit`], alone.
+#[derive(Clone, Debug)]
+pub struct RequestLimit<S> {
+    pub(super) inner: S,
+    pub(super) request: Checkpoint,
+}
+
+impl<S> RequestLimit<S> {
+    /// Wraps `inner`, admitting through `limiter`.
+    pub fn new(inner: S, limiter: Limiter) -> Self {
+        RequestLimitLayer::with_limiter(limiter).layer(inner)
+    }
+
+    /// The limiter this service admits through.
+    pub fn limiter(&self) -> &Limiter {
+        self.request.limiter()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }

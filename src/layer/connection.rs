@@ -1,26 +1,31 @@
-//! [`LimitedConnection`]: the per-connection service the make-service level hands to the server.
+//! [`LimitedConnection`]: the per-connection service the connection level hands to the server.
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::future::ConnectionFuture;
-use super::response::{Asked, Refusal};
-use crate::{ClientAddr, ConnPermit};
+use super::client::ClientAddr;
+use super::refusal::{Asked, Refusal};
+use crate::limiter::ConnPermit;
 
-/// The per-connection service produced by a [`ConnLimit`](crate::ConnLimit) make-service.
+/// The per-connection service produced by a [`ConnLimit`](crate::ConnLimit) around a
+/// make-service.
 ///
 /// *Admitted*: holds the connection's [`ConnPermit`] (shared by the clones the server makes per
 /// request, released when the last one drops, i.e. when the connection ends), inserts a
 /// [`ClientAddr`] into every request, and forwards to the inner service.
 ///
-/// *Refused*: answers every request (with the inner body type, built `From<&'static str>`) with `429 Too Many Requests` (a per-client limit) or
-/// `503 Service Unavailable` (the global cap) and `Connection: close`, without calling the
-/// inner service, so an HTTP/1 connection ends after one response. See the
+/// *Refused*: answers every request (with the inner body type, built `From<&'static str>`)
+/// with the refusal (`429 Too Many Requests` for a per-client limit, `503 Service Unavailable`
+/// when the server as a whole is full) and `Connection: close`, without calling the inner
+/// service, so an HTTP/1 connection ends after one response. See the
 /// [layer docs](crate::layer) for what this level cannot do (close HTTP/2, count upgrades).
 pub struct LimitedConnection<S> {
     state: State<S>,
@@ -36,7 +41,7 @@ enum State<S> {
 }
 
 impl<S> LimitedConnection<S> {
-    pub(crate) fn admitted(inner: S, permit: Arc<ConnPermit>, peer: SocketAddr) -> Self {
+    pub(super) fn admitted(inner: S, permit: Arc<ConnPermit>, peer: SocketAddr) -> Self {
         LimitedConnection {
             state: State::Admitted {
                 inner,
@@ -46,7 +51,7 @@ impl<S> LimitedConnection<S> {
         }
     }
 
-    pub(crate) fn refused(refusal: Refusal) -> Self {
+    pub(super) fn refused(refusal: Refusal) -> Self {
         LimitedConnection {
             state: State::Refused(refusal),
         }
@@ -133,5 +138,62 @@ impl<S> fmt::Debug for LimitedConnection<S> {
                 .field("refused", refusal)
                 .finish(),
         }
+    }
+}
+
+pin_project! {
+    /// Response future of an [`LimitedConnection`]: the inner service's response, untouched, or
+    /// the refusal of an over-limit connection.
+    ///
+    /// The body type stays the inner one (servers such as `axum::serve` require exactly
+    /// `Response<Body>` here); the refusal's text becomes a body through `From<&'static str>`.
+    pub struct ConnectionFuture<F> {
+        #[pin]
+        state: ConnectionState<F>,
+    }
+}
+
+pin_project! {
+    #[project = ConnectionStateProj]
+    enum ConnectionState<F> {
+        Called { #[pin] fut: F },
+        Refused { refusal: Refusal, asked: Asked },
+    }
+}
+
+impl<F> ConnectionFuture<F> {
+    fn called(fut: F) -> Self {
+        ConnectionFuture {
+            state: ConnectionState::Called { fut },
+        }
+    }
+
+    fn refused(refusal: Refusal, asked: Asked) -> Self {
+        ConnectionFuture {
+            state: ConnectionState::Refused { refusal, asked },
+        }
+    }
+}
+
+impl<F, B, E> Future for ConnectionFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: From<&'static str>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            ConnectionStateProj::Called { fut } => fut.poll(cx),
+            ConnectionStateProj::Refused { refusal, asked } => {
+                Poll::Ready(Ok(refusal.response(B::from, *asked, true)))
+            }
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ConnectionFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionFuture").finish_non_exhaustive()
     }
 }

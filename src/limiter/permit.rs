@@ -2,26 +2,15 @@
 
 use std::fmt;
 
-use super::{AdmissionPoint, Kind, Limiter};
-use crate::ClientKey;
+use super::{Kind, Limiter, PointId};
+use crate::key::ClientKey;
 
 /// The release half shared by both permit types: gives its unit back exactly once, on drop.
-pub(super) struct Slot {
+struct Slot {
     limiter: Limiter,
     key: ClientKey,
     kind: Kind,
-    point: AdmissionPoint,
-}
-
-impl Slot {
-    pub(super) fn new(limiter: Limiter, key: ClientKey, kind: Kind, point: AdmissionPoint) -> Self {
-        Slot {
-            limiter,
-            key,
-            kind,
-            point,
-        }
-    }
+    point: PointId,
 }
 
 impl Drop for Slot {
@@ -37,10 +26,21 @@ impl Drop for Slot {
 /// with [`std::mem::forget`].
 #[must_use = "the connection is released as soon as the permit is dropped"]
 pub struct ConnPermit {
-    pub(super) slot: Slot,
+    slot: Slot,
 }
 
 impl ConnPermit {
+    pub(super) fn new(limiter: Limiter, key: ClientKey, point: PointId) -> Self {
+        ConnPermit {
+            slot: Slot {
+                limiter,
+                key,
+                kind: Kind::Connection,
+                point,
+            },
+        }
+    }
+
     /// The client key this connection is counted under.
     pub fn client_key(&self) -> ClientKey {
         self.slot.key
@@ -49,6 +49,14 @@ impl ConnPermit {
     /// The limiter that issued this permit.
     pub fn limiter(&self) -> &Limiter {
         &self.slot.limiter
+    }
+
+    /// Counts that this connection is being closed early, for `reason`: one of the `closes` of
+    /// the [`AdmissionPoint`](crate::AdmissionPoint) that admitted it (the listener's deadlines:
+    /// `handshake_timeout`, `idle_timeout`, `min_receive_rate`). Call it once, when deciding to
+    /// close.
+    pub fn count_closed(&self, reason: &'static str) {
+        self.slot.limiter.count_closed(self.slot.point, reason);
     }
 }
 
@@ -63,10 +71,21 @@ impl fmt::Debug for ConnPermit {
 /// A counted in-flight request. Dropping it releases the count exactly once.
 #[must_use = "the request is released as soon as the permit is dropped"]
 pub struct RequestPermit {
-    pub(super) slot: Slot,
+    slot: Slot,
 }
 
 impl RequestPermit {
+    pub(super) fn new(limiter: Limiter, key: ClientKey, point: PointId) -> Self {
+        RequestPermit {
+            slot: Slot {
+                limiter,
+                key,
+                kind: Kind::Request,
+                point,
+            },
+        }
+    }
+
     /// The client key this request is counted under.
     pub fn client_key(&self) -> ClientKey {
         self.slot.key

@@ -1,13 +1,13 @@
 //! One client's state, and the decision made under its shard lock.
 
-use std::hash::BuildHasher;
+use crate::ban::noise;
+use crate::clock::nanos;
+use crate::key::ClientKey;
+use crate::limits::Limits;
+use crate::rate::{RateLimit, RateState};
+use crate::reason::RejectReason;
 
-use crate::config::BanPolicy;
-use crate::config::CompiledConfig;
-use crate::rate::RateState;
-use crate::{ClientKey, RateLimit, RejectReason};
-
-/// What a permit counts.
+/// What a permit counts; also the index of its counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Connection,
@@ -17,7 +17,7 @@ pub(crate) enum Kind {
 /// A request's method and path, for path rules.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Route<'a> {
-    pub(crate) method: &'a http::Method,
+    pub(crate) method: &'a str,
     pub(crate) path: &'a str,
 }
 
@@ -45,7 +45,7 @@ pub(crate) struct ClientState {
 /// What one decision needs besides the client's state: the config, the clock reading (taken at
 /// most once, and only if a rule needs it), and the event.
 pub(crate) struct Event<'a> {
-    pub(crate) compiled: &'a CompiledConfig,
+    pub(crate) limits: &'a Limits,
     pub(crate) kind: Kind,
     pub(crate) route: Option<Route<'a>>,
     pub(crate) exempt: bool,
@@ -133,15 +133,15 @@ impl ClientState {
                 return Err((RejectReason::Banned, Some(self.banned_until - now)));
             }
         }
-        let config = &*d.compiled.config;
+        let limits = d.limits;
         let (rule, state, reason) = match d.kind {
             Kind::Connection => (
-                &config.connect_rate,
+                &limits.connect_rate,
                 &mut self.connect_rate,
                 RejectReason::ConnectRate,
             ),
             Kind::Request => (
-                &config.request_rate,
+                &limits.request_rate,
                 &mut self.request_rate,
                 RejectReason::RequestRate,
             ),
@@ -169,16 +169,16 @@ impl ClientState {
         d: &Event<'_>,
         notes: &mut Notes,
     ) -> Option<Denial> {
-        let rules = &d.compiled.config.path_rules;
+        let rules = &d.limits.path_rules;
         let mut matching = rules
             .iter()
             .enumerate()
             .filter(|(_, rule)| rule.matches(route.method, route.path))
             .peekable();
         matching.peek()?;
-        if self.paths.is_none() || self.paths_generation != d.compiled.generation {
+        if self.paths.is_none() || self.paths_generation != d.limits.generation {
             self.paths = Some(vec![RateState::default(); rules.len()].into_boxed_slice());
-            self.paths_generation = d.compiled.generation;
+            self.paths_generation = d.limits.generation;
         }
         let states = self.paths.as_mut().expect("allocated above");
         for (i, rule) in matching {
@@ -198,7 +198,7 @@ impl ClientState {
 
     /// Records a violation; crossing the ban policy's threshold bans the client.
     fn violation(&mut self, d: &Event<'_>, notes: &mut Notes) {
-        let Some(policy) = &d.compiled.config.ban else {
+        let Some(policy) = &d.limits.ban else {
             return;
         };
         let now = (d.now)();
@@ -216,11 +216,11 @@ impl ClientState {
             return;
         }
         self.violations = RateState::default();
-        let until = now.saturating_add(ban_length(policy, self.bans, noise(d.key, now)));
+        let until = now.saturating_add(policy.length(self.bans, noise(d.key, now)));
         self.bans = self.bans.saturating_add(1);
         self.ban_until(until);
         // Remember the record of bans for one longest ban after this one ends, for escalation.
-        self.remember_until(until.saturating_add(crate::clock::nanos(policy.max_ban_for)));
+        self.remember_until(until.saturating_add(nanos(policy.max_ban_for)));
         notes.banned = true;
     }
 }
@@ -244,52 +244,5 @@ fn check_rule(
             None
         }
         Err(wait) => Some((reason, Some(wait))),
-    }
-}
-
-/// The length of a client's next ban, in nanoseconds: `ban_for`, doubled per earlier ban when
-/// escalating (capped at `max_ban_for`), plus up to `jitter` drawn from `noise`.
-fn ban_length(policy: &BanPolicy, earlier_bans: u32, noise: u64) -> u64 {
-    let base = crate::clock::nanos(policy.ban_for);
-    let length = if policy.escalate {
-        let doubled = base.saturating_mul(1u64 << earlier_bans.min(63));
-        doubled.min(crate::clock::nanos(policy.max_ban_for))
-    } else {
-        base
-    };
-    let jitter = crate::clock::nanos(policy.jitter);
-    length.saturating_add(if jitter == 0 { 0 } else { noise % (jitter + 1) })
-}
-
-/// A cheap random number for ban jitter: a hash of the clock reading and the client key with a
-/// per-process random seed. Not for cryptography; only so that bans do not all end together.
-fn noise(key: &ClientKey, now: u64) -> u64 {
-    foldhash::fast::RandomState::default().hash_one((key, now))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn ban_length_escalates_caps_and_jitters() {
-        let secs = |s| Duration::from_secs(s);
-        let policy = BanPolicy::new(3, secs(10), secs(60)).escalate(secs(600));
-        let n = |s: u64| s * 1_000_000_000;
-        assert_eq!(ban_length(&policy, 0, 12345), n(60));
-        assert_eq!(ban_length(&policy, 1, 12345), n(120));
-        assert_eq!(ban_length(&policy, 3, 12345), n(480));
-        assert_eq!(ban_length(&policy, 4, 12345), n(600));
-        assert_eq!(ban_length(&policy, 200, 12345), n(600));
-        let jittered = policy.jitter(secs(5));
-        for noise in [0, 1, u64::MAX, 987_654_321_987] {
-            let length = ban_length(&jittered, 0, noise);
-            assert!((n(60)..=n(65)).contains(&length));
-        }
-        assert_eq!(
-            ban_length(&BanPolicy::new(1, secs(1), secs(7)), 5, 99),
-            n(7)
-        );
     }
 }

@@ -1,13 +1,17 @@
-//! [`Stats`], [`RejectedStats`] and [`ClientStats`]: what the limiter has seen.
+//! [`Stats`], [`PointStats`], [`ByReason`] and [`ClientStats`]: what the limiter has seen.
 
+use std::ops::Index;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::point::CAUSES;
-use super::ClientState;
-use crate::{AdmissionPoint, ClientKey};
+use super::points::PointCounters;
+use super::{ClientState, Kind, Limiter};
+use crate::key::ClientKey;
+use crate::limiter::AdmissionPoint;
+use crate::reason::RejectReason;
 
-/// A snapshot of a [`Limiter`](crate::Limiter)'s counters; see [`Limiter::stats`](crate::Limiter::stats).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A snapshot of a [`Limiter`]'s counters; see [`Limiter::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Connections holding a permit now.
@@ -21,173 +25,121 @@ pub struct Stats {
     pub admitted_connections: u64,
     /// Requests admitted since the limiter was created.
     pub admitted_requests: u64,
-    /// Refusals since the limiter was created, by reason.
-    pub rejected: RejectedStats,
-    /// Admitted connections the listener closed because a deadline passed, by deadline.
-    pub timeouts: TimeoutStats,
+    /// Refusals since the limiter was created, by reason, at every point together.
+    pub rejected: ByReason,
+    /// Admitted connections closed early by their admission point (the listener's deadlines:
+    /// `handshake_timeout`, `idle_timeout`, `min_receive_rate`), by reason.
+    pub closed: ByReason,
     /// Refusals that dry-run rules (and dry-run ban policies) would have made, but let through.
     pub dry_run: u64,
-    /// Bans imposed, by the ban policy or by [`Limiter::ban`](crate::Limiter::ban).
+    /// Bans imposed, by the ban policy or by [`Limiter::ban`].
     pub bans: u64,
     /// Drained clients forgotten early to make room under `max_tracked_clients`: each may come
     /// back with a fresh record, so a rising count under a flood is worth an alert.
     pub evictions: u64,
-    /// What [`ConnLimitListener`](crate::ConnLimitListener) admitted and refused (connections).
-    pub listener: PointStats,
-    /// What the make-service level of [`ConnLimitLayer`](crate::ConnLimitLayer) admitted and
-    /// refused (connections).
-    pub make_service: PointStats,
-    /// What the request level of [`ConnLimitLayer`](crate::ConnLimitLayer) admitted and refused
-    /// (requests).
-    pub request_layer: PointStats,
-    /// What your own calls to the limiter admitted and refused (connections and requests
-    /// together).
-    pub direct: PointStats,
+    /// The same figures for each admission point that has been used, in the order the points
+    /// were first used; [`Stats::point`] finds one by name.
+    pub points: Vec<PointStats>,
 }
 
 impl Stats {
-    /// The figures of one admission point.
-    pub fn point(&self, point: AdmissionPoint) -> &PointStats {
-        match point {
-            AdmissionPoint::Listener => &self.listener,
-            AdmissionPoint::MakeService => &self.make_service,
-            AdmissionPoint::RequestLayer => &self.request_layer,
-            AdmissionPoint::Direct => &self.direct,
-        }
+    /// The figures of the admission point named `name` (`"listener"`, `"make_service"`,
+    /// `"request_layer"`, `"direct"`), if it has been used.
+    pub fn point(&self, name: &str) -> Option<&PointStats> {
+        self.points.iter().find(|p| p.point.name() == name)
     }
 }
 
 /// One admission point's figures; see [`Stats::point`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PointStats {
-    /// Connections admitted here and holding a permit now (0 at the request layer).
+    /// The point.
+    pub point: &'static AdmissionPoint,
+    /// Connections admitted here and holding a permit now.
     pub open_connections: usize,
-    /// Requests admitted here and holding a permit now (0 at the listener and make-service).
+    /// Requests admitted here and holding a permit now.
     pub in_flight_requests: usize,
     /// Connections and requests admitted here since the limiter was created.
     pub admitted: u64,
-    /// Connections and requests refused here since the limiter was created, by reason.
-    pub rejected: RejectedStats,
+    /// Connections and requests refused here since the limiter was created, by reason: the
+    /// limiter's reasons, then the point's own.
+    pub rejected: ByReason,
+    /// Admitted connections this point closed early, by reason.
+    pub closed: ByReason,
 }
 
-/// Refusal counts by reason; see [`Stats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RejectedStats {
-    /// Connections refused by the per-client limit.
-    pub client_connections: u64,
-    /// Connections refused by the global cap.
-    pub total_connections: u64,
-    /// Requests refused by the per-client in-flight limit.
-    pub client_requests: u64,
-    /// Connections refused by `connect_rate`.
-    pub connect_rate: u64,
-    /// Requests refused by `request_rate`.
-    pub request_rate: u64,
-    /// Requests refused by one of `path_rules`.
-    pub path_rule: u64,
-    /// Connections and requests of banned clients.
-    pub banned: u64,
-    /// New clients refused because `max_tracked_clients` were tracked.
-    pub tracked_clients_full: u64,
-    /// Connections and requests refused (a request with 500) because no client address could be
-    /// found: a misconfiguration, logged at error level the first time.
-    pub no_client_address: u64,
-    /// Connections refused at a PROXY-protocol listener because the peer is not one of
-    /// `trusted_proxies`.
-    pub proxy_untrusted: u64,
-    /// Connections from a trusted proxy refused because their PROXY header was malformed,
-    /// missing, or too long.
-    pub proxy_header_invalid: u64,
-    /// Connections from a trusted proxy refused because their PROXY header did not arrive within
-    /// `proxy_header_timeout` (or too many headers were being read at once).
-    pub proxy_header_timeout: u64,
+/// Counts by reason name, in a fixed order (for refusals: the limiter's
+/// [`RejectReason`]s, then the points' own reasons). Every reason the points declare is listed,
+/// zeros included.
+///
+/// ```
+/// use tower_connlimit::{Config, Limiter, RejectReason};
+///
+/// let limiter = Limiter::new(Config { max_conns_per_client: 1, ..Config::default() });
+/// let ip = "192.0.2.1".parse().unwrap();
+/// let _held = limiter.try_acquire(ip).unwrap();
+/// assert!(limiter.try_acquire(ip).is_err());
+/// let rejected = limiter.stats().rejected;
+/// assert_eq!(rejected[RejectReason::ClientConnections], 1);
+/// assert_eq!(rejected["client_connections"], 1);
+/// assert_eq!(rejected.total(), 1);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ByReason {
+    counts: Vec<(&'static str, u64)>,
 }
 
-impl RejectedStats {
-    /// The counts, from an array indexed as [`Cause::index`](super::Cause) numbers the causes.
-    pub(super) fn from_counts(counts: &[u64; CAUSES]) -> Self {
-        let [client_connections, total_connections, client_requests, connect_rate, request_rate, path_rule, banned, tracked_clients_full, no_client_address, proxy_untrusted, proxy_header_invalid, proxy_header_timeout] =
-            *counts;
-        RejectedStats {
-            client_connections,
-            total_connections,
-            client_requests,
-            connect_rate,
-            request_rate,
-            path_rule,
-            banned,
-            tracked_clients_full,
-            no_client_address,
-            proxy_untrusted,
-            proxy_header_invalid,
-            proxy_header_timeout,
+impl ByReason {
+    /// The count for the reason named `name`; 0 for a reason not listed.
+    pub fn get(&self, name: &str) -> u64 {
+        self.counts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, count)| *count)
+    }
+
+    /// Every reason's name and count, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.counts.iter().copied()
+    }
+
+    /// All counts added up.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|(_, count)| count).sum()
+    }
+
+    /// Adds `count` to the reason named `name`, listing it last if it is new.
+    fn add(&mut self, name: &'static str, count: u64) {
+        match self.counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, sum)) => *sum += count,
+            None => self.counts.push((name, count)),
         }
     }
+}
 
-    /// Every count with its stable snake_case name (a [`RejectReason`](crate::RejectReason)'s
-    /// `as_str`, or the name of the field), for metrics and logs.
-    pub fn by_reason(&self) -> [(&'static str, u64); CAUSES] {
-        [
-            ("client_connections", self.client_connections),
-            ("total_connections", self.total_connections),
-            ("client_requests", self.client_requests),
-            ("connect_rate", self.connect_rate),
-            ("request_rate", self.request_rate),
-            ("path_rule", self.path_rule),
-            ("banned", self.banned),
-            ("tracked_clients_full", self.tracked_clients_full),
-            ("no_client_address", self.no_client_address),
-            ("proxy_untrusted", self.proxy_untrusted),
-            ("proxy_header_invalid", self.proxy_header_invalid),
-            ("proxy_header_timeout", self.proxy_header_timeout),
-        ]
-    }
+impl Index<&str> for ByReason {
+    type Output = u64;
 
-    /// Both sets of counts, added up.
-    pub(super) fn plus(&self, other: &RejectedStats) -> RejectedStats {
-        let (mine, theirs) = (self.by_reason(), other.by_reason());
-        RejectedStats::from_counts(&std::array::from_fn(|i| mine[i].1 + theirs[i].1))
-    }
-
-    /// All refusals.
-    pub fn total(&self) -> u64 {
-        self.by_reason().iter().map(|(_, count)| count).sum()
+    /// The count for the reason named by the index; 0 for a reason not listed.
+    fn index(&self, name: &str) -> &u64 {
+        self.counts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(&0, |(_, count)| count)
     }
 }
 
-/// Connections closed by a listener deadline, by deadline; see [`Stats::timeouts`] and the
-/// `handshake_timeout`, `idle_timeout` and `min_receive_rate` fields of [`Config`](crate::Config).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TimeoutStats {
-    /// The client sent no first byte within `handshake_timeout`.
-    pub handshake: u64,
-    /// No byte moved either way for `idle_timeout`.
-    pub idle: u64,
-    /// The client sent slower than `min_receive_rate` allows.
-    pub min_receive_rate: u64,
-}
+impl Index<RejectReason> for ByReason {
+    type Output = u64;
 
-impl TimeoutStats {
-    /// All connections closed by a deadline.
-    pub fn total(&self) -> u64 {
-        self.handshake + self.idle + self.min_receive_rate
+    fn index(&self, reason: RejectReason) -> &u64 {
+        &self[reason.as_str()]
     }
 }
 
-/// Which deadline closed an admitted connection, for the counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Closed {
-    HandshakeTimeout,
-    IdleTimeout,
-    MinReceiveRate,
-}
-
-/// One client's details; see [`Limiter::client`](crate::Limiter::client),
-/// [`Limiter::top_clients`](crate::Limiter::top_clients) and
-/// [`Limiter::clients`](crate::Limiter::clients).
+/// One client's details; see [`Limiter::client`], [`Limiter::top_clients`] and
+/// [`Limiter::clients`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientStats {
@@ -218,5 +170,70 @@ impl ClientStats {
             bans: state.bans,
             remembered_for: left(state.retain_until),
         }
+    }
+}
+
+impl PointStats {
+    /// The figures of one point's counters, each read once, with its admissions by [`Kind`].
+    fn read(counters: &PointCounters) -> (Self, [u64; 2]) {
+        let load = |count: &std::sync::atomic::AtomicU64| count.load(Ordering::Relaxed);
+        let point = counters.point;
+        let mut rejected = ByReason::default();
+        for (reason, count) in point.all_refusals().zip(counters.refused.iter()) {
+            rejected.add(reason.name(), load(count));
+        }
+        let mut closed = ByReason::default();
+        for (reason, count) in point.closes().iter().zip(counters.closed.iter()) {
+            closed.add(reason, load(count));
+        }
+        let open = |kind: Kind| counters.open[kind as usize].load(Ordering::Relaxed);
+        let admitted =
+            [Kind::Connection, Kind::Request].map(|kind| load(&counters.admitted[kind as usize]));
+        let stats = PointStats {
+            point,
+            open_connections: open(Kind::Connection),
+            in_flight_requests: open(Kind::Request),
+            admitted: admitted.iter().sum(),
+            rejected,
+            closed,
+        };
+        (stats, admitted)
+    }
+}
+
+impl Limiter {
+    /// A snapshot of the counters: totals, refusals and early closes by reason, and the same for
+    /// each admission point ([`Stats::points`]).
+    ///
+    /// Reads a few atomics per reason and point and takes no lock: cheap enough to poll every
+    /// second.
+    ///
+    /// Each figure is read atomically, but not all at one instant: under load the figures may
+    /// disagree by the few decisions made while the snapshot was taken.
+    pub fn stats(&self) -> Stats {
+        let shared = &*self.shared;
+        let mut stats = Stats {
+            open_connections: shared.open_connections.load(Ordering::Relaxed),
+            tracked_clients: shared.tracked.load(Ordering::Relaxed),
+            dry_run: shared.counters.dry_run.load(Ordering::Relaxed),
+            bans: shared.counters.bans.load(Ordering::Relaxed),
+            evictions: shared.counters.evictions.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        // Every total is a sum of what was read, so the totals agree with the points.
+        for counters in shared.points.iter() {
+            let (point, [connections, requests]) = PointStats::read(counters);
+            stats.admitted_connections += connections;
+            stats.admitted_requests += requests;
+            stats.in_flight_requests += point.in_flight_requests;
+            for (reason, count) in point.rejected.iter() {
+                stats.rejected.add(reason, count);
+            }
+            for (reason, count) in point.closed.iter() {
+                stats.closed.add(reason, count);
+            }
+            stats.points.push(point);
+        }
+        stats
     }
 }

@@ -10,7 +10,7 @@
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ClientKey;
+use crate::key::ClientKey;
 
 /// How long one summary window lasts.
 pub(super) const SUMMARY_PERIOD_NANOS: u64 = 10_000_000_000;

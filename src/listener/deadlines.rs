@@ -16,11 +16,11 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::limiter::Closed;
-use crate::{Config, ConfigError};
+use crate::error::ConfigError;
 
 /// The slowest a client may send while the server waits on it, in the style of Apache
-/// `mod_reqtimeout`'s `MinRate`. Set in [`Config::min_receive_rate`].
+/// `mod_reqtimeout`'s `MinRate`. Set in
+/// [`ListenerConfig::min_receive_rate`](crate::ListenerConfig::min_receive_rate).
 ///
 /// The rule applies to a connection's *first phase*: from the client's first byte until the
 /// server first writes (for HTTP/1, until the first response starts; for TLS, until the
@@ -33,27 +33,32 @@ use crate::{Config, ConfigError};
 ///
 /// The rate is checked as bytes arrive that the server was waiting for, so a server slow to
 /// read (busy in a handler) never counts against the client, and a client that stops sending
-/// altogether is left to [`Config::idle_timeout`]. After the phase (keep-alive requests,
+/// altogether is left to [`ListenerConfig::idle_timeout`](crate::ListenerConfig::idle_timeout).
+/// After the phase (keep-alive requests,
 /// WebSocket messages, HTTP/2 streams after the server's SETTINGS) the rule no longer applies;
 /// with hyper, `http1().header_read_timeout(..)` covers later requests' headers.
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_connlimit::{Config, MinReceiveRate};
+/// use tower_connlimit::MinReceiveRate;
 ///
-/// // mod_reqtimeout's `header=10,MinRate=500`, roughly.
-/// let config = Config {
-///     min_receive_rate: Some(MinReceiveRate::new(500, Duration::from_secs(10))),
-///     idle_timeout: Duration::from_secs(60),
-///     ..Config::default()
-/// };
-/// config.validate().unwrap();
+/// // After 10 s, at least 500 bytes a second while the client sends.
+/// let rate = MinReceiveRate::new(500, Duration::from_secs(10));
+/// # let _ = rate;
 /// ```
+///
+/// In a config file (feature `serde`): `{ bytes_per_sec = 500, grace = "10s" }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct MinReceiveRate {
     /// The average rate, in bytes per second, a client must keep up after `grace`. At least 1.
     pub bytes_per_sec: u32,
     /// The time the first phase gets before the rate applies.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub grace: Duration,
 }
 
@@ -87,24 +92,37 @@ impl MinReceiveRate {
 /// The deadlines in force for one connection, taken from the config when it is accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DeadlineSettings {
-    handshake: Option<Duration>,
-    idle: Option<Duration>,
-    min_rate: Option<MinReceiveRate>,
+    pub(super) handshake: Option<Duration>,
+    pub(super) idle: Option<Duration>,
+    pub(super) min_rate: Option<MinReceiveRate>,
 }
 
-impl DeadlineSettings {
-    /// The config's deadlines, or `None` when every one is off (and connections carry no state).
-    pub(crate) fn from_config(config: &Config) -> Option<Self> {
-        let on = |d: Duration| (!d.is_zero()).then_some(d);
-        let settings = DeadlineSettings {
-            handshake: on(config.handshake_timeout),
-            idle: on(config.idle_timeout),
-            min_rate: config.min_receive_rate,
-        };
-        (settings.handshake.is_some() || settings.idle.is_some() || settings.min_rate.is_some())
-            .then_some(settings)
+/// Which deadline closed an admitted connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Deadline {
+    Handshake,
+    Idle,
+    MinReceiveRate,
+}
+
+impl Deadline {
+    /// Why the listener closed the connection early, as counted in
+    /// [`Stats::closed`](crate::Stats::closed).
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Deadline::Handshake => "handshake_timeout",
+            Deadline::Idle => "idle_timeout",
+            Deadline::MinReceiveRate => "min_receive_rate",
+        }
     }
 }
+
+/// Every deadline's name, as the listener's admission point declares its early closes.
+pub(super) static CLOSES: [&str; 3] = [
+    Deadline::Handshake.name(),
+    Deadline::Idle.name(),
+    Deadline::MinReceiveRate.name(),
+];
 
 /// Which side of the connection is waiting on the deadlines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,7 +197,7 @@ pin_project! {
         phase: Phase,
         // Whether the last read found nothing, so the server is waiting on the client.
         read_waited: bool,
-        expired: Option<Closed>,
+        expired: Option<Deadline>,
     }
 }
 
@@ -203,12 +221,12 @@ impl Deadlines {
     }
 
     /// The deadline that already passed, if one did.
-    pub(crate) fn expired(&self) -> Option<Closed> {
+    pub(crate) fn expired(&self) -> Option<Deadline> {
         self.expired
     }
 
     /// Notes `n` bytes moved on `side`; fails if, read from the client, they came too slowly.
-    pub(crate) fn moved(self: Pin<&mut Self>, side: Side, n: usize) -> Result<(), Closed> {
+    pub(crate) fn moved(self: Pin<&mut Self>, side: Side, n: usize) -> Result<(), Deadline> {
         match side {
             Side::Read => self.received(n),
             Side::Write => {
@@ -223,7 +241,7 @@ impl Deadlines {
     /// The rate is checked only for bytes the server was waiting for (the read before found
     /// nothing): bytes that sat in the socket while the server was busy elsewhere say nothing
     /// about the client's speed.
-    fn received(self: Pin<&mut Self>, n: usize) -> Result<(), Closed> {
+    fn received(self: Pin<&mut Self>, n: usize) -> Result<(), Deadline> {
         let this = self.project();
         let waited = std::mem::take(this.read_waited);
         if n == 0 {
@@ -248,8 +266,8 @@ impl Deadlines {
             Phase::Receiving { since, bytes } => {
                 *bytes += n as u64;
                 if waited && rate.is_broken_by(now - *since, *bytes) {
-                    *this.expired = Some(Closed::MinReceiveRate);
-                    return Err(Closed::MinReceiveRate);
+                    *this.expired = Some(Deadline::MinReceiveRate);
+                    return Err(Deadline::MinReceiveRate);
                 }
             }
             Phase::Over => {}
@@ -275,7 +293,7 @@ impl Deadlines {
         mut self: Pin<&mut Self>,
         side: Side,
         cx: &mut Context<'_>,
-    ) -> Poll<Closed> {
+    ) -> Poll<Deadline> {
         if side == Side::Read {
             *self.as_mut().project().read_waited = true;
         }
@@ -301,18 +319,18 @@ impl Deadlines {
 
     /// The earliest deadline that could pass while the connection waits, and which one it is.
     /// A timeout too long to represent never passes.
-    fn next_deadline(&self) -> Option<(Instant, Closed)> {
+    fn next_deadline(&self) -> Option<(Instant, Deadline)> {
         let handshake = self
             .settings
             .handshake
             .filter(|_| !self.first_byte_seen)
             .and_then(|d| self.accepted.checked_add(d))
-            .map(|at| (at, Closed::HandshakeTimeout));
+            .map(|at| (at, Deadline::Handshake));
         let idle = self
             .settings
             .idle
             .and_then(|d| self.last_activity.checked_add(d))
-            .map(|at| (at, Closed::IdleTimeout));
+            .map(|at| (at, Deadline::Idle));
         match (handshake, idle) {
             (Some(h), Some(i)) => Some(if h.0 <= i.0 { h } else { i }),
             (h, i) => h.or(i),
@@ -321,11 +339,11 @@ impl Deadlines {
 }
 
 /// The error a read or write returns once a deadline has passed.
-pub(crate) fn timed_out(why: Closed) -> io::Error {
+pub(crate) fn timed_out(why: Deadline) -> io::Error {
     let message = match why {
-        Closed::HandshakeTimeout => "connection closed: no first byte within handshake_timeout",
-        Closed::IdleTimeout => "connection closed: idle for idle_timeout",
-        Closed::MinReceiveRate => "connection closed: client sent slower than min_receive_rate",
+        Deadline::Handshake => "connection closed: no first byte within handshake_timeout",
+        Deadline::Idle => "connection closed: idle for idle_timeout",
+        Deadline::MinReceiveRate => "connection closed: client sent slower than min_receive_rate",
     };
     io::Error::new(io::ErrorKind::TimedOut, message)
 }
@@ -349,35 +367,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_timeout_too_long_to_represent_never_passes() {
-        let config = Config {
-            handshake_timeout: Duration::MAX,
-            idle_timeout: Duration::MAX,
-            ..Config::default()
-        };
-        let deadlines = Deadlines::new(DeadlineSettings::from_config(&config).unwrap());
+        let deadlines = Deadlines::new(DeadlineSettings {
+            handshake: Some(Duration::MAX),
+            idle: Some(Duration::MAX),
+            min_rate: None,
+        });
         assert_eq!(deadlines.next_deadline(), None);
-    }
-
-    #[test]
-    fn settings_are_absent_when_every_deadline_is_off() {
-        assert_eq!(DeadlineSettings::from_config(&Config::default()), None);
-        let config = Config {
-            idle_timeout: Duration::from_secs(1),
-            ..Config::default()
-        };
-        let settings = DeadlineSettings::from_config(&config).unwrap();
-        assert_eq!(settings.idle, Some(Duration::from_secs(1)));
-        assert_eq!(settings.handshake, None);
-    }
-
-    #[test]
-    fn a_zero_rate_is_refused_by_name() {
-        let err = Config {
-            min_receive_rate: Some(MinReceiveRate::new(0, Duration::from_secs(1))),
-            ..Config::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(err.field(), "min_receive_rate.bytes_per_sec");
     }
 }

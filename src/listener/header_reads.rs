@@ -1,30 +1,37 @@
 //! PROXY headers being read, each in a task of its own, so a slow proxy connection never stalls
 //! accepting.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-/// A finished read, boxed so the listener's type need not name its IO type.
-pub(super) type Finished = Box<dyn Any + Send>;
+use super::proxy_protocol::InvalidHeader;
+
+/// A finished PROXY header read: the connection, its peer, and what the header said.
+pub(super) struct HeaderRead<IO> {
+    pub(super) io: IO,
+    pub(super) proxy: SocketAddr,
+    pub(super) header:
+        Result<Result<Option<SocketAddr>, InvalidHeader>, tokio::time::error::Elapsed>,
+}
 
 /// The header reads in progress, oldest first, and the channel their results arrive on.
 ///
 /// Results go through a channel rather than a `JoinSet`, because several tasks may call
 /// `accept` on one listener: a channel receiver behind an async mutex wakes whichever of them
 /// is waiting, where a `JoinSet` remembers only the last task that polled it.
-pub(super) struct HeaderReads {
+pub(super) struct HeaderReads<IO> {
     in_progress: Mutex<VecDeque<AbortHandle>>,
-    sender: mpsc::UnboundedSender<Finished>,
-    receiver: tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>,
+    sender: mpsc::UnboundedSender<HeaderRead<IO>>,
+    receiver: tokio::sync::Mutex<mpsc::UnboundedReceiver<HeaderRead<IO>>>,
 }
 
-impl HeaderReads {
+impl<IO: Send + 'static> HeaderReads<IO> {
     pub(super) fn new() -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         HeaderReads {
@@ -34,14 +41,14 @@ impl HeaderReads {
         }
     }
 
-    /// Starts `read`, keeping at most `max` (at least 1) reads in progress: when full, the oldest is
-    /// abandoned (its connection closed) and `true` returned. The oldest is the one most likely
-    /// to be a peer that connected and went silent, and a flood of silent connections then
-    /// only pushes out its own.
+    /// Starts `read`, keeping at most `max` (at least 1) reads in progress: when full, the oldest
+    /// is abandoned (its connection closed) and `true` returned. The oldest is the one most likely
+    /// to be a peer that connected and went silent, and a flood of silent connections then only
+    /// pushes out its own.
     pub(super) fn start(
         &self,
         max: usize,
-        read: impl Future<Output = Finished> + Send + 'static,
+        read: impl Future<Output = HeaderRead<IO>> + Send + 'static,
     ) -> bool {
         let mut in_progress = self
             .in_progress
@@ -68,7 +75,7 @@ impl HeaderReads {
 
     /// Polls for the next finished read, for an owner with exclusive access (a stream's
     /// `poll_next`), which needs no lock around the receiver.
-    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Finished> {
+    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<HeaderRead<IO>> {
         // The receiver never ends while `self.sender` exists.
         self.receiver
             .get_mut()
@@ -76,8 +83,9 @@ impl HeaderReads {
             .map(|finished| finished.expect("the sender lives as long as the receiver"))
     }
 
-    /// The next finished read. Cancel safe; never ready while no read finishes.
-    pub(super) async fn next(&self) -> Finished {
+    /// The next finished read, for owners that share the listener. Cancel safe; never ready
+    /// while no read finishes.
+    pub(super) async fn next(&self) -> HeaderRead<IO> {
         let mut receiver = self.receiver.lock().await;
         match receiver.recv().await {
             Some(finished) => finished,
@@ -87,7 +95,7 @@ impl HeaderReads {
     }
 }
 
-impl Drop for HeaderReads {
+impl<IO> Drop for HeaderReads<IO> {
     /// Abandons the reads in progress with the listener: their connections close.
     fn drop(&mut self) {
         let in_progress = self

@@ -10,37 +10,21 @@ use ppp::v2;
 use ppp::HeaderResult;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Whether a listener expects a PROXY protocol header; set in [`Config::proxy_protocol`].
-///
-/// [`Config::proxy_protocol`]: crate::Config::proxy_protocol
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ProxyProtocol {
-    /// No header is expected: the client is the socket peer. The default.
-    #[default]
-    Off,
-    /// Every connection must come from one of `trusted_proxies` and begin with a PROXY header,
-    /// v1 or v2, within `proxy_header_timeout`. The client is the header's source address (the
-    /// proxy itself for a v2 `LOCAL` or a v1 `UNKNOWN` header, which proxies send for their own
-    /// health checks).
-    ///
-    /// A connection from any other peer is closed at once, before a byte is read, since anyone
-    /// able to send a header would otherwise choose their own client address; a malformed,
-    /// missing or late header closes the connection too. Each is counted in
-    /// [`RejectedStats`](crate::RejectedStats). Health checks that cannot send a header belong
-    /// on a listener of their own.
-    Required,
-}
+use crate::reason::ReasonInfo;
 
-impl ProxyProtocol {
-    /// The name used in config files: `off` or `required`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ProxyProtocol::Off => "off",
-            ProxyProtocol::Required => "required",
-        }
-    }
-}
+/// A connection refused because its peer is not one of `trusted_proxies`.
+pub(super) static PROXY_UNTRUSTED: ReasonInfo =
+    ReasonInfo::new("proxy_untrusted", "connection refused", 403, 7);
+
+/// A connection from a trusted proxy refused because its PROXY header was malformed, missing,
+/// or too long.
+pub(super) static PROXY_HEADER_INVALID: ReasonInfo =
+    ReasonInfo::new("proxy_header_invalid", "bad request", 400, 3);
+
+/// A connection from a trusted proxy refused because its PROXY header did not arrive within
+/// `proxy_header_timeout` (or too many headers were being read at once).
+pub(super) static PROXY_HEADER_TIMEOUT: ReasonInfo =
+    ReasonInfo::new("proxy_header_timeout", "request timeout", 408, 4);
 
 /// A header that cannot be used: malformed, cut short, or longer than any real proxy sends.
 #[derive(Debug, PartialEq, Eq)]

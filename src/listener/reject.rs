@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::{RejectReason, Rejected};
+use super::TrackedIo;
+use crate::reason::Rejected;
 
 /// How the listener refuses a connection over the limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,8 +37,8 @@ pub enum RejectAction {
 
 /// An accepted IO the listener knows how to refuse.
 ///
-/// Implemented for tokio's `TcpStream` and `UnixStream` and for [`TrackedIo`](crate::TrackedIo);
-/// implement it for a custom IO type to use that type with [`ConnLimitListener`](crate::ConnLimitListener).
+/// Implemented for tokio's `TcpStream` and `UnixStream` and for [`TrackedIo`]; implement it for a
+/// custom IO type to use that type with [`ConnLimitListener`](crate::ConnLimitListener).
 pub trait RejectableIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Arranges for dropping this IO to reset the connection rather than close it gracefully.
     ///
@@ -59,7 +60,7 @@ impl RejectableIo for tokio::net::TcpStream {
 #[cfg(unix)]
 impl RejectableIo for tokio::net::UnixStream {}
 
-impl<IO: RejectableIo> RejectableIo for crate::TrackedIo<IO> {
+impl<IO: RejectableIo> RejectableIo for TrackedIo<IO> {
     fn reset_on_drop(&self) -> io::Result<()> {
         self.get_ref().reset_on_drop()
     }
@@ -82,9 +83,10 @@ server connection limit reached\n";
 /// The canned answer to `rejected`: 503 for server-wide refusals, else 429, with `Retry-After`
 /// when the refusal has a time (built here, in the refusal's own task, off the accept path).
 fn canned_response(rejected: Rejected) -> std::borrow::Cow<'static, [u8]> {
-    let response = match rejected.reason() {
-        RejectReason::TotalConnections | RejectReason::TrackedClientsFull => RESPONSE_503,
-        _ => RESPONSE_429,
+    let response = if rejected.reason().info().is_server_wide() {
+        RESPONSE_503
+    } else {
+        RESPONSE_429
     };
     match rejected.retry_after_secs() {
         None => response.into(),

@@ -8,9 +8,9 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::deadlines::{timed_out, DeadlineSettings, Deadlines, Side};
-use crate::limiter::Closed;
-use crate::{ConnPermit, PeerAddr};
+use super::deadlines::{timed_out, Deadline, DeadlineSettings, Deadlines, Side};
+use crate::limiter::ConnPermit;
+use crate::peer::PeerAddr;
 
 pin_project! {
     /// An accepted connection counted by a [`Limiter`](crate::Limiter): the IO and its
@@ -52,7 +52,7 @@ impl<IO> TrackedIo<IO> {
     }
 
     /// The same connection, watched by `settings`' deadlines from now on.
-    pub(crate) fn with_deadlines(mut self, settings: Option<DeadlineSettings>) -> Self {
+    pub(super) fn with_deadlines(mut self, settings: Option<DeadlineSettings>) -> Self {
         self.deadlines = settings.map(|s| Box::pin(Deadlines::new(s)));
         self
     }
@@ -85,8 +85,8 @@ impl<IO> TrackedIo<IO> {
 }
 
 /// The error for a deadline that has just passed: counted once, here, in the limiter's stats.
-fn deadline_passed(permit: &ConnPermit, peer: SocketAddr, why: Closed) -> io::Error {
-    permit.limiter().count_closed(why);
+fn deadline_passed(permit: &ConnPermit, peer: SocketAddr, why: Deadline) -> io::Error {
+    permit.count_closed(why.name());
     tracing::debug!(%peer, client = %permit.client_key(), reason = ?why, "connection deadline passed");
     timed_out(why)
 }

@@ -1,17 +1,40 @@
-//! The responses a layer sends instead of calling the inner service.
+//! The answer a layer sends instead of calling the inner service, built from the refusal
+//! reason's facets ([`ReasonInfo`]): its HTTP status and text, or its gRPC code.
+
+use std::time::Duration;
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Version};
 
-use crate::{RejectReason, Rejected};
+use crate::reason::{whole_secs, ReasonInfo, Rejected};
 
-/// Why a layer answers a request itself.
+/// Why a layer answers a request itself: the reason, and when the client may come back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// A limit refused the connection (make-service level) or the request (request level).
-    Limit(Rejected),
-    /// No client address could be found: a server misconfiguration, answered with 500.
-    NoClientAddress,
+pub(crate) struct Refusal {
+    reason: &'static ReasonInfo,
+    retry_after: Option<Duration>,
+}
+
+impl Refusal {
+    pub(crate) fn new(reason: &'static ReasonInfo, retry_after: Option<Duration>) -> Self {
+        Refusal {
+            reason,
+            retry_after,
+        }
+    }
+}
+
+/// A wait for gRPC's `grpc-retry-pushback-ms`: whole milliseconds, rounded up, and never 0.
+fn whole_millis(wait: Duration) -> u64 {
+    let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    let partial = wait.subsec_nanos() % 1_000_000 > 0;
+    millis.saturating_add(u64::from(partial)).max(1)
+}
+
+impl From<Rejected> for Refusal {
+    fn from(rejected: Rejected) -> Self {
+        Refusal::new(rejected.reason().info(), rejected.retry_after())
+    }
 }
 
 /// What a refusal needs to know about the request it answers: its HTTP version, and whether it
@@ -66,54 +89,11 @@ static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 static GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
-/// gRPC status codes, as they appear in `grpc-status`.
-static RESOURCE_EXHAUSTED: HeaderValue = HeaderValue::from_static("8");
-static INTERNAL: HeaderValue = HeaderValue::from_static("13");
-static UNAVAILABLE: HeaderValue = HeaderValue::from_static("14");
-
 impl Refusal {
-    /// Whether the server as a whole, not this client, is at its limit.
-    fn is_server_wide(self) -> bool {
-        matches!(
-            self,
-            Refusal::Limit(rejected) if matches!(
-                rejected.reason(),
-                RejectReason::TotalConnections | RejectReason::TrackedClientsFull
-            )
-        )
-    }
-
-    fn status(self) -> StatusCode {
-        match self {
-            Refusal::NoClientAddress => StatusCode::INTERNAL_SERVER_ERROR,
-            _ if self.is_server_wide() => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
-        }
-    }
-
-    /// The gRPC status for a gRPC call: `RESOURCE_EXHAUSTED` for this client's limits,
-    /// `UNAVAILABLE` for the server's, `INTERNAL` for a misconfigured server.
-    fn grpc_status(self) -> &'static HeaderValue {
-        match self {
-            Refusal::NoClientAddress => &INTERNAL,
-            _ if self.is_server_wide() => &UNAVAILABLE,
-            Refusal::Limit(_) => &RESOURCE_EXHAUSTED,
-        }
-    }
-
-    /// A generic text: it names no limit and no count. Plain printable ASCII without `%`, so it
-    /// is also a valid `grpc-message` as it stands.
-    fn text(self) -> &'static str {
-        match self {
-            Refusal::Limit(rejected) => rejected.reason().public_message(),
-            Refusal::NoClientAddress => "internal server error",
-        }
-    }
-
     /// The response for this refusal, its body made by `body` from a static text.
     ///
-    /// An HTTP request gets 429, 503 or 500 with the text as its body. A gRPC call gets a
-    /// trailers-only gRPC response: `200 OK`, an empty body, and the status and text in
+    /// An HTTP request gets the reason's status with its text as the body. A gRPC call gets a
+    /// trailers-only gRPC response: `200 OK`, an empty body, and the reason's code and text in
     /// `grpc-status` and `grpc-message`. A refusal that knows when to come back sets
     /// `Retry-After`, or `grpc-retry-pushback-ms` for gRPC. `close_connection` adds
     /// `Connection: close` on HTTP/1 (an HTTP/2 response cannot carry it: hyper strips
@@ -124,27 +104,34 @@ impl Refusal {
         asked: Asked,
         close_connection: bool,
     ) -> Response<B> {
-        let rejected = match self {
-            Refusal::Limit(rejected) => Some(rejected),
-            Refusal::NoClientAddress => None,
-        };
+        let reason = self.reason;
         let mut response;
         if let Some(content_type) = asked.grpc {
             response = Response::new(body(""));
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, content_type.clone());
-            headers.insert(GRPC_STATUS.clone(), self.grpc_status().clone());
-            headers.insert(GRPC_MESSAGE.clone(), HeaderValue::from_static(self.text()));
-            if let Some(millis) = rejected.and_then(|r| r.retry_after_millis()) {
-                headers.insert(GRPC_RETRY_PUSHBACK_MS.clone(), HeaderValue::from(millis));
+            headers.insert(
+                GRPC_STATUS.clone(),
+                HeaderValue::from(u16::from(reason.grpc_code())),
+            );
+            headers.insert(
+                GRPC_MESSAGE.clone(),
+                HeaderValue::from_static(reason.message()),
+            );
+            if let Some(wait) = self.retry_after {
+                headers.insert(
+                    GRPC_RETRY_PUSHBACK_MS.clone(),
+                    HeaderValue::from(whole_millis(wait)),
+                );
             }
         } else {
-            response = Response::new(body(self.text()));
-            *response.status_mut() = self.status();
+            response = Response::new(body(reason.message()));
+            *response.status_mut() = StatusCode::from_u16(reason.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, TEXT_PLAIN.clone());
-            if let Some(secs) = rejected.and_then(|r| r.retry_after_secs()) {
-                headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            if let Some(wait) = self.retry_after {
+                headers.insert(RETRY_AFTER, HeaderValue::from(whole_secs(wait)));
             }
         }
         if close_connection && asked.version <= Version::HTTP_11 {
@@ -164,7 +151,7 @@ mod tests {
         let limiter = Limiter::new(config);
         let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let _held = limiter.try_acquire(ip).unwrap();
-        Refusal::Limit(limiter.try_acquire(ip).unwrap_err())
+        Refusal::from(limiter.try_acquire(ip).unwrap_err())
     }
 
     fn asked(content_type: Option<&'static str>, version: Version) -> Asked {
@@ -177,6 +164,15 @@ mod tests {
             request = request.header(CONTENT_TYPE, content_type);
         }
         Asked::by(&request.body(()).unwrap())
+    }
+
+    #[test]
+    fn retry_after_millis_rounds_up_and_is_never_zero() {
+        assert_eq!(whole_millis(Duration::ZERO), 1);
+        assert_eq!(whole_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(whole_millis(Duration::from_millis(250)), 250);
+        assert_eq!(whole_millis(Duration::from_micros(250_001)), 251);
+        assert_eq!(whole_millis(Duration::MAX), u64::MAX);
     }
 
     #[test]
@@ -224,7 +220,7 @@ mod tests {
         for (refusal, code) in [
             (per_client, "8"),
             (global, "14"),
-            (Refusal::NoClientAddress, "13"),
+            (Refusal::new(&crate::peer::NO_CLIENT_ADDRESS, None), "13"),
         ] {
             let response = refusal.response(|text| text, grpc, true);
             assert_eq!(response.status(), StatusCode::OK);
@@ -232,7 +228,7 @@ mod tests {
             let headers = response.headers();
             assert_eq!(headers["content-type"], "application/grpc");
             assert_eq!(headers["grpc-status"], code);
-            assert_eq!(headers["grpc-message"], refusal.text());
+            assert_eq!(headers["grpc-message"], refusal.reason.message());
             assert!(
                 !headers.contains_key(CONNECTION),
                 "HTTP/2 has no Connection"

@@ -1,0 +1,199 @@
+//! [`BanPolicy`]: when clients that keep breaking rate rules are banned, and for how long.
+
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use crate::clock::nanos;
+use crate::error::ConfigError;
+use crate::key::ClientKey;
+use crate::rate::{RateLimit, Strategy};
+
+/// When clients are banned, and for how long.
+///
+/// Every request or connection a rate rule refuses is a *violation*. A client with more than
+/// `max_violations` violations within `within` is banned for `ban_for`: refused at every
+/// admission point (the listener closes it at accept) until the ban expires. With `escalate`,
+/// each further ban of the same client lasts twice the one before, up to `max_ban_for` (like
+/// fail2ban's `bantime.increment`); the client's record of bans is kept while it is tracked.
+/// `jitter` adds a random part to every ban, so that banned clients do not all come back at
+/// the same instant.
+///
+/// In a config file (feature `serde`), `max_ban_for` defaults to `ban_for`, `jitter` to zero,
+/// and `escalate` and `dry_run` to `false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(from = "file::BanSpec")
+)]
+pub struct BanPolicy {
+    /// Violations tolerated within `within`; one more bans the client. At least 1.
+    pub max_violations: u32,
+    /// The window violations are counted over.
+    pub within: Duration,
+    /// How long a first ban lasts.
+    pub ban_for: Duration,
+    /// Whether repeat bans double in length.
+    pub escalate: bool,
+    /// The longest ban escalation can reach.
+    pub max_ban_for: Duration,
+    /// Up to this much is added to each ban, at random.
+    pub jitter: Duration,
+    /// Shadow mode: count (as dry-run) and log the bans that would happen, but ban no one.
+    pub dry_run: bool,
+}
+
+impl BanPolicy {
+    /// Ban for `ban_for` a client with more than `max_violations` violations within `within`;
+    /// no escalation, no jitter.
+    pub fn new(max_violations: u32, within: Duration, ban_for: Duration) -> Self {
+        BanPolicy {
+            max_violations,
+            within,
+            ban_for,
+            escalate: false,
+            max_ban_for: ban_for,
+            jitter: Duration::ZERO,
+            dry_run: false,
+        }
+    }
+
+    /// Repeat bans double, up to `max_ban_for`.
+    pub fn escalate(mut self, max_ban_for: Duration) -> Self {
+        self.escalate = true;
+        self.max_ban_for = max_ban_for;
+        self
+    }
+
+    /// Adds up to `jitter` to each ban, at random.
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Shadow mode: bans are counted and logged, not enforced.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
+    }
+
+    /// The violation count as a rate rule: its refusal is the ban trigger.
+    pub(crate) fn violations(&self) -> RateLimit {
+        RateLimit::new(self.max_violations, self.within).strategy(Strategy::FixedWindow)
+    }
+
+    /// Checks the policy, naming `ban.<field>` in the error.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_violations == 0 {
+            return Err(ConfigError::new(
+                "ban.max_violations",
+                "must be at least 1 (leave `ban` out for no automatic bans)",
+            ));
+        }
+        if self.within.is_zero() {
+            return Err(ConfigError::new("ban.within", "must be longer than zero"));
+        }
+        if let Err(err) = self.violations().validate("ban") {
+            return Err(ConfigError::new("ban.within", err.reason()));
+        }
+        if self.ban_for.is_zero() {
+            return Err(ConfigError::new("ban.ban_for", "must be longer than zero"));
+        }
+        if self.escalate && self.max_ban_for < self.ban_for {
+            return Err(ConfigError::new(
+                "ban.max_ban_for",
+                format!(
+                    "{:?} is shorter than ban_for ({:?})",
+                    self.max_ban_for, self.ban_for
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The length of a client's next ban, in nanoseconds: `ban_for`, doubled per earlier ban
+    /// when escalating (capped at `max_ban_for`), plus up to `jitter` drawn from `noise`.
+    pub(crate) fn length(&self, earlier_bans: u32, noise: u64) -> u64 {
+        let base = nanos(self.ban_for);
+        let length = if self.escalate {
+            let doubled = base.saturating_mul(1u64 << earlier_bans.min(63));
+            doubled.min(nanos(self.max_ban_for))
+        } else {
+            base
+        };
+        let jitter = nanos(self.jitter);
+        length.saturating_add(if jitter == 0 { 0 } else { noise % (jitter + 1) })
+    }
+}
+
+/// A cheap random number for ban jitter: a hash of the clock reading and the client key with a
+/// per-process random seed. Not for cryptography; only so that bans do not all end together.
+pub(crate) fn noise(key: &ClientKey, now: u64) -> u64 {
+    foldhash::fast::RandomState::default().hash_one((key, now))
+}
+
+/// Ban policies in config files.
+#[cfg(feature = "serde")]
+mod file {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    use super::BanPolicy;
+
+    /// A policy as a file writes it: `max_ban_for` may be left to `ban_for`.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct BanSpec {
+        max_violations: u32,
+        #[serde(with = "humantime_serde")]
+        within: Duration,
+        #[serde(with = "humantime_serde")]
+        ban_for: Duration,
+        #[serde(default)]
+        escalate: bool,
+        #[serde(default, with = "humantime_serde")]
+        max_ban_for: Option<Duration>,
+        #[serde(default, with = "humantime_serde")]
+        jitter: Option<Duration>,
+        #[serde(default)]
+        dry_run: bool,
+    }
+
+    impl From<BanSpec> for BanPolicy {
+        fn from(f: BanSpec) -> Self {
+            BanPolicy {
+                max_violations: f.max_violations,
+                within: f.within,
+                ban_for: f.ban_for,
+                escalate: f.escalate,
+                max_ban_for: f.max_ban_for.unwrap_or(f.ban_for),
+                jitter: f.jitter.unwrap_or_default(),
+                dry_run: f.dry_run,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ban_length_escalates_caps_and_jitters() {
+        let secs = |s| Duration::from_secs(s);
+        let policy = BanPolicy::new(3, secs(10), secs(60)).escalate(secs(600));
+        let n = |s: u64| s * 1_000_000_000;
+        assert_eq!(policy.length(0, 12345), n(60));
+        assert_eq!(policy.length(1, 12345), n(120));
+        assert_eq!(policy.length(3, 12345), n(480));
+        assert_eq!(policy.length(4, 12345), n(600));
+        assert_eq!(policy.length(200, 12345), n(600));
+        let jittered = policy.jitter(secs(5));
+        for noise in [0, 1, u64::MAX, 987_654_321_987] {
+            let length = jittered.length(0, noise);
+            assert!((n(60)..=n(65)).contains(&length));
+        }
+        assert_eq!(BanPolicy::new(1, secs(1), secs(7)).length(5, 99), n(7));
+    }
+}

@@ -1,0 +1,96 @@
+//! Who a request comes from: its peer, found in its extensions, or, behind a trusted proxy,
+//! the client the proxy names in a header.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::{Extensions, HeaderMap};
+
+use crate::client_ip::{client_from_headers, ClientIpConfig, ClientIpHeader};
+use crate::limiter::{Limiter, Settings};
+
+/// The client's socket address, as a request extension.
+///
+/// The connection level inserts it into every request of an admitted connection, so a
+/// request-level [`ConnLimitLayer`](crate::ConnLimitLayer) further in finds the client even in a
+/// hand-written hyper loop with no `ConnectInfo`. Insert it yourself in a custom server to tell
+/// the request layer who the client is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The peer of a request, from the first of: axum's `ConnectInfo<SocketAddr>`, a
+/// [`ClientAddr`] extension, a plain `SocketAddr` extension, tonic's connect info.
+pub(crate) fn peer_of(extensions: &Extensions) -> Option<SocketAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0);
+    }
+    if let Some(ClientAddr(addr)) = extensions.get::<ClientAddr>() {
+        return Some(*addr);
+    }
+    if let Some(addr) = extensions.get::<SocketAddr>() {
+        return Some(*addr);
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(addr) = crate::tonic::peer_of(extensions) {
+        return Some(addr);
+    }
+    None
+}
+
+/// The client a request comes from: `peer`, or, when `peer` is a trusted proxy and
+/// [`ClientIpConfig::header`] is set, the address the header names (see [`ClientIpHeader`]). A
+/// trusted proxy's request whose header names no usable address is counted as the proxy's own.
+pub(crate) fn client_of(limiter: &Limiter, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let settings: ClientIpConfig = limiter.settings();
+    if settings.header == ClientIpHeader::None || !limiter.is_trusted_proxy(peer) {
+        return peer;
+    }
+    client_from_headers(headers, settings.header, settings.trusted_hops).unwrap_or_else(|| {
+        tracing::debug!(
+            %peer,
+            header = settings.header.as_str(),
+            "trusted proxy named no usable client address; counting the proxy itself"
+        );
+        peer
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_address_sources_in_order() {
+        let a: SocketAddr = "127.0.0.2:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.3:1000".parse().unwrap();
+        let mut ext = Extensions::new();
+        assert_eq!(peer_of(&ext), None);
+        ext.insert(a);
+        assert_eq!(peer_of(&ext), Some(a));
+        ext.insert(ClientAddr(b));
+        assert_eq!(peer_of(&ext), Some(b));
+        #[cfg(feature = "axum")]
+        {
+            ext.insert(axum::extract::ConnectInfo(a));
+            assert_eq!(peer_of(&ext), Some(a));
+        }
+    }
+
+    #[cfg(feature = "tonic")]
+    #[test]
+    fn tonic_connect_info_names_the_client() {
+        use tonic::transport::server::TcpConnectInfo;
+        let a: SocketAddr = "127.0.0.2:1000".parse().unwrap();
+        let mut ext = Extensions::new();
+        ext.insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: None,
+        });
+        assert_eq!(peer_of(&ext), None, "no remote address, no client");
+        ext.insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(a),
+        });
+        assert_eq!(peer_of(&ext), Some(a));
+    }
+}

@@ -1,0 +1,151 @@
+//! The request level: [`ConnLimit`] (and [`RequestLimit`]) around a request service counts
+//! each request in flight.
+//!
+//! Each call is a request: its client is found (see `client.rs`), admitted against a ban, the
+//! request rates, the path rules and `max_requests_per_client`, and the permit moves into the
+//! response body, which keeps the request counted until it has been sent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::body::ResponseBody;
+use super::client::{client_of, peer_of};
+use super::conn_limit_layer::{ConnLimit, RequestLimit};
+use super::refusal::{Asked, Refusal};
+use super::REQUEST_LAYER;
+use crate::limiter::{Checkpoint, RequestPermit};
+use crate::peer::{report_missing_address, NO_CLIENT_ADDRESS};
+
+/// Request level: the request's extensions name the peer; admit a request.
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ConnLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        admit_request(&mut self.inner, &self.request, request)
+    }
+}
+
+/// The same as [`ConnLimit`]'s request level.
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        admit_request(&mut self.inner, &self.request, request)
+    }
+}
+
+/// Admits `request` at `checkpoint` and calls `inner` with it, or answers the refusal.
+fn admit_request<S, ReqBody, ResBody>(
+    inner: &mut S,
+    checkpoint: &Checkpoint,
+    request: Request<ReqBody>,
+) -> ResponseFuture<S::Future>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let Some(peer) = peer_of(request.extensions()) else {
+        let first = checkpoint.refuse_request(&NO_CLIENT_ADDRESS, None);
+        report_missing_address(first, "request", REQUEST_LAYER.name(), FIX);
+        let refusal = Refusal::new(&NO_CLIENT_ADDRESS, None);
+        return ResponseFuture::refused(refusal, Asked::by(&request));
+    };
+    let client = client_of(checkpoint.limiter(), peer.ip(), request.headers());
+    let admitted =
+        checkpoint.try_acquire_request_to(client, request.method().as_str(), request.uri().path());
+    match admitted {
+        Ok(permit) => ResponseFuture::called(inner.call(request), Some(permit)),
+        Err(rejected) => ResponseFuture::refused(Refusal::from(rejected), Asked::by(&request)),
+    }
+}
+
+const FIX: &str = "tower-connlimit cannot tell who the client is, so it refused with 500. \
+    Fix: serve the router with `into_make_service_with_connect_info::<SocketAddr>()`, \
+    or put ConnLimitLayer around the make-service, or insert a `tower_connlimit::ClientAddr` \
+    (or `SocketAddr`) request extension in a custom server. With tonic, enable the `tonic` \
+    feature (and `tonic-tls` when TLS is terminated in the incoming stream)";
+
+pin_project! {
+    /// Response future of the request-level services: the inner service's future, or an
+    /// immediate refusal that never called the inner service.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: ResponseState<F>,
+    }
+}
+
+pin_project! {
+    #[project = ResponseStateProj]
+    enum ResponseState<F> {
+        Called { #[pin] fut: F, permit: Option<RequestPermit> },
+        Refused { refusal: Refusal, asked: Asked },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn called(fut: F, permit: Option<RequestPermit>) -> Self {
+        ResponseFuture {
+            state: ResponseState::Called { fut, permit },
+        }
+    }
+
+    fn refused(refusal: Refusal, asked: Asked) -> Self {
+        ResponseFuture {
+            state: ResponseState::Refused { refusal, asked },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            ResponseStateProj::Called { fut, permit } => {
+                let result = ready!(fut.poll(cx));
+                // On success the permit moves into the body; on error it drops here.
+                let permit = permit.take();
+                Poll::Ready(
+                    result.map(|response| response.map(|body| ResponseBody::new(body, permit))),
+                )
+            }
+            // The connection stays open for the client's other requests.
+            ResponseStateProj::Refused { refusal, asked } => {
+                Poll::Ready(Ok(refusal.response(ResponseBody::from, *asked, false)))
+            }
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,164 @@
+//! The clients the limiter tracks: one client's details, listings, and manual bans.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{ClientState, ClientStats, Limiter};
+use crate::clock::nanos;
+use crate::key::ClientKey;
+
+impl Limiter {
+    /// Bans `ip`'s client key for `duration`, from now; an existing longer ban stays. A banned
+    /// client is refused everywhere: the listener closes it at accept.
+    pub fn ban(&self, ip: IpAddr, duration: Duration) {
+        let shared = &*self.shared;
+        let key = self.key_for(ip);
+        let until = self.now().saturating_add(nanos(duration));
+        let mut inserted = false;
+        shared
+            .clients
+            .entry(key)
+            .and_modify(|state| state.ban_until(until))
+            .or_insert_with(|| {
+                // A manual ban is always recorded, even past `max_tracked_clients`.
+                inserted = true;
+                let mut state = ClientState::default();
+                state.ban_until(until);
+                state
+            });
+        if inserted {
+            shared.tracked.fetch_add(1, Ordering::Relaxed);
+        }
+        shared.retaining.store(true, Ordering::Relaxed);
+        shared.counters.bans.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(client = %key, ?duration, "client banned by the operator");
+    }
+
+    /// Lifts the ban on `ip`'s client key and forgets its violations and earlier bans. Returns
+    /// whether it was banned.
+    pub fn unban(&self, ip: IpAddr) -> bool {
+        let shared = &*self.shared;
+        let key = self.key_for(ip);
+        let now = self.now();
+        let mut was_banned = false;
+        let removed = shared.clients.remove_if_mut(&key, |_, state| {
+            was_banned = state.banned_until > now;
+            state.unban();
+            state.is_forgettable(|| now)
+        });
+        if removed.is_some() {
+            shared.tracked.fetch_sub(1, Ordering::Relaxed);
+        }
+        was_banned
+    }
+
+    /// The clients banned now, with the time each ban has left.
+    pub fn bans(&self) -> Vec<(ClientKey, Duration)> {
+        let now = self.now();
+        self.shared
+            .clients
+            .iter()
+            .filter(|entry| entry.banned_until > now)
+            .map(|entry| {
+                let left = Duration::from_nanos(entry.banned_until - now);
+                (*entry.key(), left)
+            })
+            .collect()
+    }
+
+    /// The number of open connections counted for `ip`'s client key (so, with the default
+    /// `/64`, for the whole IPv6 subnet).
+    pub fn open_connections(&self, ip: IpAddr) -> usize {
+        self.client(ip).map_or(0, |c| c.open_connections)
+    }
+
+    /// The details of `ip`'s client key: its open connections, in-flight requests and ban, or
+    /// `None` when nothing about it is tracked.
+    pub fn client(&self, ip: IpAddr) -> Option<ClientStats> {
+        let key = self.key_for(ip);
+        let now = self.now();
+        self.shared
+            .clients
+            .get(&key)
+            .map(|state| ClientStats::new(key, &state, now))
+    }
+
+    /// Every tracked client and its counts, in no particular order.
+    ///
+    /// Takes each shard's read lock in turn; meant for stats endpoints and debugging, not for
+    /// the request path.
+    pub fn clients(&self) -> Vec<ClientStats> {
+        let now = self.now();
+        self.shared
+            .clients
+            .iter()
+            .map(|entry| ClientStats::new(*entry.key(), entry.value(), now))
+            .collect()
+    }
+
+    /// The `n` clients holding the most open connections, most first; ties go to the client with
+    /// more requests in flight. Clients with nothing open are left out, so the list may be
+    /// shorter than `n`.
+    ///
+    /// Reads every entry (each shard's read lock in turn) and keeps only `n` of them, so it
+    /// costs one pass over the map and memory for `n` results: fine for a stats endpoint or a
+    /// periodic log, not for the request path.
+    pub fn top_clients(&self, n: usize) -> Vec<ClientStats> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let now = self.now();
+        // A min-heap of the best `n` so far: the weakest is on top, ready to be pushed out.
+        let mut best = BinaryHeap::new();
+        for entry in self.shared.clients.iter() {
+            if !entry.is_idle() {
+                best.push(Reverse(Ranked(ClientStats::new(
+                    *entry.key(),
+                    entry.value(),
+                    now,
+                ))));
+                if best.len() > n {
+                    best.pop();
+                }
+            }
+        }
+        best.into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(Ranked(client))| client)
+            .collect()
+    }
+}
+
+/// A client ranked for [`Limiter::top_clients`]: most connections, then most requests, then
+/// the lowest key, so that the order is stable.
+struct Ranked(ClientStats);
+
+impl Ranked {
+    fn rank(&self) -> (usize, usize, Reverse<ClientKey>) {
+        let c = &self.0;
+        (c.open_connections, c.in_flight_requests, Reverse(c.key))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank() == other.rank()
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}

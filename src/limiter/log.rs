@@ -1,0 +1,126 @@
+//! Counting and logging refusals and admissions, with the rate-limited warning that sums up
+//! refusals (see `summary.rs`).
+
+use std::sync::atomic::Ordering;
+
+use super::state::Notes;
+use super::summary::{Window, SAMPLE};
+use super::{Kind, Limiter, PointId};
+use crate::key::ClientKey;
+use crate::reason::ReasonInfo;
+
+impl Limiter {
+    /// Counts, logs and sums up one refusal of `kind` at `point` for `reason`, which the point
+    /// counts at `index`; returns how many such refusals the point had counted before.
+    ///
+    /// Every refusal is logged at debug. At warn, the first after a quiet spell is logged on its
+    /// own and opens a summary window; the others are summed up per window (see `summary`).
+    pub(super) fn refused(
+        &self,
+        kind: Kind,
+        point: PointId,
+        index: usize,
+        reason: &ReasonInfo,
+        client: Option<&ClientKey>,
+    ) -> u64 {
+        let shared = &*self.shared;
+        let counters = shared.points.get(point);
+        let previous = counters.refused[index].fetch_add(1, Ordering::Relaxed);
+        let client_field = client.map(tracing::field::display);
+        let (kind, point, reason) = (kind.as_str(), counters.point.name(), reason.name());
+        tracing::debug!(client = client_field, kind, %point, reason, "refused");
+        match shared.summary.open_until() {
+            None => {
+                if shared.summary.open(self.now(), self.total_refused()) {
+                    tracing::warn!(
+                        client = client_field,
+                        kind,
+                        %point,
+                        reason,
+                        "refusing: further refusals are summed up every 10s"
+                    );
+                }
+            }
+            Some(end) => {
+                if let Some(client) = client {
+                    shared.summary.note(client);
+                }
+                if previous % SAMPLE == 0 {
+                    self.close_summary_if_over(end);
+                }
+            }
+        }
+        previous
+    }
+
+    /// After a permit is made: logs the admission, and now and then ends a summary window that
+    /// is over. Runs once the permit exists, so that nothing here can leave a count behind.
+    pub(super) fn admitted(&self, key: &ClientKey, kind: Kind, point: PointId) {
+        let shared = &*self.shared;
+        let counters = shared.points.get(point);
+        let point = counters.point.name();
+        tracing::trace!(client = %key, kind = kind.as_str(), %point, "admitted");
+        if let Some(end) = shared.summary.open_until() {
+            if counters.admitted[kind as usize].load(Ordering::Relaxed) % SAMPLE == 0 {
+                self.close_summary_if_over(end);
+            }
+        }
+    }
+
+    /// Counts what a decision noticed besides its verdict, and logs bans.
+    pub(super) fn record(&self, key: &ClientKey, notes: &Notes) {
+        let c = &self.shared.counters;
+        if notes.dry_run > 0 {
+            c.dry_run
+                .fetch_add(u64::from(notes.dry_run), Ordering::Relaxed);
+            tracing::debug!(client = %key, "dry-run rule would have refused");
+        }
+        if notes.would_ban {
+            c.dry_run.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %key, "dry-run ban policy would have banned");
+        }
+        if notes.banned {
+            // At most one line per client per ban.
+            c.bans.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(client = %key, "client banned after repeated violations");
+        }
+    }
+
+    /// Ends the summary window that ends at `end`, if it is over, and logs it.
+    fn close_summary_if_over(&self, end: u64) {
+        let now = self.now();
+        if now >= end {
+            if let Some(window) = self
+                .shared
+                .summary
+                .close_if_over(end, now, self.total_refused())
+            {
+                log_summary(&window);
+            }
+        }
+    }
+
+    /// Every refusal counted so far, at every point: for the summary windows, once per window.
+    fn total_refused(&self) -> u64 {
+        self.shared
+            .points
+            .iter()
+            .flat_map(|point| point.refused.iter())
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// Logs a finished window of refusals at warn: one line per window however many there were.
+fn log_summary(window: &Window) {
+    let about = if window.at_least { "at least" } else { "about" };
+    tracing::warn!(
+        refused = window.refused,
+        clients = window.clients,
+        seconds = window.seconds,
+        "{} more connections or requests refused from {about} {} clients in the last {}s",
+        window.refused,
+        window.clients,
+        window.seconds
+    );
+}

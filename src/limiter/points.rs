@@ -1,0 +1,390 @@
+//! Admission points: where connections and requests meet the limiter, as the integration that
+//! admits them declares it ([`AdmissionPoint`]), and the handle it admits through
+//! ([`Checkpoint`]), with the counters kept for each point.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use super::state::Kind;
+use super::{ConnPermit, Limiter, RequestPermit, Route};
+use crate::reason::{ReasonInfo, RejectReason, Rejected};
+
+/// Where connections or requests meet the limiter: a name for stats, logs and metric labels,
+/// what the point counts, and what it may refuse or close on its own.
+///
+/// The limiter knows no admission point by name: each integration declares its own, and passes
+/// it in when it starts admitting ([`Limiter::checkpoint`]). This crate's points are
+/// `listener` ([`ConnLimitListener`](crate::ConnLimitListener), connections), `make_service` and
+/// `request_layer` (the two levels of [`ConnLimitLayer`](crate::ConnLimitLayer)), and
+/// [`DIRECT`](AdmissionPoint::DIRECT), your own calls to [`Limiter::try_acquire`] and the other
+/// `try_acquire*` and `allow_*` methods.
+///
+/// A point may refuse for reasons of its own before the limiter can decide (the listener: no IP
+/// peer, an untrusted or late PROXY header), and close admitted connections early (the
+/// listener's deadlines); it lists them here, so their counts appear in [`Stats`](crate::Stats)
+/// from the start.
+///
+/// ```
+/// use tower_connlimit::{AdmissionPoint, Config, Limiter, ReasonInfo};
+///
+/// static NOT_ON_THE_LIST: ReasonInfo = ReasonInfo::new("not_on_the_list", "access refused", 403, 7);
+/// static QUIC: AdmissionPoint = AdmissionPoint::connections("quic").refusing(&[&NOT_ON_THE_LIST]);
+///
+/// let limiter = Limiter::new(Config::default());
+/// let quic = limiter.checkpoint(&QUIC);
+/// let permit = quic.try_acquire("192.0.2.1".parse().unwrap()).unwrap();
+/// quic.refuse_connection(&NOT_ON_THE_LIST, Some("192.0.2.9".parse().unwrap()));
+/// let stats = limiter.stats();
+/// let point = stats.point("quic").unwrap();
+/// assert_eq!((point.open_connections, point.rejected["not_on_the_list"]), (1, 1));
+/// # drop(permit);
+/// ```
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct AdmissionPoint {
+    name: &'static str,
+    connections: bool,
+    requests: bool,
+    refusals: &'static [&'static ReasonInfo],
+    closes: &'static [&'static str],
+}
+
+impl AdmissionPoint {
+    /// Your own calls to the limiter: connections and requests.
+    pub const DIRECT: AdmissionPoint = AdmissionPoint {
+        name: "direct",
+        connections: true,
+        requests: true,
+        refusals: &[],
+        closes: &[],
+    };
+
+    /// A point named `name` that admits connections.
+    pub const fn connections(name: &'static str) -> Self {
+        AdmissionPoint {
+            name,
+            connections: true,
+            requests: false,
+            refusals: &[],
+            closes: &[],
+        }
+    }
+
+    /// A point named `name` that admits requests.
+    pub const fn requests(name: &'static str) -> Self {
+        AdmissionPoint {
+            connections: false,
+            requests: true,
+            ..Self::connections(name)
+        }
+    }
+
+    /// The same point, refusing for `reasons` of its own besides the limiter's.
+    pub const fn refusing(self, reasons: &'static [&'static ReasonInfo]) -> Self {
+        AdmissionPoint {
+            refusals: reasons,
+            ..self
+        }
+    }
+
+    /// The same point, closing admitted connections early for `reasons` (snake_case names).
+    pub const fn closing(self, reasons: &'static [&'static str]) -> Self {
+        AdmissionPoint {
+            closes: reasons,
+            ..self
+        }
+    }
+
+    /// The point's stable name, for log fields and metric labels.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Whether the point admits connections.
+    pub const fn counts_connections(&self) -> bool {
+        self.connections
+    }
+
+    /// Whether the point admits requests.
+    pub const fn counts_requests(&self) -> bool {
+        self.requests
+    }
+
+    /// The reasons the point refuses for on its own, before the limiter decides.
+    pub const fn refusals(&self) -> &'static [&'static ReasonInfo] {
+        self.refusals
+    }
+
+    /// Why the point may close an admitted connection early.
+    pub const fn closes(&self) -> &'static [&'static str] {
+        self.closes
+    }
+
+    /// Where `reason` is counted in the point's refusal counters: the limiter's reasons first,
+    /// then the point's own.
+    fn refusal_index(&self, reason: &ReasonInfo) -> Option<usize> {
+        let own = self.refusals.iter().position(|r| *r == reason)?;
+        Some(RejectReason::ALL.len() + own)
+    }
+
+    /// Every reason the point's refusal counters count, in order.
+    pub(super) fn all_refusals(&self) -> impl Iterator<Item = &'static ReasonInfo> {
+        RejectReason::ALL
+            .iter()
+            .map(|r| r.info())
+            .chain(self.refusals.iter().copied())
+    }
+}
+
+/// A limiter as one admission point sees it: everything admitted, refused and closed through it
+/// is counted under the point; see [`Limiter::checkpoint`]. Cloning it is as cheap as cloning
+/// the [`Limiter`].
+#[derive(Clone)]
+pub struct Checkpoint {
+    limiter: Limiter,
+    point: PointId,
+}
+
+impl Checkpoint {
+    /// The limiter this checkpoint admits through.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// The admission point everything here is counted under.
+    pub fn point(&self) -> &'static AdmissionPoint {
+        self.limiter.shared.points.get(self.point).point
+    }
+
+    /// [`Limiter::try_acquire`], counted under this point.
+    pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnPermit, Rejected> {
+        self.limiter.connection_permit(ip, self.point)
+    }
+
+    /// [`Limiter::try_acquire_request`], counted under this point.
+    pub fn try_acquire_request(&self, ip: IpAddr) -> Result<RequestPermit, Rejected> {
+        self.limiter.request_permit(ip, None, self.point)
+    }
+
+    /// [`Limiter::try_acquire_request_to`], counted under this point.
+    pub fn try_acquire_request_to(
+        &self,
+        ip: IpAddr,
+        method: &str,
+        path: &str,
+    ) -> Result<RequestPermit, Rejected> {
+        self.limiter
+            .request_permit(ip, Some(Route { method, path }), self.point)
+    }
+
+    /// Counts and logs a connection refused here for `reason`, one of the point's own, before
+    /// the limiter could decide; `client` is the peer, when known. Returns whether it is the
+    /// first refusal for `reason` here, so that a misconfiguration can be logged loudly once.
+    pub fn refuse_connection(&self, reason: &'static ReasonInfo, client: Option<IpAddr>) -> bool {
+        self.refuse(Kind::Connection, reason, client)
+    }
+
+    /// As [`refuse_connection`](Checkpoint::refuse_connection), for a request.
+    pub fn refuse_request(&self, reason: &'static ReasonInfo, client: Option<IpAddr>) -> bool {
+        self.refuse(Kind::Request, reason, client)
+    }
+
+    fn refuse(&self, kind: Kind, reason: &'static ReasonInfo, client: Option<IpAddr>) -> bool {
+        let key = client.map(|ip| self.limiter.key_for(ip));
+        let Some(index) = self.point().refusal_index(reason) else {
+            debug_assert!(
+                false,
+                "{} is not a reason of {:?}",
+                reason.name(),
+                self.point()
+            );
+            return false;
+        };
+        let previous = self
+            .limiter
+            .refused(kind, self.point, index, reason, key.as_ref());
+        previous == 0
+    }
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("point", &self.point().name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Limiter {
+    /// The handle `point` admits through: what it admits, refuses and closes is counted under
+    /// `point` in [`Stats`](crate::Stats). An integration calls this once, when it is built;
+    /// points with the same name share their counters.
+    ///
+    /// # Panics
+    ///
+    /// When a point of the same name but a different declaration was registered before, or when
+    /// more than 16 distinct points are registered on one limiter.
+    pub fn checkpoint(&self, point: &'static AdmissionPoint) -> Checkpoint {
+        Checkpoint {
+            limiter: self.clone(),
+            point: self.shared.points.register(point),
+        }
+    }
+}
+
+/// Where a point's counters are in the limiter: an index into its table of points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PointId(u8);
+
+/// [`AdmissionPoint::DIRECT`]'s place, registered with every limiter.
+pub(super) const DIRECT: PointId = PointId(0);
+
+/// The most admission points one limiter counts separately.
+const MAX_POINTS: usize = 16;
+
+/// The registered admission points' counters, in a fixed table so that an admission finds its
+/// point's counters by index, without a lock.
+pub(super) struct Points {
+    slots: [OnceLock<PointCounters>; MAX_POINTS],
+    registering: Mutex<()>,
+}
+
+/// One admission point's counters, on a cache line of their own so that points used by
+/// different threads (the accept loop, the request tasks) do not slow each other down.
+#[repr(align(128))]
+pub(super) struct PointCounters {
+    pub(super) point: &'static AdmissionPoint,
+    /// Connections and requests holding a permit now, by [`Kind`].
+    pub(super) open: [AtomicUsize; 2],
+    /// Admitted since the limiter was created, by [`Kind`].
+    pub(super) admitted: [AtomicU64; 2],
+    /// Refusals, by [`AdmissionPoint::all_refusals`]' order.
+    pub(super) refused: Box<[AtomicU64]>,
+    /// Early closes, by the point's `closes`.
+    pub(super) closed: Box<[AtomicU64]>,
+}
+
+impl PointCounters {
+    fn new(point: &'static AdmissionPoint) -> Self {
+        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
+        PointCounters {
+            point,
+            open: Default::default(),
+            admitted: Default::default(),
+            refused: zeros(point.all_refusals().count()),
+            closed: zeros(point.closes.len()),
+        }
+    }
+}
+
+impl Points {
+    pub(super) fn new() -> Self {
+        let points = Points {
+            slots: Default::default(),
+            registering: Mutex::new(()),
+        };
+        let _ =
+            points.slots[usize::from(DIRECT.0)].set(PointCounters::new(&AdmissionPoint::DIRECT));
+        points
+    }
+
+    /// The place of `point`, registering it on first use.
+    fn register(&self, point: &'static AdmissionPoint) -> PointId {
+        let _one_at_a_time = self
+            .registering
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (i, slot) in self.slots.iter().enumerate() {
+            let index = u8::try_from(i).expect("MAX_POINTS fits in u8");
+            match slot.get() {
+                Some(counters) if counters.point.name == point.name => {
+                    assert!(
+                        counters.point == point,
+                        "admission point {:?} registered twice, differently",
+                        point.name
+                    );
+                    return PointId(index);
+                }
+                Some(_) => {}
+                None => {
+                    let _ = slot.set(PointCounters::new(point));
+                    return PointId(index);
+                }
+            }
+        }
+        panic!("more than {MAX_POINTS} admission points registered on one limiter");
+    }
+
+    /// The counters of a registered point.
+    #[inline]
+    pub(super) fn get(&self, id: PointId) -> &PointCounters {
+        self.slots[usize::from(id.0)]
+            .get()
+            .expect("a PointId is handed out only once its point is registered")
+    }
+
+    /// Every registered point's counters, in the order they were registered.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &PointCounters> {
+        self.slots.iter().map_while(OnceLock::get)
+    }
+}
+
+impl Limiter {
+    /// Counts an admitted connection that `point` closed early, for `reason`, one of its
+    /// `closes`.
+    pub(super) fn count_closed(&self, point: PointId, reason: &str) {
+        let counters = self.shared.points.get(point);
+        match counters.point.closes.iter().position(|r| *r == reason) {
+            Some(i) => {
+                counters.closed[i].fetch_add(1, Ordering::Relaxed);
+            }
+            None => debug_assert!(false, "{reason} is not a close of {:?}", counters.point),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::TokioClock;
+    use crate::limiter::Installed;
+    use crate::limits::test_limits;
+
+    /// A limiter with the default limits, built without the one `Config`, which sits above the
+    /// core.
+    fn limiter() -> Limiter {
+        let installed = Installed {
+            limits: test_limits().compile().unwrap(),
+            whole: Box::new(()),
+        };
+        Limiter::with_installed(installed, TokioClock::new())
+    }
+
+    static ODD: ReasonInfo = ReasonInfo::new("odd", "refused", 400, 3);
+    static A: AdmissionPoint = AdmissionPoint::connections("a").refusing(&[&ODD]);
+    static A_AGAIN: AdmissionPoint = AdmissionPoint::connections("a");
+
+    #[test]
+    fn points_are_registered_once_by_name() {
+        let limiter = limiter();
+        let first = limiter.checkpoint(&A);
+        let second = limiter.checkpoint(&A);
+        assert_eq!(first.point, second.point);
+        assert_ne!(first.point, DIRECT);
+        assert_eq!(limiter.shared.points.iter().count(), 2);
+        let caught = std::panic::catch_unwind(|| limiter.checkpoint(&A_AGAIN));
+        assert!(caught.is_err(), "a different point of the same name");
+    }
+
+    #[test]
+    fn own_reasons_are_counted_after_the_limiters() {
+        assert_eq!(A.refusal_index(&ODD), Some(RejectReason::ALL.len()));
+        assert_eq!(A.refusal_index(RejectReason::Banned.info()), None);
+        assert_eq!(A.all_refusals().count(), RejectReason::ALL.len() + 1);
+        let limiter = limiter();
+        let a = limiter.checkpoint(&A);
+        assert!(a.refuse_connection(&ODD, None), "the first");
+        assert!(!a.refuse_connection(&ODD, None));
+        assert_eq!(limiter.stats().point("a").unwrap().rejected["odd"], 2);
+    }
+}

@@ -1,0 +1,490 @@
+//! The limits part of the config: the rule types ([`PathRule`], [`CidrLimit`], [`WhenFull`]),
+//! and [`Limits`], the limits as every decision reads them, checked and prepared once.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ban::BanPolicy;
+use crate::cidr::Cidr;
+use crate::error::ConfigError;
+use crate::key::ClientKey;
+use crate::rate::RateLimit;
+
+/// An extra rate for requests to some paths: `/login`, `/api/`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_connlimit::{PathRule, RateLimit};
+///
+/// // 5 login attempts a minute per client, POST only.
+/// let rule = PathRule::exact("/login", RateLimit::new(5, Duration::from_secs(60))).method("POST");
+/// assert!(rule.matches("POST", "/login"));
+/// assert!(!rule.matches("GET", "/login"));
+/// ```
+///
+/// In a config file (feature `serde`): `path`, `match` (`"exact"`, the default, or `"prefix"`),
+/// an optional `method`, and `rate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
+pub struct PathRule {
+    /// The path, or path prefix, the rule applies to.
+    pub path: String,
+    /// Whether `path` is matched exactly or as a prefix.
+    #[cfg_attr(feature = "serde", serde(rename = "match", default))]
+    pub matching: PathMatch,
+    /// Only requests with this method (`"POST"`; methods are case-sensitive), or any method
+    /// when `None`.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub method: Option<String>,
+    /// The rate each client may send matching requests at.
+    pub rate: RateLimit,
+}
+
+/// How a [`PathRule`] matches a request path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
+pub enum PathMatch {
+    /// The request path equals the rule's path.
+    #[default]
+    Exact,
+    /// The request path is the rule's path or lies below it, segment-wise: `/api` matches `/api`,
+    /// `/api/` and `/api/users`, but not `/apix`.
+    Prefix,
+}
+
+impl PathRule {
+    /// A rule for exactly `path`.
+    pub fn exact(path: impl Into<String>, rate: RateLimit) -> Self {
+        PathRule {
+            path: path.into(),
+            matching: PathMatch::Exact,
+            method: None,
+            rate,
+        }
+    }
+
+    /// A rule for `path` and every path below it.
+    pub fn prefix(path: impl Into<String>, rate: RateLimit) -> Self {
+        PathRule {
+            matching: PathMatch::Prefix,
+            ..Self::exact(path, rate)
+        }
+    }
+
+    /// The same rule, for `method` only: a name such as `"POST"`, or an `http::Method`.
+    pub fn method(mut self, method: impl AsRef<str>) -> Self {
+        self.method = Some(method.as_ref().to_owned());
+        self
+    }
+
+    /// Whether a request with `method` to `path` falls under this rule.
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        if self.method.as_deref().is_some_and(|m| m != method) {
+            return false;
+        }
+        match self.matching {
+            PathMatch::Exact => path == self.path,
+            PathMatch::Prefix => match path.strip_prefix(self.path.as_str()) {
+                Some(rest) => rest.is_empty() || self.path.ends_with('/') || rest.starts_with('/'),
+                None => false,
+            },
+        }
+    }
+
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::new(
+                format!("path_rules[{i}].path"),
+                format!("{:?} must start with '/'", self.path),
+            ));
+        }
+        if let Some(method) = &self.method {
+            if !is_token(method) {
+                return Err(ConfigError::new(
+                    format!("path_rules[{i}].method"),
+                    format!("{method:?} is not an HTTP method"),
+                ));
+            }
+        }
+        self.rate.validate(&format!("path_rules[{i}].rate"))
+    }
+}
+
+/// Whether `s` is an HTTP token (RFC 9110 `tchar`s), as a method name must be.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// What happens when a new client arrives and [`Config::max_tracked_clients`] are tracked.
+///
+/// In config files: `evict_stalest`, `refuse_new`.
+///
+/// [`Config::max_tracked_clients`]: crate::Config::max_tracked_clients
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Forget clients that have nothing open to make room: of up to 256 such clients sampled,
+    /// the quarter whose records expire first (expired ones before all). The default: honest
+    /// newcomers keep getting in, and an attacker rotating addresses only pushes out its own
+    /// stale records. Evictions are counted in [`Stats::evictions`](crate::Stats::evictions).
+    #[default]
+    EvictStalest,
+    /// Refuse the new client (503 at the layer) until room frees up. Nothing is ever forgotten
+    /// early, at the cost of locking out newcomers while the map is full.
+    RefuseNew,
+}
+
+/// A per-network replacement of [`Config::max_conns_per_client`].
+///
+/// Each client in `network` (still keyed by its own prefix-masked address) may hold
+/// `max_conns_per_client` connections; 0 means unlimited.
+///
+/// [`Config::max_conns_per_client`]: crate::Config::max_conns_per_client
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
+pub struct CidrLimit {
+    /// The network this limit applies to.
+    pub network: Cidr,
+    /// The per-client connection limit inside `network`.
+    pub max_conns_per_client: usize,
+}
+
+impl CidrLimit {
+    /// A limit of `max_conns_per_client` for clients in `network`.
+    pub fn new(network: Cidr, max_conns_per_client: usize) -> Self {
+        CidrLimit {
+            network,
+            max_conns_per_client,
+        }
+    }
+}
+
+/// The limits as every decision reads them: the limit fields of [`Config`](crate::Config),
+/// checked, with the overrides ordered for longest-prefix lookups. Built once per installed
+/// config; the field names are the config's, and so are the field paths in its errors.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_conns_per_client: usize,
+    pub(crate) max_conns_total: usize,
+    pub(crate) max_requests_per_client: usize,
+    pub(crate) ipv4_prefix: u8,
+    pub(crate) ipv6_prefix: u8,
+    pub(crate) exempt: Vec<Cidr>,
+    /// Longest prefix first (after [`Limits::compile`]), so the first match is the most specific.
+    pub(crate) overrides: Vec<CidrLimit>,
+    pub(crate) trusted_proxies: Vec<Cidr>,
+    pub(crate) connect_rate: Option<RateLimit>,
+    pub(crate) request_rate: Option<RateLimit>,
+    pub(crate) path_rules: Vec<PathRule>,
+    pub(crate) ban: Option<BanPolicy>,
+    pub(crate) max_tracked_clients: usize,
+    pub(crate) when_full: WhenFull,
+    /// Distinct for every compiled config, so per-client path states laid out for an earlier
+    /// list of path rules are started afresh.
+    pub(crate) generation: u64,
+}
+
+impl Limits {
+    /// Checks every limit and prepares them for decisions.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first offending field.
+    pub(crate) fn compile(mut self) -> Result<Self, ConfigError> {
+        self.validate()?;
+        self.overrides
+            .sort_by_key(|o| std::cmp::Reverse(o.network.prefix_len()));
+        static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+        self.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+        Ok(self)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.ipv4_prefix > 32 {
+            return Err(ConfigError::new(
+                "ipv4_prefix",
+                format!("must be at most 32, got {}", self.ipv4_prefix),
+            ));
+        }
+        if self.ipv6_prefix > 128 {
+            return Err(ConfigError::new(
+                "ipv6_prefix",
+                format!("must be at most 128, got {}", self.ipv6_prefix),
+            ));
+        }
+        if let Some(rule) = &self.connect_rate {
+            rule.validate("connect_rate")?;
+        }
+        if let Some(rule) = &self.request_rate {
+            rule.validate("request_rate")?;
+        }
+        for (i, rule) in self.path_rules.iter().enumerate() {
+            rule.validate(i)?;
+        }
+        if let Some(ban) = &self.ban {
+            ban.validate()?;
+        }
+        no_repeats("exempt", &self.exempt, |c| *c)?;
+        if let Some((i, o)) = self
+            .overrides
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.network.prefix_len() > self.client_prefix_for(o.network.network()))
+        {
+            let (field, prefix) = match o.network.network() {
+                IpAddr::V4(_) => ("ipv4_prefix", self.ipv4_prefix),
+                IpAddr::V6(_) => ("ipv6_prefix", self.ipv6_prefix),
+            };
+            return Err(ConfigError::new(
+                format!("overrides[{i}].network"),
+                format!(
+                    "{} is narrower than a client: {field} is /{prefix}, so clients are counted \
+                     per /{prefix} and a limit must cover whole clients",
+                    o.network
+                ),
+            ));
+        }
+        no_repeats("overrides", &self.overrides, |o| o.network)
+            .map_err(|err| ConfigError::new(format!("{}.network", err.field()), err.reason()))?;
+        no_repeats("trusted_proxies", &self.trusted_proxies, |c| *c)
+    }
+
+    /// The client prefix length for `ip`'s family.
+    fn client_prefix_for(&self, ip: IpAddr) -> u8 {
+        match ip {
+            IpAddr::V4(_) => self.ipv4_prefix,
+            IpAddr::V6(_) => self.ipv6_prefix,
+        }
+    }
+
+    /// Whether any rule depends on time, so decisions must read the clock.
+    #[inline]
+    pub(crate) fn has_rates(&self) -> bool {
+        self.connect_rate.is_some() || self.request_rate.is_some() || !self.path_rules.is_empty()
+    }
+
+    /// The key `ip` is counted under, and whether it is exempt.
+    ///
+    /// An exempt client is keyed by its exact address, not by the configured prefix: its
+    /// connections are counted but must not use up the allowance of the non-exempt neighbours
+    /// sharing its /64 (or IPv4 prefix).
+    #[inline]
+    pub(crate) fn client(&self, ip: IpAddr) -> (ClientKey, bool) {
+        let exempt = !self.exempt.is_empty() && self.exempt.iter().any(|c| c.contains(ip));
+        let key = if exempt {
+            ClientKey::new(ip, 32, 128)
+        } else {
+            ClientKey::new(ip, self.ipv4_prefix, self.ipv6_prefix)
+        };
+        (key, exempt)
+    }
+
+    /// Whether `ip` is one of the trusted proxies.
+    #[inline]
+    pub(crate) fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+
+    /// The per-client connection limit for `ip`: the longest matching override, else the default.
+    #[inline]
+    pub(crate) fn conn_limit_for(&self, ip: IpAddr) -> usize {
+        self.overrides
+            .iter()
+            .find(|o| o.network.contains(ip))
+            .map_or(self.max_conns_per_client, |o| o.max_conns_per_client)
+    }
+}
+
+/// Limits with every field at its default, for the core's own tests (which cannot use the
+/// one `Config`: it sits above the core).
+#[cfg(test)]
+pub(crate) fn test_limits() -> Limits {
+    Limits {
+        max_conns_per_client: 100,
+        max_conns_total: 0,
+        max_requests_per_client: 0,
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
+        exempt: Vec::new(),
+        overrides: Vec::new(),
+        trusted_proxies: Vec::new(),
+        connect_rate: None,
+        request_rate: None,
+        path_rules: Vec::new(),
+        ban: None,
+        max_tracked_clients: 1_000_000,
+        when_full: WhenFull::EvictStalest,
+        generation: 0,
+    }
+}
+
+/// Refuses a network listed twice in `field`: a second entry would silently shadow the first.
+fn no_repeats<T>(
+    field: &str,
+    items: &[T],
+    network: impl Fn(&T) -> Cidr,
+) -> Result<(), ConfigError> {
+    for (i, item) in items.iter().enumerate() {
+        let item = network(item);
+        if let Some(first) = items[..i]
+            .iter()
+            .position(|earlier| network(earlier) == item)
+        {
+            return Err(ConfigError::new(
+                format!("{field}[{i}]"),
+                format!("{item} is already listed at {field}[{first}]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn prefixes_past_the_family_are_refused() {
+        let err = Limits {
+            ipv6_prefix: 129,
+            ..test_limits()
+        }
+        .compile()
+        .unwrap_err();
+        assert_eq!(err.field(), "ipv6_prefix");
+        assert_eq!(err.reason(), "must be at most 128, got 129");
+    }
+
+    #[test]
+    fn duplicate_networks_are_refused_with_their_index() {
+        let err = Limits {
+            overrides: vec![
+                CidrLimit::new(cidr("10.0.0.0/8"), 5),
+                CidrLimit::new(cidr("10.1.0.0/16"), 6),
+                CidrLimit::new(cidr("10.0.0.0/8"), 7),
+            ],
+            ..test_limits()
+        }
+        .compile()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid config: overrides[2].network: 10.0.0.0/8 is already listed at overrides[0]"
+        );
+        let err = Limits {
+            exempt: vec![cidr("::1/128"), cidr("::1/128")],
+            ..test_limits()
+        }
+        .compile()
+        .unwrap_err();
+        assert_eq!(err.field(), "exempt[1]");
+        let err = Limits {
+            trusted_proxies: vec![cidr("192.0.2.1/32"), cidr("192.0.2.1/32")],
+            ..test_limits()
+        }
+        .compile()
+        .unwrap_err();
+        assert_eq!(err.field(), "trusted_proxies[1]");
+    }
+
+    #[test]
+    fn an_override_narrower_than_a_client_is_refused() {
+        let err = Limits {
+            overrides: vec![CidrLimit::new(cidr("2001:db8::1/128"), 5)],
+            ..test_limits()
+        }
+        .compile()
+        .unwrap_err();
+        assert_eq!(err.field(), "overrides[0].network");
+        assert_eq!(
+            err.reason(),
+            "2001:db8::1/128 is narrower than a client: ipv6_prefix is /64, so clients are \
+             counted per /64 and a limit must cover whole clients"
+        );
+        Limits {
+            overrides: vec![CidrLimit::new(cidr("2001:db8::/64"), 5)],
+            ..test_limits()
+        }
+        .compile()
+        .unwrap();
+    }
+
+    #[test]
+    fn exempt_clients_are_keyed_by_exact_address() {
+        let compiled = Limits {
+            exempt: vec![cidr("2001:db8::/126")],
+            ..test_limits()
+        }
+        .compile()
+        .unwrap();
+        let (key, exempt) = compiled.client("2001:db8::1".parse().unwrap());
+        assert!(exempt);
+        assert_eq!(key.to_string(), "2001:db8::1");
+        let (key, exempt) = compiled.client("2001:db8::9".parse().unwrap());
+        assert!(!exempt);
+        assert_eq!(key.to_string(), "2001:db8::/64");
+    }
+
+    #[test]
+    fn longest_override_prefix_wins() {
+        let compiled = Limits {
+            max_conns_per_client: 3,
+            overrides: vec![
+                CidrLimit::new(cidr("10.0.0.0/8"), 50),
+                CidrLimit::new(cidr("10.1.0.0/16"), 7),
+            ],
+            ..test_limits()
+        }
+        .compile()
+        .unwrap();
+        assert_eq!(compiled.conn_limit_for("10.1.2.3".parse().unwrap()), 7);
+        assert_eq!(compiled.conn_limit_for("10.2.2.3".parse().unwrap()), 50);
+        assert_eq!(compiled.conn_limit_for("192.0.2.1".parse().unwrap()), 3);
+    }
+
+    #[test]
+    fn path_rule_methods_are_http_tokens() {
+        let rate = RateLimit::new(1, std::time::Duration::from_secs(1));
+        let err = Limits {
+            path_rules: vec![PathRule::exact("/a", rate).method("GE T")],
+            ..test_limits()
+        }
+        .compile()
+        .unwrap_err();
+        assert_eq!(err.field(), "path_rules[0].method");
+        assert_eq!(err.reason(), "\"GE T\" is not an HTTP method");
+        assert!(is_token("PURGE") && is_token("M-SEARCH") && !is_token(""));
+    }
+
+    #[test]
+    fn prefix_rules_match_whole_segments() {
+        let rule = PathRule::prefix("/api", RateLimit::new(1, std::time::Duration::from_secs(1)));
+        for path in ["/api", "/api/", "/api/users"] {
+            assert!(rule.matches("GET", path), "{path}");
+        }
+        assert!(!rule.matches("GET", "/apix"));
+    }
+}

@@ -1,0 +1,71 @@
+//! Who a connection's client is: [`PeerAddr`], and the refusal when there is no address to
+//! count a client under.
+
+use std::net::SocketAddr;
+
+use crate::reason::{grpc, ReasonInfo};
+
+/// Anything that knows the peer address of a connection: an accept-loop address, an accepted
+/// IO, axum's `IncomingStream`.
+///
+/// The listener's stream form reads each connection's client through this trait; implement it
+/// for a custom IO type to use that type there. Returning `None` means "no IP peer" (a Unix
+/// socket, say): such a connection cannot be keyed, so it is refused and the misconfiguration is
+/// logged.
+pub trait PeerAddr {
+    /// The remote socket address, if the connection has one.
+    fn peer_addr(&self) -> Option<SocketAddr>;
+}
+
+impl PeerAddr for SocketAddr {
+    #[inline]
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        Some(*self)
+    }
+}
+
+impl<T: PeerAddr + ?Sized> PeerAddr for &T {
+    #[inline]
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        (**self).peer_addr()
+    }
+}
+
+impl PeerAddr for tokio::net::TcpStream {
+    #[inline]
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        tokio::net::TcpStream::peer_addr(self).ok()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<L> PeerAddr for axum::serve::IncomingStream<'_, L>
+where
+    L: axum::serve::Listener,
+    L::Addr: PeerAddr,
+{
+    #[inline]
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr().peer_addr()
+    }
+}
+
+/// A connection or request refused because no client address could be found: a server
+/// misconfiguration, answered `500` (`INTERNAL` for a gRPC call) and logged.
+pub(crate) static NO_CLIENT_ADDRESS: ReasonInfo = ReasonInfo::new(
+    "no_client_address",
+    "internal server error",
+    500,
+    grpc::INTERNAL,
+);
+
+/// Logs a refusal of a `what` (connection, request) at `point` for want of a client address,
+/// with `fix`: at error level the `first` time, at debug after that, so the log names the
+/// misconfiguration without flooding.
+pub(crate) fn report_missing_address(first: bool, what: &str, point: &str, fix: &str) {
+    if first {
+        tracing::error!(what, %point, "{fix}");
+    } else {
+        tracing::debug!(what, %point, "{fix}");
+    }
+}

@@ -1,0 +1,315 @@
+//! Why an admission was refused: one table of reasons, the [`Rejected`] error, and the
+//! [`Decision`] a custom server enforces.
+//!
+//! Each reason is one row of facets ([`ReasonInfo`]): its stable name (the log field, the metric
+//! label and the key in [`Stats`](crate::Stats)), the generic message a refused client is told,
+//! and the HTTP status and gRPC code a refused request or call is answered with. The limiter's
+//! own reasons are the rows of [`RejectReason`], below; an admission point that refuses
+//! connections before the limiter can decide (no client address, a bad PROXY header) brings its
+//! own rows, declared with its [`AdmissionPoint`](crate::AdmissionPoint).
+
+use std::fmt;
+use std::time::Duration;
+
+/// gRPC status codes, as they are sent in `grpc-status`.
+pub(crate) mod grpc {
+    /// `RESOURCE_EXHAUSTED`: the client used up its allowance.
+    pub(crate) const RESOURCE_EXHAUSTED: u8 = 8;
+    /// `INTERNAL`: the server is misconfigured.
+    pub(crate) const INTERNAL: u8 = 13;
+    /// `UNAVAILABLE`: the server as a whole is at its limit; try again later.
+    pub(crate) const UNAVAILABLE: u8 = 14;
+}
+
+/// Everything said about one refusal reason, side by side.
+///
+/// A reason's `message` is what a refused client may see: it must name no limit and no count, so
+/// [`ReasonInfo::new`] accepts only short printable ASCII without digits or `%` (which also makes
+/// it a valid `grpc-message` as it stands), and a `name` in snake_case. Used in a `const` or
+/// `static`, a bad row fails to compile.
+///
+/// ```
+/// use tower_connlimit::{ReasonInfo, RejectReason};
+///
+/// let info = RejectReason::ClientConnections.info();
+/// assert_eq!(info.name(), "client_connections");
+/// assert_eq!(info.message(), "client connection limit reached");
+/// assert_eq!((info.http_status(), info.grpc_code()), (429, 8));
+///
+/// // An admission point of your own may refuse for reasons of its own.
+/// static NOT_ON_THE_LIST: ReasonInfo = ReasonInfo::new("not_on_the_list", "access refused", 403, 7);
+/// ```
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ReasonInfo {
+    name: &'static str,
+    message: &'static str,
+    http_status: u16,
+    grpc_code: u8,
+}
+
+impl ReasonInfo {
+    /// A reason named `name`, telling refused clients `message`, answered with `http_status` or
+    /// the gRPC code `grpc_code`.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not snake_case ASCII, or `message` is empty or has a character other than
+    /// printable ASCII, or a digit or `%` (at compile time, in a `const` or `static`).
+    pub const fn new(
+        name: &'static str,
+        message: &'static str,
+        http_status: u16,
+        grpc_code: u8,
+    ) -> Self {
+        assert!(is_snake_case(name), "a reason's name must be snake_case");
+        assert!(
+            is_generic_message(message),
+            "a reason's message must be printable ASCII without digits or '%'"
+        );
+        ReasonInfo {
+            name,
+            message,
+            http_status,
+            grpc_code,
+        }
+    }
+
+    /// The stable snake_case name: the log field, the metric label, the key in the stats.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The generic text a refused client is told.
+    pub const fn message(&self) -> &'static str {
+        self.message
+    }
+
+    /// The HTTP status a refused request is answered with.
+    pub const fn http_status(&self) -> u16 {
+        self.http_status
+    }
+
+    /// The gRPC status code a refused call is answered with.
+    pub const fn grpc_code(&self) -> u8 {
+        self.grpc_code
+    }
+
+    /// Whether the server as a whole, not this client, is at a limit (answered `503`).
+    pub const fn is_server_wide(&self) -> bool {
+        self.http_status == 503
+    }
+}
+
+const fn is_snake_case(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn is_generic_message(message: &str) -> bool {
+    let bytes = message.as_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x20 || b > 0x7e || b == b'%' || b.is_ascii_digit() {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Declares [`RejectReason`] and its table: each variant with its facets on one row.
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal, $message:literal, $http:literal, $grpc:expr;)+) => {
+        /// Which of the limiter's limits refused an admission. See the [module docs](self).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum RejectReason {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl RejectReason {
+            /// Every reason, in table order.
+            pub const ALL: &'static [RejectReason] = &[$(RejectReason::$variant),+];
+        }
+
+        /// The facets of each [`RejectReason`], in the order of its variants.
+        static TABLE: &[ReasonInfo] = &[$(ReasonInfo::new($name, $message, $http, $grpc)),+];
+    };
+}
+
+reasons! {
+    /// The client holds `max_conns_per_client` connections (or its override's limit).
+    ClientConnections = "client_connections", "client connection limit reached", 429, grpc::RESOURCE_EXHAUSTED;
+    /// The server holds `max_conns_total` connections.
+    TotalConnections = "total_connections", "server connection limit reached", 503, grpc::UNAVAILABLE;
+    /// The client has `max_requests_per_client` requests in flight.
+    ClientRequests = "client_requests", "client request limit reached", 429, grpc::RESOURCE_EXHAUSTED;
+    /// The client connects faster than `connect_rate` allows.
+    ConnectRate = "connect_rate", "client connection rate limit reached", 429, grpc::RESOURCE_EXHAUSTED;
+    /// The client sends requests faster than `request_rate` allows.
+    RequestRate = "request_rate", "client request rate limit reached", 429, grpc::RESOURCE_EXHAUSTED;
+    /// The client sends requests to a route faster than one of `path_rules` allows.
+    PathRule = "path_rule", "client request rate limit reached", 429, grpc::RESOURCE_EXHAUSTED;
+    /// The client is banned, by the ban policy or by [`Limiter::ban`](crate::Limiter::ban).
+    Banned = "banned", "client temporarily refused", 429, grpc::RESOURCE_EXHAUSTED;
+    /// A new client arrived while `max_tracked_clients` were tracked and none could be
+    /// forgotten (or `when_full` is `RefuseNew`).
+    TrackedClientsFull = "tracked_clients_full", "server busy", 503, grpc::UNAVAILABLE;
+}
+
+impl RejectReason {
+    /// This reason's facets: name, message, HTTP status, gRPC code.
+    #[inline]
+    pub fn info(self) -> &'static ReasonInfo {
+        &TABLE[self as usize]
+    }
+
+    /// The stable snake_case name, for log fields and metric labels.
+    pub fn as_str(self) -> &'static str {
+        self.info().name()
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused admission.
+///
+/// Its [`Display`](fmt::Display) is deliberately generic, so it can be shown to the client without
+/// revealing limits or counts; [`reason`](Rejected::reason) says which limit refused, for logs
+/// and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub(crate) reason: RejectReason,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl Rejected {
+    /// Which limit refused the admission.
+    pub fn reason(&self) -> RejectReason {
+        self.reason
+    }
+
+    /// For a rate refusal or a ban, how long until the same client would pass again (if nothing
+    /// else changes); `None` for the concurrency limits, which free up whenever a connection or
+    /// request ends.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// [`retry_after`](Rejected::retry_after) for a `Retry-After` header; see [`whole_secs`].
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after.map(whole_secs)
+    }
+}
+
+/// A wait for a `Retry-After` header: whole seconds, rounded up, and never 0 (which would
+/// invite an immediate, doomed retry).
+pub(crate) fn whole_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason.info().message())
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// A decision for a custom server to enforce, in the manner of a security gate's
+/// `DefenseDecision`: the limiter decides and counts, the caller acts. See
+/// [`Limiter::allow_connect`](crate::Limiter::allow_connect) and
+/// [`Limiter::allow_request`](crate::Limiter::allow_request).
+#[derive(Debug)]
+#[must_use = "a decision does nothing until it is enforced"]
+pub enum Decision<P> {
+    /// Proceed; holding `P` (a permit) keeps the connection or request counted.
+    Allow(P),
+    /// Refuse this request but keep the connection (answer 429, or ignore it).
+    Drop(Rejected),
+    /// Close the connection.
+    Close(Rejected),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(wait: Duration) -> Option<u64> {
+        Rejected {
+            reason: RejectReason::ConnectRate,
+            retry_after: Some(wait),
+        }
+        .retry_after_secs()
+    }
+
+    #[test]
+    fn every_reason_has_its_own_row_and_name() {
+        assert_eq!(RejectReason::ALL.len(), TABLE.len());
+        for (i, reason) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i);
+            assert!(std::ptr::eq(reason.info(), &TABLE[i]));
+            let same_name = RejectReason::ALL
+                .iter()
+                .filter(|other| other.as_str() == reason.as_str())
+                .count();
+            assert_eq!(same_name, 1, "{reason}");
+        }
+        assert_eq!(RejectReason::Banned.to_string(), "banned");
+    }
+
+    #[test]
+    fn messages_are_generic_and_valid_grpc_messages() {
+        assert!(is_generic_message("client connection limit reached"));
+        for bad in ["", "limit of 10 reached", "100% full", "caf\u{e9}", "a\nb"] {
+            assert!(!is_generic_message(bad), "{bad:?}");
+        }
+        assert!(is_snake_case("proxy_header_timeout"));
+        for bad in ["", "Banned", "proxy-untrusted", "a b"] {
+            assert!(!is_snake_case(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn server_wide_reasons_are_answered_503() {
+        let server_wide: Vec<_> = RejectReason::ALL
+            .iter()
+            .filter(|r| r.info().is_server_wide())
+            .collect();
+        assert_eq!(
+            server_wide,
+            [
+                &RejectReason::TotalConnections,
+                &RejectReason::TrackedClientsFull
+            ]
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(secs(Duration::ZERO), Some(1));
+        assert_eq!(secs(Duration::from_nanos(1)), Some(1));
+        assert_eq!(secs(Duration::from_secs(1)), Some(1));
+        assert_eq!(secs(Duration::from_millis(1001)), Some(2));
+        assert_eq!(secs(Duration::from_secs(30)), Some(30));
+    }
+}
