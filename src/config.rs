@@ -45,8 +45,7 @@ use crate::rate::RateLimit;
 /// A `Config` is checked when it is installed ([`Limiter::try_new`], [`Limiter::set_config`]);
 /// an invalid one is refused with a [`ConfigError`] naming the field and the reason, and the
 /// previous config stays in force. With the `serde` feature it also loads from TOML or JSON,
-/// field by field as here, sections as tables (`[listener]`); see the `config_file` docs on
-/// [`Config::from_toml_str`].
+/// field by field as here, sections as tables (`[listener]`): see `Config::from_toml_str`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
@@ -118,22 +117,40 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// The core's default limits (see each field), and each integration's default settings.
     fn default() -> Self {
+        let Limits {
+            max_conns_per_client,
+            max_conns_total,
+            max_requests_per_client,
+            ipv4_prefix,
+            ipv6_prefix,
+            exempt,
+            overrides,
+            trusted_proxies,
+            connect_rate,
+            request_rate,
+            path_rules,
+            ban,
+            max_tracked_clients,
+            when_full,
+            generation: _,
+        } = Limits::default();
         Config {
-            max_conns_per_client: 100,
-            max_conns_total: 0,
-            max_requests_per_client: 0,
-            ipv4_prefix: 32,
-            ipv6_prefix: 64,
-            exempt: Vec::new(),
-            overrides: Vec::new(),
-            connect_rate: None,
-            request_rate: None,
-            path_rules: Vec::new(),
-            ban: None,
-            max_tracked_clients: 1_000_000,
-            when_full: WhenFull::EvictStalest,
-            trusted_proxies: Vec::new(),
+            max_conns_per_client,
+            max_conns_total,
+            max_requests_per_client,
+            ipv4_prefix,
+            ipv6_prefix,
+            exempt,
+            overrides,
+            connect_rate,
+            request_rate,
+            path_rules,
+            ban,
+            max_tracked_clients,
+            when_full,
+            trusted_proxies,
             listener: ListenerConfig::default(),
             client_ip: ClientIpConfig::default(),
         }

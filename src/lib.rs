@@ -27,7 +27,7 @@
 //! it:
 //!
 //! - **The core**: the [`Limiter`] (its [module docs](Limiter#how-it-works) start at the two
-//!   functions that admit and release), [`ClientKey`]s, [`Cidr`]s, [rate](rate) rules, bans
+//!   functions that admit and release), [`ClientKey`]s, [`Cidr`]s, [rate] rules, bans
 //!   ([`BanPolicy`]), the [`Clock`], the refusal reasons ([`RejectReason`], [`Rejected`]) and
 //!   the limits of the [`Config`]. It names no integration and no HTTP or network crate.
 //! - **Admission points**, each with its settings nested in the one [`Config`]:
@@ -45,18 +45,9 @@
 //!
 //! # Features
 //!
-//! | feature | default | brings | costs |
-//! |---|---|---|---|
-//! | `http` | yes | [`ConnLimitLayer`], [`RequestLimitLayer`], the client-address headers | `http`, `http-body`, `bytes`, `tower-layer`, `tower-service` |
-//! | `axum` | yes | `http`, and [`ConnLimitListener`] as an axum `Listener`, `ConnectInfo` at the request level | axum (without its default features) |
-//! | `proxy-protocol` | yes | [`ProxyProtocol::Required`] at the listener | `ppp` |
-//! | `serde` | no | `Deserialize` for [`Config`], `Config::from_toml_str`, `Config::from_json_str` | serde, toml, serde_json, humantime-serde, serde_path_to_error |
-//! | `tonic` | no | `http`, tonic's `Connected` for [`TrackedIo`], the request level reading tonic's connect info | tonic (server only); Rust 1.88 with current tonic releases |
-//! | `tonic-tls` | no | `tonic`, and `TlsConnectInfo` at the request level | no crypto provider is picked |
-//! | `metrics` | no | `Limiter::record_metrics` through the `metrics` facade | metrics |
-//! | `full` | no | all of the above but `tonic-tls` | |
-//!
-//! With `default-features = false` the crate is go-connlimit's core: the [`Limiter`], the
+//! `http` (the layers), `axum` and `proxy-protocol` are on by default; `serde`, `tonic`,
+//! `tonic-tls` and `metrics` are off. The README's Features section says what each brings and
+//! costs; with `default-features = false` the crate is go-connlimit's core: the [`Limiter`], the
 //! listener with its deadlines, and [`TrackedIo`], on tokio.
 
 #![warn(
@@ -102,8 +93,7 @@ pub use error::{ConfigError, Location};
 pub use key::ClientKey;
 #[cfg(feature = "http")]
 pub use layer::{
-    ClientAddr, ConnLimit, ConnLimitLayer, LimitedConnection, MakeTarget, RequestLimit,
-    RequestLimitLayer, ResponseBody,
+    ClientAddr, ConnLimit, ConnLimitLayer, LimitedConnection, MakeTarget, ResponseBody,
 };
 pub use limiter::{
     AdmissionPoint, ByReason, Checkpoint, ClientStats, ConnPermit, Limiter, PointStats,

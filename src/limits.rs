@@ -203,6 +203,32 @@ pub(crate) struct Limits {
     pub(crate) generation: u64,
 }
 
+impl Default for Limits {
+    /// Every limit's default, as [`Config::default`](crate::Config::default) takes them: 100
+    /// connections per client (go-connlimit's and Nomad's default), everything else unlimited
+    /// or off, clients keyed per IPv4 address and per IPv6 /64, and at most 1,000,000 clients
+    /// tracked.
+    fn default() -> Self {
+        Limits {
+            max_conns_per_client: 100,
+            max_conns_total: 0,
+            max_requests_per_client: 0,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            exempt: Vec::new(),
+            overrides: Vec::new(),
+            trusted_proxies: Vec::new(),
+            connect_rate: None,
+            request_rate: None,
+            path_rules: Vec::new(),
+            ban: None,
+            max_tracked_clients: 1_000_000,
+            when_full: WhenFull::EvictStalest,
+            generation: 0,
+        }
+    }
+}
+
 impl Limits {
     /// Checks every limit and prepares them for decisions.
     ///
@@ -314,29 +340,6 @@ impl Limits {
     }
 }
 
-/// Limits with every field at its default, for the core's own tests (which cannot use the
-/// one `Config`: it sits above the core).
-#[cfg(test)]
-pub(crate) fn test_limits() -> Limits {
-    Limits {
-        max_conns_per_client: 100,
-        max_conns_total: 0,
-        max_requests_per_client: 0,
-        ipv4_prefix: 32,
-        ipv6_prefix: 64,
-        exempt: Vec::new(),
-        overrides: Vec::new(),
-        trusted_proxies: Vec::new(),
-        connect_rate: None,
-        request_rate: None,
-        path_rules: Vec::new(),
-        ban: None,
-        max_tracked_clients: 1_000_000,
-        when_full: WhenFull::EvictStalest,
-        generation: 0,
-    }
-}
-
 /// Refuses a network listed twice in `field`: a second entry would silently shadow the first.
 fn no_repeats<T>(
     field: &str,
@@ -370,7 +373,7 @@ mod tests {
     fn prefixes_past_the_family_are_refused() {
         let err = Limits {
             ipv6_prefix: 129,
-            ..test_limits()
+            ..Limits::default()
         }
         .compile()
         .unwrap_err();
@@ -386,7 +389,7 @@ mod tests {
                 CidrLimit::new(cidr("10.1.0.0/16"), 6),
                 CidrLimit::new(cidr("10.0.0.0/8"), 7),
             ],
-            ..test_limits()
+            ..Limits::default()
         }
         .compile()
         .unwrap_err();
@@ -396,14 +399,14 @@ mod tests {
         );
         let err = Limits {
             exempt: vec![cidr("::1/128"), cidr("::1/128")],
-            ..test_limits()
+            ..Limits::default()
         }
         .compile()
         .unwrap_err();
         assert_eq!(err.field(), "exempt[1]");
         let err = Limits {
             trusted_proxies: vec![cidr("192.0.2.1/32"), cidr("192.0.2.1/32")],
-            ..test_limits()
+            ..Limits::default()
         }
         .compile()
         .unwrap_err();
@@ -414,7 +417,7 @@ mod tests {
     fn an_override_narrower_than_a_client_is_refused() {
         let err = Limits {
             overrides: vec![CidrLimit::new(cidr("2001:db8::1/128"), 5)],
-            ..test_limits()
+            ..Limits::default()
         }
         .compile()
         .unwrap_err();
@@ -426,7 +429,7 @@ mod tests {
         );
         Limits {
             overrides: vec![CidrLimit::new(cidr("2001:db8::/64"), 5)],
-            ..test_limits()
+            ..Limits::default()
         }
         .compile()
         .unwrap();
@@ -436,7 +439,7 @@ mod tests {
     fn exempt_clients_are_keyed_by_exact_address() {
         let compiled = Limits {
             exempt: vec![cidr("2001:db8::/126")],
-            ..test_limits()
+            ..Limits::default()
         }
         .compile()
         .unwrap();
@@ -456,7 +459,7 @@ mod tests {
                 CidrLimit::new(cidr("10.0.0.0/8"), 50),
                 CidrLimit::new(cidr("10.1.0.0/16"), 7),
             ],
-            ..test_limits()
+            ..Limits::default()
         }
         .compile()
         .unwrap();
@@ -470,7 +473,7 @@ mod tests {
         let rate = RateLimit::new(1, std::time::Duration::from_secs(1));
         let err = Limits {
             path_rules: vec![PathRule::exact("/a", rate).method("GE T")],
-            ..test_limits()
+            ..Limits::default()
         }
         .compile()
         .unwrap_err();

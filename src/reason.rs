@@ -1,12 +1,5 @@
-//! Why an admission was refused: one table of reasons, the [`Rejected`] error, and the
-//! [`Decision`] a custom server enforces.
-//!
-//! Each reason is one row of facets ([`ReasonInfo`]): its stable name (the log field, the metric
-//! label and the key in [`Stats`](crate::Stats)), the generic message a refused client is told,
-//! and the HTTP status and gRPC code a refused request or call is answered with. The limiter's
-//! own reasons are the rows of [`RejectReason`], below; an admission point that refuses
-//! connections before the limiter can decide (no client address, a bad PROXY header) brings its
-//! own rows, declared with its [`AdmissionPoint`](crate::AdmissionPoint).
+//! Why an admission was refused: one table of reasons ([`RejectReason`], [`ReasonInfo`]), the
+//! [`Rejected`] error, and the [`Decision`] a custom server enforces.
 
 use std::fmt;
 use std::time::Duration;
@@ -135,7 +128,15 @@ const fn is_generic_message(message: &str) -> bool {
 /// Declares [`RejectReason`] and its table: each variant with its facets on one row.
 macro_rules! reasons {
     ($($(#[$doc:meta])* $variant:ident = $name:literal, $message:literal, $http:literal, $grpc:expr;)+) => {
-        /// Which of the limiter's limits refused an admission. See the [module docs](self).
+        /// Which of the limiter's limits refused an admission.
+        ///
+        /// Each reason is one row of facets, side by side in one table ([`RejectReason::info`]):
+        /// its stable name (the log field, the metric label and the key in
+        /// [`Stats`](crate::Stats)), the generic message a refused client is told, and the HTTP
+        /// status and gRPC code a refused request or call is answered with. An admission point
+        /// that refuses before the limiter can decide (no client address, a bad PROXY header)
+        /// brings rows of its own ([`ReasonInfo`]), declared with its
+        /// [`AdmissionPoint`](crate::AdmissionPoint).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum RejectReason {

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::{routing::get, Router};
-use tower_connlimit::{ByReason, Config, ConnLimitLayer, FakeClock, Limiter, RateLimit, Stats};
+use tower_connlimit::{
+    ByReason, Config, ConnLimitLayer, FakeClock, Limiter, RateLimit, RejectReason, Stats,
+};
 
 use support::{
     client_ip, connect_from, h1_get, http1_client, serve_behind_listener, wait_until, was_refused,
@@ -83,17 +85,8 @@ async fn stats_count_each_admission_point_exactly() {
         assert_eq!(nonzero(&figures.rejected), [], "{idle}");
     }
     // Every reason of every point is listed, zeros included: the limiter's, then the point's.
-    let mut reasons = vec![
-        "client_connections",
-        "total_connections",
-        "client_requests",
-        "connect_rate",
-        "request_rate",
-        "path_rule",
-        "banned",
-        "tracked_clients_full",
-        "no_client_address",
-    ];
+    let mut reasons: Vec<&str> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+    reasons.push("no_client_address");
     if cfg!(feature = "proxy-protocol") {
         reasons.extend([
             "proxy_untrusted",

@@ -148,6 +148,14 @@ pub enum ClientIpHeader {
 }
 
 impl ClientIpHeader {
+    /// Every choice.
+    pub const ALL: [ClientIpHeader; 4] = [
+        ClientIpHeader::None,
+        ClientIpHeader::Forwarded,
+        ClientIpHeader::XForwardedFor,
+        ClientIpHeader::XRealIp,
+    ];
+
     /// The lowercase name of this choice: `none`, `forwarded`, `x-forwarded-for` or
     /// `x-real-ip`, as [`FromStr`] accepts it.
     pub fn as_str(&self) -> &'static str {
@@ -173,15 +181,10 @@ impl FromStr for ClientIpHeader {
     /// else is accepted (no surrounding whitespace, no `_` for `-`), so a typo in a config file
     /// is an error rather than a silently different header.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            ClientIpHeader::None,
-            ClientIpHeader::Forwarded,
-            ClientIpHeader::XForwardedFor,
-            ClientIpHeader::XRealIp,
-        ]
-        .into_iter()
-        .find(|header| header.as_str().eq_ignore_ascii_case(s))
-        .ok_or(UnknownClientIpHeader)
+        ClientIpHeader::ALL
+            .into_iter()
+            .find(|header| header.as_str().eq_ignore_ascii_case(s))
+            .ok_or(UnknownClientIpHeader)
     }
 }
 
@@ -213,12 +216,7 @@ impl TryFrom<String> for ClientIpHeader {
 mod tests {
     use super::*;
 
-    const ALL: [ClientIpHeader; 4] = [
-        ClientIpHeader::None,
-        ClientIpHeader::Forwarded,
-        ClientIpHeader::XForwardedFor,
-        ClientIpHeader::XRealIp,
-    ];
+    const ALL: [ClientIpHeader; 4] = ClientIpHeader::ALL;
 
     // ---- names ----
 

@@ -283,12 +283,7 @@ mod tests {
         client_from_headers(&headers("x-real-ip", lines), ClientIpHeader::XRealIp, hops)
     }
 
-    const ALL: [ClientIpHeader; 4] = [
-        ClientIpHeader::None,
-        ClientIpHeader::Forwarded,
-        ClientIpHeader::XForwardedFor,
-        ClientIpHeader::XRealIp,
-    ];
+    const ALL: [ClientIpHeader; 4] = ClientIpHeader::ALL;
 
     // ---- None ----
 

@@ -1,5 +1,4 @@
-//! [`ConnLimitLayer`] and the service it builds, [`ConnLimit`]; [`RequestLimitLayer`] and
-//! [`RequestLimit`], the request level alone.
+//! [`ConnLimitLayer`] and the service it builds, [`ConnLimit`].
 
 use tower_layer::Layer;
 
@@ -83,107 +82,6 @@ impl<S> ConnLimit<S> {
     /// Wraps `inner`, admitting through `limiter`.
     pub fn new(inner: S, limiter: Limiter) -> Self {
         ConnLimitLayer::with_limiter(limiter).layer(inner)
-    }
-
-    /// The limiter this service admits through.
-    pub fn limiter(&self) -> &Limiter {
-        self.request.limiter()
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-/// The request level of [`ConnLimitLayer`] alone, under a name that says what it counts:
-/// in-flight requests per client, on an axum `Router` or any `Service<http::Request<B>>`.
-///
-/// ```no_run
-/// use std::net::SocketAddr;
-/// use axum::{routing::get, Router};
-/// use tower_connlimit::{Config, RequestLimitLayer};
-///
-/// # async fn run() -> std::io::Result<()> {
-/// let app = Router::new()
-///     .route("/", get(|| async { "hello" }))
-///     .layer(RequestLimitLayer::new(Config { max_requests_per_client: 4, ..Config::default() }));
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
-/// # }
-/// ```
-///
-/// Cloning the layer does not create a new map.
-#[derive(Clone, Debug)]
-pub struct RequestLimitLayer {
-    request: Checkpoint,
-}
-
-impl RequestLimitLayer {
-    /// A layer with a new [`Limiter`] enforcing `config`.
-    ///
-    /// # Panics
-    ///
-    /// If `config` is invalid; see [`RequestLimitLayer::try_new`].
-    pub fn new(config: Config) -> Self {
-        Self::with_limiter(Limiter::new(config))
-    }
-
-    /// A layer with a new [`Limiter`] enforcing `config`, or why `config` is invalid.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the offending field.
-    pub fn try_new(config: Config) -> Result<Self, ConfigError> {
-        Limiter::try_new(config).map(Self::with_limiter)
-    }
-
-    /// A layer admitting through an existing `limiter`, shared with other admission points.
-    pub fn with_limiter(limiter: Limiter) -> Self {
-        RequestLimitLayer {
-            request: limiter.checkpoint(&REQUEST_LAYER),
-        }
-    }
-
-    /// The limiter this layer admits through.
-    pub fn limiter(&self) -> &Limiter {
-        self.request.limiter()
-    }
-}
-
-impl<S> Layer<S> for RequestLimitLayer {
-    type Service = RequestLimit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestLimit {
-            inner,
-            request: self.request.clone(),
-        }
-    }
-}
-
-/// Limits in-flight requests per client; built by [`RequestLimitLayer`]. The request level of
-/// [`ConnLimit`], alone.
-#[derive(Clone, Debug)]
-pub struct RequestLimit<S> {
-    pub(super) inner: S,
-    pub(super) request: Checkpoint,
-}
-
-impl<S> RequestLimit<S> {
-    /// Wraps `inner`, admitting through `limiter`.
-    pub fn new(inner: S, limiter: Limiter) -> Self {
-        RequestLimitLayer::with_limiter(limiter).layer(inner)
     }
 
     /// The limiter this service admits through.

@@ -11,8 +11,7 @@
 //! | a request service (`Service<http::Request<B>>`, an axum `Router`) | request (`request.rs`) | in-flight requests, until the response body ends | `429`/`503`, the connection stays open | `request_layer` |
 //!
 //! The two can never be confused: a make-service target is a [`MakeTarget`], a sealed trait
-//! that `http::Request` does not implement. [`RequestLimitLayer`] is the request level under a
-//! name that says so.
+//! that `http::Request` does not implement.
 //!
 //! # Connection level
 //!
@@ -121,7 +120,7 @@ mod request;
 
 pub use self::body::ResponseBody;
 pub use self::client::ClientAddr;
-pub use self::conn_limit_layer::{ConnLimit, ConnLimitLayer, RequestLimit, RequestLimitLayer};
+pub use self::conn_limit_layer::{ConnLimit, ConnLimitLayer};
 pub use self::connection::LimitedConnection;
 pub use self::make_service::MakeTarget;
 

@@ -1,5 +1,4 @@
-//! The request level: [`ConnLimit`] (and [`RequestLimit`]) around a request service counts
-//! each request in flight.
+//! The request level: [`ConnLimit`] around a request service counts each request in flight.
 //!
 //! Each call is a request: its client is found (see `client.rs`), admitted against a ban, the
 //! request rates, the path rules and `max_requests_per_client`, and the permit moves into the
@@ -15,7 +14,7 @@ use tower_service::Service;
 
 use super::body::ResponseBody;
 use super::client::{client_of, peer_of};
-use super::conn_limit_layer::{ConnLimit, RequestLimit};
+use super::conn_limit_layer::ConnLimit;
 use super::refusal::{Asked, Refusal};
 use super::REQUEST_LAYER;
 use crate::limiter::{Checkpoint, RequestPermit};
@@ -23,25 +22,6 @@ use crate::peer::{report_missing_address, NO_CLIENT_ADDRESS};
 
 /// Request level: the request's extensions name the peer; admit a request.
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ConnLimit<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        admit_request(&mut self.inner, &self.request, request)
-    }
-}
-
-/// The same as [`ConnLimit`]'s request level.
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestLimit<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {

@@ -1,22 +1,4 @@
 //! [`Limiter`]: the per-client counts that every admission point shares.
-//!
-//! # How it works
-//!
-//! A limiter is a sharded map from [`ClientKey`] to one client's state (its open connections,
-//! in-flight requests, rate states and ban), the [`Limits`] in force behind an `ArcSwap`, and a
-//! few counters. Two functions do all the counting:
-//!
-//! - **admission** is `Limiter::admit` (`admit.rs`): it loads the limits once, then under the
-//!   client's shard lock checks a ban, the rate rules, the per-client limit and a place under the
-//!   global cap, and counts the client only if every check passed;
-//! - **release** is `Limiter::release` (`release.rs`), run exactly once by the permit's `Drop`:
-//!   it gives the unit back under the same shard lock, and forgets the client when nothing about
-//!   it needs remembering.
-//!
-//! Everything else is around them: the permits (`permit.rs`), the admission points and their
-//! counters (`points.rs`), the per-client checks (`state.rs`), stats (`stats.rs`), logs
-//! (`log.rs`, `summary.rs`), the clients' listings and manual bans (`clients.rs`), and
-//! forgetting expired or idle clients (`housekeeping.rs`).
 
 use std::any::Any;
 use std::fmt;
@@ -82,6 +64,24 @@ use crate::reason::{Decision, RejectReason, Rejected};
 /// let third = limiter.try_acquire(client).unwrap();
 /// # drop((second, third));
 /// ```
+///
+/// # How it works
+///
+/// A limiter is a sharded map from [`ClientKey`] to one client's state (its open connections,
+/// in-flight requests, rate states and ban), the config in force behind an `ArcSwap`, and a few
+/// counters. Two functions do all the counting:
+///
+/// - **admission** is `Limiter::admit` (`src/limiter/admit.rs`): it loads the limits once, then
+///   under the client's shard lock checks a ban, the rate rules, the per-client limit and a place
+///   under the global cap, and counts the client only if every check passed;
+/// - **release** is `Limiter::release` (`src/limiter/release.rs`), run exactly once by the
+///   permit's `Drop`: it gives the unit back under the same shard lock, and forgets the client
+///   when nothing about it needs remembering.
+///
+/// Everything else in `src/limiter/` is around them: the permits (`permit.rs`), the admission
+/// points and their counters (`points.rs`), the per-client checks (`state.rs`), stats
+/// (`stats.rs`), logs (`log.rs`, `summary.rs`), the clients' listings and manual bans
+/// (`clients.rs`), and forgetting expired or idle clients (`housekeeping.rs`).
 ///
 /// # Memory
 ///

@@ -348,13 +348,13 @@ mod tests {
     use super::*;
     use crate::clock::TokioClock;
     use crate::limiter::Installed;
-    use crate::limits::test_limits;
+    use crate::limits::Limits;
 
     /// A limiter with the default limits, built without the one `Config`, which sits above the
     /// core.
     fn limiter() -> Limiter {
         let installed = Installed {
-            limits: test_limits().compile().unwrap(),
+            limits: Limits::default().compile().unwrap(),
             whole: Box::new(()),
         };
         Limiter::with_installed(installed, TokioClock::new())
