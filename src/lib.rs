@@ -115,12 +115,15 @@ pub use reason::{Decision, ReasonInfo, RejectReason, Rejected};
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod __fuzz {
+    #[cfg(feature = "proxy-protocol")]
     use std::net::SocketAddr;
 
+    #[cfg(feature = "proxy-protocol")]
     use crate::listener::proxy_protocol;
 
     /// Parses one complete PROXY header (v1 or v2): the source address it names, if any, or
     /// `Err(())` for a header the listener refuses.
+    #[cfg(feature = "proxy-protocol")]
     #[allow(clippy::result_unit_err)]
     pub fn parse_proxy_header(bytes: &[u8]) -> Result<Option<SocketAddr>, ()> {
         proxy_protocol::parse_header(bytes).map_err(|_| ())
@@ -128,6 +131,7 @@ pub mod __fuzz {
 
     /// Reads one PROXY header from the start of `io`, as the listener does: never a byte past
     /// the header's end.
+    #[cfg(feature = "proxy-protocol")]
     #[allow(clippy::result_unit_err)]
     pub async fn read_proxy_header<IO>(io: &mut IO) -> Result<Option<SocketAddr>, ()>
     where
@@ -138,6 +142,7 @@ pub mod __fuzz {
 
     /// The client address the request layer reads from `headers` with `header`, `hops` trusted
     /// proxies in front of the server.
+    #[cfg(feature = "http")]
     pub fn client_from_headers(
         headers: &http::HeaderMap,
         header: crate::ClientIpHeader,
