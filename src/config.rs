@@ -4,7 +4,7 @@
 //! The limit fields belong to the core, which checks and prepares them ([`Limits`]); each
 //! integration keeps its settings in a type of its own, nested here ([`ListenerConfig`],
 //! [`ClientIpConfig`]), and reads them back from the limiter by type (`Settings`), so that the
-//! core names no integration and no integration names this module.
+//! core names no integration and the listener and client-address code never name this module.
 
 use std::sync::Arc;
 
@@ -175,12 +175,12 @@ impl Config {
     /// silently shadow the first), a rate rule that cannot be kept, or a setting that needs
     /// another (a PROXY protocol or a client address header with no trusted proxy).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.limits()?;
+        self.limits().validate()?;
         self.check_sections()
     }
 
-    /// The limits, checked and prepared by the core.
-    fn limits(&self) -> Result<Limits, ConfigError> {
+    /// The limit fields, as the core reads them (not checked yet).
+    fn limits(&self) -> Limits {
         Limits {
             max_conns_per_client: self.max_conns_per_client,
             max_conns_total: self.max_conns_total,
@@ -198,7 +198,6 @@ impl Config {
             when_full: self.when_full,
             generation: 0,
         }
-        .compile()
     }
 
     /// Each integration's settings, then what they need of each other and of the limits.
@@ -239,7 +238,7 @@ impl Config {
 
     /// The config as a limiter holds it.
     fn install(self) -> Result<Installed, ConfigError> {
-        let limits = self.limits()?;
+        let limits = self.limits().compile()?;
         self.check_sections()?;
         let prepared = Prepared {
             listener: self.listener.prepare(),
@@ -318,14 +317,16 @@ impl Limiter {
 }
 
 impl Settings<ListenerSettings> for Limiter {
-    fn settings(&self) -> ListenerSettings {
-        prepared(&self.installed()).listener
+    fn with_settings<R>(&self, f: impl FnOnce(&ListenerSettings, &Limits) -> R) -> R {
+        let installed = self.installed();
+        f(&prepared(&installed).listener, &installed.limits)
     }
 }
 
 impl Settings<ClientIpConfig> for Limiter {
-    fn settings(&self) -> ClientIpConfig {
-        prepared(&self.installed()).client_ip
+    fn with_settings<R>(&self, f: impl FnOnce(&ClientIpConfig, &Limits) -> R) -> R {
+        let installed = self.installed();
+        f(&prepared(&installed).client_ip, &installed.limits)
     }
 }
 
@@ -360,9 +361,9 @@ mod tests {
         };
         let limiter = Limiter::new(config.clone());
         assert_eq!(*limiter.config(), config);
-        let client_ip: ClientIpConfig = limiter.settings();
-        assert_eq!(client_ip.header, ClientIpHeader::XRealIp);
-        let listener: ListenerSettings = limiter.settings();
+        let header = limiter.with_settings(|client_ip: &ClientIpConfig, _| client_ip.header);
+        assert_eq!(header, ClientIpHeader::XRealIp);
+        let listener = limiter.with_settings(|listener: &ListenerSettings, _| *listener);
         assert_eq!(listener, ListenerConfig::default().prepare());
     }
 

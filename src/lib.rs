@@ -26,8 +26,8 @@
 //! The crate is a core that every admission point shares, and integrations that admit through
 //! it:
 //!
-//! - **The core**: the [`Limiter`] (its [module docs](Limiter#how-it-works) start at the two
-//!   functions that admit and release), [`ClientKey`]s, [`Cidr`]s, [rate] rules, bans
+//! - **The core**: the [`Limiter`] (its docs, [How it works](Limiter#how-it-works), start at the
+//!   two functions that admit and release), [`ClientKey`]s, [`Cidr`]s, [rate] rules, bans
 //!   ([`BanPolicy`]), the [`Clock`], the refusal reasons ([`RejectReason`], [`Rejected`]) and
 //!   the limits of the [`Config`]. It names no integration and no HTTP or network crate.
 //! - **Admission points**, each with its settings nested in the one [`Config`]:
@@ -103,8 +103,8 @@ pub use limits::{CidrLimit, PathMatch, PathRule, WhenFull};
 #[cfg(feature = "axum")]
 pub use listener::AxumListener;
 pub use listener::{
-    Accept, ConnLimitListener, Incoming, ListenerConfig, MinReceiveRate, ProxyProtocol,
-    RejectAction, RejectableIo, TrackedIo,
+    ConnLimitListener, ListenerConfig, MinReceiveRate, ProxyProtocol, RejectAction, RejectableIo,
+    TrackedIo,
 };
 pub use peer::PeerAddr;
 pub use rate::{RateLimit, Strategy};

@@ -244,7 +244,12 @@ impl Limits {
         Ok(self)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every limit.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first offending field.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.ipv4_prefix > 32 {
             return Err(ConfigError::new(
                 "ipv4_prefix",

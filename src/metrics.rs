@@ -71,8 +71,9 @@
 //! [`METRIC_NAMES`] lists every name.
 //!
 //! - `point` is the name of an [`AdmissionPoint`] in use: `listener`, `make_service`,
-//!   `request_layer`, `direct` (your own calls to the limiter). A point appears once something
-//!   uses it (a listener or layer is built on the limiter; `direct` is always there).
+//!   `request_layer`, `direct` (your own calls to the limiter). A point appears once a listener
+//!   or layer is built on the limiter (a `ConnLimitLayer` brings both of its levels; `direct` is
+//!   always there), so its series are there from the first scrape.
 //! - `reason` is a stable name from [`Stats::rejected`](crate::Stats::rejected): the limiter's
 //!   `client_connections`, `total_connections`, `client_requests`, `connect_rate`,
 //!   `request_rate`, `path_rule`, `banned`, `tracked_clients_full`, and the points' own:
@@ -216,7 +217,7 @@ pub fn describe_metrics() {
     describe_counter!(
         CLOSED,
         Unit::Count,
-        "Admitted connections closed early (a listener deadline passed), by admission point and reason."
+        "Admitted connections closed early (a deadline passed), by admission point and reason."
     );
     describe_counter!(
         DRY_RUN,

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use crate::limiter::{Checkpoint, Kind};
 use crate::reason::{grpc, ReasonInfo};
 
 /// Anything that knows the peer address of a connection: an accept-loop address, an accepted
@@ -59,10 +60,12 @@ pub(crate) static NO_CLIENT_ADDRESS: ReasonInfo = ReasonInfo::new(
     grpc::INTERNAL,
 );
 
-/// Logs a refusal of a `what` (connection, request) at `point` for want of a client address,
-/// with `fix`: at error level the `first` time, at debug after that, so the log names the
-/// misconfiguration without flooding.
-pub(crate) fn report_missing_address(first: bool, what: &str, point: &str, fix: &str) {
+/// Refuses a connection or request (`kind`) at `checkpoint` for want of a client address,
+/// counts it, and logs `fix`: at error level the first time at this admission point, at debug
+/// after that, so the log names the misconfiguration without flooding.
+pub(crate) fn refuse_without_address(checkpoint: &Checkpoint, kind: Kind, fix: &str) {
+    let first = checkpoint.refuse(kind, &NO_CLIENT_ADDRESS, None);
+    let (what, point) = (kind.as_str(), checkpoint.point().name());
     if first {
         tracing::error!(what, %point, "{fix}");
     } else {

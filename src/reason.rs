@@ -46,8 +46,10 @@ impl ReasonInfo {
     ///
     /// # Panics
     ///
-    /// When `name` is not snake_case ASCII, or `message` is empty or has a character other than
-    /// printable ASCII, or a digit or `%` (at compile time, in a `const` or `static`).
+    /// When `name` is not snake_case ASCII, `message` is empty or has a character other than
+    /// printable ASCII, or a digit or `%`, `http_status` is not an error status (400 to 599), or
+    /// `grpc_code` is not a gRPC error code (1 to 16); at compile time, in a `const` or
+    /// `static`.
     pub const fn new(
         name: &'static str,
         message: &'static str,
@@ -58,6 +60,14 @@ impl ReasonInfo {
         assert!(
             is_generic_message(message),
             "a reason's message must be printable ASCII without digits or '%'"
+        );
+        assert!(
+            400 <= http_status && http_status <= 599,
+            "a reason's HTTP status must be an error status, 400 to 599"
+        );
+        assert!(
+            1 <= grpc_code && grpc_code <= 16,
+            "a reason's gRPC code must be an error code, 1 to 16"
         );
         ReasonInfo {
             name,

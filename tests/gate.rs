@@ -457,8 +457,9 @@ async fn the_listeners_http_refusal_of_a_ban_says_when_to_retry() {
         answer.starts_with("HTTP/1.1 429 Too Many Requests\r\nretry-after: 60\r\n"),
         "{answer}"
     );
+    // The reason's own generic message, as the layers send it.
     assert!(
-        answer.ends_with("\r\n\r\nclient connection limit reached\n"),
+        answer.ends_with("\r\n\r\nclient temporarily refused\n"),
         "{answer}"
     );
 }

@@ -18,6 +18,9 @@ const CORE: &[&str] = &[
     "ban", "cidr", "clock", "error", "key", "limiter", "limits", "rate", "reason",
 ];
 
+/// Above the core: the one `Config`, which nests each integration's settings.
+const COMPOSITION: &[&str] = &["config"];
+
 /// Crates the core must never name: HTTP, servers, RPC, protocols, tower.
 const NOT_IN_CORE: &[&str] = &[
     "http",
@@ -67,6 +70,30 @@ fn the_core_names_no_integration_and_no_http_crate() {
             );
         }
     }
+}
+
+#[test]
+fn paths_between_modules_are_all_seen() {
+    // The graph sees `crate::` paths; these would reach another module unseen.
+    for file in files_under(&src()) {
+        let code = code_of(&fs::read_to_string(&file).unwrap());
+        for hidden in ["super::super", "crate::*", "use crate::{*"] {
+            assert!(!code.contains(hidden), "{} uses {hidden}", file.display());
+        }
+        for krate in NOT_IN_CORE {
+            assert!(
+                !code.contains(&format!("use {krate} as ")),
+                "{} renames {krate}",
+                file.display()
+            );
+        }
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    collect_rs(dir, &mut files);
+    files
 }
 
 fn src() -> PathBuf {
@@ -134,6 +161,8 @@ impl Graph {
         for (name, module) in &self.modules {
             let layer = if CORE.contains(&name.as_str()) {
                 "core"
+            } else if COMPOSITION.contains(&name.as_str()) {
+                "composition"
             } else {
                 "integration"
             };
@@ -227,14 +256,18 @@ fn code_of(source: &str) -> String {
                 }
             }
         } else if bytes[i] == b'"' && !is_char_literal(bytes, i) {
-            // A string literal: keep the quotes and line breaks, drop the rest.
+            // A string literal: keep the quotes and line breaks, drop the rest, but for a path in
+            // an attribute (`deserialize_with = "crate::rate::..."`), which is code.
             out.push('"');
             i += 1;
+            let keep = source[i..].starts_with("crate::");
             while i < bytes.len() && bytes[i] != b'"' {
                 if bytes[i] == b'\\' {
                     i += 1;
                 } else if bytes[i] == b'\n' {
                     out.push('\n');
+                } else if keep {
+                    out.push(char::from(bytes[i]));
                 }
                 i += 1;
             }

@@ -320,3 +320,40 @@ fn refusals_log_their_reason_and_client_at_debug_and_admissions_at_trace() {
         assert!(refused[0].contains(wanted), "{wanted} in {}", refused[0]);
     }
 }
+
+#[tokio::test]
+async fn a_missing_client_address_is_logged_loudly_once_then_at_debug() {
+    use tower::{service_fn, Layer, ServiceExt};
+
+    let limiter = Limiter::new(Config::default());
+    let service = ConnLimitLayer::with_limiter(limiter.clone()).layer(service_fn(
+        |_request: http::Request<String>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        },
+    ));
+    let (lines, subscriber) = capture(tracing::Level::DEBUG);
+    let _logging = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    for _ in 0..3 {
+        // No ConnectInfo, ClientAddr or SocketAddr: the server is misconfigured.
+        let response = service
+            .clone()
+            .oneshot(http::Request::new(String::new()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 500);
+    }
+    let lines = lines.take();
+    let about = |level: &str| {
+        lines
+            .iter()
+            .filter(|l| l.contains(level) && l.contains("cannot tell who the client is"))
+            .count()
+    };
+    assert_eq!((about("ERROR"), about("DEBUG")), (1, 2), "{lines:#?}");
+    let stats = limiter.stats();
+    assert_eq!(
+        stats.point("request_layer").unwrap().rejected["no_client_address"],
+        3
+    );
+}

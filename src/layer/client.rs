@@ -41,17 +41,18 @@ pub(crate) fn peer_of(extensions: &Extensions) -> Option<SocketAddr> {
 /// [`ClientIpConfig::header`] is set, the address the header names (see [`ClientIpHeader`]). A
 /// trusted proxy's request whose header names no usable address is counted as the proxy's own.
 pub(crate) fn client_of(limiter: &Limiter, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    let settings: ClientIpConfig = limiter.settings();
-    if settings.header == ClientIpHeader::None || !limiter.is_trusted_proxy(peer) {
-        return peer;
-    }
-    client_from_headers(headers, settings.header, settings.trusted_hops).unwrap_or_else(|| {
-        tracing::debug!(
-            %peer,
-            header = settings.header.as_str(),
-            "trusted proxy named no usable client address; counting the proxy itself"
-        );
-        peer
+    limiter.with_settings(|settings: &ClientIpConfig, limits| {
+        if settings.header == ClientIpHeader::None || !limits.is_trusted_proxy(peer) {
+            return peer;
+        }
+        client_from_headers(headers, settings.header, settings.trusted_hops).unwrap_or_else(|| {
+            tracing::debug!(
+                %peer,
+                header = settings.header.as_str(),
+                "trusted proxy named no usable client address; counting the proxy itself"
+            );
+            peer
+        })
     })
 }
 

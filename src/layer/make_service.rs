@@ -17,10 +17,10 @@ use tower_service::Service;
 use super::conn_limit_layer::ConnLimit;
 use super::connection::LimitedConnection;
 use super::refusal::Refusal;
-use super::MAKE_SERVICE;
 use crate::limiter::ConnPermit;
+use crate::limiter::Kind;
 use crate::listener::TrackedIo;
-use crate::peer::{report_missing_address, PeerAddr, NO_CLIENT_ADDRESS};
+use crate::peer::{refuse_without_address, PeerAddr, NO_CLIENT_ADDRESS};
 
 mod sealed {
     pub trait Sealed {}
@@ -67,10 +67,7 @@ where
 
     fn call(&mut self, target: Target) -> Self::Future {
         let Some(peer) = target.peer_addr() else {
-            let first = self
-                .make_service
-                .refuse_connection(&NO_CLIENT_ADDRESS, None);
-            report_missing_address(first, "connection", MAKE_SERVICE.name(), FIX);
+            refuse_without_address(&self.make_service, Kind::Connection, FIX);
             return MakeFuture::refused(Refusal::new(&NO_CLIENT_ADDRESS, None));
         };
         match self.make_service.try_acquire(peer.ip()) {

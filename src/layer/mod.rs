@@ -1,17 +1,16 @@
 //! Admission in the tower stack: [`ConnLimitLayer`], which counts connections around a
 //! make-service and in-flight requests on a router.
 //!
-//! One layer type serves both levels of the design card, `.layer(ConnLimitLayer::new(cfg))`;
-//! which one depends on what it wraps, and each level is its own `Service` impl on
-//! [`ConnLimit`], in its own module:
+//! One layer type, `ConnLimitLayer::new(cfg)`, serves both levels; which one depends on what it
+//! wraps, and each level is its own `Service` impl on [`ConnLimit`], in its own module:
 //!
-//! | wrapped | level | counts | refused with | admission point |
-//! |---|---|---|---|---|
-//! | a make-service (target: a [`MakeTarget`]) | connection (`make_service.rs`) | connections, while the per-connection service lives | `429`/`503` + `Connection: close`, for every request of the connection | `make_service` |
-//! | a request service (`Service<http::Request<B>>`, an axum `Router`) | request (`request.rs`) | in-flight requests, until the response body ends | `429`/`503`, the connection stays open | `request_layer` |
+//! - around a **make-service**, whose target is a [`MakeTarget`] (`make_service.rs`), it counts
+//!   *connections* under the admission point `make_service`;
+//! - around a **request service** (`Service<http::Request<B>>`, an axum `Router`;
+//!   `request.rs`), it counts *in-flight requests* under the admission point `request_layer`.
 //!
-//! The two can never be confused: a make-service target is a [`MakeTarget`], a sealed trait
-//! that `http::Request` does not implement.
+//! The two can never be confused: [`MakeTarget`] is a sealed trait that `http::Request` does not
+//! implement. The README's table compares the two with the listener.
 //!
 //! # Connection level
 //!

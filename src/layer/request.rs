@@ -16,9 +16,9 @@ use super::body::ResponseBody;
 use super::client::{client_of, peer_of};
 use super::conn_limit_layer::ConnLimit;
 use super::refusal::{Asked, Refusal};
-use super::REQUEST_LAYER;
+use crate::limiter::Kind;
 use crate::limiter::{Checkpoint, RequestPermit};
-use crate::peer::{report_missing_address, NO_CLIENT_ADDRESS};
+use crate::peer::{refuse_without_address, NO_CLIENT_ADDRESS};
 
 /// Request level: the request's extensions name the peer; admit a request.
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ConnLimit<S>
@@ -49,8 +49,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     let Some(peer) = peer_of(request.extensions()) else {
-        let first = checkpoint.refuse_request(&NO_CLIENT_ADDRESS, None);
-        report_missing_address(first, "request", REQUEST_LAYER.name(), FIX);
+        refuse_without_address(checkpoint, Kind::Request, FIX);
         let refusal = Refusal::new(&NO_CLIENT_ADDRESS, None);
         return ResponseFuture::refused(refusal, Asked::by(&request));
     };

@@ -99,9 +99,13 @@ pub struct Limiter {
 
 /// A config as the limiter holds it: the limits its decisions read, and the whole config with
 /// what the integrations prepared from it, which the limiter keeps without looking inside.
+///
+/// `whole` is the one type-erased value in the crate, and deliberately so: the core cannot name
+/// the one `Config`, which sits above it. Only `crate::config` stores it (when a config is
+/// installed) and reads it back (for `Limiter::config` and [`Settings`]), always as the type it
+/// stored, so the downcast there cannot fail.
 pub(crate) struct Installed {
     pub(crate) limits: Limits,
-    /// Read back by the module of the one `Config` only (`crate::config`), which stored it.
     pub(crate) whole: Box<dyn Any + Send + Sync>,
 }
 
@@ -109,8 +113,9 @@ pub(crate) struct Installed {
 /// so each one asks the limiter for its own settings type, and the one `Config` (which nests
 /// every integration's settings) provides it (`crate::config`).
 pub(crate) trait Settings<T> {
-    /// The settings of type `T` in the config in force.
-    fn settings(&self) -> T;
+    /// Calls `f` with the settings of type `T` and the limits of the config in force, both read
+    /// from one snapshot, so that a decision never mixes two configs.
+    fn with_settings<R>(&self, f: impl FnOnce(&T, &Limits) -> R) -> R;
 }
 
 /// The per-client map's hasher: foldhash with a per-map random seed. Client keys are partly chosen

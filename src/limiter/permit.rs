@@ -55,6 +55,12 @@ impl ConnPermit {
     /// the [`AdmissionPoint`](crate::AdmissionPoint) that admitted it (the listener's deadlines:
     /// `handshake_timeout`, `idle_timeout`, `min_receive_rate`). Call it once, when deciding to
     /// close.
+    ///
+    /// # Panics
+    ///
+    /// When `reason` is not one of the closes the point declares (a permit from
+    /// [`Limiter::try_acquire`] is counted at [`AdmissionPoint::DIRECT`](crate::AdmissionPoint::DIRECT),
+    /// which declares none).
     pub fn count_closed(&self, reason: &'static str) {
         self.slot.limiter.count_closed(self.slot.point, reason);
     }

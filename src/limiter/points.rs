@@ -157,49 +157,93 @@ impl Checkpoint {
     }
 
     /// [`Limiter::try_acquire`], counted under this point.
+    ///
+    /// # Panics
+    ///
+    /// When the point does not [admit connections](AdmissionPoint::counts_connections).
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnPermit, Rejected> {
+        self.expect(Kind::Connection);
         self.limiter.connection_permit(ip, self.point)
     }
 
     /// [`Limiter::try_acquire_request`], counted under this point.
+    ///
+    /// # Panics
+    ///
+    /// When the point does not [admit requests](AdmissionPoint::counts_requests).
     pub fn try_acquire_request(&self, ip: IpAddr) -> Result<RequestPermit, Rejected> {
+        self.expect(Kind::Request);
         self.limiter.request_permit(ip, None, self.point)
     }
 
     /// [`Limiter::try_acquire_request_to`], counted under this point.
+    ///
+    /// # Panics
+    ///
+    /// When the point does not [admit requests](AdmissionPoint::counts_requests).
     pub fn try_acquire_request_to(
         &self,
         ip: IpAddr,
         method: &str,
         path: &str,
     ) -> Result<RequestPermit, Rejected> {
+        self.expect(Kind::Request);
         self.limiter
             .request_permit(ip, Some(Route { method, path }), self.point)
+    }
+
+    /// Panics unless the point admits what is asked of it.
+    fn expect(&self, kind: Kind) {
+        let point = self.point();
+        let admits = match kind {
+            Kind::Connection => point.connections,
+            Kind::Request => point.requests,
+        };
+        assert!(
+            admits,
+            "admission point {:?} does not admit {}s",
+            point.name,
+            kind.as_str()
+        );
     }
 
     /// Counts and logs a connection refused here for `reason`, one of the point's own, before
     /// the limiter could decide; `client` is the peer, when known. Returns whether it is the
     /// first refusal for `reason` here, so that a misconfiguration can be logged loudly once.
+    ///
+    /// # Panics
+    ///
+    /// When `reason` is not one of the [refusals](AdmissionPoint::refusals) the point declares.
     pub fn refuse_connection(&self, reason: &'static ReasonInfo, client: Option<IpAddr>) -> bool {
         self.refuse(Kind::Connection, reason, client)
     }
 
     /// As [`refuse_connection`](Checkpoint::refuse_connection), for a request.
+    ///
+    /// # Panics
+    ///
+    /// When `reason` is not one of the [refusals](AdmissionPoint::refusals) the point declares.
     pub fn refuse_request(&self, reason: &'static ReasonInfo, client: Option<IpAddr>) -> bool {
         self.refuse(Kind::Request, reason, client)
     }
 
-    fn refuse(&self, kind: Kind, reason: &'static ReasonInfo, client: Option<IpAddr>) -> bool {
-        let key = client.map(|ip| self.limiter.key_for(ip));
-        let Some(index) = self.point().refusal_index(reason) else {
-            debug_assert!(
-                false,
-                "{} is not a reason of {:?}",
+    /// Counts and logs a `kind` refused here for `reason`; see
+    /// [`refuse_connection`](Checkpoint::refuse_connection).
+    pub(crate) fn refuse(
+        &self,
+        kind: Kind,
+        reason: &'static ReasonInfo,
+        client: Option<IpAddr>,
+    ) -> bool {
+        let point = self.point();
+        let Some(index) = point.refusal_index(reason) else {
+            panic!(
+                "{:?} is not one of the refusals admission point {:?} declares",
                 reason.name(),
-                self.point()
+                point.name()
             );
-            return false;
         };
+        let key = client.map(|ip| self.limiter.key_for(ip));
         let previous = self
             .limiter
             .refused(kind, self.point, index, reason, key.as_ref());
@@ -265,7 +309,19 @@ pub(super) struct PointCounters {
 }
 
 impl PointCounters {
+    /// Counters for `point`.
+    ///
+    /// # Panics
+    ///
+    /// When two of the point's refusal reasons, or two of its closes, share a name: their counts
+    /// would be merged in the stats without a word.
     fn new(point: &'static AdmissionPoint) -> Self {
+        let names: Vec<&str> = point.all_refusals().map(ReasonInfo::name).collect();
+        assert!(
+            all_distinct(&names) && all_distinct(point.closes),
+            "admission point {:?} declares a reason twice, or one of the limiter's",
+            point.name
+        );
         let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
         PointCounters {
             point,
@@ -275,6 +331,14 @@ impl PointCounters {
             closed: zeros(point.closes.len()),
         }
     }
+}
+
+/// Whether no two of `names` are equal.
+fn all_distinct(names: &[&str]) -> bool {
+    names
+        .iter()
+        .enumerate()
+        .all(|(i, name)| !names[..i].contains(name))
 }
 
 impl Points {
@@ -334,12 +398,13 @@ impl Limiter {
     /// `closes`.
     pub(super) fn count_closed(&self, point: PointId, reason: &str) {
         let counters = self.shared.points.get(point);
-        match counters.point.closes.iter().position(|r| *r == reason) {
-            Some(i) => {
-                counters.closed[i].fetch_add(1, Ordering::Relaxed);
-            }
-            None => debug_assert!(false, "{reason} is not a close of {:?}", counters.point),
-        }
+        let Some(i) = counters.point.closes.iter().position(|r| *r == reason) else {
+            panic!(
+                "{reason:?} is not one of the closes admission point {:?} declares",
+                counters.point.name()
+            );
+        };
+        counters.closed[i].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -363,6 +428,9 @@ mod tests {
     static ODD: ReasonInfo = ReasonInfo::new("odd", "refused", 400, 3);
     static A: AdmissionPoint = AdmissionPoint::connections("a").refusing(&[&ODD]);
     static A_AGAIN: AdmissionPoint = AdmissionPoint::connections("a");
+    static BANNED_AGAIN: ReasonInfo = ReasonInfo::new("banned", "refused", 400, 3);
+    static CONFUSED: AdmissionPoint = AdmissionPoint::connections("b").refusing(&[&BANNED_AGAIN]);
+    static TWICE: AdmissionPoint = AdmissionPoint::connections("c").closing(&["x", "x"]);
 
     #[test]
     fn points_are_registered_once_by_name() {
@@ -374,6 +442,25 @@ mod tests {
         assert_eq!(limiter.shared.points.iter().count(), 2);
         let caught = std::panic::catch_unwind(|| limiter.checkpoint(&A_AGAIN));
         assert!(caught.is_err(), "a different point of the same name");
+    }
+
+    #[test]
+    fn a_point_is_held_to_its_declaration() {
+        let limiter = limiter();
+        for point in [&CONFUSED, &TWICE] {
+            let registered = std::panic::catch_unwind(|| limiter.checkpoint(point));
+            assert!(registered.is_err(), "{point:?}: a name used twice");
+        }
+        let a = limiter.checkpoint(&A);
+        let request =
+            std::panic::catch_unwind(|| a.try_acquire_request("192.0.2.1".parse().unwrap()));
+        assert!(request.is_err(), "a connections point admits no request");
+        let foreign = std::panic::catch_unwind(|| a.refuse_connection(&BANNED_AGAIN, None));
+        assert!(foreign.is_err(), "a reason the point does not declare");
+        let permit = a.try_acquire("192.0.2.1".parse().unwrap()).unwrap();
+        let closed = std::panic::catch_unwind(|| permit.count_closed("idle_timeout"));
+        assert!(closed.is_err(), "a close the point does not declare");
+        assert_eq!(limiter.stats().open_connections, 1);
     }
 
     #[test]

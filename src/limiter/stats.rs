@@ -37,14 +37,16 @@ pub struct Stats {
     /// Drained clients forgotten early to make room under `max_tracked_clients`: each may come
     /// back with a fresh record, so a rising count under a flood is worth an alert.
     pub evictions: u64,
-    /// The same figures for each admission point that has been used, in the order the points
-    /// were first used; [`Stats::point`] finds one by name.
+    /// The same figures for each admission point in use, in the order they were registered: a
+    /// point is registered when a listener or layer is built on the limiter (a
+    /// [`ConnLimitLayer`](crate::ConnLimitLayer) brings both of its levels), and `direct` is
+    /// always there. [`Stats::point`] finds one by name.
     pub points: Vec<PointStats>,
 }
 
 impl Stats {
     /// The figures of the admission point named `name` (`"listener"`, `"make_service"`,
-    /// `"request_layer"`, `"direct"`), if it has been used.
+    /// `"request_layer"`, `"direct"`), if it is in use.
     pub fn point(&self, name: &str) -> Option<&PointStats> {
         self.points.iter().find(|p| p.point.name() == name)
     }
@@ -70,8 +72,9 @@ pub struct PointStats {
 }
 
 /// Counts by reason name, in a fixed order (for refusals: the limiter's
-/// [`RejectReason`]s, then the points' own reasons). Every reason the points declare is listed,
-/// zeros included.
+/// [`RejectReason`]s, then the points' own reasons). Every reason the points in use declare is
+/// listed, zeros included; indexing by a name that is not listed panics, so a typo cannot read
+/// as a zero.
 ///
 /// ```
 /// use tower_connlimit::{Config, Limiter, RejectReason};
@@ -84,6 +87,7 @@ pub struct PointStats {
 /// assert_eq!(rejected[RejectReason::ClientConnections], 1);
 /// assert_eq!(rejected["client_connections"], 1);
 /// assert_eq!(rejected.total(), 1);
+/// assert_eq!(rejected.get("proxy_untrusted"), None, "no listener in use");
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ByReason {
@@ -91,12 +95,12 @@ pub struct ByReason {
 }
 
 impl ByReason {
-    /// The count for the reason named `name`; 0 for a reason not listed.
-    pub fn get(&self, name: &str) -> u64 {
+    /// The count for the reason named `name`, if it is listed.
+    pub fn get(&self, name: &str) -> Option<u64> {
         self.counts
             .iter()
             .find(|(n, _)| *n == name)
-            .map_or(0, |(_, count)| *count)
+            .map(|(_, count)| *count)
     }
 
     /// Every reason's name and count, in order.
@@ -121,12 +125,17 @@ impl ByReason {
 impl Index<&str> for ByReason {
     type Output = u64;
 
-    /// The count for the reason named by the index; 0 for a reason not listed.
+    /// The count for the reason named by the index.
+    ///
+    /// # Panics
+    ///
+    /// When no reason of that name is listed: not one of the limiter's, nor one of the points'
+    /// in use. [`ByReason::get`] returns `None` instead.
     fn index(&self, name: &str) -> &u64 {
-        self.counts
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(&0, |(_, count)| count)
+        match self.counts.iter().find(|(n, _)| *n == name) {
+            Some((_, count)) => count,
+            None => panic!("no reason named {name:?} is counted here"),
+        }
     }
 }
 

@@ -5,12 +5,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
+use super::deadlines::DeadlineSettings;
 use super::reject::{RejectableIo, Rejector};
 use super::settings::ListenerSettings;
 use super::tracked_io::TrackedIo;
 use super::POINT;
-use crate::limiter::{Checkpoint, Limiter, Settings};
-use crate::peer::{report_missing_address, NO_CLIENT_ADDRESS};
+use crate::limiter::{Checkpoint, Kind, Limiter, Settings};
+use crate::peer::refuse_without_address;
 
 #[cfg(feature = "proxy-protocol")]
 use super::header_reads::{HeaderRead, HeaderReads};
@@ -31,10 +32,26 @@ pub(super) enum Arrival<IO, E> {
     Identified(HeaderRead<IO>),
 }
 
-/// What became of an arrival: `Some` when the form waiting for a connection has its answer (a
-/// connection admitted, with its client's address; an error; the end of a stream), `None` when
-/// it must wait on (the connection was refused, or its PROXY header is being read).
-pub(super) type Outcome<IO, E> = Option<Option<Result<(TrackedIo<IO>, SocketAddr), E>>>;
+/// What became of an arrival, for the form of the listener waiting on a connection.
+pub(super) enum Outcome<IO, E> {
+    /// Wait on: the connection was refused, or its PROXY header is being read.
+    Wait,
+    /// A connection under the limits, with its client's address.
+    Admitted(TrackedIo<IO>, SocketAddr),
+    /// The inner listener or stream failed.
+    Failed(E),
+    /// The inner stream ended.
+    Ended,
+}
+
+impl<IO, E> From<Option<(TrackedIo<IO>, SocketAddr)>> for Outcome<IO, E> {
+    fn from(admitted: Option<(TrackedIo<IO>, SocketAddr)>) -> Self {
+        match admitted {
+            Some((io, client)) => Outcome::Admitted(io, client),
+            None => Outcome::Wait,
+        }
+    }
+}
 
 /// The state every form of the listener shares: where it admits, how it refuses, and the PROXY
 /// headers being read.
@@ -71,13 +88,11 @@ impl<IO: RejectableIo> AcceptPath<IO> {
     /// takes.
     pub(super) fn arrive<E>(&self, arrival: Arrival<IO, E>) -> Outcome<IO, E> {
         match arrival {
-            Arrival::Accepted(None) => Some(None),
-            Arrival::Accepted(Some(Err(error))) => Some(Some(Err(error))),
-            Arrival::Accepted(Some(Ok((io, peer)))) => {
-                self.on_accept(io, peer).map(|a| Some(Ok(a)))
-            }
+            Arrival::Accepted(None) => Outcome::Ended,
+            Arrival::Accepted(Some(Err(error))) => Outcome::Failed(error),
+            Arrival::Accepted(Some(Ok((io, peer)))) => self.on_accept(io, peer).into(),
             #[cfg(feature = "proxy-protocol")]
-            Arrival::Identified(read) => self.on_header(read).map(|a| Some(Ok(a))),
+            Arrival::Identified(read) => self.on_header(read).into(),
         }
     }
 
@@ -123,41 +138,52 @@ impl<IO: RejectableIo> AcceptPath<IO> {
     }
 
     /// Deals with a freshly accepted connection: admits it (returning it with its client's
-    /// address), refuses it, or, when a PROXY header is expected, starts reading that.
+    /// address), refuses it, or, when a PROXY header is expected, starts reading that. What to do
+    /// is decided on one snapshot of the config.
     fn on_accept(&self, io: IO, peer: Option<SocketAddr>) -> Option<(TrackedIo<IO>, SocketAddr)> {
         let Some(peer) = peer else {
-            let first = self.checkpoint.refuse_connection(&NO_CLIENT_ADDRESS, None);
-            report_missing_address(
-                first,
-                "connection",
-                POINT.name(),
-                "ConnLimitListener refused a connection with no IP peer address: \
-                 wrap a listener whose connections have IP peers",
-            );
+            refuse_without_address(&self.checkpoint, Kind::Connection, NO_PEER_FIX);
             return None;
         };
-        let settings: ListenerSettings = self.limiter().settings();
-        match settings.proxy_header_timeout {
-            None => self.admit(io, peer, settings),
-            #[cfg(feature = "proxy-protocol")]
-            Some(deadline) => {
-                self.read_proxy_header(io, peer, deadline);
-                None
+        #[cfg(feature = "proxy-protocol")]
+        {
+            let (deadlines, proxy) =
+                self.limiter()
+                    .with_settings(|settings: &ListenerSettings, limits| {
+                        let trusted = || limits.is_trusted_proxy(peer.ip());
+                        let proxy = settings.proxy_header_timeout.map(|t| (t, trusted()));
+                        (settings.deadlines, proxy)
+                    });
+            match proxy {
+                None => self.admit(io, peer, deadlines),
+                Some((timeout, true)) => {
+                    self.read_proxy_header(io, peer, timeout);
+                    None
+                }
+                Some((_, false)) => {
+                    // Anyone able to send a header could choose their own client address.
+                    self.checkpoint
+                        .refuse_connection(&PROXY_UNTRUSTED, Some(peer.ip()));
+                    None
+                }
             }
-            // Validation refuses the PROXY protocol without the feature.
-            #[cfg(not(feature = "proxy-protocol"))]
-            Some(_) => None,
+        }
+        #[cfg(not(feature = "proxy-protocol"))]
+        {
+            let deadlines = self.deadlines();
+            self.admit(io, peer, deadlines)
         }
     }
 
-    /// Starts reading the PROXY header of a connection from `proxy`, if it is trusted.
+    /// The deadlines of the config in force.
+    fn deadlines(&self) -> Option<DeadlineSettings> {
+        self.limiter()
+            .with_settings(|settings: &ListenerSettings, _| settings.deadlines)
+    }
+
+    /// Starts reading the PROXY header of a connection from the trusted proxy `proxy`.
     #[cfg(feature = "proxy-protocol")]
     fn read_proxy_header(&self, io: IO, proxy: SocketAddr, deadline: std::time::Duration) {
-        if !self.limiter().is_trusted_proxy(proxy.ip()) {
-            self.checkpoint
-                .refuse_connection(&PROXY_UNTRUSTED, Some(proxy.ip()));
-            return;
-        }
         let evicted = self
             .header_reads
             .start(self.max_pending_headers, async move {
@@ -177,10 +203,7 @@ impl<IO: RejectableIo> AcceptPath<IO> {
     fn on_header(&self, read: HeaderRead<IO>) -> Option<(TrackedIo<IO>, SocketAddr)> {
         let HeaderRead { io, proxy, header } = read;
         let reason = match header {
-            Ok(Ok(source)) => {
-                let settings = self.limiter().settings();
-                return self.admit(io, source.unwrap_or(proxy), settings);
-            }
+            Ok(Ok(source)) => return self.admit(io, source.unwrap_or(proxy), self.deadlines()),
             Ok(Err(InvalidHeader)) => &PROXY_HEADER_INVALID,
             Err(_elapsed) => &PROXY_HEADER_TIMEOUT,
         };
@@ -189,16 +212,16 @@ impl<IO: RejectableIo> AcceptPath<IO> {
     }
 
     /// Counts `io` if `client` is under the limits, otherwise refuses it and returns `None`. An
-    /// admitted connection is watched by the deadlines of `settings`, loaded by the caller.
+    /// admitted connection is watched by `deadlines`, from the config the caller read.
     fn admit(
         &self,
         io: IO,
         client: SocketAddr,
-        settings: ListenerSettings,
+        deadlines: Option<DeadlineSettings>,
     ) -> Option<(TrackedIo<IO>, SocketAddr)> {
         match self.checkpoint.try_acquire(client.ip()) {
             Ok(permit) => Some((
-                TrackedIo::new(io, permit, client).with_deadlines(settings.deadlines),
+                TrackedIo::new(io, permit, client).with_deadlines(deadlines),
                 client,
             )),
             Err(rejected) => {
@@ -208,3 +231,6 @@ impl<IO: RejectableIo> AcceptPath<IO> {
         }
     }
 }
+
+const NO_PEER_FIX: &str = "ConnLimitListener refused a connection with no IP peer address: \
+    wrap a listener whose connections have IP peers";

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use axum::serve::{Listener, ListenerExt, TapIo};
 
+use super::accept::Outcome;
 use super::{sealed, Accept, ConnLimitListener, RejectableIo, TrackedIo};
 use crate::peer::PeerAddr;
 
@@ -47,12 +48,11 @@ where
                 let peer = addr.peer_addr();
                 Some(Ok::<_, Infallible>((io, peer)))
             };
-            let arrival = path.next(accepted).await;
-            match path.arrive(arrival) {
-                Some(Some(Ok((io, client)))) => return (io, L::Addr::from(client)),
-                Some(Some(Err(never))) => match never {},
-                Some(None) => unreachable!("an axum listener never ends"),
-                None => {}
+            match path.arrive(path.next(accepted).await) {
+                Outcome::Wait => {}
+                Outcome::Admitted(io, client) => return (io, L::Addr::from(client)),
+                Outcome::Failed(never) => match never {},
+                Outcome::Ended => unreachable!("an axum listener never ends"),
             }
         }
     }

@@ -5,7 +5,7 @@ use std::task::{ready, Context, Poll};
 
 use futures_core::{Stream, TryStream};
 
-use super::accept::Accepted;
+use super::accept::{Accepted, Outcome};
 use super::{sealed, Accept, ConnLimitListener, RejectableIo, TrackedIo};
 use crate::limiter::Limiter;
 use crate::peer::PeerAddr;
@@ -97,9 +97,12 @@ where
                         })
                     })
             }));
-            if let Some(outcome) = this.path.arrive(arrival) {
-                return Poll::Ready(outcome.map(|result| result.map(|(io, _client)| io)));
-            }
+            return Poll::Ready(match this.path.arrive(arrival) {
+                Outcome::Wait => continue,
+                Outcome::Admitted(io, _client) => Some(Ok(io)),
+                Outcome::Failed(error) => Some(Err(error)),
+                Outcome::Ended => None,
+            });
         }
     }
 }

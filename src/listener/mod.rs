@@ -132,7 +132,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use self::accept::AcceptPath;
+use self::accept::{AcceptPath, Outcome};
 #[cfg(feature = "axum")]
 pub use self::axum::AxumListener;
 pub use self::deadlines::MinReceiveRate;
@@ -278,9 +278,11 @@ impl ConnLimitListener<TcpListener> {
         loop {
             let accepted =
                 async { Some(self.inner.accept().await.map(|(io, peer)| (io, Some(peer)))) };
-            let arrival = self.path.next(accepted).await;
-            if let Some(outcome) = self.path.arrive(arrival) {
-                return outcome.expect("a TcpListener never ends");
+            match self.path.arrive(self.path.next(accepted).await) {
+                Outcome::Wait => {}
+                Outcome::Admitted(io, client) => return Ok((io, client)),
+                Outcome::Failed(error) => return Err(error),
+                Outcome::Ended => unreachable!("a TcpListener never ends"),
             }
         }
     }

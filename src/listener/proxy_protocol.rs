@@ -12,19 +12,35 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::reason::ReasonInfo;
 
+// The listener closes these connections without an answer; the statuses and gRPC codes are what
+// an answer would carry, for completeness of the table.
+
+/// gRPC's `INVALID_ARGUMENT`, `DEADLINE_EXCEEDED` and `PERMISSION_DENIED`.
+const INVALID_ARGUMENT: u8 = 3;
+const DEADLINE_EXCEEDED: u8 = 4;
+const PERMISSION_DENIED: u8 = 7;
+
 /// A connection refused because its peer is not one of `trusted_proxies`.
-pub(super) static PROXY_UNTRUSTED: ReasonInfo =
-    ReasonInfo::new("proxy_untrusted", "connection refused", 403, 7);
+pub(super) static PROXY_UNTRUSTED: ReasonInfo = ReasonInfo::new(
+    "proxy_untrusted",
+    "connection refused",
+    403,
+    PERMISSION_DENIED,
+);
 
 /// A connection from a trusted proxy refused because its PROXY header was malformed, missing,
 /// or too long.
 pub(super) static PROXY_HEADER_INVALID: ReasonInfo =
-    ReasonInfo::new("proxy_header_invalid", "bad request", 400, 3);
+    ReasonInfo::new("proxy_header_invalid", "bad request", 400, INVALID_ARGUMENT);
 
 /// A connection from a trusted proxy refused because its PROXY header did not arrive within
 /// `proxy_header_timeout` (or too many headers were being read at once).
-pub(super) static PROXY_HEADER_TIMEOUT: ReasonInfo =
-    ReasonInfo::new("proxy_header_timeout", "request timeout", 408, 4);
+pub(super) static PROXY_HEADER_TIMEOUT: ReasonInfo = ReasonInfo::new(
+    "proxy_header_timeout",
+    "request timeout",
+    408,
+    DEADLINE_EXCEEDED,
+);
 
 /// A header that cannot be used: malformed, cut short, or longer than any real proxy sends.
 #[derive(Debug, PartialEq, Eq)]

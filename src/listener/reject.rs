@@ -22,8 +22,10 @@ pub enum RejectAction {
     /// once, and no `TIME_WAIT` is left behind on the server. For IO types that cannot reset
     /// (see [`RejectableIo`]) this falls back to [`Close`](RejectAction::Close).
     Reset,
-    /// Answer with a canned `HTTP/1.1 429 Too Many Requests` (`503 Service Unavailable` for the
-    /// global cap; `Retry-After` for a rate refusal or a ban) once the client has started sending its request, and close. The write runs in a task of its own, off the accept path, bounded by
+    /// Answer with a canned `HTTP/1.1 429 Too Many Requests` (`503 Service Unavailable` when the
+    /// server as a whole is full), the refusal reason's generic message as the body, and
+    /// `Retry-After` for a rate refusal or a ban, once the client has started sending its
+    /// request, and close. The write runs in a task of its own, off the accept path, bounded by
     /// the listener's `reject_deadline`; at most `max_pending_rejections` such writes run at once,
     /// and past that refusals fall back to [`Close`](RejectAction::Close), so a slow or hostile
     /// client can never stall accepting or pile up tasks.
@@ -66,40 +68,34 @@ impl<IO: RejectableIo> RejectableIo for TrackedIo<IO> {
     }
 }
 
-const RESPONSE_429: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
-content-type: text/plain; charset=utf-8\r\n\
-content-length: 32\r\n\
-connection: close\r\n\
-\r\n\
-client connection limit reached\n";
+/// The canned answer to `rejected`, from its reason's facets: the reason's status (429 for a
+/// client's limits, 503 when the server as a whole is full) and message, and `Retry-After` when
+/// the refusal has a time. Built in the refusal's own task, off the accept path.
+fn canned_response(rejected: Rejected) -> Vec<u8> {
+    let reason = rejected.reason().info();
+    let status = reason.http_status();
+    let body = reason.message();
+    let mut response = format!("HTTP/1.1 {status} {}\r\n", status_text(status));
+    if let Some(secs) = rejected.retry_after_secs() {
+        response.push_str(&format!("retry-after: {secs}\r\n"));
+    }
+    response.push_str(&format!(
+        "content-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\n\
+         connection: close\r\n\
+         \r\n\
+         {body}\n",
+        body.len() + 1
+    ));
+    response.into_bytes()
+}
 
-const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: text/plain; charset=utf-8\r\n\
-content-length: 32\r\n\
-connection: close\r\n\
-\r\n\
-server connection limit reached\n";
-
-/// The canned answer to `rejected`: 503 for server-wide refusals, else 429, with `Retry-After`
-/// when the refusal has a time (built here, in the refusal's own task, off the accept path).
-fn canned_response(rejected: Rejected) -> std::borrow::Cow<'static, [u8]> {
-    let response = if rejected.reason().info().is_server_wide() {
-        RESPONSE_503
-    } else {
-        RESPONSE_429
-    };
-    match rejected.retry_after_secs() {
-        None => response.into(),
-        Some(secs) => {
-            let status_line = response
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(0, |i| i + 1);
-            let mut with_header = response[..status_line].to_vec();
-            with_header.extend_from_slice(format!("retry-after: {secs}\r\n").as_bytes());
-            with_header.extend_from_slice(&response[status_line..]);
-            with_header.into()
-        }
+/// The reason phrase of the statuses refusals are answered with.
+fn status_text(status: u16) -> &'static str {
+    match status {
+        429 => "Too Many Requests",
+        503 => "Service Unavailable",
+        _ => "Refused",
     }
 }
 
@@ -210,12 +206,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn canned_responses_have_exact_lengths() {
-        for response in [RESPONSE_429, RESPONSE_503] {
-            let text = std::str::from_utf8(response).unwrap();
-            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    fn canned_responses_say_what_the_table_says_with_exact_lengths() {
+        use crate::reason::RejectReason;
+        for &reason in RejectReason::ALL {
+            let rejected = Rejected {
+                reason,
+                retry_after: None,
+            };
+            let response = String::from_utf8(canned_response(rejected)).unwrap();
+            let (head, body) = response.split_once("\r\n\r\n").unwrap();
+            let info = reason.info();
+            let status_line = format!("HTTP/1.1 {} ", info.http_status());
+            assert!(head.starts_with(&status_line), "{response}");
+            assert!(!head.contains("Refused"), "a status with no phrase: {head}");
+            assert_eq!(body, format!("{}\n", info.message()));
             assert!(head.contains(&format!("content-length: {}", body.len())));
         }
+        let banned = Rejected {
+            reason: RejectReason::Banned,
+            retry_after: Some(Duration::from_millis(1500)),
+        };
+        let response = String::from_utf8(canned_response(banned)).unwrap();
+        assert!(response.starts_with("HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\n"));
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub(crate) struct ListenerSettings {
     /// The deadlines on each admitted connection, or `None` when all are off.
     pub(crate) deadlines: Option<DeadlineSettings>,
     /// With [`ProxyProtocol::Required`], how long the header may take.
+    #[cfg(feature = "proxy-protocol")]
     pub(crate) proxy_header_timeout: Option<Duration>,
 }
 
@@ -149,6 +150,7 @@ impl ListenerConfig {
             || deadlines.min_rate.is_some();
         ListenerSettings {
             deadlines: any_on.then_some(deadlines),
+            #[cfg(feature = "proxy-protocol")]
             proxy_header_timeout: (self.proxy_protocol == ProxyProtocol::Required)
                 .then_some(self.proxy_header_timeout),
         }
@@ -170,6 +172,7 @@ mod tests {
         let deadlines = settings.deadlines.unwrap();
         assert_eq!(deadlines.idle, Some(Duration::from_secs(1)));
         assert_eq!(deadlines.handshake, None);
+        #[cfg(feature = "proxy-protocol")]
         assert_eq!(settings.proxy_header_timeout, None);
     }
 

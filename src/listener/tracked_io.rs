@@ -87,7 +87,7 @@ impl<IO> TrackedIo<IO> {
 /// The error for a deadline that has just passed: counted once, here, in the limiter's stats.
 fn deadline_passed(permit: &ConnPermit, peer: SocketAddr, why: Deadline) -> io::Error {
     permit.count_closed(why.name());
-    tracing::debug!(%peer, client = %permit.client_key(), reason = ?why, "connection deadline passed");
+    tracing::debug!(%peer, client = %permit.client_key(), reason = why.name(), "connection deadline passed");
     timed_out(why)
 }
 
