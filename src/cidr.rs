@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use crate::key::{full_len, mask};
+use crate::key::{full_len, mask, ClientKey};
 
 /// An IP network such as `10.0.0.0/8` or `2001:db8::/32`.
 ///
@@ -114,6 +114,16 @@ impl FromStr for Cidr {
             }
         };
         Cidr::new(addr, prefix_len)
+    }
+}
+
+impl From<ClientKey> for Cidr {
+    /// The network of one client: the addresses that share its key.
+    fn from(key: ClientKey) -> Self {
+        Cidr {
+            network: key.network(),
+            prefix_len: key.prefix_len(),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::client_ip::{ClientIpConfig, ClientIpHeader};
 use crate::clock::{Clock, TokioClock};
 use crate::error::ConfigError;
 use crate::limiter::{Installed, Limiter, Settings};
-use crate::limits::{CidrLimit, Limits, PathRule, WhenFull};
+use crate::limits::{CidrLimit, Limits, Lookups, PathRule, WhenFull};
 use crate::listener::{ListenerConfig, ListenerSettings, ProxyProtocol};
 use crate::rate::RateLimit;
 
@@ -134,7 +134,7 @@ impl Default for Config {
             ban,
             max_tracked_clients,
             when_full,
-            generation: _,
+            lookups: _,
         } = Limits::default();
         Config {
             max_conns_per_client,
@@ -196,7 +196,7 @@ impl Config {
             ban: self.ban,
             max_tracked_clients: self.max_tracked_clients,
             when_full: self.when_full,
-            generation: 0,
+            lookups: Lookups::default(),
         }
     }
 
@@ -247,7 +247,7 @@ impl Config {
         };
         Ok(Installed {
             limits,
-            whole: Box::new(prepared),
+            whole: Arc::new(prepared),
         })
     }
 }
@@ -280,7 +280,11 @@ impl Limiter {
     ///
     /// A [`ConfigError`] naming the offending field.
     pub fn try_new(config: Config) -> Result<Self, ConfigError> {
-        Self::try_with_clock(config, TokioClock::new())
+        Ok(Limiter::with_installed(
+            config.install()?,
+            TokioClock::new(),
+            true,
+        ))
     }
 
     /// A limiter enforcing `config` on the time of `clock`, or why `config` is invalid.
@@ -288,11 +292,15 @@ impl Limiter {
     /// Rates are measured on `clock`. The default, [`TokioClock`], follows tokio's paused time;
     /// a [`FakeClock`](crate::FakeClock) makes time move only when a test says so.
     ///
+    /// Unlike [`Limiter::try_new`], it starts no task to forget expired clients, so that nothing
+    /// happens on a test's clock that the test did not do: admissions forget them about once a
+    /// second of `clock` time, and [`Limiter::purge_expired`] does it at once.
+    ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the offending field.
     pub fn try_with_clock(config: Config, clock: impl Clock) -> Result<Self, ConfigError> {
-        Ok(Limiter::with_installed(config.install()?, clock))
+        Ok(Limiter::with_installed(config.install()?, clock, false))
     }
 
     /// The config in force.

@@ -61,6 +61,12 @@ impl ClientKey {
         }
     }
 
+    /// The key of `ip` alone: its whole address, as an exempt client is counted.
+    #[inline]
+    pub(crate) fn exact(ip: IpAddr) -> Self {
+        ClientKey::new(ip, 32, 128)
+    }
+
     /// The masked network address (the client's address with the host bits cleared).
     pub fn network(&self) -> IpAddr {
         self.network

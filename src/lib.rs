@@ -61,6 +61,7 @@
 
 mod ban;
 mod cidr;
+mod cidr_table;
 mod client_ip;
 mod clock;
 mod config;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ban::BanPolicy;
 use crate::cidr::Cidr;
+use crate::cidr_table::{CidrTable, Overlap};
 use crate::error::ConfigError;
 use crate::key::ClientKey;
 use crate::rate::RateLimit;
@@ -179,9 +180,9 @@ impl CidrLimit {
 }
 
 /// The limits as every decision reads them: the limit fields of [`Config`](crate::Config),
-/// checked, with the overrides ordered for longest-prefix lookups. Built once per installed
+/// checked, with the networks prepared for longest-prefix lookups. Built once per installed
 /// config; the field names are the config's, and so are the field paths in its errors.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Limits {
     pub(crate) max_conns_per_client: usize,
     pub(crate) max_conns_total: usize,
@@ -189,7 +190,6 @@ pub(crate) struct Limits {
     pub(crate) ipv4_prefix: u8,
     pub(crate) ipv6_prefix: u8,
     pub(crate) exempt: Vec<Cidr>,
-    /// Longest prefix first (after [`Limits::compile`]), so the first match is the most specific.
     pub(crate) overrides: Vec<CidrLimit>,
     pub(crate) trusted_proxies: Vec<Cidr>,
     pub(crate) connect_rate: Option<RateLimit>,
@@ -198,9 +198,22 @@ pub(crate) struct Limits {
     pub(crate) ban: Option<BanPolicy>,
     pub(crate) max_tracked_clients: usize,
     pub(crate) when_full: WhenFull,
-    /// Distinct for every compiled config, so per-client path states laid out for an earlier
-    /// list of path rules are started afresh.
+    /// What [`Limits::compile`] prepares: empty before.
+    pub(crate) lookups: Lookups,
+}
+
+/// The limits' networks as tables for longest-prefix lookups, and the config's generation.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Lookups {
+    /// Distinct for every compiled config, so that what a client's record worked out under an
+    /// earlier config (its limit, its path states) is worked out afresh.
     pub(crate) generation: u64,
+    /// Whether decisions count connections in the limiter's global count: while a global cap is
+    /// in force, or being put in force.
+    count_total: bool,
+    exempt: CidrTable<()>,
+    overrides: CidrTable<usize>,
+    trusted_proxies: CidrTable<()>,
 }
 
 impl Default for Limits {
@@ -224,7 +237,7 @@ impl Default for Limits {
             ban: None,
             max_tracked_clients: 1_000_000,
             when_full: WhenFull::EvictStalest,
-            generation: 0,
+            lookups: Lookups::default(),
         }
     }
 }
@@ -237,10 +250,18 @@ impl Limits {
     /// A [`ConfigError`] naming the first offending field.
     pub(crate) fn compile(mut self) -> Result<Self, ConfigError> {
         self.validate()?;
-        self.overrides
-            .sort_by_key(|o| std::cmp::Reverse(o.network.prefix_len()));
-        static GENERATIONS: AtomicU64 = AtomicU64::new(0);
-        self.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+        static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+        self.lookups = Lookups {
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            count_total: self.max_conns_total != 0,
+            exempt: CidrTable::new(self.exempt.iter().map(|&c| (c, ()))),
+            overrides: CidrTable::new(
+                self.overrides
+                    .iter()
+                    .map(|o| (o.network, o.max_conns_per_client)),
+            ),
+            trusted_proxies: CidrTable::new(self.trusted_proxies.iter().map(|&c| (c, ()))),
+        };
         Ok(self)
     }
 
@@ -307,41 +328,61 @@ impl Limits {
         }
     }
 
+    /// Whether decisions count connections in the global count.
+    #[inline]
+    pub(crate) fn counts_total(&self) -> bool {
+        self.lookups.count_total
+    }
+
+    /// The same limits with no global cap, but counting connections in the global count: what
+    /// is in force while a cap is being put in force.
+    pub(crate) fn counting_only(&self) -> Limits {
+        let mut limits = self.clone();
+        limits.max_conns_total = 0;
+        limits.lookups.count_total = true;
+        limits
+    }
+
     /// Whether any rule depends on time, so decisions must read the clock.
     #[inline]
     pub(crate) fn has_rates(&self) -> bool {
         self.connect_rate.is_some() || self.request_rate.is_some() || !self.path_rules.is_empty()
     }
 
-    /// The key `ip` is counted under, and whether it is exempt.
-    ///
-    /// An exempt client is keyed by its exact address, not by the configured prefix: its
-    /// connections are counted but must not use up the allowance of the non-exempt neighbours
-    /// sharing its /64 (or IPv4 prefix).
+    /// The key a client at `ip` is counted under: its address masked to the configured prefix
+    /// (an exempt client's is its exact address; see [`Limits::exempt_overlap`]).
     #[inline]
-    pub(crate) fn client(&self, ip: IpAddr) -> (ClientKey, bool) {
-        let exempt = !self.exempt.is_empty() && self.exempt.iter().any(|c| c.contains(ip));
-        let key = if exempt {
-            ClientKey::new(ip, 32, 128)
-        } else {
-            ClientKey::new(ip, self.ipv4_prefix, self.ipv6_prefix)
-        };
-        (key, exempt)
+    pub(crate) fn key(&self, ip: IpAddr) -> ClientKey {
+        ClientKey::new(ip, self.ipv4_prefix, self.ipv6_prefix)
+    }
+
+    /// Whether `ip` is exempt. An exempt client is keyed by its exact address, not by the
+    /// configured prefix: its connections are counted but must not use up the allowance of the
+    /// non-exempt neighbours sharing its /64 (or IPv4 prefix).
+    #[inline]
+    pub(crate) fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.lookups.exempt.contains(ip)
+    }
+
+    /// Whether the addresses of `key` are exempt: none, some, or all of them.
+    pub(crate) fn exempt_overlap(&self, key: ClientKey) -> Overlap {
+        self.lookups.exempt.overlap(Cidr::from(key))
     }
 
     /// Whether `ip` is one of the trusted proxies.
     #[inline]
     pub(crate) fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|c| c.contains(ip))
+        self.lookups.trusted_proxies.contains(ip)
     }
 
     /// The per-client connection limit for `ip`: the longest matching override, else the default.
+    /// (An override never splits a client, so every address of a key has the same limit.)
     #[inline]
     pub(crate) fn conn_limit_for(&self, ip: IpAddr) -> usize {
-        self.overrides
-            .iter()
-            .find(|o| o.network.contains(ip))
-            .map_or(self.max_conns_per_client, |o| o.max_conns_per_client)
+        self.lookups
+            .overrides
+            .longest(ip)
+            .map_or(self.max_conns_per_client, |(_, limit)| *limit)
     }
 }
 
@@ -441,19 +482,26 @@ mod tests {
     }
 
     #[test]
-    fn exempt_clients_are_keyed_by_exact_address() {
+    fn exempt_addresses_and_the_clients_they_overlap() {
         let compiled = Limits {
             exempt: vec![cidr("2001:db8::/126")],
             ..Limits::default()
         }
         .compile()
         .unwrap();
-        let (key, exempt) = compiled.client("2001:db8::1".parse().unwrap());
-        assert!(exempt);
-        assert_eq!(key.to_string(), "2001:db8::1");
-        let (key, exempt) = compiled.client("2001:db8::9".parse().unwrap());
-        assert!(!exempt);
-        assert_eq!(key.to_string(), "2001:db8::/64");
+        let (exempt, other) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::9".parse().unwrap(),
+        );
+        assert!(compiled.is_exempt(exempt));
+        assert!(!compiled.is_exempt(other));
+        assert_eq!(compiled.key(other).to_string(), "2001:db8::/64");
+        assert_eq!(
+            compiled.exempt_overlap(compiled.key(other)),
+            Overlap::Partly
+        );
+        let elsewhere = compiled.key("2001:db8:1::9".parse().unwrap());
+        assert_eq!(compiled.exempt_overlap(elsewhere), Overlap::None);
     }
 
     #[test]

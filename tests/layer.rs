@@ -417,6 +417,8 @@ async fn make_service_keys_ipv6_targets_by_prefix() {
     assert_eq!(limiter.stats().open_connections, 3);
     assert_eq!(limiter.stats().rejected["client_connections"], 2);
     drop((first, other, v4));
+    assert_eq!(limiter.stats().open_connections, 0);
+    limiter.purge_expired();
     assert_eq!(limiter.stats().tracked_clients, 0);
 }
 

@@ -15,7 +15,16 @@ use std::path::{Path, PathBuf};
 
 /// The core: what every admission point shares. It depends on nothing below.
 const CORE: &[&str] = &[
-    "ban", "cidr", "clock", "error", "key", "limiter", "limits", "rate", "reason",
+    "ban",
+    "cidr",
+    "cidr_table",
+    "clock",
+    "error",
+    "key",
+    "limiter",
+    "limits",
+    "rate",
+    "reason",
 ];
 
 /// Above the core: the one `Config`, which nests each integration's settings.

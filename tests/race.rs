@@ -157,8 +157,9 @@ async fn hold_while_async(more: impl Fn() -> bool) {
     }
 }
 
-/// Nothing is left: no connection, no request, no entry.
+/// Nothing is left: no connection, no request, and once drained clients are forgotten, no entry.
 fn assert_drained(limiter: &Limiter) {
+    limiter.purge_expired();
     let stats = limiter.stats();
     assert_eq!(stats.open_connections, 0);
     assert_eq!(stats.in_flight_requests, 0);
@@ -576,4 +577,120 @@ fn swapping_the_global_cap_never_admits_past_the_larger_one() {
     };
     let clients: Vec<IpAddr> = (1..=32u8).map(|n| IpAddr::from([10, 1, 0, n])).collect();
     swap_limits_under_load(config(3), config(7), |c| c.max_conns_total, &clients);
+}
+
+/// Turning the global cap on and off while four threads churn connections: every time it is
+/// turned on, it counts the connections admitted while it was off, including those admitted in
+/// the instant it was turned on, so that exactly `cap - held` more are admitted.
+#[test]
+fn turning_the_global_cap_on_counts_every_open_connection() {
+    const WORKERS: u8 = 4;
+    const CAP: usize = 64;
+    const ROUNDS: usize = 100;
+    const RUN_AT_MOST: Duration = Duration::from_secs(5);
+    /// Attempts per worker, at most: the workers churn until the rounds are done.
+    const ATTEMPTS: usize = 20_000_000;
+    let uncapped = Config {
+        max_conns_per_client: 0,
+        ..Config::default()
+    };
+    let capped = Config {
+        max_conns_total: CAP,
+        ..uncapped.clone()
+    };
+    let limiter = Limiter::new(uncapped.clone());
+    let held = Gauge::default();
+    let admitted = AtomicU64::new(0);
+    let (pause, paused, done) = (
+        AtomicBool::new(false),
+        AtomicUsize::new(0),
+        AtomicBool::new(false),
+    );
+    let deadline = Instant::now() + RUN_AT_MOST;
+    // Waits (yielding) until `cond`, or the deadline; says which.
+    let wait_for = |cond: &dyn Fn() -> bool| {
+        while !cond() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    };
+    let mut rounds = 0;
+    std::thread::scope(|scope| {
+        for worker in 0..WORKERS {
+            let (limiter, held, admitted) = (&limiter, &held, &admitted);
+            let (pause, paused, done, wait_for) = (&pause, &paused, &done, &wait_for);
+            scope.spawn(move || {
+                let mut ring = std::collections::VecDeque::new();
+                for i in 0..ATTEMPTS {
+                    if done.load(SeqCst) || Instant::now() >= deadline {
+                        break;
+                    }
+                    if pause.load(SeqCst) {
+                        // Keep what is held while the main thread counts.
+                        paused.fetch_add(1, SeqCst);
+                        wait_for(&|| !pause.load(SeqCst) || done.load(SeqCst));
+                        paused.fetch_sub(1, SeqCst);
+                    }
+                    let client = IpAddr::from([10, 1, worker, (i % 8) as u8]);
+                    if let Ok(permit) = limiter.try_acquire(client) {
+                        held.enter();
+                        admitted.fetch_add(1, SeqCst);
+                        ring.push_back(permit);
+                    }
+                    if ring.len() > 2 {
+                        held.leave();
+                        drop(ring.pop_front());
+                    }
+                }
+                for permit in ring {
+                    held.leave();
+                    drop(permit);
+                }
+            });
+        }
+        // Lets the workers make `n` more admissions.
+        let churn = |n: u64| {
+            let from = admitted.load(SeqCst);
+            wait_for(&|| admitted.load(SeqCst) >= from + n)
+        };
+        while rounds < ROUNDS && churn(50) {
+            limiter.set_config(capped.clone()).unwrap();
+            if !churn(50) {
+                break;
+            }
+            pause.store(true, SeqCst);
+            if !wait_for(&|| paused.load(SeqCst) == usize::from(WORKERS)) {
+                break;
+            }
+            let before = held.held();
+            let mut more = Vec::new();
+            for n in 0..=CAP {
+                match limiter.try_acquire(IpAddr::from([10, 2, (n / 250) as u8, (n % 250) as u8])) {
+                    Ok(permit) => more.push(permit),
+                    Err(refused) => {
+                        assert_eq!(refused.reason(), RejectReason::TotalConnections);
+                        break;
+                    }
+                }
+            }
+            assert_eq!(
+                more.len(),
+                CAP - before,
+                "round {rounds}: {before} held, so {} more fit under {CAP}",
+                CAP - before
+            );
+            drop(more);
+            limiter.set_config(uncapped.clone()).unwrap();
+            pause.store(false, SeqCst);
+            rounds += 1;
+        }
+        done.store(true, SeqCst);
+        pause.store(false, SeqCst);
+    });
+    eprintln!("{rounds} rounds of turning the cap on and off");
+    assert!(rounds >= 10, "only {rounds} rounds ran");
+    assert_drained(&limiter);
 }

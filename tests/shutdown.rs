@@ -235,7 +235,8 @@ impl Counts {
         Counts {
             open: stats.open_connections,
             in_flight: stats.in_flight_requests,
-            tracked: stats.tracked_clients,
+            // The clients with something open or remembered (drained ones wait for a sweep).
+            tracked: limiter.clients().len(),
             clients: clients
                 .iter()
                 .map(|&n| {

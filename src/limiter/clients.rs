@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{ClientState, ClientStats, Limiter};
+use super::{ClientStats, Limiter};
 use crate::clock::nanos;
 use crate::key::ClientKey;
 
@@ -17,22 +17,15 @@ impl Limiter {
         let shared = &*self.shared;
         let key = self.key_for(ip);
         let until = self.now().saturating_add(nanos(duration));
-        let mut inserted = false;
-        shared
-            .clients
-            .entry(key)
-            .and_modify(|state| state.ban_until(until))
-            .or_insert_with(|| {
-                // A manual ban is always recorded, even past `max_tracked_clients`.
-                inserted = true;
-                let mut state = ClientState::default();
-                state.ban_until(until);
-                state
-            });
-        if inserted {
-            shared.tracked.fetch_add(1, Ordering::Relaxed);
+        loop {
+            if let Some(record) = shared.clients.get(&key) {
+                let entry = &record.key().0;
+                entry.gate().ban_until(&entry.banned_until, until);
+                break;
+            }
+            // A manual ban is always recorded, even past `max_tracked_clients`.
+            self.insert(key, 0);
         }
-        shared.retaining.store(true, Ordering::Relaxed);
         shared.counters.bans.fetch_add(1, Ordering::Relaxed);
         tracing::info!(client = %key, ?duration, "client banned by the operator");
     }
@@ -40,18 +33,18 @@ impl Limiter {
     /// Lifts the ban on `ip`'s client key and forgets its violations and earlier bans. Returns
     /// whether it was banned.
     pub fn unban(&self, ip: IpAddr) -> bool {
-        let shared = &*self.shared;
         let key = self.key_for(ip);
         let now = self.now();
-        let mut was_banned = false;
-        let removed = shared.clients.remove_if_mut(&key, |_, state| {
-            was_banned = state.banned_until > now;
-            state.unban();
-            state.is_forgettable(|| now)
-        });
-        if removed.is_some() {
-            shared.tracked.fetch_sub(1, Ordering::Relaxed);
-        }
+        let was_banned = match self.shared.clients.get(&key) {
+            Some(record) => {
+                let entry = &record.key().0;
+                let was_banned = entry.banned_until.load(Ordering::Relaxed) > now;
+                entry.gate().unban(&entry.banned_until);
+                was_banned
+            }
+            None => return false,
+        };
+        self.forget_if(&key, |entry| entry.is_forgettable(now));
         was_banned
     }
 
@@ -61,10 +54,10 @@ impl Limiter {
         self.shared
             .clients
             .iter()
-            .filter(|entry| entry.banned_until > now)
-            .map(|entry| {
-                let left = Duration::from_nanos(entry.banned_until - now);
-                (*entry.key(), left)
+            .filter_map(|record| {
+                let entry = &record.key().0;
+                let until = entry.banned_until.load(Ordering::Relaxed);
+                (until > now).then(|| (entry.key, Duration::from_nanos(until - now)))
             })
             .collect()
     }
@@ -80,13 +73,13 @@ impl Limiter {
     pub fn client(&self, ip: IpAddr) -> Option<ClientStats> {
         let key = self.key_for(ip);
         let now = self.now();
-        self.shared
-            .clients
-            .get(&key)
-            .map(|state| ClientStats::new(key, &state, now))
+        let record = self.shared.clients.get(&key)?;
+        let entry = &record.key().0;
+        (!entry.is_forgettable(now)).then(|| ClientStats::new(entry, now))
     }
 
-    /// Every tracked client and its counts, in no particular order.
+    /// Every tracked client and its counts, in no particular order: the clients with something
+    /// open, or a rate or ban record the limiter still keeps.
     ///
     /// Takes each shard's read lock in turn; meant for stats endpoints and debugging, not for
     /// the request path.
@@ -95,7 +88,8 @@ impl Limiter {
         self.shared
             .clients
             .iter()
-            .map(|entry| ClientStats::new(*entry.key(), entry.value(), now))
+            .filter(|record| !record.key().0.is_forgettable(now))
+            .map(|record| ClientStats::new(&record.key().0, now))
             .collect()
     }
 
@@ -113,13 +107,10 @@ impl Limiter {
         let now = self.now();
         // A min-heap of the best `n` so far: the weakest is on top, ready to be pushed out.
         let mut best = BinaryHeap::new();
-        for entry in self.shared.clients.iter() {
+        for record in self.shared.clients.iter() {
+            let entry = &record.key().0;
             if !entry.is_idle() {
-                best.push(Reverse(Ranked(ClientStats::new(
-                    *entry.key(),
-                    entry.value(),
-                    now,
-                ))));
+                best.push(Reverse(Ranked(ClientStats::new(entry, now))));
                 if best.len() > n {
                     best.pop();
                 }

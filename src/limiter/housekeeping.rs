@@ -1,94 +1,195 @@
-//! Forgetting clients: expired records swept about once a second, and, when the table is full,
-//! idle clients evicted to make room.
+//! Forgetting clients: the ones with nothing open and nothing to remember are swept, off the
+//! admission path when a tokio runtime can run a task for it; and when the table is full, idle
+//! clients are forgotten to make room.
 
-use std::sync::atomic::Ordering;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::Limiter;
+use super::{Limiter, Shared};
 use crate::key::ClientKey;
+use crate::limits::WhenFull;
 
-/// How many entries one eviction looks at, at most, and how many drained ones it samples.
+/// How many entries making room looks at, at most, and how many idle ones it samples.
 const EVICTION_SCAN: usize = 4096;
 const EVICTION_SAMPLE: usize = 256;
 
-/// The least time between two sweeps of expired, drained entries.
-const SWEEP_INTERVAL_NANOS: u64 = 1_000_000_000;
+/// The least time between two sweeps.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Without a housekeeping task, one admission in this many on a thread looks whether a sweep is
+/// due (every admission does, while rate rules are in force).
+const SWEEP_SAMPLE: u32 = 4096;
+
+/// When the next sweep is due, and who sweeps.
+pub(super) struct Housekeeping {
+    /// When (clock nanoseconds) the next sweep by an admission is due.
+    next: AtomicU64,
+    /// Whether a task of its own sweeps, so that admissions never do.
+    background: AtomicBool,
+}
+
+impl Housekeeping {
+    pub(super) fn new() -> Self {
+        Housekeeping {
+            next: AtomicU64::new(0),
+            background: AtomicBool::new(false),
+        }
+    }
+}
+
+thread_local! {
+    /// Admissions on this thread, for [`SWEEP_SAMPLE`].
+    static ADMISSIONS: Cell<u32> = const { Cell::new(0) };
+}
 
 impl Limiter {
-    /// Forgets the drained clients whose state has expired, if the last sweep was at least a
-    /// second ago. Called before a decision takes its shard lock; at most one caller sweeps.
-    pub(super) fn sweep_if_due(&self, now: u64) {
-        let next = &self.shared.next_sweep;
-        let due = next.load(Ordering::Relaxed);
+    /// Starts the task that sweeps every second, if a tokio runtime is there to run it: each
+    /// sweep runs on the runtime's blocking threads, and the task ends with the limiter.
+    pub(super) fn spawn_housekeeping(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.shared
+            .housekeeping
+            .background
+            .store(true, Ordering::Relaxed);
+        let shared = Arc::downgrade(&self.shared);
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let limiter = Limiter { shared };
+                let sweep = tokio::task::spawn_blocking(move || limiter.purge_expired());
+                if sweep.await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Before a decision: without a housekeeping task, sweeps if one is due, looking at the
+    /// clock now and then (at every decision while `rates` are in force, which read it anyway).
+    #[inline]
+    pub(super) fn sweep_if_due(&self, rates: bool, now: impl FnOnce() -> u64) {
+        let housekeeping = &self.shared.housekeeping;
+        if housekeeping.background.load(Ordering::Relaxed) {
+            return;
+        }
+        let sampled = ADMISSIONS.with(|count| {
+            let n = count.get().wrapping_add(1);
+            count.set(n);
+            n % SWEEP_SAMPLE == 0
+        });
+        if !rates && !sampled {
+            return;
+        }
+        let now = now();
+        let due = housekeeping.next.load(Ordering::Relaxed);
+        let interval = crate::clock::nanos(SWEEP_INTERVAL);
         if now >= due
-            && next
-                .compare_exchange(
-                    due,
-                    now + SWEEP_INTERVAL_NANOS,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
+            && housekeeping
+                .next
+                .compare_exchange(due, now + interval, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
             self.purge_expired();
         }
     }
 
-    /// Forgets every client that has nothing open and whose rate and ban state has expired.
+    /// Forgets every client that has nothing open and whose rate and ban record has expired,
+    /// and gives the map's memory back after a mass expiry.
     ///
-    /// Admissions already do this about once a second while rate rules or bans are in use; call
-    /// it from a timer of your own to reclaim memory promptly on an idle server. Takes each
-    /// shard's write lock in turn.
+    /// Inside a tokio runtime, a limiter made by [`Limiter::new`] or [`Limiter::try_new`] does
+    /// this every second in a task of its own; otherwise admissions do it about once a second.
+    /// Call it from a timer of your own to reclaim memory promptly then. It takes each of the
+    /// map's 256 shards' write locks in turn, each for as long as it takes to look at that
+    /// shard's clients.
     pub fn purge_expired(&self) {
         let shared = &*self.shared;
         let now = self.now();
-        // Cleared first: a release that keeps an entry during the scan sets it again.
-        shared.retaining.store(false, Ordering::Relaxed);
-        let mut kept_drained = false;
         let mut removed = 0;
-        shared.clients.retain(|_, state| {
-            let forget = state.is_forgettable(|| now);
-            kept_drained |= !forget && state.is_idle();
+        shared.clients.retain(|record, ()| {
+            let forget = record.0.is_forgettable(now);
             removed += usize::from(forget);
             !forget
         });
-        shared.tracked.fetch_sub(removed, Ordering::Relaxed);
-        if kept_drained {
-            shared.retaining.store(true, Ordering::Relaxed);
+        if removed > 0 {
+            shared.tracked.fetch_sub(removed, Ordering::Relaxed);
+            give_memory_back(shared);
         }
     }
 
-    /// Makes room for new clients: samples up to [`EVICTION_SAMPLE`] drained clients (those with
-    /// nothing open) and forgets the quarter whose records expire first — the stalest, expired
-    /// ones before all. Evicting in batches spreads the cost of a scan over many newcomers.
-    /// Returns whether any client was forgotten.
-    pub(super) fn evict_stalest(&self) -> bool {
+    /// Makes room for a new client in a full map: forgets, of up to [`EVICTION_SCAN`] clients,
+    /// those with nothing open and nothing to remember, and with [`WhenFull::EvictStalest`] the
+    /// quarter of up to [`EVICTION_SAMPLE`] idle ones whose records expire first. Returns
+    /// whether any client was forgotten.
+    pub(super) fn make_room(&self, when_full: WhenFull, now: impl FnOnce() -> u64) -> bool {
         let shared = &*self.shared;
-        let mut sample: Vec<(u64, ClientKey)> = shared
-            .clients
-            .iter()
-            .take(EVICTION_SCAN)
-            .filter(|entry| entry.is_idle())
-            .take(EVICTION_SAMPLE)
-            .map(|entry| (entry.retain_until, *entry.key()))
-            .collect();
-        sample.sort_unstable_by_key(|(until, _)| *until);
-        let batch = sample.len().div_ceil(4);
-        let mut evicted = 0;
-        for (_, key) in sample.iter().take(batch) {
-            if shared
-                .clients
-                .remove_if(key, |_, state| state.is_idle())
-                .is_some()
-            {
-                evicted += 1;
-                tracing::debug!(client = %key, "forgot a drained client to make room");
+        let now = now();
+        let mut forgettable: Vec<ClientKey> = Vec::new();
+        let mut idle: Vec<(u64, ClientKey)> = Vec::new();
+        for record in shared.clients.iter().take(EVICTION_SCAN) {
+            let entry = &record.key().0;
+            if !entry.is_idle() {
+                continue;
+            }
+            let retained_until = entry.gate().retained_until();
+            if retained_until <= now {
+                forgettable.push(entry.key);
+            } else if idle.len() < EVICTION_SAMPLE {
+                idle.push((retained_until, entry.key));
             }
         }
-        shared.tracked.fetch_sub(evicted, Ordering::Relaxed);
-        shared
-            .counters
-            .evictions
-            .fetch_add(evicted as u64, Ordering::Relaxed);
-        evicted > 0
+        let mut forgot = 0;
+        for key in &forgettable {
+            forgot += self.forget_if(key, |entry| entry.is_forgettable(now));
+        }
+        let mut evicted = 0;
+        if when_full == WhenFull::EvictStalest && forgot == 0 {
+            idle.sort_unstable_by_key(|(until, _)| *until);
+            for (_, key) in idle.iter().take(idle.len().div_ceil(4)) {
+                let gone = self.forget_if(key, |entry| entry.is_idle());
+                if gone == 1 {
+                    tracing::debug!(client = %key, "forgot a drained client to make room");
+                }
+                evicted += gone;
+            }
+            shared
+                .counters
+                .evictions
+                .fetch_add(evicted as u64, Ordering::Relaxed);
+        }
+        forgot + evicted > 0
+    }
+
+    /// Removes `key`'s entry if `still` holds for it under the shard's write lock; 1 if it did.
+    pub(super) fn forget_if(
+        &self,
+        key: &ClientKey,
+        still: impl FnOnce(&super::Entry) -> bool,
+    ) -> usize {
+        let shared = &*self.shared;
+        let removed = shared
+            .clients
+            .remove_if(key, |record, ()| still(&record.0))
+            .is_some();
+        if removed {
+            shared.tracked.fetch_sub(1, Ordering::Relaxed);
+        }
+        usize::from(removed)
+    }
+}
+
+/// Shrinks the map when it holds less than a quarter of what it has room for.
+fn give_memory_back(shared: &Shared) {
+    let clients = &shared.clients;
+    if clients.len() * 4 < clients.capacity() {
+        clients.shrink_to_fit();
     }
 }

@@ -3,15 +3,15 @@
 
 use std::sync::atomic::Ordering;
 
-use super::state::Notes;
+use super::gate::Notes;
 use super::summary::{Window, SAMPLE};
-use super::{Kind, Limiter, PointId};
+use super::{stripes, Kind, Limiter, PointId};
 use crate::key::ClientKey;
 use crate::reason::ReasonInfo;
 
 impl Limiter {
     /// Counts, logs and sums up one refusal of `kind` at `point` for `reason`, which the point
-    /// counts at `index`; returns how many such refusals the point had counted before.
+    /// counts at `index`.
     ///
     /// Every refusal is logged at debug. At warn, the first after a quiet spell is logged on its
     /// own and opens a summary window; the others are summed up per window (see `summary`).
@@ -22,10 +22,10 @@ impl Limiter {
         index: usize,
         reason: &ReasonInfo,
         client: Option<&ClientKey>,
-    ) -> u64 {
+    ) {
         let shared = &*self.shared;
-        let counters = shared.points.get(point);
-        let previous = counters.refused[index].fetch_add(1, Ordering::Relaxed);
+        let counters = shared.home.points.get(point);
+        let previous = stripes::up(&counters.mine().refused[index]);
         let client_field = client.map(tracing::field::display);
         let (kind, point, reason) = (kind.as_str(), counters.point.name(), reason.name());
         tracing::debug!(client = client_field, kind, %point, reason, "refused");
@@ -50,18 +50,17 @@ impl Limiter {
                 }
             }
         }
-        previous
     }
 
-    /// After a permit is made: logs the admission, and now and then ends a summary window that
-    /// is over. Runs once the permit exists, so that nothing here can leave a count behind.
-    pub(super) fn admitted(&self, key: &ClientKey, kind: Kind, point: PointId) {
+    /// After a permit is made: logs the admission, and now and then (`sample` is this thread's
+    /// count of such admissions) ends a summary window that is over. Runs once the permit
+    /// exists, so that nothing here can leave a count behind.
+    pub(super) fn admitted(&self, key: &ClientKey, kind: Kind, point: PointId, sample: u64) {
         let shared = &*self.shared;
-        let counters = shared.points.get(point);
-        let point = counters.point.name();
+        let point = shared.home.points.get(point).point.name();
         tracing::trace!(client = %key, kind = kind.as_str(), %point, "admitted");
         if let Some(end) = shared.summary.open_until() {
-            if counters.admitted[kind as usize].load(Ordering::Relaxed) % SAMPLE == 0 {
+            if sample % SAMPLE == 0 {
                 self.close_summary_if_over(end);
             }
         }
@@ -103,11 +102,13 @@ impl Limiter {
     /// Every refusal counted so far, at every point: for the summary windows, once per window.
     fn total_refused(&self) -> u64 {
         self.shared
+            .home
             .points
             .iter()
-            .flat_map(|point| point.refused.iter())
+            .flat_map(|point| point.stripes())
+            .flat_map(|stripe| &stripe.refused)
             .map(|count| count.load(Ordering::Relaxed))
-            .sum()
+            .fold(0, u64::wrapping_add)
     }
 }
 

@@ -3,29 +3,33 @@
 use std::any::Any;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 mod admit;
 mod clients;
+mod entry;
+mod gate;
 mod housekeeping;
 mod log;
 mod permit;
 mod points;
 mod release;
-mod state;
 mod stats;
+mod stripes;
 mod summary;
 
+use self::entry::{Entry, Record};
+use self::gate::Route;
+use self::housekeeping::Housekeeping;
 pub use self::permit::{ConnPermit, RequestPermit};
 pub(crate) use self::points::PointId;
 pub use self::points::{AdmissionPoint, Checkpoint};
 use self::points::{Points, DIRECT};
-pub(crate) use self::state::Kind;
-use self::state::{ClientState, Route};
 pub use self::stats::{ByReason, ClientStats, PointStats, Stats};
 use self::summary::Summary;
 
@@ -67,31 +71,35 @@ use crate::reason::{Decision, RejectReason, Rejected};
 ///
 /// # How it works
 ///
-/// A limiter is a sharded map from [`ClientKey`] to one client's state (its open connections,
-/// in-flight requests, rate states and ban), the config in force behind an `ArcSwap`, and a few
-/// counters. Two functions do all the counting:
+/// A limiter is a sharded map from [`ClientKey`] to one client's entry (its open connections and
+/// in-flight requests as atomics, its rate states and ban behind a lock of its own), the config
+/// in force behind an `ArcSwap`, and counters split into per-thread stripes. Two functions do all
+/// the counting:
 ///
-/// - **admission** is `Limiter::admit` (`src/limiter/admit.rs`): it loads the limits once, then
-///   under the client's shard lock checks a ban, the rate rules, the per-client limit and a place
-///   under the global cap, and counts the client only if every check passed;
-/// - **release** is `Limiter::release` (`src/limiter/release.rs`), run exactly once by the
-///   permit's `Drop`: it gives the unit back under the same shard lock, and forgets the client
-///   when nothing about it needs remembering.
+/// - **admission** is `Limiter::admit` (`src/limiter/admit.rs`): it loads the config once, finds
+///   the client's entry under its shard's *read* lock, and raises the client's count with one
+///   compare-and-swap when no rate, ban or global cap is in force; otherwise it checks them under
+///   the client's own lock first. Nothing is counted unless every check passes;
+/// - **release** is `release` (`src/limiter/release.rs`), run exactly once by the permit's
+///   `Drop`: it lowers the count on the entry the permit holds, without touching the map.
 ///
-/// Everything else in `src/limiter/` is around them: the permits (`permit.rs`), the admission
-/// points and their counters (`points.rs`), the per-client checks (`state.rs`), stats
-/// (`stats.rs`), logs (`log.rs`, `summary.rs`), the clients' listings and manual bans
-/// (`clients.rs`), and forgetting expired or idle clients (`housekeeping.rs`).
+/// A client's entry outlives its last permit, so that a returning client finds it; entries with
+/// nothing open and nothing to remember are swept every second (`housekeeping.rs`). Everything
+/// else in `src/limiter/` is around these: the entry (`entry.rs`), the permits (`permit.rs`),
+/// the admission points and their counters (`points.rs`, `stripes.rs`), the rate and ban checks
+/// (`gate.rs`), stats (`stats.rs`), logs (`log.rs`, `summary.rs`), and the clients' listings and
+/// manual bans (`clients.rs`).
 ///
 /// # Memory
 ///
-/// The map holds an entry for each client with an open connection or an in-flight request, and,
-/// when rate rules or bans are configured, for a client that left while its record can still
-/// refuse something; such entries are swept once expired, and at most
+/// The map holds an entry for each client with an open connection or an in-flight request, for
+/// a client whose rate or ban record can still refuse something, and for a client that left
+/// less than a sweep ago; at most
 /// [`Config::max_tracked_clients`](crate::Config::max_tracked_clients) are held (see
-/// [`WhenFull`](crate::WhenFull)). The warm path (a client that already has an entry, or one whose
-/// key was seen before so the map has room) allocates nothing; a client's first request
-/// matching a path rule allocates its path states.
+/// [`WhenFull`](crate::WhenFull)), and a full map first forgets the clients nothing needs
+/// remembered. A client's first visit allocates its entry; after that, admissions and releases
+/// allocate nothing, except a client's first request matching a path rule, which allocates its
+/// path states.
 #[derive(Clone)]
 pub struct Limiter {
     shared: Arc<Shared>,
@@ -106,7 +114,7 @@ pub struct Limiter {
 /// stored, so the downcast there cannot fail.
 pub(crate) struct Installed {
     pub(crate) limits: Limits,
-    pub(crate) whole: Box<dyn Any + Send + Sync>,
+    pub(crate) whole: Arc<dyn Any + Send + Sync>,
 }
 
 /// An integration's settings in the config in force, by type: the core knows no integration,
@@ -123,25 +131,84 @@ pub(crate) trait Settings<T> {
 /// admit+release about 30% slower in `benches/admission.rs`.
 type ClientHasher = foldhash::fast::RandomState;
 
+/// How many shards the client map has: enough that clients admitted on different threads
+/// seldom share a shard's lock, and that one shard of a full map (a million clients) is swept
+/// in well under a millisecond.
+const SHARDS: usize = 256;
+
+/// What a connection or request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Connection,
+    Request,
+}
+
+impl Kind {
+    /// A stable name, for log fields.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Connection => "connection",
+            Kind::Request => "request",
+        }
+    }
+
+    /// The reason a per-client concurrency limit of this kind refuses.
+    pub(super) fn client_limit_reason(self) -> RejectReason {
+        match self {
+            Kind::Connection => RejectReason::ClientConnections,
+            Kind::Request => RejectReason::ClientRequests,
+        }
+    }
+}
+
 struct Shared {
     config: ArcSwap<Installed>,
-    clients: DashMap<ClientKey, ClientState, ClientHasher>,
+    /// The clients, each an [`Entry`] keyed by its client key (the entry holds the key).
+    clients: DashMap<Record, (), ClientHasher>,
     clock: Box<dyn Clock>,
-    /// When (clock nanoseconds) the next sweep of expired, drained entries is due.
-    next_sweep: AtomicU64,
-    /// Whether the map may hold drained entries kept for their rate state, so sweeps must go
-    /// on (even after a config change removed every rate rule).
-    retaining: AtomicBool,
+    /// What the entries and their permits count into.
+    home: Arc<Home>,
     /// Entries in `clients`, kept exactly (a reservation precedes every insert), so that
     /// `max_tracked_clients` is never passed and `stats()` need not lock every shard.
     tracked: Padded<AtomicUsize>,
-    /// Open connections, kept in one exact count so that `max_conns_total` is never passed.
-    /// (Requests have no global cap: their total is the sum of the per-point counts.)
-    open_connections: Padded<AtomicUsize>,
-    /// The admission points and what each admitted, refused and closed.
-    points: Points,
     counters: Counters,
     summary: Summary,
+    housekeeping: Housekeeping,
+    /// Held while a config is installed, so that installs happen one at a time.
+    installing: Mutex<()>,
+}
+
+/// What a client's entry, and each permit through it, reaches without the map: the admission
+/// points' counters and the global count of open connections.
+struct Home {
+    points: Points,
+    /// Open connections in the global count: those admitted while a global cap is in force (or
+    /// being put in force), so the cap is never passed. Without a cap, admissions leave it
+    /// alone, and no line is written by every thread.
+    total: Padded<AtomicUsize>,
+}
+
+impl Home {
+    fn new() -> Self {
+        Home {
+            points: Points::new(),
+            total: Padded(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// How long [`Limiter::install`] waits, at most, for the decisions made on a config it replaced.
+/// A decision holds its config for a few microseconds; only a caller that installs a config
+/// from inside one of the crate's callbacks would hold it longer.
+const STRAGGLERS_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits until `replaced` (swapped out of an `ArcSwap`, which turns its readers' borrows into
+/// references) is held by nothing else, up to [`STRAGGLERS_WAIT`].
+fn wait_until_unshared<T>(replaced: &Arc<T>) {
+    let started = Instant::now();
+    while Arc::strong_count(replaced) > 1 && started.elapsed() < STRAGGLERS_WAIT {
+        std::thread::yield_now();
+    }
 }
 
 /// A value on a cache line of its own (128 bytes covers adjacent-line prefetching), so that
@@ -167,27 +234,70 @@ struct Counters {
 }
 
 impl Limiter {
-    /// A limiter enforcing `installed`, on the time of `clock`.
-    pub(crate) fn with_installed(installed: Installed, clock: impl Clock) -> Self {
-        Limiter {
+    /// A limiter enforcing `installed`, on the time of `clock`. With `background`, and inside a
+    /// tokio runtime, a task of its own forgets expired clients; otherwise admissions do, now
+    /// and then (see `housekeeping.rs`).
+    pub(crate) fn with_installed(
+        installed: Installed,
+        clock: impl Clock,
+        background: bool,
+    ) -> Self {
+        let counts_total = installed.limits.counts_total();
+        let limiter = Limiter {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(installed),
-                clients: DashMap::with_hasher(ClientHasher::default()),
+                clients: DashMap::with_hasher_and_shard_amount(ClientHasher::default(), SHARDS),
                 clock: Box::new(clock),
-                next_sweep: AtomicU64::new(0),
-                retaining: AtomicBool::new(false),
+                home: Arc::new(Home::new()),
                 tracked: Padded(AtomicUsize::new(0)),
-                open_connections: Padded(AtomicUsize::new(0)),
-                points: Points::new(),
                 counters: Counters::default(),
                 summary: Summary::new(),
+                housekeeping: Housekeeping::new(),
+                installing: Mutex::new(()),
             }),
+        };
+        debug_assert!(counts_total || !limiter.installed().limits.counts_total());
+        if background {
+            limiter.spawn_housekeeping();
         }
+        limiter
     }
 
     /// Replaces the config in force; the next decision uses it.
+    ///
+    /// Putting a global cap in force where there was none first takes the connections admitted
+    /// outside the global count into it (counting, not yet refusing, meanwhile), so that the cap
+    /// applies to every open connection from the next decision on.
     pub(crate) fn install(&self, installed: Installed) {
-        self.shared.config.store(Arc::new(installed));
+        let shared = &*self.shared;
+        let _one_at_a_time = shared
+            .installing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if installed.limits.max_conns_total != 0 && !self.installed().limits.counts_total() {
+            let counting = Installed {
+                limits: installed.limits.counting_only(),
+                whole: Arc::clone(&installed.whole),
+            };
+            let uncounting = shared.config.swap(Arc::new(counting));
+            // Decisions that loaded the config before may still count a connection outside the
+            // global count: let them finish first, so that none is missed.
+            wait_until_unshared(&uncounting);
+            self.absorb_into_total();
+        }
+        shared.config.store(Arc::new(installed));
+    }
+
+    /// Takes every connection outside the global count into it.
+    fn absorb_into_total(&self) {
+        let shared = &*self.shared;
+        for record in shared.clients.iter() {
+            let absorbed = record.key().0.absorb();
+            shared
+                .home
+                .total
+                .fetch_add(absorbed as usize, Ordering::Relaxed);
+        }
     }
 
     /// The config in force.
@@ -258,9 +368,9 @@ impl Limiter {
 
     /// Admits a connection from `ip` at `point`.
     fn connection_permit(&self, ip: IpAddr, point: PointId) -> Result<ConnPermit, Rejected> {
-        let key = self.admit(ip, Kind::Connection, None, point)?;
-        let permit = ConnPermit::new(self.clone(), key, point);
-        self.admitted(&key, Kind::Connection, point);
+        let (admitted, sample) = self.admit(ip, Kind::Connection, None, point)?;
+        let permit = ConnPermit::new(admitted, point);
+        self.admitted(&permit.client_key(), Kind::Connection, point, sample);
         Ok(permit)
     }
 
@@ -271,15 +381,21 @@ impl Limiter {
         route: Option<Route<'_>>,
         point: PointId,
     ) -> Result<RequestPermit, Rejected> {
-        let key = self.admit(ip, Kind::Request, route, point)?;
-        let permit = RequestPermit::new(self.clone(), key, point);
-        self.admitted(&key, Kind::Request, point);
+        let (admitted, sample) = self.admit(ip, Kind::Request, route, point)?;
+        let permit = RequestPermit::new(admitted, point);
+        self.admitted(&permit.client_key(), Kind::Request, point, sample);
         Ok(permit)
     }
 
     /// The key `ip` is counted under now.
     fn key_for(&self, ip: IpAddr) -> ClientKey {
-        self.installed().limits.client(ip).0
+        let installed = self.installed();
+        let limits = &installed.limits;
+        if limits.is_exempt(ip) {
+            ClientKey::exact(ip)
+        } else {
+            limits.key(ip)
+        }
     }
 
     /// The limiter clock's reading, in nanoseconds.

@@ -1,21 +1,38 @@
 //! [`ConnPermit`] and [`RequestPermit`]: counts that release themselves.
 
 use std::fmt;
+use std::sync::Arc;
 
-use super::{Kind, Limiter, PointId};
+use super::admit::Admitted;
+use super::entry::Entry;
+use super::release::release;
+use super::{Kind, PointId};
 use crate::key::ClientKey;
 
-/// The release half shared by both permit types: gives its unit back exactly once, on drop.
+/// The release half shared by both permit types: gives its unit back exactly once, on drop. It
+/// holds the client's entry, not the limiter, so that a permit costs no write to a line every
+/// thread shares.
 struct Slot {
-    limiter: Limiter,
-    key: ClientKey,
+    entry: Arc<Entry>,
     kind: Kind,
     point: PointId,
+    in_total: bool,
+}
+
+impl Slot {
+    fn new(admitted: Admitted, kind: Kind, point: PointId) -> Self {
+        Slot {
+            entry: admitted.entry,
+            kind,
+            point,
+            in_total: admitted.in_total,
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.limiter.release(&self.key, self.kind, self.point);
+        release(&self.entry, self.kind, self.point, self.in_total);
     }
 }
 
@@ -30,25 +47,15 @@ pub struct ConnPermit {
 }
 
 impl ConnPermit {
-    pub(super) fn new(limiter: Limiter, key: ClientKey, point: PointId) -> Self {
+    pub(super) fn new(admitted: Admitted, point: PointId) -> Self {
         ConnPermit {
-            slot: Slot {
-                limiter,
-                key,
-                kind: Kind::Connection,
-                point,
-            },
+            slot: Slot::new(admitted, Kind::Connection, point),
         }
     }
 
     /// The client key this connection is counted under.
     pub fn client_key(&self) -> ClientKey {
-        self.slot.key
-    }
-
-    /// The limiter that issued this permit.
-    pub fn limiter(&self) -> &Limiter {
-        &self.slot.limiter
+        self.slot.entry.key
     }
 
     /// Counts that this connection is being closed early, for `reason`: one of the `closes` of
@@ -59,17 +66,18 @@ impl ConnPermit {
     /// # Panics
     ///
     /// When `reason` is not one of the closes the point declares (a permit from
-    /// [`Limiter::try_acquire`] is counted at [`AdmissionPoint::DIRECT`](crate::AdmissionPoint::DIRECT),
-    /// which declares none).
+    /// [`Limiter::try_acquire`](crate::Limiter::try_acquire) is counted at
+    /// [`AdmissionPoint::DIRECT`](crate::AdmissionPoint::DIRECT), which declares none).
     pub fn count_closed(&self, reason: &'static str) {
-        self.slot.limiter.count_closed(self.slot.point, reason);
+        let slot = &self.slot;
+        slot.entry.home.points.count_closed(slot.point, reason);
     }
 }
 
 impl fmt::Debug for ConnPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnPermit")
-            .field("client", &self.slot.key)
+            .field("client", &self.slot.entry.key)
             .finish()
     }
 }
@@ -81,27 +89,22 @@ pub struct RequestPermit {
 }
 
 impl RequestPermit {
-    pub(super) fn new(limiter: Limiter, key: ClientKey, point: PointId) -> Self {
+    pub(super) fn new(admitted: Admitted, point: PointId) -> Self {
         RequestPermit {
-            slot: Slot {
-                limiter,
-                key,
-                kind: Kind::Request,
-                point,
-            },
+            slot: Slot::new(admitted, Kind::Request, point),
         }
     }
 
     /// The client key this request is counted under.
     pub fn client_key(&self) -> ClientKey {
-        self.slot.key
+        self.slot.entry.key
     }
 }
 
 impl fmt::Debug for RequestPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestPermit")
-            .field("client", &self.slot.key)
+            .field("client", &self.slot.entry.key)
             .finish()
     }
 }

@@ -3,11 +3,11 @@
 //! ([`Checkpoint`]), with the counters kept for each point.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use super::state::Kind;
-use super::{ConnPermit, Limiter, RequestPermit, Route};
+use super::gate::Route;
+use super::{stripes, ConnPermit, Kind, Limiter, RequestPermit};
 use crate::reason::{ReasonInfo, RejectReason, Rejected};
 
 /// Where connections or requests meet the limiter: a name for stats, logs and metric labels,
@@ -153,7 +153,7 @@ impl Checkpoint {
 
     /// The admission point everything here is counted under.
     pub fn point(&self) -> &'static AdmissionPoint {
-        self.limiter.shared.points.get(self.point).point
+        self.limiter.shared.home.points.get(self.point).point
     }
 
     /// [`Limiter::try_acquire`], counted under this point.
@@ -244,10 +244,10 @@ impl Checkpoint {
             );
         };
         let key = client.map(|ip| self.limiter.key_for(ip));
-        let previous = self
-            .limiter
+        self.limiter
             .refused(kind, self.point, index, reason, key.as_ref());
-        previous == 0
+        let counters = self.limiter.shared.home.points.get(self.point);
+        !counters.seen[index].swap(true, Ordering::Relaxed)
     }
 }
 
@@ -271,7 +271,7 @@ impl Limiter {
     pub fn checkpoint(&self, point: &'static AdmissionPoint) -> Checkpoint {
         Checkpoint {
             limiter: self.clone(),
-            point: self.shared.points.register(point),
+            point: self.shared.home.points.register(point),
         }
     }
 }
@@ -293,19 +293,35 @@ pub(super) struct Points {
     registering: Mutex<()>,
 }
 
-/// One admission point's counters, on a cache line of their own so that points used by
-/// different threads (the accept loop, the request tasks) do not slow each other down.
-#[repr(align(128))]
+/// The most refusal reasons one admission point declares of its own, and the most early closes.
+const MAX_OWN_REFUSALS: usize = 8;
+const MAX_CLOSES: usize = 8;
+
+/// Every refusal reason a point can count: the limiter's, then its own.
+const MAX_REFUSALS: usize = RejectReason::ALL.len() + MAX_OWN_REFUSALS;
+
+/// One admission point's counters, each split into [`STRIPES`](stripes::STRIPES) stripes.
 pub(super) struct PointCounters {
     pub(super) point: &'static AdmissionPoint,
-    /// Connections and requests holding a permit now, by [`Kind`].
-    pub(super) open: [AtomicUsize; 2],
+    stripes: Box<[PointStripe]>,
+    /// Whether each refusal reason has been counted here before, for logging a
+    /// misconfiguration loudly once.
+    seen: [AtomicBool; MAX_REFUSALS],
+}
+
+/// One thread's share of a point's counters, on cache lines of its own.
+#[derive(Default)]
+#[repr(align(128))]
+pub(super) struct PointStripe {
+    /// Connections and requests holding a permit now, by [`Kind`] (see the stripes' docs for
+    /// why a stripe's count may wrap).
+    pub(super) open: [AtomicU64; 2],
     /// Admitted since the limiter was created, by [`Kind`].
     pub(super) admitted: [AtomicU64; 2],
-    /// Refusals, by [`AdmissionPoint::all_refusals`]' order.
-    pub(super) refused: Box<[AtomicU64]>,
-    /// Early closes, by the point's `closes`.
-    pub(super) closed: Box<[AtomicU64]>,
+    /// Refusals, in [`AdmissionPoint::all_refusals`]' order.
+    pub(super) refused: [AtomicU64; MAX_REFUSALS],
+    /// Early closes, in the order of the point's `closes`.
+    pub(super) closed: [AtomicU64; MAX_CLOSES],
 }
 
 impl PointCounters {
@@ -314,7 +330,7 @@ impl PointCounters {
     /// # Panics
     ///
     /// When two of the point's refusal reasons, or two of its closes, share a name: their counts
-    /// would be merged in the stats without a word.
+    /// would be merged in the stats without a word. Or when it declares more than 8 of either.
     fn new(point: &'static AdmissionPoint) -> Self {
         let names: Vec<&str> = point.all_refusals().map(ReasonInfo::name).collect();
         assert!(
@@ -322,14 +338,29 @@ impl PointCounters {
             "admission point {:?} declares a reason twice, or one of the limiter's",
             point.name
         );
-        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
+        assert!(
+            point.refusals.len() <= MAX_OWN_REFUSALS && point.closes.len() <= MAX_CLOSES,
+            "admission point {:?} declares more than {MAX_OWN_REFUSALS} refusals or closes",
+            point.name
+        );
         PointCounters {
             point,
-            open: Default::default(),
-            admitted: Default::default(),
-            refused: zeros(point.all_refusals().count()),
-            closed: zeros(point.closes.len()),
+            stripes: (0..stripes::STRIPES)
+                .map(|_| PointStripe::default())
+                .collect(),
+            seen: Default::default(),
         }
+    }
+
+    /// This thread's stripe.
+    #[inline]
+    pub(super) fn mine(&self) -> &PointStripe {
+        &self.stripes[stripes::stripe()]
+    }
+
+    /// Every stripe, for the stats.
+    pub(super) fn stripes(&self) -> &[PointStripe] {
+        &self.stripes
     }
 }
 
@@ -393,18 +424,18 @@ impl Points {
     }
 }
 
-impl Limiter {
+impl Points {
     /// Counts an admitted connection that `point` closed early, for `reason`, one of its
     /// `closes`.
     pub(super) fn count_closed(&self, point: PointId, reason: &str) {
-        let counters = self.shared.points.get(point);
+        let counters = self.get(point);
         let Some(i) = counters.point.closes.iter().position(|r| *r == reason) else {
             panic!(
                 "{reason:?} is not one of the closes admission point {:?} declares",
                 counters.point.name()
             );
         };
-        counters.closed[i].fetch_add(1, Ordering::Relaxed);
+        stripes::up(&counters.mine().closed[i]);
     }
 }
 
@@ -420,9 +451,9 @@ mod tests {
     fn limiter() -> Limiter {
         let installed = Installed {
             limits: Limits::default().compile().unwrap(),
-            whole: Box::new(()),
+            whole: std::sync::Arc::new(()),
         };
-        Limiter::with_installed(installed, TokioClock::new())
+        Limiter::with_installed(installed, TokioClock::new(), false)
     }
 
     static ODD: ReasonInfo = ReasonInfo::new("odd", "refused", 400, 3);
@@ -439,7 +470,7 @@ mod tests {
         let second = limiter.checkpoint(&A);
         assert_eq!(first.point, second.point);
         assert_ne!(first.point, DIRECT);
-        assert_eq!(limiter.shared.points.iter().count(), 2);
+        assert_eq!(limiter.shared.home.points.iter().count(), 2);
         let caught = std::panic::catch_unwind(|| limiter.checkpoint(&A_AGAIN));
         assert!(caught.is_err(), "a different point of the same name");
     }

@@ -4,8 +4,9 @@ use std::ops::Index;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::entry::Entry;
 use super::points::PointCounters;
-use super::{ClientState, Kind, Limiter};
+use super::{stripes, Kind, Limiter};
 use crate::key::ClientKey;
 use crate::limiter::AdmissionPoint;
 use crate::reason::RejectReason;
@@ -18,8 +19,9 @@ pub struct Stats {
     pub open_connections: usize,
     /// Requests holding a permit now.
     pub in_flight_requests: usize,
-    /// Clients with an entry in the map: an open connection, an in-flight request, or rate
-    /// state that has not expired yet.
+    /// Clients with an entry in the map: an open connection, an in-flight request, a rate or
+    /// ban record that has not expired yet, or a visit since the last sweep (clients that left
+    /// are forgotten within about a second; [`Limiter::purge_expired`] does it at once).
     pub tracked_clients: usize,
     /// Connections admitted since the limiter was created.
     pub admitted_connections: u64,
@@ -169,15 +171,17 @@ pub struct ClientStats {
 }
 
 impl ClientStats {
-    pub(super) fn new(key: ClientKey, state: &ClientState, now: u64) -> Self {
+    pub(super) fn new(entry: &Entry, now: u64) -> Self {
         let left = |until: u64| (until > now).then(|| Duration::from_nanos(until - now));
+        let (open_connections, in_flight_requests) = entry.counts();
+        let gate = entry.gate();
         ClientStats {
-            key,
-            open_connections: state.connections,
-            in_flight_requests: state.requests,
-            banned_for: left(state.banned_until),
-            bans: state.bans,
-            remembered_for: left(state.retain_until),
+            key: entry.key,
+            open_connections,
+            in_flight_requests,
+            banned_for: left(entry.banned_until.load(Ordering::Relaxed)),
+            bans: gate.bans(),
+            remembered_for: left(gate.retained_until()),
         }
     }
 }
@@ -185,19 +189,19 @@ impl ClientStats {
 impl PointStats {
     /// The figures of one point's counters, each read once, with its admissions by [`Kind`].
     fn read(counters: &PointCounters) -> (Self, [u64; 2]) {
-        let load = |count: &std::sync::atomic::AtomicU64| count.load(Ordering::Relaxed);
         let point = counters.point;
+        let stripes = counters.stripes();
         let mut rejected = ByReason::default();
-        for (reason, count) in point.all_refusals().zip(counters.refused.iter()) {
-            rejected.add(reason.name(), load(count));
+        for (i, reason) in point.all_refusals().enumerate() {
+            rejected.add(reason.name(), stripes::sum(stripes, |s| &s.refused[i]));
         }
         let mut closed = ByReason::default();
-        for (reason, count) in point.closes().iter().zip(counters.closed.iter()) {
-            closed.add(reason, load(count));
+        for (i, reason) in point.closes().iter().enumerate() {
+            closed.add(reason, stripes::sum(stripes, |s| &s.closed[i]));
         }
-        let open = |kind: Kind| counters.open[kind as usize].load(Ordering::Relaxed);
-        let admitted =
-            [Kind::Connection, Kind::Request].map(|kind| load(&counters.admitted[kind as usize]));
+        let open = |kind: Kind| stripes::sum(stripes, |s| &s.open[kind as usize]) as usize;
+        let admitted = [Kind::Connection, Kind::Request]
+            .map(|kind| stripes::sum(stripes, |s| &s.admitted[kind as usize]));
         let stats = PointStats {
             point,
             open_connections: open(Kind::Connection),
@@ -217,12 +221,13 @@ impl Limiter {
     /// Reads a few atomics per reason and point and takes no lock: cheap enough to poll every
     /// second.
     ///
-    /// Each figure is read atomically, but not all at one instant: under load the figures may
-    /// disagree by the few decisions made while the snapshot was taken.
+    /// Each counter is split into per-thread stripes, so that admissions on different threads do
+    /// not write one cache line; a figure is the sum of its stripes. The figures are exact
+    /// whenever nothing is being admitted or released; under load, they are not all read at one
+    /// instant and may disagree by the few decisions made while the snapshot was taken.
     pub fn stats(&self) -> Stats {
         let shared = &*self.shared;
         let mut stats = Stats {
-            open_connections: shared.open_connections.load(Ordering::Relaxed),
             tracked_clients: shared.tracked.load(Ordering::Relaxed),
             dry_run: shared.counters.dry_run.load(Ordering::Relaxed),
             bans: shared.counters.bans.load(Ordering::Relaxed),
@@ -230,9 +235,10 @@ impl Limiter {
             ..Stats::default()
         };
         // Every total is a sum of what was read, so the totals agree with the points.
-        for counters in shared.points.iter() {
+        for counters in shared.home.points.iter() {
             let (point, [connections, requests]) = PointStats::read(counters);
             stats.admitted_connections += connections;
+            stats.open_connections += point.open_connections;
             stats.admitted_requests += requests;
             stats.in_flight_requests += point.in_flight_requests;
             for (reason, count) in point.rejected.iter() {

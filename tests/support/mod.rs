@@ -161,12 +161,16 @@ pub async fn serve_behind_listener(
     addr
 }
 
-/// Waits until `limiter` holds nothing: no open connection, no in-flight request, no tracked
-/// client. Fails the test after [`WAIT`], naming what is still held and by whom.
+/// Waits until `limiter` holds nothing: no open connection, no in-flight request, and, once
+/// drained clients are forgotten ([`Limiter::purge_expired`]), no tracked client. Fails the test
+/// after [`WAIT`], naming what is still held and by whom.
+///
+/// [`Limiter::purge_expired`]: tower_connlimit::Limiter::purge_expired
 pub async fn wait_until_drained(limiter: &tower_connlimit::Limiter) {
     let drained = tokio::time::timeout(WAIT, async {
         // Bounded by the timeout above; each turn yields to the runtime.
         loop {
+            limiter.purge_expired();
             let stats = limiter.stats();
             if stats.open_connections == 0
                 && stats.in_flight_requests == 0

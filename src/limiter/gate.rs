@@ -1,18 +1,15 @@
-//! One client's state, and the decision made under its shard lock.
+//! [`Gate`]: one client's rate and ban record, and the checks made under its lock before the
+//! concurrency limits.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Kind;
 use crate::ban::noise;
 use crate::clock::nanos;
 use crate::key::ClientKey;
 use crate::limits::Limits;
 use crate::rate::{RateLimit, RateState};
 use crate::reason::RejectReason;
-
-/// What a permit counts; also the index of its counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Connection,
-    Request,
-}
 
 /// A request's method and path, for path rules.
 #[derive(Clone, Copy, Debug)]
@@ -21,116 +18,111 @@ pub(crate) struct Route<'a> {
     pub(crate) path: &'a str,
 }
 
-/// One client's counts, rate state and ban record.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ClientState {
-    pub(crate) connections: usize,
-    pub(crate) requests: usize,
+/// One client's rate states and ban record. The ban's end is kept in the entry, readable
+/// without this lock, and passed in where needed.
+#[derive(Debug, Default)]
+pub(super) struct Gate {
     connect_rate: RateState,
     request_rate: RateState,
+    /// Until when the record can still refuse something: a drained entry is kept until then,
+    /// so that leaving does not reset a client's record.
+    retain_until: u64,
+    /// Path states and the ban record, kept only for the clients that need them.
+    extra: Option<Box<Extra>>,
+}
+
+/// The parts of a client's record few clients have.
+#[derive(Debug, Default)]
+struct Extra {
     /// One state per path rule, allocated at the client's first request that matches one.
     paths: Option<Box<[RateState]>>,
     /// The config generation `paths` was laid out for; a new config starts them afresh.
     paths_generation: u64,
     violations: RateState,
-    /// Until when (clock nanoseconds) the client is banned; 0 when it never was.
-    pub(crate) banned_until: u64,
     /// How many times the client was banned, for escalation.
-    pub(crate) bans: u32,
-    /// Until when rate and ban state can still refuse something: a drained entry is kept until
-    /// then, so that leaving does not reset a client's record.
-    pub(crate) retain_until: u64,
+    bans: u32,
 }
 
-/// What one decision needs besides the client's state: the config, the clock reading (taken at
+/// What one decision needs besides the client's record: the config, the clock reading (taken at
 /// most once, and only if a rule needs it), and the event.
-pub(crate) struct Event<'a> {
-    pub(crate) limits: &'a Limits,
-    pub(crate) kind: Kind,
-    pub(crate) route: Option<Route<'a>>,
-    pub(crate) exempt: bool,
-    pub(crate) key: &'a ClientKey,
-    pub(crate) now: &'a dyn Fn() -> u64,
+pub(super) struct Event<'a> {
+    pub(super) limits: &'a Limits,
+    pub(super) kind: Kind,
+    pub(super) route: Option<Route<'a>>,
+    pub(super) key: &'a ClientKey,
+    pub(super) now: &'a dyn Fn() -> u64,
 }
 
 /// How a decision went, beyond the verdict: what the stats and the log should hear.
 #[derive(Debug, Default)]
-pub(crate) struct Notes {
+pub(super) struct Notes {
     /// Refusals a dry-run rule would have made.
-    pub(crate) dry_run: u32,
+    pub(super) dry_run: u32,
     /// Set when this decision banned the client.
-    pub(crate) banned: bool,
+    pub(super) banned: bool,
     /// Set when a dry-run ban policy would have banned the client.
-    pub(crate) would_ban: bool,
+    pub(super) would_ban: bool,
 }
 
 /// A refusal as the limiter decides it: the reason, and for time-bound ones, nanoseconds until
 /// it would pass. (The layer's `Refusal` is the answer sent to a client.)
-pub(crate) type Denial = (RejectReason, Option<u64>);
+pub(super) type Denial = (RejectReason, Option<u64>);
 
-impl Kind {
-    /// A stable name, for log fields.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Kind::Connection => "connection",
-            Kind::Request => "request",
-        }
+impl Gate {
+    /// Whether the record can still refuse something at `now`, so the client must be kept.
+    pub(super) fn retains(&self, now: u64) -> bool {
+        self.retain_until > now
     }
 
-    /// The reason a per-client concurrency limit of this kind refuses.
-    pub(crate) fn client_limit_reason(self) -> RejectReason {
-        match self {
-            Kind::Connection => RejectReason::ClientConnections,
-            Kind::Request => RejectReason::ClientRequests,
-        }
-    }
-}
-
-impl ClientState {
-    pub(crate) fn count_mut(&mut self, kind: Kind) -> &mut usize {
-        match kind {
-            Kind::Connection => &mut self.connections,
-            Kind::Request => &mut self.requests,
-        }
+    /// Until when the record is kept, or 0.
+    pub(super) fn retained_until(&self) -> u64 {
+        self.retain_until
     }
 
-    pub(crate) fn is_idle(&self) -> bool {
-        self.connections == 0 && self.requests == 0
+    /// How many times the client was banned.
+    pub(super) fn bans(&self) -> u32 {
+        self.extra.as_ref().map_or(0, |extra| extra.bans)
     }
 
-    /// Whether nothing about this client needs remembering; `now` is read only when the answer
-    /// depends on it.
-    pub(crate) fn is_forgettable(&self, now: impl FnOnce() -> u64) -> bool {
-        self.is_idle() && (self.retain_until == 0 || self.retain_until <= now())
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
     }
 
     fn remember_until(&mut self, until: u64) {
         self.retain_until = self.retain_until.max(until);
     }
 
-    /// Bans the client until `until`.
-    pub(crate) fn ban_until(&mut self, until: u64) {
-        self.banned_until = self.banned_until.max(until);
-        self.remember_until(self.banned_until);
+    /// Bans the client until `until` (an existing later end stays); `banned` is the entry's
+    /// ban end.
+    pub(super) fn ban_until(&mut self, banned: &AtomicU64, until: u64) {
+        let until = banned.load(Ordering::Relaxed).max(until);
+        banned.store(until, Ordering::Relaxed);
+        self.remember_until(until);
     }
 
     /// Lifts a ban and forgets the violation record.
-    pub(crate) fn unban(&mut self) {
-        self.banned_until = 0;
-        self.bans = 0;
-        self.violations = RateState::default();
+    pub(super) fn unban(&mut self, banned: &AtomicU64) {
+        banned.store(0, Ordering::Relaxed);
+        if let Some(extra) = &mut self.extra {
+            extra.bans = 0;
+            extra.violations = RateState::default();
+        }
     }
 
     /// Everything but the concurrency counts and the global cap: ban, then the rate rules for
-    /// this event, in order. Counts what passes; a violation may ban the client.
-    pub(crate) fn check_gate(&mut self, d: &Event<'_>, notes: &mut Notes) -> Result<(), Denial> {
-        if d.exempt {
-            return Ok(());
-        }
-        if self.banned_until != 0 {
+    /// this event, in order. Counts what passes; a violation may ban the client (`banned` is the
+    /// entry's ban end).
+    pub(super) fn check(
+        &mut self,
+        d: &Event<'_>,
+        banned: &AtomicU64,
+        notes: &mut Notes,
+    ) -> Result<(), Denial> {
+        let banned_until = banned.load(Ordering::Relaxed);
+        if banned_until != 0 {
             let now = (d.now)();
-            if now < self.banned_until {
-                return Err((RejectReason::Banned, Some(self.banned_until - now)));
+            if now < banned_until {
+                return Err((RejectReason::Banned, Some(banned_until - now)));
             }
         }
         let limits = d.limits;
@@ -157,7 +149,7 @@ impl ClientState {
         match refusal {
             None => Ok(()),
             Some(refusal) => {
-                self.violation(d, notes);
+                self.violation(d, banned, notes);
                 Err(refusal)
             }
         }
@@ -176,11 +168,13 @@ impl ClientState {
             .filter(|(_, rule)| rule.matches(route.method, route.path))
             .peekable();
         matching.peek()?;
-        if self.paths.is_none() || self.paths_generation != d.limits.generation {
-            self.paths = Some(vec![RateState::default(); rules.len()].into_boxed_slice());
-            self.paths_generation = d.limits.generation;
+        let generation = d.limits.lookups.generation;
+        let extra = self.extra.get_or_insert_with(Box::default);
+        if extra.paths.is_none() || extra.paths_generation != generation {
+            extra.paths = Some(vec![RateState::default(); rules.len()].into_boxed_slice());
+            extra.paths_generation = generation;
         }
-        let states = self.paths.as_mut().expect("allocated above");
+        let states = extra.paths.as_mut().expect("allocated above");
         for (i, rule) in matching {
             if let Some(refusal) = check_rule(
                 &mut states[i],
@@ -197,28 +191,32 @@ impl ClientState {
     }
 
     /// Records a violation; crossing the ban policy's threshold bans the client.
-    fn violation(&mut self, d: &Event<'_>, notes: &mut Notes) {
+    fn violation(&mut self, d: &Event<'_>, banned: &AtomicU64, notes: &mut Notes) {
         let Some(policy) = &d.limits.ban else {
             return;
         };
         let now = (d.now)();
         let rule = policy.violations();
-        let crossed = self.violations.check(&rule, now).is_err();
-        self.remember_until(self.violations.expires_at(&rule));
+        let extra = self.extra();
+        let crossed = extra.violations.check(&rule, now).is_err();
+        let expires = extra.violations.expires_at(&rule);
+        if crossed {
+            // The record starts afresh, as after a real ban, so that a dry-run policy notes a
+            // client that keeps going once per crossing, not at every violation after it.
+            extra.violations = RateState::default();
+        }
+        self.remember_until(expires);
         if !crossed {
             return;
         }
         if policy.dry_run {
-            // As a real ban would: the record starts afresh, so a client that keeps going is
-            // noted once per crossing, not at every violation after it.
-            self.violations = RateState::default();
             notes.would_ban = true;
             return;
         }
-        self.violations = RateState::default();
-        let until = now.saturating_add(policy.length(self.bans, noise(d.key, now)));
-        self.bans = self.bans.saturating_add(1);
-        self.ban_until(until);
+        let extra = self.extra();
+        let until = now.saturating_add(policy.length(extra.bans, noise(d.key, now)));
+        extra.bans = extra.bans.saturating_add(1);
+        self.ban_until(banned, until);
         // Remember the record of bans for one longest ban after this one ends, for escalation.
         self.remember_until(until.saturating_add(nanos(policy.max_ban_for)));
         notes.banned = true;

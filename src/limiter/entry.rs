@@ -1,0 +1,287 @@
+//! [`Entry`]: one client's record, shared by the map and by the permits the client holds.
+//!
+//! The counts are atomics: an admission raises one with a compare-and-swap under its map shard's
+//! *read* lock, and a permit lowers it without touching the map at all, so that admissions of
+//! different clients never wait for each other and a release is a few atomic operations on the
+//! client's own record. The rate and ban record sits behind a lock of its own, taken only by the
+//! decisions that need it. An entry outlives its last permit; the sweep (`housekeeping.rs`)
+//! removes it once nothing about the client needs remembering.
+
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::gate::Gate;
+use super::{Home, Kind};
+use crate::cidr_table::Overlap;
+use crate::key::ClientKey;
+use crate::limits::Limits;
+
+/// One client's counts, what its limits are under the config in force, and its rate and ban
+/// record.
+pub(super) struct Entry {
+    pub(super) key: ClientKey,
+    /// Open connections in the low half; in the high half, how many of them are not in the
+    /// limiter's global count (admitted while no global cap was in force). One word, so that
+    /// both change together.
+    connections: AtomicU64,
+    requests: AtomicU32,
+    /// What this client's limits are under the config of one generation: see [`Facts`].
+    facts: AtomicU64,
+    /// Until when the client is banned (clock nanoseconds), 0 if never: read without the lock,
+    /// written under it.
+    pub(super) banned_until: AtomicU64,
+    gate: Mutex<Gate>,
+    /// Where the permits count their releases.
+    pub(super) home: Arc<Home>,
+}
+
+/// What a client's limits are under one config: worked out once per config from its lists of
+/// networks, then read from the entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Facts {
+    /// The per-client connection limit (0: unlimited).
+    pub(super) limit: usize,
+    /// Whether the client's addresses are exempt: none, some or all of them.
+    pub(super) exempt: Overlap,
+}
+
+/// The most a limit held in [`Facts`] can say; larger limits are held as this one, more
+/// connections than a client can hold.
+const LIMIT_BITS: u32 = 30;
+const LIMIT_MAX: u64 = (1 << LIMIT_BITS) - 1;
+
+impl Facts {
+    /// `self`, for the config of `generation`, in one word: the generation's low 32 bits, the
+    /// overlap, the limit.
+    fn pack(self, generation: u64) -> u64 {
+        let overlap = match self.exempt {
+            Overlap::None => 0,
+            Overlap::Partly => 1,
+            Overlap::Fully => 2,
+        };
+        let limit = (self.limit as u64).min(LIMIT_MAX);
+        ((generation & u64::from(u32::MAX)) << 32) | (overlap << LIMIT_BITS) | limit
+    }
+
+    /// The facts packed for `generation`, if `word` holds that generation's.
+    fn unpack(word: u64, generation: u64) -> Option<Facts> {
+        if word >> 32 != generation & u64::from(u32::MAX) {
+            return None;
+        }
+        let exempt = match (word >> LIMIT_BITS) & 3 {
+            0 => Overlap::None,
+            1 => Overlap::Partly,
+            _ => Overlap::Fully,
+        };
+        Some(Facts {
+            limit: (word & LIMIT_MAX) as usize,
+            exempt,
+        })
+    }
+}
+
+const LOW: u64 = u32::MAX as u64;
+const ONE_UNCOUNTED: u64 = 1 << 32;
+
+impl Entry {
+    pub(super) fn new(key: ClientKey, home: Arc<Home>) -> Self {
+        Entry {
+            key,
+            connections: AtomicU64::new(0),
+            requests: AtomicU32::new(0),
+            facts: AtomicU64::new(0),
+            banned_until: AtomicU64::new(0),
+            gate: Mutex::new(Gate::default()),
+            home,
+        }
+    }
+
+    /// The client's limits under `limits`, worked out on the first decision under a config.
+    #[inline]
+    pub(super) fn facts(&self, limits: &Limits) -> Facts {
+        let generation = limits.lookups.generation;
+        if let Some(facts) = Facts::unpack(self.facts.load(Ordering::Relaxed), generation) {
+            return facts;
+        }
+        let probe = self.key.network();
+        let facts = Facts {
+            limit: limits.conn_limit_for(probe),
+            exempt: limits.exempt_overlap(self.key),
+        };
+        self.facts.store(facts.pack(generation), Ordering::Relaxed);
+        facts
+    }
+
+    /// Counts one more `kind` if the client has fewer than `limit` (0: no limit). A connection
+    /// admitted outside the global count (`in_total` false) is marked as such, for the
+    /// release and for [`Entry::absorb`].
+    #[inline]
+    pub(super) fn try_count(&self, kind: Kind, limit: usize, in_total: bool) -> bool {
+        match kind {
+            Kind::Connection => {
+                let add = if in_total { 1 } else { 1 + ONE_UNCOUNTED };
+                self.connections
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                        let open = word & LOW;
+                        (limit == 0 || open < limit as u64).then_some(word + add)
+                    })
+                    .is_ok()
+            }
+            Kind::Request => self
+                .requests
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                    (limit == 0 || (open as usize) < limit).then_some(open + 1)
+                })
+                .is_ok(),
+        }
+    }
+
+    /// Gives back one `kind`; `in_total` says whether the permit's connection was admitted into
+    /// the global count. Returns whether the global count holds it now (admitted into it, or
+    /// taken in since by [`Entry::absorb`]), so the caller takes it out of that too.
+    #[inline]
+    pub(super) fn uncount(&self, kind: Kind, in_total: bool) -> bool {
+        match kind {
+            Kind::Connection => {
+                let mut held_in_total = in_total;
+                let _ =
+                    self.connections
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                            debug_assert!(word & LOW > 0, "released a connection never counted");
+                            held_in_total = in_total || word >> 32 == 0;
+                            Some(if held_in_total {
+                                word - 1
+                            } else {
+                                word - 1 - ONE_UNCOUNTED
+                            })
+                        });
+                held_in_total
+            }
+            Kind::Request => {
+                self.requests.fetch_sub(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Takes the client's connections that are outside the global count into it: returns how
+    /// many, and from now on releasing them takes them out of the global count.
+    pub(super) fn absorb(&self) -> u64 {
+        let word = self.connections.fetch_and(LOW, Ordering::Relaxed);
+        word >> 32
+    }
+
+    /// Open connections and in-flight requests.
+    pub(super) fn counts(&self) -> (usize, usize) {
+        let connections = (self.connections.load(Ordering::Relaxed) & LOW) as usize;
+        (connections, self.requests.load(Ordering::Relaxed) as usize)
+    }
+
+    /// Whether the client holds nothing open.
+    pub(super) fn is_idle(&self) -> bool {
+        self.counts() == (0, 0)
+    }
+
+    /// The rate and ban record, locked.
+    pub(super) fn gate(&self) -> MutexGuard<'_, Gate> {
+        // Nothing panics while the lock is held, so it is never poisoned; if it were, the
+        // record is a few integers, consistent after any single update.
+        self.gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether nothing about the client needs remembering at `now`: nothing open, and no rate or
+    /// ban record that could still refuse something.
+    pub(super) fn is_forgettable(&self, now: u64) -> bool {
+        self.is_idle() && !self.gate().retains(now)
+    }
+}
+
+/// An entry as the map holds it: hashed and compared by its client key, so that the map needs
+/// no second copy of the key.
+pub(super) struct Record(pub(super) Arc<Entry>);
+
+impl Hash for Record {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state);
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for Record {}
+
+impl Borrow<ClientKey> for Record {
+    fn borrow(&self) -> &ClientKey {
+        &self.0.key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        let key = ClientKey::new("192.0.2.1".parse().unwrap(), 32, 64);
+        Entry::new(key, Arc::new(Home::new()))
+    }
+
+    #[test]
+    fn facts_are_kept_per_generation() {
+        let facts = Facts {
+            limit: 7,
+            exempt: Overlap::Partly,
+        };
+        let word = facts.pack(5);
+        assert_eq!(Facts::unpack(word, 5), Some(facts));
+        assert_eq!(Facts::unpack(word, 6), None);
+        assert_eq!(Facts::unpack(0, 1), None, "a new entry has none");
+        let huge = Facts {
+            limit: usize::MAX,
+            exempt: Overlap::Fully,
+        };
+        assert_eq!(
+            Facts::unpack(huge.pack(1), 1).unwrap().limit,
+            LIMIT_MAX as usize
+        );
+    }
+
+    #[test]
+    fn counts_stop_at_the_limit_and_come_back() {
+        let entry = entry();
+        assert!(entry.try_count(Kind::Connection, 2, true));
+        assert!(entry.try_count(Kind::Connection, 2, false));
+        assert!(!entry.try_count(Kind::Connection, 2, true));
+        assert!(entry.try_count(Kind::Request, 0, false));
+        assert_eq!(entry.counts(), (2, 1));
+        assert!(entry.uncount(Kind::Connection, true));
+        assert!(!entry.uncount(Kind::Connection, false));
+        assert!(!entry.uncount(Kind::Request, false));
+        assert!(entry.is_idle());
+    }
+
+    #[test]
+    fn absorbed_connections_leave_the_global_count_when_released() {
+        let entry = entry();
+        assert!(entry.try_count(Kind::Connection, 0, false));
+        assert!(entry.try_count(Kind::Connection, 0, false));
+        assert_eq!(entry.absorb(), 2);
+        assert_eq!(entry.absorb(), 0, "once");
+        assert!(
+            entry.try_count(Kind::Connection, 0, false),
+            "admitted after"
+        );
+        // One not absorbed, two absorbed: the releases tell them apart by count.
+        assert!(!entry.uncount(Kind::Connection, false));
+        assert!(entry.uncount(Kind::Connection, false));
+        assert!(entry.uncount(Kind::Connection, false));
+        assert!(entry.is_idle());
+    }
+}
