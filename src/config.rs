@@ -280,11 +280,7 @@ impl Limiter {
     ///
     /// A [`ConfigError`] naming the offending field.
     pub fn try_new(config: Config) -> Result<Self, ConfigError> {
-        Ok(Limiter::with_installed(
-            config.install()?,
-            TokioClock::new(),
-            true,
-        ))
+        Self::try_with_clock(config, TokioClock::new())
     }
 
     /// A limiter enforcing `config` on the time of `clock`, or why `config` is invalid.
@@ -292,15 +288,11 @@ impl Limiter {
     /// Rates are measured on `clock`. The default, [`TokioClock`], follows tokio's paused time;
     /// a [`FakeClock`](crate::FakeClock) makes time move only when a test says so.
     ///
-    /// Unlike [`Limiter::try_new`], it starts no task to forget expired clients, so that nothing
-    /// happens on a test's clock that the test did not do: admissions forget them about once a
-    /// second of `clock` time, and [`Limiter::purge_expired`] does it at once.
-    ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the offending field.
     pub fn try_with_clock(config: Config, clock: impl Clock) -> Result<Self, ConfigError> {
-        Ok(Limiter::with_installed(config.install()?, clock, false))
+        Ok(Limiter::with_installed(config.install()?, clock))
     }
 
     /// The config in force.

@@ -50,7 +50,6 @@ impl Limiter {
                 now
             }
         };
-        self.sweep_if_due(limits.has_rates(), now);
         let mut notes = Notes::default();
         let mut key = limits.key(ip);
         let mut exact = false;

@@ -1,10 +1,9 @@
-//! Forgetting clients: the ones with nothing open and nothing to remember are swept, off the
-//! admission path when a tokio runtime can run a task for it; and when the table is full, idle
-//! clients are forgotten to make room.
+//! Forgetting clients: the ones with nothing open and nothing to remember are swept every
+//! second by one thread the process shares, never by an admission; and when the table is full,
+//! an admission forgets a bounded number of idle clients to make room.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use super::{Limiter, Shared};
@@ -15,101 +14,77 @@ use crate::limits::WhenFull;
 const EVICTION_SCAN: usize = 4096;
 const EVICTION_SAMPLE: usize = 256;
 
-/// The least time between two sweeps.
+/// How often the sweeper forgets expired clients.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Without a housekeeping task, one admission in this many on a thread looks whether a sweep is
-/// due (every admission does, while rate rules are in force).
-const SWEEP_SAMPLE: u32 = 4096;
+/// The limiters the sweeper looks after, or `None` if its thread could not be started.
+static SWEPT: OnceLock<Option<Mutex<Vec<Weak<Shared>>>>> = OnceLock::new();
 
-/// When the next sweep is due, and who sweeps.
-pub(super) struct Housekeeping {
-    /// When (clock nanoseconds) the next sweep by an admission is due.
-    next: AtomicU64,
-    /// Whether a task of its own sweeps, so that admissions never do.
-    background: AtomicBool,
+/// Has the sweeper look after `shared` from now on, starting the sweeper on first use.
+///
+/// One thread serves every limiter in the process: it wakes every second, sweeps each limiter
+/// still alive (see [`Limiter::purge_expired`]) and forgets the dropped ones. A thread of its
+/// own, rather than a task, so that sweeping needs no runtime, never occupies a runtime's
+/// worker, and runs the same under tokio's paused time.
+pub(super) fn look_after(shared: &Arc<Shared>) {
+    let swept = SWEPT.get_or_init(|| {
+        let started = std::thread::Builder::new()
+            .name("connlimit-sweeper".into())
+            .spawn(sweep_forever);
+        match started {
+            Ok(_) => Some(Mutex::new(Vec::new())),
+            Err(err) => {
+                tracing::warn!(
+                    %err,
+                    "could not start the thread that forgets expired clients: they are \
+                     forgotten only by Limiter::purge_expired, and to make room when the table \
+                     is full"
+                );
+                None
+            }
+        }
+    });
+    if let Some(limiters) = swept {
+        lock(limiters).push(Arc::downgrade(shared));
+    }
 }
 
-impl Housekeeping {
-    pub(super) fn new() -> Self {
-        Housekeeping {
-            next: AtomicU64::new(0),
-            background: AtomicBool::new(false),
+/// The sweeper's loop; it lives as long as the process.
+fn sweep_forever() {
+    loop {
+        std::thread::sleep(SWEEP_INTERVAL);
+        let Some(Some(limiters)) = SWEPT.get() else {
+            continue;
+        };
+        // Keep the limiters alive for this round, and the list unlocked while sweeping.
+        let alive: Vec<Arc<Shared>> = {
+            let mut limiters = lock(limiters);
+            limiters.retain(|limiter| limiter.strong_count() > 0);
+            limiters.iter().filter_map(Weak::upgrade).collect()
+        };
+        for shared in alive {
+            Limiter { shared }.purge_expired();
         }
     }
 }
 
-thread_local! {
-    /// Admissions on this thread, for [`SWEEP_SAMPLE`].
-    static ADMISSIONS: Cell<u32> = const { Cell::new(0) };
+/// Locks the sweeper's list; it is only pushed to and filtered, so a panic elsewhere leaves it
+/// usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Limiter {
-    /// Starts the task that sweeps every second, if a tokio runtime is there to run it: each
-    /// sweep runs on the runtime's blocking threads, and the task ends with the limiter.
-    pub(super) fn spawn_housekeeping(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        self.shared
-            .housekeeping
-            .background
-            .store(true, Ordering::Relaxed);
-        let shared = Arc::downgrade(&self.shared);
-        runtime.spawn(async move {
-            let mut every = tokio::time::interval(SWEEP_INTERVAL);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                let limiter = Limiter { shared };
-                let sweep = tokio::task::spawn_blocking(move || limiter.purge_expired());
-                if sweep.await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-
-    /// Before a decision: without a housekeeping task, sweeps if one is due, looking at the
-    /// clock now and then (at every decision while `rates` are in force, which read it anyway).
-    #[inline]
-    pub(super) fn sweep_if_due(&self, rates: bool, now: impl FnOnce() -> u64) {
-        let housekeeping = &self.shared.housekeeping;
-        if housekeeping.background.load(Ordering::Relaxed) {
-            return;
-        }
-        let sampled = ADMISSIONS.with(|count| {
-            let n = count.get().wrapping_add(1);
-            count.set(n);
-            n % SWEEP_SAMPLE == 0
-        });
-        if !rates && !sampled {
-            return;
-        }
-        let now = now();
-        let due = housekeeping.next.load(Ordering::Relaxed);
-        let interval = crate::clock::nanos(SWEEP_INTERVAL);
-        if now >= due
-            && housekeeping
-                .next
-                .compare_exchange(due, now + interval, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.purge_expired();
-        }
-    }
-
     /// Forgets every client that has nothing open and whose rate and ban record has expired,
     /// and gives the map's memory back after a mass expiry.
     ///
-    /// Inside a tokio runtime, a limiter made by [`Limiter::new`] or [`Limiter::try_new`] does
-    /// this every second in a task of its own; otherwise admissions do it about once a second.
-    /// Call it from a timer of your own to reclaim memory promptly then. It takes each of the
+    /// A thread the process's limiters share does this every second, so there is seldom a
+    /// reason to call it; tests call it to see the table settle at once. It takes each of the
     /// map's 256 shards' write locks in turn, each for as long as it takes to look at that
-    /// shard's clients.
+    /// shard's clients (about 4,000 of them with a million in the table), so an admission waits
+    /// at most that long.
     pub fn purge_expired(&self) {
         let shared = &*self.shared;
         let now = self.now();

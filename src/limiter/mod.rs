@@ -25,7 +25,6 @@ mod summary;
 
 use self::entry::{Entry, Record};
 use self::gate::Route;
-use self::housekeeping::Housekeeping;
 pub use self::permit::{ConnPermit, RequestPermit};
 pub(crate) use self::points::PointId;
 pub use self::points::{AdmissionPoint, Checkpoint};
@@ -84,7 +83,8 @@ use crate::reason::{Decision, RejectReason, Rejected};
 ///   `Drop`: it lowers the count on the entry the permit holds, without touching the map.
 ///
 /// A client's entry outlives its last permit, so that a returning client finds it; entries with
-/// nothing open and nothing to remember are swept every second (`housekeeping.rs`). Everything
+/// nothing open and nothing to remember are swept every second, by a thread every limiter in
+/// the process shares (`housekeeping.rs`). Everything
 /// else in `src/limiter/` is around these: the entry (`entry.rs`), the permits (`permit.rs`),
 /// the admission points and their counters (`points.rs`, `stripes.rs`), the rate and ban checks
 /// (`gate.rs`), stats (`stats.rs`), logs (`log.rs`, `summary.rs`), and the clients' listings and
@@ -173,7 +173,6 @@ struct Shared {
     tracked: Padded<AtomicUsize>,
     counters: Counters,
     summary: Summary,
-    housekeeping: Housekeeping,
     /// Held while a config is installed, so that installs happen one at a time.
     installing: Mutex<()>,
 }
@@ -234,33 +233,21 @@ struct Counters {
 }
 
 impl Limiter {
-    /// A limiter enforcing `installed`, on the time of `clock`. With `background`, and inside a
-    /// tokio runtime, a task of its own forgets expired clients; otherwise admissions do, now
-    /// and then (see `housekeeping.rs`).
-    pub(crate) fn with_installed(
-        installed: Installed,
-        clock: impl Clock,
-        background: bool,
-    ) -> Self {
-        let counts_total = installed.limits.counts_total();
-        let limiter = Limiter {
-            shared: Arc::new(Shared {
-                config: ArcSwap::from_pointee(installed),
-                clients: DashMap::with_hasher_and_shard_amount(ClientHasher::default(), SHARDS),
-                clock: Box::new(clock),
-                home: Arc::new(Home::new()),
-                tracked: Padded(AtomicUsize::new(0)),
-                counters: Counters::default(),
-                summary: Summary::new(),
-                housekeeping: Housekeeping::new(),
-                installing: Mutex::new(()),
-            }),
-        };
-        debug_assert!(counts_total || !limiter.installed().limits.counts_total());
-        if background {
-            limiter.spawn_housekeeping();
-        }
-        limiter
+    /// A limiter enforcing `installed`, on the time of `clock`, looked after by the sweeper
+    /// that forgets expired clients (`housekeeping.rs`).
+    pub(crate) fn with_installed(installed: Installed, clock: impl Clock) -> Self {
+        let shared = Arc::new(Shared {
+            config: ArcSwap::from_pointee(installed),
+            clients: DashMap::with_hasher_and_shard_amount(ClientHasher::default(), SHARDS),
+            clock: Box::new(clock),
+            home: Arc::new(Home::new()),
+            tracked: Padded(AtomicUsize::new(0)),
+            counters: Counters::default(),
+            summary: Summary::new(),
+            installing: Mutex::new(()),
+        });
+        housekeeping::look_after(&shared);
+        Limiter { shared }
     }
 
     /// Replaces the config in force; the next decision uses it.

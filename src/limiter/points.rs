@@ -453,7 +453,7 @@ mod tests {
             limits: Limits::default().compile().unwrap(),
             whole: std::sync::Arc::new(()),
         };
-        Limiter::with_installed(installed, TokioClock::new(), false)
+        Limiter::with_installed(installed, TokioClock::new())
     }
 
     static ODD: ReasonInfo = ReasonInfo::new("odd", "refused", 400, 3);
