@@ -1,23 +1,44 @@
-//! Admission cost, side by side: this crate's `Limiter` against the naive
-//! `Mutex<HashMap<IpAddr, u32>>`, tower's `GlobalConcurrencyLimit` (a tokio semaphore, acquired
-//! and released as that layer does), and the floor of one atomic increment and decrement.
+//! Admission cost, side by side: this crate's `Limiter` against what else a Rust server could
+//! use to count clients, all measured in the same run.
 //!
-//! `cargo bench --bench admission`. Each group measures every implementation in the same run,
-//! so compare the ratios, not the absolute times. The `*_threads` groups run the same work on
-//! one thread and on two (each on its own clients) and report the time per operation of both
-//! threads together, so a lower figure with two threads is more throughput.
+//! - `tower_connlimit`: `try_acquire`, then drop the permit (default config, limit 100 per
+//!   client);
+//! - `naive_mutex_hashmap`: one `std::sync::Mutex` around a std `HashMap<IpAddr, u32>`, the
+//!   entry removed at 0: what a first attempt looks like;
+//! - `governor_check_key`: governor's keyed rate limiter (`RateLimiter::dashmap`), one
+//!   `check_key`, with a quota that never refuses: a rate check, no release;
+//! - `pingora_inflight`: pingora-limits' `Inflight` (an estimator of in-flight counts per key),
+//!   `incr` then drop the guard;
+//! - `tower_semaphore`: tower's `GlobalConcurrencyLimit`, i.e. `Arc<tokio::sync::Semaphore>`,
+//!   `try_acquire_owned` then drop: one global count, no per-client state;
+//! - `atomic_floor`: one `fetch_add` and one `fetch_sub` on an `AtomicUsize`: the least an
+//!   exact count can cost.
+//!
+//! `cargo bench --bench admission`. Compare the ratios, not the absolute times. The `threads`
+//! group pins its threads to cores and runs a control (a limiter per thread, nothing shared)
+//! before and after the others, so that a round in which the machine did not give two threads
+//! two cores can be seen, and discarded (`scripts/bench_report.py` does).
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use pingora_limits::inflight::Inflight;
 use tokio::sync::Semaphore;
 
 use tower_connlimit::{CidrLimit, Config, Limiter, RateLimit, Strategy};
+
+/// The per-client limit every implementation enforces (never reached, but for refusals).
+const LIMIT: u32 = 100;
 
 /// The baseline a first attempt would write: one lock around a std `HashMap`.
 struct NaiveLimiter {
@@ -54,61 +75,96 @@ impl NaiveLimiter {
     }
 }
 
-/// tower's `GlobalConcurrencyLimit`: one shared semaphore, an owned permit per call, released on
-/// drop. The floor for a limiter with a global count and no per-client state.
-fn semaphore() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))
+/// governor's keyed limiter, with `quota` per key.
+fn governor(quota: Quota) -> DefaultKeyedRateLimiter<IpAddr> {
+    RateLimiter::dashmap(quota)
 }
 
-fn limiter(max_conns_per_client: usize) -> Limiter {
-    Limiter::new(Config {
-        max_conns_per_client,
+/// A quota no benchmark uses up.
+fn unlimited() -> Quota {
+    Quota::per_second(NonZeroU32::MAX)
+}
+
+fn limiter(config: Config) -> Limiter {
+    Limiter::new(config)
+}
+
+fn per_client(limit: u32) -> Config {
+    Config {
+        max_conns_per_client: limit as usize,
         ..Config::default()
-    })
+    }
 }
 
-fn clients_v4(n: u32) -> Vec<IpAddr> {
-    (0..n)
+fn clients_v4(first: u32, n: u32) -> Vec<IpAddr> {
+    (first..first + n)
         .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
         .collect()
 }
 
+/// `n` clients, each in a /64 of its own.
+fn clients_v6(n: u128) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | (i << 64) | 1)))
+        .collect()
+}
+
+/// Measures `op` on each of `clients` in turn, as `implementation` in `case`.
+fn each_client(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    implementation: &str,
+    case: &str,
+    clients: &[IpAddr],
+    op: impl Fn(IpAddr),
+) {
+    let mut i = 0;
+    group.bench_function(BenchmarkId::new(implementation, case), |b| {
+        b.iter(|| {
+            // A wrap-around, not a remainder: a division would cost more than some of the
+            // implementations measured.
+            i += 1;
+            if i == clients.len() {
+                i = 0;
+            }
+            op(black_box(clients[i]))
+        })
+    });
+}
+
+/// Admit and release once, for every implementation, with one client, 10,000, and 10,000 IPv6
+/// clients.
 fn admit_release(c: &mut Criterion) {
     let mut group = c.benchmark_group("admit_release");
     group.throughput(Throughput::Elements(1));
-    let cases: [(&str, Vec<IpAddr>); 3] = [
-        ("one_client", clients_v4(1)),
-        ("10k_clients", clients_v4(10_000)),
-        (
-            "ipv6_10k_clients",
-            (0..10_000u128)
-                .map(|i| IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | (i << 64) | 1)))
-                .collect(),
-        ),
+    let cases = [
+        ("one_client", clients_v4(0, 1)),
+        ("10k_clients", clients_v4(0, 10_000)),
+        ("ipv6_10k_clients", clients_v6(10_000)),
     ];
-    for (case, clients) in cases {
-        let limiter = limiter(100);
-        let mut i = 0;
-        group.bench_function(BenchmarkId::new("tower_connlimit", case), |b| {
-            b.iter(|| {
-                i = (i + 1) % clients.len();
-                drop(black_box(limiter.try_acquire(clients[i]).unwrap()));
-            })
+    for (case, clients) in &cases {
+        let ours = limiter(per_client(LIMIT));
+        each_client(&mut group, "tower_connlimit", case, clients, |ip| {
+            drop(black_box(ours.try_acquire(ip).unwrap()))
         });
-        let naive = NaiveLimiter::new(100);
-        let mut i = 0;
-        group.bench_function(BenchmarkId::new("naive_mutex_hashmap", case), |b| {
-            b.iter(|| {
-                i = (i + 1) % clients.len();
-                assert!(naive.acquire(black_box(clients[i])));
-                naive.release(clients[i]);
-            })
+        let naive = NaiveLimiter::new(LIMIT);
+        each_client(&mut group, "naive_mutex_hashmap", case, clients, |ip| {
+            assert!(naive.acquire(ip));
+            naive.release(ip);
         });
-        let global = semaphore();
-        group.bench_function(
-            BenchmarkId::new("tower_global_concurrency_limit", case),
-            |b| b.iter(|| drop(black_box(Arc::clone(&global).try_acquire_owned().unwrap()))),
-        );
+        let governor = governor(unlimited());
+        each_client(&mut group, "governor_check_key", case, clients, |ip| {
+            assert!(governor.check_key(&ip).is_ok())
+        });
+        let inflight = Inflight::new();
+        each_client(&mut group, "pingora_inflight", case, clients, |ip| {
+            let (guard, count) = inflight.incr(ip, 1);
+            assert!(count <= LIMIT as isize);
+            drop(black_box(guard));
+        });
+        let global = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        each_client(&mut group, "tower_semaphore", case, clients, |_| {
+            drop(black_box(Arc::clone(&global).try_acquire_owned().unwrap()))
+        });
         let floor = AtomicUsize::new(0);
         group.bench_function(BenchmarkId::new("atomic_floor", case), |b| {
             b.iter(|| {
@@ -120,27 +176,64 @@ fn admit_release(c: &mut Criterion) {
     group.finish();
 }
 
-/// Admit+release for a client that keeps another connection open throughout, so its entry stays
-/// in the map: the cost of a decision without the entry's insertion and removal (and without
-/// the tracked-clients count that goes with them).
-fn admit_release_held(c: &mut Criterion) {
-    let mut group = c.benchmark_group("admit_release_held");
+/// A refused admission: the client is at its limit (the global semaphore is empty, governor's
+/// quota used up).
+fn rejected(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rejected");
     group.throughput(Throughput::Elements(1));
-    let client = clients_v4(1)[0];
-    let limiter = limiter(100);
-    let _held = limiter.try_acquire(client).unwrap();
-    group.bench_function(BenchmarkId::new("tower_connlimit", "one_client"), |b| {
-        b.iter(|| drop(black_box(limiter.try_acquire(black_box(client)).unwrap())))
-    });
-    let naive = NaiveLimiter::new(100);
-    assert!(naive.acquire(client));
-    group.bench_function(BenchmarkId::new("naive_mutex_hashmap", "one_client"), |b| {
-        b.iter(|| {
-            assert!(naive.acquire(black_box(client)));
-            naive.release(client);
-        })
-    });
-    let floor = AtomicUsize::new(1);
+    let clients = clients_v4(0, 1);
+    let ip = clients[0];
+    let ours = limiter(per_client(1));
+    let _held = ours.try_acquire(ip).unwrap();
+    each_client(
+        &mut group,
+        "tower_connlimit",
+        "one_client",
+        &clients,
+        |ip| assert!(ours.try_acquire(ip).is_err()),
+    );
+    let naive = NaiveLimiter::new(1);
+    assert!(naive.acquire(ip));
+    each_client(
+        &mut group,
+        "naive_mutex_hashmap",
+        "one_client",
+        &clients,
+        |ip| assert!(!naive.acquire(ip)),
+    );
+    // One per hour: used up by the first check, not replenished while the benchmark runs.
+    let governor = governor(Quota::per_hour(NonZeroU32::MIN));
+    assert!(governor.check_key(&ip).is_ok());
+    each_client(
+        &mut group,
+        "governor_check_key",
+        "one_client",
+        &clients,
+        |ip| assert!(governor.check_key(&ip).is_err()),
+    );
+    let inflight = Inflight::new();
+    let (_taken, _) = inflight.incr(ip, 1);
+    each_client(
+        &mut group,
+        "pingora_inflight",
+        "one_client",
+        &clients,
+        |ip| {
+            let (guard, count) = inflight.incr(ip, 1);
+            assert!(count > 1);
+            drop(black_box(guard));
+        },
+    );
+    let full = Arc::new(Semaphore::new(1));
+    let _all = Arc::clone(&full).try_acquire_owned().unwrap();
+    each_client(
+        &mut group,
+        "tower_semaphore",
+        "one_client",
+        &clients,
+        |_| assert!(Arc::clone(&full).try_acquire_owned().is_err()),
+    );
+    let floor = AtomicUsize::new(0);
     group.bench_function(BenchmarkId::new("atomic_floor", "one_client"), |b| {
         b.iter(|| {
             black_box(floor.fetch_add(1, Ordering::AcqRel));
@@ -150,88 +243,75 @@ fn admit_release_held(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `op(thread, i)` `iters` times on each of `threads` threads started together, and
-/// returns the wall time divided by `threads`: criterion then reports the time per operation
-/// of all threads together (the inverse of throughput).
-fn on_threads(threads: usize, iters: u64, op: &(dyn Fn(usize, u64) + Sync)) -> Duration {
-    let start = Barrier::new(threads + 1);
-    std::thread::scope(|scope| {
-        for thread in 0..threads {
-            let start = &start;
-            scope.spawn(move || {
-                start.wait();
-                for i in 0..iters {
-                    op(thread, i);
-                }
-            });
-        }
-        start.wait();
-        let began = Instant::now();
-        // The scope joins every thread before returning.
-        began
-    })
-    .elapsed()
-        / threads as u32
+/// Admission with the layered gate on (a connect rate, a token bucket that never refuses here,
+/// and ten /24 overrides), against the bare limiter, over 10,000 clients.
+fn gate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gate");
+    group.throughput(Throughput::Elements(1));
+    let clients = clients_v4(0, 10_000);
+    let gate_on = limiter(Config {
+        connect_rate: Some(
+            RateLimit::new(1_000_000_000, Duration::from_secs(1)).strategy(Strategy::TokenBucket),
+        ),
+        overrides: (0..10u8)
+            .map(|i| CidrLimit::new(format!("192.0.{i}.0/24").parse().unwrap(), 50))
+            .collect(),
+        ..per_client(LIMIT)
+    });
+    let gate_off = limiter(per_client(LIMIT));
+    for (name, limiter) in [("tower_connlimit", &gate_off), ("gate_on", &gate_on)] {
+        each_client(&mut group, name, "10k_clients", &clients, |ip| {
+            drop(black_box(limiter.try_acquire(ip).unwrap()))
+        });
+    }
+    group.finish();
 }
 
-/// Admit+release across distinct clients on one thread and on two, each thread on clients of
-/// its own, for every implementation.
-fn admit_release_threads(c: &mut Criterion) {
-    let mut group = c.benchmark_group("admit_release_threads");
+/// `n` networks of `prefix` bits, one after the other from `start` (IPv4).
+fn networks(start: u32, prefix: u8, n: u32) -> Vec<tower_connlimit::Cidr> {
+    let step = 1u32 << (32 - prefix);
+    (0..n)
+        .map(|i| {
+            let network = Ipv4Addr::from(start + i * step);
+            format!("{network}/{prefix}").parse().unwrap()
+        })
+        .collect()
+}
+
+/// Admission with 10,000 networks in each list (exempt, overrides, trusted proxies), against
+/// none; and looking up a trusted proxy among 10 and among 10,000.
+fn cidr_lists(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cidr_lists");
     group.throughput(Throughput::Elements(1));
-    const CLIENTS_PER_THREAD: u64 = 5_000;
-    let clients = clients_v4(2 * CLIENTS_PER_THREAD as u32);
-    let client = |thread: usize, i: u64| {
-        clients[thread * CLIENTS_PER_THREAD as usize + (i % CLIENTS_PER_THREAD) as usize]
-    };
-    for threads in [1, 2] {
-        let case = format!("{threads}_thread{}", if threads > 1 { "s" } else { "" });
-        let limiter = limiter(100);
-        group.bench_function(BenchmarkId::new("tower_connlimit", &case), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, &|t, i| {
-                    drop(black_box(limiter.try_acquire(client(t, i)).unwrap()))
-                })
-            })
+    let clients = clients_v4(0, 10_000);
+    // The clients' 40 /24s get an override each; the rest of every list matches none of them.
+    let overrides = networks(0x0a00_0000, 24, 40)
+        .into_iter()
+        .chain(networks(0x6440_0000, 24, 9_960))
+        .map(|network| CidrLimit::new(network, LIMIT as usize))
+        .collect();
+    let listed = limiter(Config {
+        exempt: networks(0xc0a8_0000, 32, 10_000),
+        overrides,
+        trusted_proxies: networks(0xc612_0000, 32, 10_000),
+        ..per_client(LIMIT)
+    });
+    let bare = limiter(per_client(LIMIT));
+    for (name, limiter) in [("tower_connlimit", &bare), ("10k_cidrs_each", &listed)] {
+        each_client(&mut group, name, "admit_release", &clients, |ip| {
+            drop(black_box(limiter.try_acquire(ip).unwrap()))
         });
-        // The same work with nothing shared between the threads: a limiter each. The gap to
-        // `tower_connlimit` is what the shared counters and the shared map cost.
-        let own: Vec<Limiter> = (0..threads).map(|_| self::limiter(100)).collect();
-        group.bench_function(BenchmarkId::new("tower_connlimit_unshared", &case), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, &|t, i| {
-                    drop(black_box(own[t].try_acquire(client(t, i)).unwrap()))
-                })
-            })
-        });
-        let naive = NaiveLimiter::new(100);
-        group.bench_function(BenchmarkId::new("naive_mutex_hashmap", &case), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, &|t, i| {
-                    assert!(naive.acquire(black_box(client(t, i))));
-                    naive.release(client(t, i));
-                })
-            })
-        });
-        let global = semaphore();
-        group.bench_function(
-            BenchmarkId::new("tower_global_concurrency_limit", &case),
-            |b| {
-                b.iter_custom(|iters| {
-                    on_threads(threads, iters, &|_, _| {
-                        drop(black_box(Arc::clone(&global).try_acquire_owned().unwrap()))
-                    })
-                })
-            },
-        );
-        let floor = AtomicUsize::new(0);
-        group.bench_function(BenchmarkId::new("atomic_floor", &case), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, &|_, _| {
-                    black_box(floor.fetch_add(1, Ordering::AcqRel));
-                    floor.fetch_sub(1, Ordering::AcqRel);
-                })
-            })
+    }
+    let few = limiter(Config {
+        trusted_proxies: networks(0xc612_0000, 32, 10),
+        ..per_client(LIMIT)
+    });
+    let proxies: Vec<IpAddr> = (0..10_000u32)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i)))
+        .collect();
+    for (name, limiter) in [("10_cidrs", &few), ("10k_cidrs_each", &listed)] {
+        each_client(&mut group, name, "is_trusted_proxy", &proxies, |ip| {
+            black_box(limiter.is_trusted_proxy(ip));
         });
     }
     group.finish();
@@ -249,109 +329,132 @@ impl Drop for SetOnDrop<'_> {
 /// Admit+release while another thread replaces the config as fast as it can, against the same
 /// with the config left alone.
 fn config_swap(c: &mut Criterion) {
-    let mut group = c.benchmark_group("admit_release_config_swap");
+    let mut group = c.benchmark_group("config_swap");
     group.throughput(Throughput::Elements(1));
-    let clients = clients_v4(10_000);
+    let clients = clients_v4(0, 10_000);
     for swapping in [false, true] {
-        let limiter = limiter(100);
+        let limiter = limiter(per_client(LIMIT));
         let stop = AtomicBool::new(false);
         std::thread::scope(|scope| {
             if swapping {
                 scope.spawn(|| {
                     // Bounded by the flag, which `_stop` below sets when the measurement ends.
-                    let mut limit = 100;
+                    let mut limit = LIMIT;
                     while !stop.load(Ordering::Relaxed) {
-                        limit = if limit == 100 { 101 } else { 100 };
-                        limiter
-                            .set_config(Config {
-                                max_conns_per_client: limit,
-                                ..Config::default()
-                            })
-                            .unwrap();
+                        limit = if limit == LIMIT { LIMIT + 1 } else { LIMIT };
+                        limiter.set_config(per_client(limit)).unwrap();
                     }
                 });
             }
             let name = if swapping {
                 "while_swapping"
             } else {
-                "config_left_alone"
+                "tower_connlimit"
             };
             // Stops the swapping thread when the measurement ends, even by a panic, so that
             // the scope never waits for it forever.
             let _stop = SetOnDrop(&stop);
-            let mut i = 0;
-            group.bench_function(BenchmarkId::new("tower_connlimit", name), |b| {
-                b.iter(|| {
-                    i = (i + 1) % clients.len();
-                    drop(black_box(limiter.try_acquire(clients[i]).unwrap()));
-                })
+            each_client(&mut group, name, "10k_clients", &clients, |ip| {
+                drop(black_box(limiter.try_acquire(ip).unwrap()))
             });
         });
     }
     group.finish();
 }
 
-/// Admission with the layered gate on: a connect-rate rule that never refuses here, and an
-/// override list to search, against the bare limiter.
-fn gate_on(c: &mut Criterion) {
-    let mut group = c.benchmark_group("admit_release_gate");
-    group.throughput(Throughput::Elements(1));
-    let clients = clients_v4(10_000);
-    let gated = Limiter::new(Config {
-        max_conns_per_client: 100,
-        connect_rate: Some(
-            RateLimit::new(1_000_000_000, Duration::from_secs(1)).strategy(Strategy::TokenBucket),
-        ),
-        overrides: (0..10u8)
-            .map(|i| CidrLimit::new(format!("192.0.{i}.0/24").parse().unwrap(), 50))
-            .collect(),
-        ..Config::default()
-    });
-    for (name, limiter) in [
-        ("tower_connlimit_gate_on", &gated),
-        ("tower_connlimit", &limiter(100)),
-    ] {
-        let mut i = 0;
-        group.bench_function(BenchmarkId::new(name, "10k_clients"), |b| {
-            b.iter(|| {
-                i = (i + 1) % clients.len();
-                drop(black_box(limiter.try_acquire(clients[i]).unwrap()));
-            })
-        });
-    }
-    group.finish();
+/// One operation of thread `thread`, its `i`th.
+type Op<'a> = dyn Fn(usize, u64) + Sync + 'a;
+
+/// Runs `op(thread, i)` `iters` times on each of `threads` threads started together, each pinned
+/// to a core of its own (as far as there are cores), and returns the wall time divided by
+/// `threads`: criterion then reports the time per operation of all threads together (the
+/// inverse of throughput).
+fn on_threads(threads: usize, iters: u64, op: &Op<'_>) -> Duration {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        for thread in 0..threads {
+            let (start, cores) = (&start, &cores);
+            scope.spawn(move || {
+                if let Some(core) = cores.get(thread % cores.len().max(1)) {
+                    core_affinity::set_for_current(*core);
+                }
+                start.wait();
+                for i in 0..iters {
+                    op(thread, i);
+                }
+            });
+        }
+        start.wait();
+        let began = Instant::now();
+        // The scope joins every thread before returning.
+        began
+    })
+    .elapsed()
+        / threads as u32
 }
 
-fn rejected(c: &mut Criterion) {
-    let mut group = c.benchmark_group("rejected_admit");
+/// Admit+release on one thread and on two, each thread on 5,000 clients of its own, for every
+/// implementation, between two runs of the control: a limiter per thread.
+fn threads(c: &mut Criterion) {
+    const PER_THREAD: u32 = 5_000;
+    let mut group = c.benchmark_group("threads");
     group.throughput(Throughput::Elements(1));
-    let ip: IpAddr = "192.0.2.1".parse().unwrap();
-    let limiter = limiter(1);
-    let _held = limiter.try_acquire(ip).unwrap();
-    group.bench_function(BenchmarkId::new("tower_connlimit", "one_client"), |b| {
-        b.iter(|| assert!(limiter.try_acquire(black_box(ip)).is_err()))
-    });
-    let naive = NaiveLimiter::new(1);
-    assert!(naive.acquire(ip));
-    group.bench_function(BenchmarkId::new("naive_mutex_hashmap", "one_client"), |b| {
-        b.iter(|| assert!(!naive.acquire(black_box(ip))))
-    });
-    let full = Arc::new(Semaphore::new(1));
-    let _taken = Arc::clone(&full).try_acquire_owned().unwrap();
-    group.bench_function(
-        BenchmarkId::new("tower_global_concurrency_limit", "one_client"),
-        |b| b.iter(|| assert!(Arc::clone(black_box(&full)).try_acquire_owned().is_err())),
-    );
+    let clients = clients_v4(0, 2 * PER_THREAD);
+    let client = |thread: usize, i: u64| {
+        clients[thread * PER_THREAD as usize + (i % u64::from(PER_THREAD)) as usize]
+    };
+    for threads in [1, 2] {
+        let case = format!("{threads}_thread{}", if threads > 1 { "s" } else { "" });
+        let mut measure = |implementation: &str, op: &Op<'_>| {
+            group.bench_function(BenchmarkId::new(implementation, &case), |b| {
+                b.iter_custom(|iters| on_threads(threads, iters, op))
+            });
+        };
+        // Nothing shared between the threads: what two cores give when nothing is shared.
+        let own: Vec<Limiter> = (0..threads).map(|_| limiter(per_client(LIMIT))).collect();
+        let control: &Op<'_> = &|t, i| drop(black_box(own[t].try_acquire(client(t, i)).unwrap()));
+        measure("control_before", control);
+        let ours = limiter(per_client(LIMIT));
+        measure("tower_connlimit", &|t, i| {
+            drop(black_box(ours.try_acquire(client(t, i)).unwrap()))
+        });
+        let naive = NaiveLimiter::new(LIMIT);
+        measure("naive_mutex_hashmap", &|t, i| {
+            assert!(naive.acquire(black_box(client(t, i))));
+            naive.release(client(t, i));
+        });
+        let governor = governor(unlimited());
+        measure("governor_check_key", &|t, i| {
+            assert!(governor.check_key(&client(t, i)).is_ok())
+        });
+        let inflight = Inflight::new();
+        measure("pingora_inflight", &|t, i| {
+            let (guard, count) = inflight.incr(client(t, i), 1);
+            assert!(count <= LIMIT as isize);
+            drop(black_box(guard));
+        });
+        let global = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        measure("tower_semaphore", &|_, _| {
+            drop(black_box(Arc::clone(&global).try_acquire_owned().unwrap()))
+        });
+        let floor = AtomicUsize::new(0);
+        measure("atomic_floor", &|_, _| {
+            black_box(floor.fetch_add(1, Ordering::AcqRel));
+            floor.fetch_sub(1, Ordering::AcqRel);
+        });
+        measure("control_after", control);
+    }
     group.finish();
 }
 
 criterion_group!(
     benches,
     admit_release,
-    admit_release_held,
-    admit_release_threads,
-    gate_on,
+    rejected,
+    gate,
+    cidr_lists,
     config_swap,
-    rejected
+    threads
 );
 criterion_main!(benches);

@@ -1,126 +1,216 @@
 //! Admission: the one function that decides and counts.
 
-use std::cell::Cell;
+use std::cell::OnceCell;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::mapref::entry::Entry as Slot;
+use dashmap::mapref::entry::Entry as MapSlot;
 
-use super::entry::{Entry, Facts, Record};
+use super::entry::{Entry, Record};
 use super::gate::{Denial, Event, Notes, Route};
+use super::permit::Slot;
 use super::{stripes, Kind, Limiter, PointId};
 use crate::cidr_table::Overlap;
 use crate::key::ClientKey;
+use crate::limits::Limits;
 use crate::reason::{RejectReason, Rejected};
 
-/// An admission: the client's entry, which the permit releases into, and whether the
-/// connection went into the global count.
-pub(super) struct Admitted {
-    pub(super) entry: Arc<Entry>,
-    pub(super) in_total: bool,
+/// A decision's admission: the client's entry, and whether the connection went into the global
+/// count. Made into a [`Slot`] at once, which releases it.
+struct Admitted {
+    entry: Arc<Entry>,
+    in_total: bool,
 }
 
 impl Limiter {
-    /// The one admission decision. Loads the config once, finds the client's entry (making it on
+    /// The one admission decision. Reads the config once, finds the client's entry (making it on
     /// the client's first visit), and under the entry's map shard's *read* lock checks a ban and
     /// the rate rules (under the client's own lock, only when there are any), then the per-client
     /// limit and a place under the global cap, counting the client only if every check passed.
     /// Nothing is counted unless every check passes, so a refused attempt never makes the totals
-    /// look higher to concurrent callers. Returns the admission, and this thread's count of
-    /// admissions at the point so far, for sampling.
+    /// look higher to concurrent callers. Returns the admission, ready to be released.
+    #[inline]
     pub(super) fn admit(
         &self,
         ip: IpAddr,
         kind: Kind,
         route: Option<Route<'_>>,
         point: PointId,
-    ) -> Result<(Admitted, u64), Rejected> {
+    ) -> Result<Slot, Rejected> {
+        // The common case, on the hot settings alone (`hot.rs`) and with no lock but the map
+        // shard's read lock: no rate rule or global cap in force, and a client with an entry, a
+        // limit worked out under the config in force, no exempt address and no ban. One
+        // compare-and-swap on the client's count.
         let shared = &*self.shared;
-        let installed = shared.config.load();
-        let limits = &installed.limits;
-        // The clock is read at most once per decision, and only when something needs it.
-        let clock_reading = Cell::new(None);
-        let now = || match clock_reading.get() {
-            Some(now) => now,
-            None => {
-                let now = self.now();
-                clock_reading.set(Some(now));
-                now
-            }
-        };
-        let mut notes = Notes::default();
-        let mut key = limits.key(ip);
-        let mut exact = false;
-        let mut made_room = false;
-        let verdict = loop {
-            // The shard lock is held only inside this block: no await, no second map call.
+        if let Some(hot) = shared.hot.read() {
+            let key = ClientKey::new(ip, hot.ipv4_prefix, hot.ipv6_prefix);
+            // The shard's read lock is held while `record` lives: no await, no second map call.
             if let Some(record) = shared.clients.get(&key) {
-                let entry = &record.key().0;
+                let entry = record.key().entry();
+                if let Some(limit) = entry.plain_limit(hot.generation) {
+                    let limit = match kind {
+                        Kind::Connection => limit,
+                        Kind::Request => hot.max_requests_per_client,
+                    };
+                    if shared.hot.still(&hot) {
+                        if !entry.try_count(kind, limit, false) {
+                            drop(record);
+                            let reason = kind.client_limit_reason();
+                            return Err(self.refuse_decided(kind, point, &key, reason, None));
+                        }
+                        let slot = Slot::new(Arc::clone(entry), kind, point, false);
+                        drop(record);
+                        self.count_admitted(&key, kind, point);
+                        return Ok(slot);
+                    }
+                }
+            }
+        }
+        self.admit_on_config(ip, kind, route, point)
+    }
+
+    /// Every other case, on the whole config: rate rules, a ban, a global cap, an exempt client,
+    /// a client seen for the first time, a config not yet seen by the client's entry.
+    #[inline(never)]
+    fn admit_on_config(
+        &self,
+        ip: IpAddr,
+        kind: Kind,
+        route: Option<Route<'_>>,
+        point: PointId,
+    ) -> Result<Slot, Rejected> {
+        let installed = self.shared.config.load();
+        let limits = &installed.limits;
+        let mut key = limits.key(ip);
+        let verdict = match self.decide_warm(&key, limits, kind, route) {
+            Some(verdict) => verdict,
+            None => self.decide_cold(ip, &mut key, limits, kind, route),
+        };
+        match verdict {
+            Ok(Admitted { entry, in_total }) => {
+                // Made first, so that nothing after it can leave a count behind.
+                let slot = Slot::new(entry, kind, point, in_total);
+                self.count_admitted(&key, kind, point);
+                Ok(slot)
+            }
+            Err((reason, wait)) => Err(self.refuse_decided(kind, point, &key, reason, wait)),
+        }
+    }
+
+    /// Counts and logs an admission at `point`, once its slot is made.
+    #[inline]
+    fn count_admitted(&self, key: &ClientKey, kind: Kind, point: PointId) {
+        let counters = self.shared.home.points.get(point);
+        let sample = stripes::up(&counters.mine().admitted[kind as usize]);
+        self.admitted(key, kind, counters, sample);
+    }
+
+    /// A client with an entry, none of whose addresses is exempt: decides without the client's
+    /// lock when no rate, ban or global cap needs it. `None` when it is not that case.
+    #[inline]
+    fn decide_warm(
+        &self,
+        key: &ClientKey,
+        limits: &Limits,
+        kind: Kind,
+        route: Option<Route<'_>>,
+    ) -> Option<Result<Admitted, Denial>> {
+        // The shard's read lock is held while `record` lives: no await, no second map call.
+        let record = self.shared.clients.get(key)?;
+        let entry = record.key().entry();
+        let facts = entry.facts(limits);
+        if facts.exempt != Overlap::None {
+            return None;
+        }
+        let decision = Decision {
+            entry,
+            limit: facts.limit,
+            exempt: false,
+            limits,
+            kind,
+        };
+        if !decision.needs_lock() {
+            return Some(decision.count());
+        }
+        Some(decision.decide_locked(self, key, route))
+    }
+
+    /// Everything but the common case: a client seen for the first time (or under a new key),
+    /// an exempt client, counted under its exact address, and a full table.
+    #[cold]
+    #[inline(never)]
+    fn decide_cold(
+        &self,
+        ip: IpAddr,
+        key: &mut ClientKey,
+        limits: &Limits,
+        kind: Kind,
+        route: Option<Route<'_>>,
+    ) -> Result<Admitted, Denial> {
+        let shared = &*self.shared;
+        let exact = ClientKey::exact(ip);
+        let mut made_room = false;
+        loop {
+            // The shard's read lock is held only inside this block.
+            if let Some(record) = shared.clients.get(key) {
+                let entry = record.key().entry();
                 let facts = entry.facts(limits);
                 let exempt = match facts.exempt {
                     Overlap::None => false,
                     Overlap::Fully => true,
                     Overlap::Partly => limits.is_exempt(ip),
                 };
-                if exempt && !exact {
+                if exempt && *key != exact {
                     // An exempt client is counted under its exact address.
-                    exact = true;
-                    if key != ClientKey::exact(ip) {
-                        key = ClientKey::exact(ip);
-                        continue;
-                    }
+                    *key = exact;
+                    continue;
                 }
                 let decision = Decision {
                     entry,
-                    facts,
+                    limit: facts.limit,
                     exempt,
-                    event: Event {
-                        limits,
-                        kind,
-                        route,
-                        key: &key,
-                        now: &now,
-                    },
+                    limits,
+                    kind,
                 };
-                break decision.decide(&mut notes).map(|in_total| Admitted {
-                    entry: Arc::clone(entry),
-                    in_total,
-                });
+                if !decision.needs_lock() {
+                    return decision.count();
+                }
+                return decision.decide_locked(self, key, route);
             }
             // The client's first visit (or a new config's first for its key).
-            if !exact && limits.is_exempt(ip) {
-                exact = true;
-                key = ClientKey::exact(ip);
+            if *key != exact && limits.is_exempt(ip) {
+                *key = exact;
                 continue;
             }
-            if self.insert(key, limits.max_tracked_clients) {
+            if self.insert(*key, limits.max_tracked_clients) {
                 continue;
             }
             // Full: make room once, then try again.
-            if !made_room && self.make_room(limits.when_full, now) {
+            if !made_room && self.make_room(limits.when_full, self.now()) {
                 made_room = true;
                 continue;
             }
-            break Err((RejectReason::TrackedClientsFull, None));
-        };
-        self.record(&key, &notes);
-        let counters = shared.home.points.get(point);
-        let stripe = counters.mine();
-        match verdict {
-            Ok(admitted) => {
-                stripes::up(&stripe.open[kind as usize]);
-                let sample = stripes::up(&stripe.admitted[kind as usize]);
-                Ok((admitted, sample))
-            }
-            Err((reason, wait)) => {
-                self.refused(kind, point, reason as usize, reason.info(), Some(&key));
-                Err(Rejected {
-                    reason,
-                    retry_after: wait.map(Duration::from_nanos),
-                })
-            }
+            return Err((RejectReason::TrackedClientsFull, None));
+        }
+    }
+
+    /// Counts and logs a refusal the decision made, and says it to the caller.
+    #[cold]
+    #[inline(never)]
+    fn refuse_decided(
+        &self,
+        kind: Kind,
+        point: PointId,
+        key: &ClientKey,
+        reason: RejectReason,
+        wait: Option<u64>,
+    ) -> Rejected {
+        self.refused(kind, point, reason as usize, reason.info(), Some(key));
+        Rejected {
+            reason,
+            retry_after: wait.map(Duration::from_nanos),
         }
     }
 
@@ -133,10 +223,10 @@ impl Limiter {
         }
         let entry = Arc::new(Entry::new(key, Arc::clone(&shared.home)));
         match shared.clients.entry(Record(entry)) {
-            Slot::Vacant(vacant) => {
+            MapSlot::Vacant(vacant) => {
                 vacant.insert(());
             }
-            Slot::Occupied(_) => {
+            MapSlot::Occupied(_) => {
                 // Another admission made it first.
                 shared.tracked.fetch_sub(1, Ordering::Relaxed);
             }
@@ -145,62 +235,122 @@ impl Limiter {
     }
 }
 
-/// What one decision is about: the client's entry and what its limits are, and the event.
+/// What one decision is about: the client's entry and its limit for the event, and the config.
 struct Decision<'a> {
-    entry: &'a Entry,
-    facts: Facts,
+    entry: &'a Arc<Entry>,
+    /// The client's connection limit (0: none); the request limit is in `limits`.
+    limit: usize,
     exempt: bool,
-    event: Event<'a>,
+    limits: &'a Limits,
+    kind: Kind,
 }
 
 impl Decision<'_> {
-    /// Decides and counts; returns whether the connection went into the global count.
-    ///
-    /// Without a global cap, a ban or a rate rule to check, the decision is one compare-and-swap
-    /// on the client's count. Otherwise it is taken under the client's own lock, so that the
-    /// client's attempts are checked one at a time and none raises a count that it then has to
-    /// give back.
+    /// The limit for this event (0: none).
     #[inline]
-    fn decide(&self, notes: &mut Notes) -> Result<bool, Denial> {
-        let Decision {
-            entry,
-            facts,
-            exempt,
-            ref event,
-        } = *self;
-        let limits = event.limits;
-        let kind = event.kind;
-        let limit = match (exempt, kind) {
+    fn limit(&self) -> usize {
+        match (self.exempt, self.kind) {
             (true, _) => 0,
-            (false, Kind::Connection) => facts.limit,
-            (false, Kind::Request) => limits.max_requests_per_client,
-        };
-        let in_total = kind == Kind::Connection && limits.counts_total();
-        let gated =
-            !exempt && (limits.has_rates() || entry.banned_until.load(Ordering::Relaxed) != 0);
-        if !gated && !in_total {
-            return if entry.try_count(kind, limit, false) {
-                Ok(false)
-            } else {
-                Err((kind.client_limit_reason(), None))
-            };
+            (false, Kind::Connection) => self.limit,
+            (false, Kind::Request) => self.limits.max_requests_per_client,
         }
+    }
+
+    /// Whether this is a connection to count in the global count.
+    #[inline]
+    fn in_total(&self) -> bool {
+        self.kind == Kind::Connection && self.limits.counts_total()
+    }
+
+    /// Whether a ban or a rate rule must be checked.
+    #[inline]
+    fn gated(&self) -> bool {
+        !self.exempt && (self.limits.has_rates() || self.entry.may_be_banned())
+    }
+
+    /// Whether the decision takes the client's lock: to check a ban or a rate rule, or to take
+    /// a place in the global count, which a failed count must give back.
+    #[inline]
+    fn needs_lock(&self) -> bool {
+        self.gated() || self.in_total()
+    }
+
+    /// The decision without a lock: one compare-and-swap on the client's count.
+    #[inline]
+    fn count(&self) -> Result<Admitted, Denial> {
+        if !self.entry.try_count(self.kind, self.limit(), false) {
+            return Err((self.kind.client_limit_reason(), None));
+        }
+        Ok(Admitted {
+            entry: Arc::clone(self.entry),
+            in_total: false,
+        })
+    }
+
+    /// The decision under the client's lock, so that the client's attempts are checked one at a
+    /// time and none raises a count that it then has to give back: the ban and the rate rules
+    /// (for `route`, when known), then the client's count, then a place in the global count.
+    /// Counts and logs what the checks noticed besides the verdict.
+    #[inline(never)]
+    fn decide_locked(
+        &self,
+        limiter: &Limiter,
+        key: &ClientKey,
+        route: Option<Route<'_>>,
+    ) -> Result<Admitted, Denial> {
+        let mut notes = Notes::default();
+        let decided = self.checked_and_counted(limiter, key, route, &mut notes);
+        if notes.any() {
+            limiter.record(key, &notes);
+        }
+        decided
+    }
+
+    fn checked_and_counted(
+        &self,
+        limiter: &Limiter,
+        key: &ClientKey,
+        route: Option<Route<'_>>,
+        notes: &mut Notes,
+    ) -> Result<Admitted, Denial> {
+        let (entry, kind, in_total) = (self.entry, self.kind, self.in_total());
         let mut gate = entry.gate();
-        if gated {
-            gate.check(event, &entry.banned_until, notes)?;
+        if self.gated() {
+            // The clock is read at most once per decision, and only if a rule needs it.
+            let reading = OnceCell::new();
+            let now = || *reading.get_or_init(|| limiter.now());
+            let event = Event {
+                limits: self.limits,
+                kind,
+                route,
+                key,
+                now: &now,
+            };
+            let checked = gate.check(&event, notes);
+            if notes.banned || notes.ban_over {
+                entry.mark_banned(notes.banned);
+            }
+            checked?;
         }
-        if !entry.try_count(kind, limit, in_total) {
+        if !entry.try_count(kind, self.limit(), in_total) {
             return Err((kind.client_limit_reason(), None));
         }
         if in_total {
-            let cap = if exempt { 0 } else { limits.max_conns_total };
+            let cap = if self.exempt {
+                0
+            } else {
+                self.limits.max_conns_total
+            };
             if !reserve(&entry.home.total, cap) {
                 entry.uncount(kind, true);
                 return Err((RejectReason::TotalConnections, None));
             }
         }
         drop(gate);
-        Ok(in_total)
+        Ok(Admitted {
+            entry: Arc::clone(entry),
+            in_total,
+        })
     }
 }
 

@@ -19,8 +19,10 @@ impl Limiter {
         let until = self.now().saturating_add(nanos(duration));
         loop {
             if let Some(record) = shared.clients.get(&key) {
-                let entry = &record.key().0;
-                entry.gate().ban_until(&entry.banned_until, until);
+                let entry = record.key().entry();
+                let mut gate = entry.gate();
+                gate.ban_until(until);
+                entry.mark_banned(true);
                 break;
             }
             // A manual ban is always recorded, even past `max_tracked_clients`.
@@ -37,9 +39,11 @@ impl Limiter {
         let now = self.now();
         let was_banned = match self.shared.clients.get(&key) {
             Some(record) => {
-                let entry = &record.key().0;
-                let was_banned = entry.banned_until.load(Ordering::Relaxed) > now;
-                entry.gate().unban(&entry.banned_until);
+                let entry = record.key().entry();
+                let mut gate = entry.gate();
+                let was_banned = gate.banned_until() > now;
+                gate.unban();
+                entry.mark_banned(false);
                 was_banned
             }
             None => return false,
@@ -55,8 +59,8 @@ impl Limiter {
             .clients
             .iter()
             .filter_map(|record| {
-                let entry = &record.key().0;
-                let until = entry.banned_until.load(Ordering::Relaxed);
+                let entry = record.key().entry();
+                let until = entry.gate().banned_until();
                 (until > now).then(|| (entry.key, Duration::from_nanos(until - now)))
             })
             .collect()
@@ -74,7 +78,7 @@ impl Limiter {
         let key = self.key_for(ip);
         let now = self.now();
         let record = self.shared.clients.get(&key)?;
-        let entry = &record.key().0;
+        let entry = record.key().entry();
         (!entry.is_forgettable(now)).then(|| ClientStats::new(entry, now))
     }
 
@@ -88,8 +92,8 @@ impl Limiter {
         self.shared
             .clients
             .iter()
-            .filter(|record| !record.key().0.is_forgettable(now))
-            .map(|record| ClientStats::new(&record.key().0, now))
+            .filter(|record| !record.key().entry().is_forgettable(now))
+            .map(|record| ClientStats::new(record.key().entry(), now))
             .collect()
     }
 
@@ -108,7 +112,7 @@ impl Limiter {
         // A min-heap of the best `n` so far: the weakest is on top, ready to be pushed out.
         let mut best = BinaryHeap::new();
         for record in self.shared.clients.iter() {
-            let entry = &record.key().0;
+            let entry = record.key().entry();
             if !entry.is_idle() {
                 best.push(Reverse(Ranked(ClientStats::new(entry, now))));
                 if best.len() > n {

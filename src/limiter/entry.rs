@@ -20,21 +20,24 @@ use crate::limits::Limits;
 
 /// One client's counts, what its limits are under the config in force, and its rate and ban
 /// record.
+///
+/// Laid out for a decision: the key (compared on every lookup) and the counts come first, on one
+/// cache line. Small on purpose, since the table holds one per client: with its reference
+/// counts, an entry takes 120 bytes, one 128-byte block from the allocator.
+#[repr(C)]
 pub(super) struct Entry {
     pub(super) key: ClientKey,
-    /// Open connections in the low half; in the high half, how many of them are not in the
-    /// limiter's global count (admitted while no global cap was in force). One word, so that
-    /// both change together.
-    connections: AtomicU64,
     requests: AtomicU32,
+    /// Open connections in the low 32 bits; in the next 31, how many of them are not in the
+    /// limiter's global count (admitted while no global cap was in force); in the top bit,
+    /// whether the client may be banned ([`BANNED`]), so that a decision knows without the
+    /// lock whether it must look. One word, so that all three change together.
+    connections: AtomicU64,
     /// What this client's limits are under the config of one generation: see [`Facts`].
     facts: AtomicU64,
-    /// Until when the client is banned (clock nanoseconds), 0 if never: read without the lock,
-    /// written under it.
-    pub(super) banned_until: AtomicU64,
-    gate: Mutex<Gate>,
     /// Where the permits count their releases.
     pub(super) home: Arc<Home>,
+    gate: Mutex<Gate>,
 }
 
 /// What a client's limits are under one config: worked out once per config from its lists of
@@ -66,8 +69,17 @@ impl Facts {
     }
 
     /// The facts packed for `generation`, if `word` holds that generation's.
+    #[inline]
     fn unpack(word: u64, generation: u64) -> Option<Facts> {
-        if word >> 32 != generation & u64::from(u32::MAX) {
+        // The common case in one comparison: this generation's, and no address exempt.
+        let current = (generation & u64::from(u32::MAX)) << 32;
+        if word >> LIMIT_BITS == current >> LIMIT_BITS {
+            return Some(Facts {
+                limit: (word & LIMIT_MAX) as usize,
+                exempt: Overlap::None,
+            });
+        }
+        if word >> 32 != current >> 32 {
             return None;
         }
         let exempt = match (word >> LIMIT_BITS) & 3 {
@@ -82,19 +94,23 @@ impl Facts {
     }
 }
 
-const LOW: u64 = u32::MAX as u64;
+/// The open connections' bits of [`Entry::connections`].
+const OPEN: u64 = u32::MAX as u64;
+/// One connection outside the global count, and all the bits that count them.
 const ONE_UNCOUNTED: u64 = 1 << 32;
+const UNCOUNTED: u64 = !OPEN & !BANNED;
+/// Set while the client may be banned: from a ban until a decision finds it over, or an unban.
+const BANNED: u64 = 1 << 63;
 
 impl Entry {
     pub(super) fn new(key: ClientKey, home: Arc<Home>) -> Self {
         Entry {
             key,
-            connections: AtomicU64::new(0),
             requests: AtomicU32::new(0),
+            connections: AtomicU64::new(0),
             facts: AtomicU64::new(0),
-            banned_until: AtomicU64::new(0),
-            gate: Mutex::new(Gate::default()),
             home,
+            gate: Mutex::new(Gate::default()),
         }
     }
 
@@ -102,16 +118,32 @@ impl Entry {
     #[inline]
     pub(super) fn facts(&self, limits: &Limits) -> Facts {
         let generation = limits.lookups.generation;
-        if let Some(facts) = Facts::unpack(self.facts.load(Ordering::Relaxed), generation) {
-            return facts;
+        match Facts::unpack(self.facts.load(Ordering::Relaxed), generation) {
+            Some(facts) => facts,
+            None => self.work_out_facts(limits),
         }
-        let probe = self.key.network();
+    }
+
+    /// Works out the client's limits under `limits`, and keeps them for the next decisions.
+    #[cold]
+    #[inline(never)]
+    fn work_out_facts(&self, limits: &Limits) -> Facts {
         let facts = Facts {
-            limit: limits.conn_limit_for(probe),
+            limit: limits.conn_limit_for(self.key.network()),
             exempt: limits.exempt_overlap(self.key),
         };
-        self.facts.store(facts.pack(generation), Ordering::Relaxed);
+        let packed = facts.pack(limits.lookups.generation);
+        self.facts.store(packed, Ordering::Relaxed);
         facts
+    }
+
+    /// The client's connection limit, when its entry worked it out under the config of
+    /// `generation`, none of its addresses is exempt, and it may not be banned: the common
+    /// case, which a decision takes without the client's lock.
+    #[inline]
+    pub(super) fn plain_limit(&self, generation: u64) -> Option<usize> {
+        let facts = Facts::unpack(self.facts.load(Ordering::Relaxed), generation)?;
+        (facts.exempt == Overlap::None && !self.may_be_banned()).then_some(facts.limit)
     }
 
     /// Counts one more `kind` if the client has fewer than `limit` (0: no limit). A connection
@@ -124,7 +156,7 @@ impl Entry {
                 let add = if in_total { 1 } else { 1 + ONE_UNCOUNTED };
                 self.connections
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                        let open = word & LOW;
+                        let open = word & OPEN;
                         (limit == 0 || open < limit as u64).then_some(word + add)
                     })
                     .is_ok()
@@ -149,8 +181,8 @@ impl Entry {
                 let _ =
                     self.connections
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                            debug_assert!(word & LOW > 0, "released a connection never counted");
-                            held_in_total = in_total || word >> 32 == 0;
+                            debug_assert!(word & OPEN > 0, "released a connection never counted");
+                            held_in_total = in_total || word & UNCOUNTED == 0;
                             Some(if held_in_total {
                                 word - 1
                             } else {
@@ -169,13 +201,28 @@ impl Entry {
     /// Takes the client's connections that are outside the global count into it: returns how
     /// many, and from now on releasing them takes them out of the global count.
     pub(super) fn absorb(&self) -> u64 {
-        let word = self.connections.fetch_and(LOW, Ordering::Relaxed);
-        word >> 32
+        let word = self.connections.fetch_and(!UNCOUNTED, Ordering::Relaxed);
+        (word & UNCOUNTED) >> 32
+    }
+
+    /// Whether the client may be banned: a decision must then look, under the lock.
+    #[inline]
+    pub(super) fn may_be_banned(&self) -> bool {
+        self.connections.load(Ordering::Relaxed) & BANNED != 0
+    }
+
+    /// Marks the client as banned, or not; called under the gate's lock, with the gate's ban.
+    pub(super) fn mark_banned(&self, banned: bool) {
+        if banned {
+            self.connections.fetch_or(BANNED, Ordering::Relaxed);
+        } else {
+            self.connections.fetch_and(!BANNED, Ordering::Relaxed);
+        }
     }
 
     /// Open connections and in-flight requests.
     pub(super) fn counts(&self) -> (usize, usize) {
-        let connections = (self.connections.load(Ordering::Relaxed) & LOW) as usize;
+        let connections = (self.connections.load(Ordering::Relaxed) & OPEN) as usize;
         (connections, self.requests.load(Ordering::Relaxed) as usize)
     }
 
@@ -217,6 +264,14 @@ impl PartialEq for Record {
 }
 
 impl Eq for Record {}
+
+impl Record {
+    /// The entry.
+    #[inline]
+    pub(super) fn entry(&self) -> &Arc<Entry> {
+        &self.0
+    }
+}
 
 impl Borrow<ClientKey> for Record {
     fn borrow(&self) -> &ClientKey {
@@ -265,6 +320,29 @@ mod tests {
         assert!(!entry.uncount(Kind::Connection, false));
         assert!(!entry.uncount(Kind::Request, false));
         assert!(entry.is_idle());
+    }
+
+    #[test]
+    fn the_ban_mark_leaves_the_counts_alone() {
+        let entry = entry();
+        assert!(entry.try_count(Kind::Connection, 1, false));
+        entry.mark_banned(true);
+        assert!(entry.may_be_banned());
+        assert!(
+            !entry.try_count(Kind::Connection, 1, true),
+            "still at the limit"
+        );
+        assert_eq!(entry.absorb(), 1);
+        assert!(entry.may_be_banned(), "absorbing keeps the mark");
+        assert!(entry.uncount(Kind::Connection, false));
+        assert_eq!(entry.counts(), (0, 0));
+        entry.mark_banned(false);
+        assert!(!entry.may_be_banned());
+        assert_eq!(
+            std::mem::size_of::<Entry>(),
+            104,
+            "two words under a 128-byte block"
+        );
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! [`Gate`]: one client's rate and ban record, and the checks made under its lock before the
 //! concurrency limits.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use super::Kind;
 use crate::ban::noise;
 use crate::clock::nanos;
@@ -18,8 +16,7 @@ pub(crate) struct Route<'a> {
     pub(crate) path: &'a str,
 }
 
-/// One client's rate states and ban record. The ban's end is kept in the entry, readable
-/// without this lock, and passed in where needed.
+/// One client's rate states and ban record.
 #[derive(Debug, Default)]
 pub(super) struct Gate {
     connect_rate: RateState,
@@ -34,6 +31,8 @@ pub(super) struct Gate {
 /// The parts of a client's record few clients have.
 #[derive(Debug, Default)]
 struct Extra {
+    /// Until when the client is banned (clock nanoseconds); 0 once it is not.
+    banned_until: u64,
     /// One state per path rule, allocated at the client's first request that matches one.
     paths: Option<Box<[RateState]>>,
     /// The config generation `paths` was laid out for; a new config starts them afresh.
@@ -60,8 +59,18 @@ pub(super) struct Notes {
     pub(super) dry_run: u32,
     /// Set when this decision banned the client.
     pub(super) banned: bool,
+    /// Set when this decision found the client's ban over.
+    pub(super) ban_over: bool,
     /// Set when a dry-run ban policy would have banned the client.
     pub(super) would_ban: bool,
+}
+
+impl Notes {
+    /// Whether there is anything to count or log.
+    #[inline]
+    pub(super) fn any(&self) -> bool {
+        self.dry_run > 0 || self.banned || self.would_ban
+    }
 }
 
 /// A refusal as the limiter decides it: the reason, and for time-bound ones, nanoseconds until
@@ -92,37 +101,39 @@ impl Gate {
         self.retain_until = self.retain_until.max(until);
     }
 
-    /// Bans the client until `until` (an existing later end stays); `banned` is the entry's
-    /// ban end.
-    pub(super) fn ban_until(&mut self, banned: &AtomicU64, until: u64) {
-        let until = banned.load(Ordering::Relaxed).max(until);
-        banned.store(until, Ordering::Relaxed);
+    /// Until when the client is banned, or 0.
+    pub(super) fn banned_until(&self) -> u64 {
+        self.extra.as_ref().map_or(0, |extra| extra.banned_until)
+    }
+
+    /// Bans the client until `until` (an existing later end stays).
+    pub(super) fn ban_until(&mut self, until: u64) {
+        let extra = self.extra();
+        extra.banned_until = extra.banned_until.max(until);
         self.remember_until(until);
     }
 
     /// Lifts a ban and forgets the violation record.
-    pub(super) fn unban(&mut self, banned: &AtomicU64) {
-        banned.store(0, Ordering::Relaxed);
+    pub(super) fn unban(&mut self) {
         if let Some(extra) = &mut self.extra {
+            extra.banned_until = 0;
             extra.bans = 0;
             extra.violations = RateState::default();
         }
     }
 
     /// Everything but the concurrency counts and the global cap: ban, then the rate rules for
-    /// this event, in order. Counts what passes; a violation may ban the client (`banned` is the
-    /// entry's ban end).
-    pub(super) fn check(
-        &mut self,
-        d: &Event<'_>,
-        banned: &AtomicU64,
-        notes: &mut Notes,
-    ) -> Result<(), Denial> {
-        let banned_until = banned.load(Ordering::Relaxed);
-        if banned_until != 0 {
-            let now = (d.now)();
-            if now < banned_until {
-                return Err((RejectReason::Banned, Some(banned_until - now)));
+    /// this event, in order. Counts what passes; a violation may ban the client. `notes` says
+    /// whether the client's ban began or ended here.
+    pub(super) fn check(&mut self, d: &Event<'_>, notes: &mut Notes) -> Result<(), Denial> {
+        if let Some(extra) = &mut self.extra {
+            if extra.banned_until != 0 {
+                let now = (d.now)();
+                if now < extra.banned_until {
+                    return Err((RejectReason::Banned, Some(extra.banned_until - now)));
+                }
+                extra.banned_until = 0;
+                notes.ban_over = true;
             }
         }
         let limits = d.limits;
@@ -149,7 +160,7 @@ impl Gate {
         match refusal {
             None => Ok(()),
             Some(refusal) => {
-                self.violation(d, banned, notes);
+                self.violation(d, notes);
                 Err(refusal)
             }
         }
@@ -191,7 +202,7 @@ impl Gate {
     }
 
     /// Records a violation; crossing the ban policy's threshold bans the client.
-    fn violation(&mut self, d: &Event<'_>, banned: &AtomicU64, notes: &mut Notes) {
+    fn violation(&mut self, d: &Event<'_>, notes: &mut Notes) {
         let Some(policy) = &d.limits.ban else {
             return;
         };
@@ -216,7 +227,7 @@ impl Gate {
         let extra = self.extra();
         let until = now.saturating_add(policy.length(extra.bans, noise(d.key, now)));
         extra.bans = extra.bans.saturating_add(1);
-        self.ban_until(banned, until);
+        self.ban_until(until);
         // Remember the record of bans for one longest ban after this one ends, for escalation.
         self.remember_until(until.saturating_add(nanos(policy.max_ban_for)));
         notes.banned = true;

@@ -90,7 +90,7 @@ impl Limiter {
         let now = self.now();
         let mut removed = 0;
         shared.clients.retain(|record, ()| {
-            let forget = record.0.is_forgettable(now);
+            let forget = record.entry().is_forgettable(now);
             removed += usize::from(forget);
             !forget
         });
@@ -104,13 +104,12 @@ impl Limiter {
     /// those with nothing open and nothing to remember, and with [`WhenFull::EvictStalest`] the
     /// quarter of up to [`EVICTION_SAMPLE`] idle ones whose records expire first. Returns
     /// whether any client was forgotten.
-    pub(super) fn make_room(&self, when_full: WhenFull, now: impl FnOnce() -> u64) -> bool {
+    pub(super) fn make_room(&self, when_full: WhenFull, now: u64) -> bool {
         let shared = &*self.shared;
-        let now = now();
         let mut forgettable: Vec<ClientKey> = Vec::new();
         let mut idle: Vec<(u64, ClientKey)> = Vec::new();
         for record in shared.clients.iter().take(EVICTION_SCAN) {
-            let entry = &record.key().0;
+            let entry = record.key().entry();
             if !entry.is_idle() {
                 continue;
             }
@@ -152,7 +151,7 @@ impl Limiter {
         let shared = &*self.shared;
         let removed = shared
             .clients
-            .remove_if(key, |record, ()| still(&record.0))
+            .remove_if(key, |record, ()| still(record.entry()))
             .is_some();
         if removed {
             shared.tracked.fetch_sub(1, Ordering::Relaxed);

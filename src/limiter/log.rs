@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::gate::Notes;
+use super::points::PointCounters;
 use super::summary::{Window, SAMPLE};
 use super::{stripes, Kind, Limiter, PointId};
 use crate::key::ClientKey;
@@ -52,14 +53,23 @@ impl Limiter {
         }
     }
 
-    /// After a permit is made: logs the admission, and now and then (`sample` is this thread's
-    /// count of such admissions) ends a summary window that is over. Runs once the permit
-    /// exists, so that nothing here can leave a count behind.
-    pub(super) fn admitted(&self, key: &ClientKey, kind: Kind, point: PointId, sample: u64) {
-        let shared = &*self.shared;
-        let point = shared.home.points.get(point).point.name();
-        tracing::trace!(client = %key, kind = kind.as_str(), %point, "admitted");
-        if let Some(end) = shared.summary.open_until() {
+    /// After an admission is made: logs it, and now and then (`sample` is this thread's count of
+    /// admissions at the point) ends a summary window that is over.
+    #[inline]
+    pub(super) fn admitted(
+        &self,
+        key: &ClientKey,
+        kind: Kind,
+        counters: &PointCounters,
+        sample: u64,
+    ) {
+        tracing::trace!(
+            client = %key,
+            kind = kind.as_str(),
+            point = counters.point.name(),
+            "admitted"
+        );
+        if let Some(end) = self.shared.summary.open_until() {
             if sample % SAMPLE == 0 {
                 self.close_summary_if_over(end);
             }
@@ -86,6 +96,8 @@ impl Limiter {
     }
 
     /// Ends the summary window that ends at `end`, if it is over, and logs it.
+    #[cold]
+    #[inline(never)]
     fn close_summary_if_over(&self, end: u64) {
         let now = self.now();
         if now >= end {

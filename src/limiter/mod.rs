@@ -14,6 +14,7 @@ mod admit;
 mod clients;
 mod entry;
 mod gate;
+mod hot;
 mod housekeeping;
 mod log;
 mod permit;
@@ -25,6 +26,7 @@ mod summary;
 
 use self::entry::{Entry, Record};
 use self::gate::Route;
+use self::hot::HotConfig;
 pub use self::permit::{ConnPermit, RequestPermit};
 pub(crate) use self::points::PointId;
 pub use self::points::{AdmissionPoint, Checkpoint};
@@ -163,6 +165,8 @@ impl Kind {
 
 struct Shared {
     config: ArcSwap<Installed>,
+    /// The settings a common decision reads, copied out of `config` (`hot.rs`).
+    hot: HotConfig,
     /// The clients, each an [`Entry`] keyed by its client key (the entry holds the key).
     clients: DashMap<Record, (), ClientHasher>,
     clock: Box<dyn Clock>,
@@ -237,6 +241,7 @@ impl Limiter {
     /// that forgets expired clients (`housekeeping.rs`).
     pub(crate) fn with_installed(installed: Installed, clock: impl Clock) -> Self {
         let shared = Arc::new(Shared {
+            hot: HotConfig::new(&installed.limits),
             config: ArcSwap::from_pointee(installed),
             clients: DashMap::with_hasher_and_shard_amount(ClientHasher::default(), SHARDS),
             clock: Box::new(clock),
@@ -266,20 +271,24 @@ impl Limiter {
                 limits: installed.limits.counting_only(),
                 whole: Arc::clone(&installed.whole),
             };
+            shared.hot.publish(&counting.limits);
             let uncounting = shared.config.swap(Arc::new(counting));
-            // Decisions that loaded the config before may still count a connection outside the
-            // global count: let them finish first, so that none is missed.
+            // Decisions that read the config before may still count a connection outside the
+            // global count: those on the whole config are let finish first, and those on the
+            // hot settings are met shard by shard (`HotConfig::still`), so that none is missed.
             wait_until_unshared(&uncounting);
             self.absorb_into_total();
         }
+        shared.hot.publish(&installed.limits);
         shared.config.store(Arc::new(installed));
     }
 
-    /// Takes every connection outside the global count into it.
+    /// Takes every connection outside the global count into it, under each shard's write lock
+    /// in turn, so that no decision on the shard is halfway.
     fn absorb_into_total(&self) {
         let shared = &*self.shared;
-        for record in shared.clients.iter() {
-            let absorbed = record.key().0.absorb();
+        for record in shared.clients.iter_mut() {
+            let absorbed = record.key().entry().absorb();
             shared
                 .home
                 .total
@@ -354,24 +363,22 @@ impl Limiter {
     }
 
     /// Admits a connection from `ip` at `point`.
+    #[inline]
     fn connection_permit(&self, ip: IpAddr, point: PointId) -> Result<ConnPermit, Rejected> {
-        let (admitted, sample) = self.admit(ip, Kind::Connection, None, point)?;
-        let permit = ConnPermit::new(admitted, point);
-        self.admitted(&permit.client_key(), Kind::Connection, point, sample);
-        Ok(permit)
+        let slot = self.admit(ip, Kind::Connection, None, point)?;
+        Ok(ConnPermit::new(slot))
     }
 
     /// Admits a request from `ip`, for `route` when known, at `point`.
+    #[inline]
     fn request_permit(
         &self,
         ip: IpAddr,
         route: Option<Route<'_>>,
         point: PointId,
     ) -> Result<RequestPermit, Rejected> {
-        let (admitted, sample) = self.admit(ip, Kind::Request, route, point)?;
-        let permit = RequestPermit::new(admitted, point);
-        self.admitted(&permit.client_key(), Kind::Request, point, sample);
-        Ok(permit)
+        let slot = self.admit(ip, Kind::Request, route, point)?;
+        Ok(RequestPermit::new(slot))
     }
 
     /// The key `ip` is counted under now.

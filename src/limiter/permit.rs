@@ -3,7 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::admit::Admitted;
 use super::entry::Entry;
 use super::release::release;
 use super::{Kind, PointId};
@@ -12,25 +11,29 @@ use crate::key::ClientKey;
 /// The release half shared by both permit types: gives its unit back exactly once, on drop. It
 /// holds the client's entry, not the limiter, so that a permit costs no write to a line every
 /// thread shares.
-struct Slot {
+pub(super) struct Slot {
     entry: Arc<Entry>,
     kind: Kind,
     point: PointId,
+    /// Whether the connection holds a place in the global count.
     in_total: bool,
 }
 
 impl Slot {
-    fn new(admitted: Admitted, kind: Kind, point: PointId) -> Self {
+    /// The release of one `kind` counted on `entry` at `point`.
+    #[inline]
+    pub(super) fn new(entry: Arc<Entry>, kind: Kind, point: PointId, in_total: bool) -> Self {
         Slot {
-            entry: admitted.entry,
+            entry,
             kind,
             point,
-            in_total: admitted.in_total,
+            in_total,
         }
     }
 }
 
 impl Drop for Slot {
+    #[inline]
     fn drop(&mut self) {
         release(&self.entry, self.kind, self.point, self.in_total);
     }
@@ -47,10 +50,9 @@ pub struct ConnPermit {
 }
 
 impl ConnPermit {
-    pub(super) fn new(admitted: Admitted, point: PointId) -> Self {
-        ConnPermit {
-            slot: Slot::new(admitted, Kind::Connection, point),
-        }
+    pub(super) fn new(slot: Slot) -> Self {
+        debug_assert_eq!(slot.kind, Kind::Connection);
+        ConnPermit { slot }
     }
 
     /// The client key this connection is counted under.
@@ -89,10 +91,9 @@ pub struct RequestPermit {
 }
 
 impl RequestPermit {
-    pub(super) fn new(admitted: Admitted, point: PointId) -> Self {
-        RequestPermit {
-            slot: Slot::new(admitted, Kind::Request, point),
-        }
+    pub(super) fn new(slot: Slot) -> Self {
+        debug_assert_eq!(slot.kind, Kind::Request);
+        RequestPermit { slot }
     }
 
     /// The client key this request is counted under.

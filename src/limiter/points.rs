@@ -285,6 +285,7 @@ pub(super) const DIRECT: PointId = PointId(0);
 
 /// The most admission points one limiter counts separately.
 const MAX_POINTS: usize = 16;
+const _: () = assert!(MAX_POINTS.is_power_of_two());
 
 /// The registered admission points' counters, in a fixed table so that an admission finds its
 /// point's counters by index, without a lock.
@@ -303,7 +304,7 @@ const MAX_REFUSALS: usize = RejectReason::ALL.len() + MAX_OWN_REFUSALS;
 /// One admission point's counters, each split into [`STRIPES`](stripes::STRIPES) stripes.
 pub(super) struct PointCounters {
     pub(super) point: &'static AdmissionPoint,
-    stripes: Box<[PointStripe]>,
+    stripes: Box<[PointStripe; stripes::STRIPES]>,
     /// Whether each refusal reason has been counted here before, for logging a
     /// misconfiguration loudly once.
     seen: [AtomicBool; MAX_REFUSALS],
@@ -313,11 +314,11 @@ pub(super) struct PointCounters {
 #[derive(Default)]
 #[repr(align(128))]
 pub(super) struct PointStripe {
-    /// Connections and requests holding a permit now, by [`Kind`] (see the stripes' docs for
-    /// why a stripe's count may wrap).
-    pub(super) open: [AtomicU64; 2],
     /// Admitted since the limiter was created, by [`Kind`].
     pub(super) admitted: [AtomicU64; 2],
+    /// Released since the limiter was created, by [`Kind`], in the stripe of the thread that
+    /// dropped the permit: those holding a permit now are the admitted less the released.
+    pub(super) released: [AtomicU64; 2],
     /// Refusals, in [`AdmissionPoint::all_refusals`]' order.
     pub(super) refused: [AtomicU64; MAX_REFUSALS],
     /// Early closes, in the order of the point's `closes`.
@@ -345,9 +346,7 @@ impl PointCounters {
         );
         PointCounters {
             point,
-            stripes: (0..stripes::STRIPES)
-                .map(|_| PointStripe::default())
-                .collect(),
+            stripes: Box::new(std::array::from_fn(|_| PointStripe::default())),
             seen: Default::default(),
         }
     }
@@ -360,7 +359,7 @@ impl PointCounters {
 
     /// Every stripe, for the stats.
     pub(super) fn stripes(&self) -> &[PointStripe] {
-        &self.stripes
+        &self.stripes[..]
     }
 }
 
@@ -413,7 +412,8 @@ impl Points {
     /// The counters of a registered point.
     #[inline]
     pub(super) fn get(&self, id: PointId) -> &PointCounters {
-        self.slots[usize::from(id.0)]
+        // A `PointId` is below `MAX_POINTS`, a power of two: the mask only spares a bounds check.
+        self.slots[usize::from(id.0) & (MAX_POINTS - 1)]
             .get()
             .expect("a PointId is handed out only once its point is registered")
     }

@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 /// Gives back one `kind` that `entry`'s client was admitted at `point`, and the place it took in
 /// the global count if it holds one. Runs exactly once per permit, from its `Drop`, and touches
 /// only the client's entry and this thread's stripe of the point's counters: never the map.
+#[inline]
 pub(super) fn release(entry: &Entry, kind: Kind, point: PointId, in_total: bool) {
     let home = &entry.home;
-    stripes::down(&home.points.get(point).mine().open[kind as usize]);
+    stripes::up(&home.points.get(point).mine().released[kind as usize]);
     if entry.uncount(kind, in_total) {
         home.total.fetch_sub(1, Ordering::Relaxed);
     }

@@ -179,7 +179,7 @@ impl ClientStats {
             key: entry.key,
             open_connections,
             in_flight_requests,
-            banned_for: left(entry.banned_until.load(Ordering::Relaxed)),
+            banned_for: left(gate.banned_until()),
             bans: gate.bans(),
             remembered_for: left(gate.retained_until()),
         }
@@ -199,9 +199,16 @@ impl PointStats {
         for (i, reason) in point.closes().iter().enumerate() {
             closed.add(reason, stripes::sum(stripes, |s| &s.closed[i]));
         }
-        let open = |kind: Kind| stripes::sum(stripes, |s| &s.open[kind as usize]) as usize;
+        // The released first: admitted counts read after them are at least as large, so that a
+        // figure read under load is never negative.
+        let released = [Kind::Connection, Kind::Request]
+            .map(|kind| stripes::sum(stripes, |s| &s.released[kind as usize]));
         let admitted = [Kind::Connection, Kind::Request]
             .map(|kind| stripes::sum(stripes, |s| &s.admitted[kind as usize]));
+        let open = |kind: Kind| {
+            let k = kind as usize;
+            admitted[k].saturating_sub(released[k]) as usize
+        };
         let stats = PointStats {
             point,
             open_connections: open(Kind::Connection),

@@ -16,7 +16,7 @@ use crate::key::ClientKey;
 pub(super) const SUMMARY_PERIOD_NANOS: u64 = 10_000_000_000;
 
 /// One in this many decisions reads the clock to see whether an open window is over.
-pub(super) const SAMPLE: u64 = 8;
+pub(super) const SAMPLE: u64 = 32;
 
 /// Bits in the distinct-client sketch: 512 bytes, accurate within a few percent up to about
 /// 20,000 clients, and a floor ("at least") past its saturation.
