@@ -24,6 +24,8 @@ pub(super) struct Gate {
     /// Until when the record can still refuse something: a drained entry is kept until then,
     /// so that leaving does not reset a client's record.
     retain_until: u64,
+    /// Until when the client is banned (clock nanoseconds); 0 once it is not.
+    banned_until: u64,
     /// Path states and the ban record, kept only for the clients that need them.
     extra: Option<Box<Extra>>,
 }
@@ -31,8 +33,6 @@ pub(super) struct Gate {
 /// The parts of a client's record few clients have.
 #[derive(Debug, Default)]
 struct Extra {
-    /// Until when the client is banned (clock nanoseconds); 0 once it is not.
-    banned_until: u64,
     /// One state per path rule, allocated at the client's first request that matches one.
     paths: Option<Box<[RateState]>>,
     /// The config generation `paths` was laid out for; a new config starts them afresh.
@@ -103,20 +103,19 @@ impl Gate {
 
     /// Until when the client is banned, or 0.
     pub(super) fn banned_until(&self) -> u64 {
-        self.extra.as_ref().map_or(0, |extra| extra.banned_until)
+        self.banned_until
     }
 
     /// Bans the client until `until` (an existing later end stays).
     pub(super) fn ban_until(&mut self, until: u64) {
-        let extra = self.extra();
-        extra.banned_until = extra.banned_until.max(until);
+        self.banned_until = self.banned_until.max(until);
         self.remember_until(until);
     }
 
     /// Lifts a ban and forgets the violation record.
     pub(super) fn unban(&mut self) {
+        self.banned_until = 0;
         if let Some(extra) = &mut self.extra {
-            extra.banned_until = 0;
             extra.bans = 0;
             extra.violations = RateState::default();
         }
@@ -126,15 +125,13 @@ impl Gate {
     /// this event, in order. Counts what passes; a violation may ban the client. `notes` says
     /// whether the client's ban began or ended here.
     pub(super) fn check(&mut self, d: &Event<'_>, notes: &mut Notes) -> Result<(), Denial> {
-        if let Some(extra) = &mut self.extra {
-            if extra.banned_until != 0 {
-                let now = (d.now)();
-                if now < extra.banned_until {
-                    return Err((RejectReason::Banned, Some(extra.banned_until - now)));
-                }
-                extra.banned_until = 0;
-                notes.ban_over = true;
+        if self.banned_until != 0 {
+            let now = (d.now)();
+            if now < self.banned_until {
+                return Err((RejectReason::Banned, Some(self.banned_until - now)));
             }
+            self.banned_until = 0;
+            notes.ban_over = true;
         }
         let limits = d.limits;
         let (rule, state, reason) = match d.kind {

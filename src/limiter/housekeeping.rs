@@ -14,6 +14,10 @@ use crate::limits::WhenFull;
 const EVICTION_SCAN: usize = 4096;
 const EVICTION_SAMPLE: usize = 256;
 
+/// How many clients one pass of a sweep forgets at most: their keys are gathered under read
+/// locks, then removed one by one (256 Ki keys: 4.5 MiB for the pass).
+const SWEEP_BATCH: usize = 1 << 18;
+
 /// How often the sweeper forgets expired clients.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -81,21 +85,38 @@ impl Limiter {
     /// and gives the map's memory back after a mass expiry.
     ///
     /// A thread the process's limiters share does this every second, so there is seldom a
-    /// reason to call it; tests call it to see the table settle at once. It takes each of the
-    /// map's 256 shards' write locks in turn, each for as long as it takes to look at that
-    /// shard's clients (about 4,000 of them with a million in the table), so an admission waits
-    /// at most that long.
+    /// reason to call it; tests call it to see the table settle at once. It looks at the clients
+    /// under the map's read locks, which admissions share, and takes a shard's write lock only
+    /// to remove one client at a time: an admission never waits for more than one removal. One
+    /// call at a time does the work; a call made while another runs returns at once.
     pub fn purge_expired(&self) {
         let shared = &*self.shared;
+        let Ok(_one_at_a_time) = shared.sweeping.try_lock() else {
+            return;
+        };
         let now = self.now();
-        let mut removed = 0;
-        shared.clients.retain(|record, ()| {
-            let forget = record.entry().is_forgettable(now);
-            removed += usize::from(forget);
-            !forget
-        });
-        if removed > 0 {
-            shared.tracked.fetch_sub(removed, Ordering::Relaxed);
+        let mut forgotten = 0;
+        // Bounded: each round forgets what it found, or finds fewer than a batch and stops.
+        loop {
+            let mut batch = Vec::new();
+            for record in shared.clients.iter() {
+                let entry = record.key().entry();
+                if entry.is_forgettable(now) {
+                    batch.push(entry.key);
+                    if batch.len() == SWEEP_BATCH {
+                        break;
+                    }
+                }
+            }
+            // Each is looked at again under the write lock: it may have come back meanwhile.
+            for key in &batch {
+                forgotten += self.forget_if(key, |entry| entry.is_forgettable(now));
+            }
+            if batch.len() < SWEEP_BATCH {
+                break;
+            }
+        }
+        if forgotten > 0 {
             give_memory_back(shared);
         }
     }

@@ -179,6 +179,8 @@ struct Shared {
     summary: Summary,
     /// Held while a config is installed, so that installs happen one at a time.
     installing: Mutex<()>,
+    /// Held while expired clients are swept, so that sweeps happen one at a time.
+    sweeping: Mutex<()>,
 }
 
 /// What a client's entry, and each permit through it, reaches without the map: the admission
@@ -250,6 +252,7 @@ impl Limiter {
             counters: Counters::default(),
             summary: Summary::new(),
             installing: Mutex::new(()),
+            sweeping: Mutex::new(()),
         });
         housekeeping::look_after(&shared);
         Limiter { shared }
