@@ -272,8 +272,8 @@ fn networks(start: u32, prefix: u8, n: u32) -> Vec<tower_connlimit::Cidr> {
     let step = 1u32 << (32 - prefix);
     (0..n)
         .map(|i| {
-            let network = Ipv4Addr::from(start + i * step);
-            format!("{network}/{prefix}").parse().unwrap()
+            let network = IpAddr::V4(Ipv4Addr::from(start + i * step));
+            tower_connlimit::Cidr::new(network, prefix).unwrap()
         })
         .collect()
 }

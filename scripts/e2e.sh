@@ -2,7 +2,7 @@
 # End-to-end cost of the limiter: the `server` example with and without it, driven by wrk.
 #
 #   scripts/e2e.sh                      # 10 s per run, 2 rounds
-#   DURATION=5s ROUNDS=3 scripts/e2e.sh
+#   DURATION=5s ROUNDS=9 scripts/e2e.sh  # more rounds, a narrower interval
 #
 # Two shapes, each run alternately without the limiter (`--mode off`) and with it (`--mode
 # listener`: the listener counts connections, the request layer counts requests), at identical
@@ -10,7 +10,8 @@
 #   keep-alive  64 connections, each sending request after request;
 #   churn       64 connections at a time, a new one for every request (`Connection: close`).
 # The limits are set high enough that nothing is refused: this measures the bookkeeping.
-# Prints requests/s and p99 latency per run, then the medians and the with/without ratios.
+# Prints requests/s and p99 latency per run, then the medians and the with/without ratios, and
+# the mean of the rounds' paired ratios with its 95% confidence interval.
 # Installs wrk from Debian's packages when it is missing. Loopback only.
 set -euo pipefail
 
@@ -102,4 +103,30 @@ for shape in keep-alive churn; do
     off_p99=$(median off 4); on_p99=$(median listener 4)
     awk -v s="$shape" -v a="$off_rps" -v b="$on_rps" -v c="$off_p99" -v d="$on_p99" 'BEGIN {
         printf "%-10s req/s %10.0f -> %10.0f (%.3f)   p99 %7.3f -> %7.3f ms (%.3f)\n", s, a, b, b / a, c, d, d / c }'
+done
+
+# Each round runs the two modes back to back, so each round's ratio (with / without) is one
+# paired sample: their mean, with a 95% confidence interval (Student's t), says how sure the
+# figure is; with fewer than two rounds there is no interval.
+echo
+echo "paired ratios, requests/s with the limiter / without, per round:"
+for shape in keep-alive churn; do
+    awk -v s="$shape" '
+        $1 == s && $2 == "off" { off[++n_off] = $3 }
+        $1 == s && $2 == "listener" { on[++n_on] = $3 }
+        END {
+            n = (n_off < n_on) ? n_off : n_on
+            for (i = 1; i <= n; i++) { r[i] = on[i] / off[i]; sum += r[i]; list = list sprintf(" %.3f", r[i]) }
+            mean = sum / n
+            for (i = 1; i <= n; i++) ss += (r[i] - mean) ^ 2
+            # Two-sided 95% quantiles of Student t for 1..30 degrees of freedom, then 1.96.
+            split("12.706 4.303 3.182 2.776 2.571 2.447 2.365 2.306 2.262 2.228 2.201 2.179 2.160 2.145 2.131 2.120 2.110 2.101 2.093 2.086 2.080 2.074 2.069 2.064 2.060 2.056 2.052 2.048 2.045 2.042", t, " ")
+            if (n >= 2) {
+                df = n - 1; q = (df <= 30) ? t[df] : 1.96
+                half = q * sqrt(ss / (n - 1)) / sqrt(n)
+                printf "%-10s mean %.3f, 95%% CI %.3f to %.3f over %d rounds:%s\n", s, mean, mean - half, mean + half, n, list
+            } else {
+                printf "%-10s %.3f (one round: no interval)\n", s, mean
+            }
+        }' "$RESULTS"
 done

@@ -1,10 +1,14 @@
-//! [`CidrTable`]: which of a list of networks is the longest to contain an address, in a binary
-//! search whose cost grows with the logarithm of the list, not with the list.
+//! [`CidrTable`]: which of a list of networks is the longest to contain an address, at a cost that
+//! does not grow with the list.
 //!
 //! Networks form a laminar family: any two are either disjoint or one contains the other. So the
 //! address space of a family (IPv4 or IPv6) is cut into ranges by the networks' first and
 //! one-past-last addresses, and inside each range the longest containing network is the same.
-//! The table keeps each range's start, sorted, and that network; a lookup is one binary search.
+//! The table keeps each range's start, sorted, and that network. A lookup first looks up which
+//! ranges an address may be in, in an index of about as many equal slices of the networks' span
+//! as there are ranges, then searches those few ranges: for networks spread over their span, one
+//! slice holds one or two ranges whatever the length of the list (a list crowded into one corner
+//! of its span falls back to a binary search within its slice).
 
 use std::net::IpAddr;
 
@@ -30,12 +34,28 @@ pub(crate) enum Overlap {
 }
 
 /// One family's ranges: `starts` ascending from 0, and the longest network covering each range
-/// (an index into the table's networks).
+/// (an index into the table's networks), with the [`Slices`] that find a range fast.
 #[derive(Clone, Debug, Default)]
 struct Ranges {
     starts: Vec<u128>,
     matches: Vec<Option<u32>>,
+    slices: Option<Slices>,
 }
+
+/// The span from the second range's start to the last's, cut into `2^bits` slices of
+/// `2^shift` addresses each: the ranges an address in slice `s` may be in are
+/// `first[s]..=first[s + 1]`, `first[s]` being the range the slice's first address is in.
+#[derive(Clone, Debug)]
+struct Slices {
+    base: u128,
+    shift: u32,
+    first: Box<[u32]>,
+}
+
+/// Fewer ranges than this are searched directly: the slices would not pay for themselves.
+const SLICED_FROM: usize = 16;
+/// The most slices one family's index has: 64 Ki, 256 KiB of index.
+const MAX_SLICE_BITS: u32 = 16;
 
 impl<T> Default for CidrTable<T> {
     fn default() -> Self {
@@ -143,6 +163,7 @@ impl Ranges {
         let mut ranges = Ranges {
             starts: vec![0],
             matches: vec![None],
+            slices: None,
         };
         // The networks containing the current position, innermost last.
         let mut open: Vec<(u128, u32)> = Vec::new();
@@ -162,6 +183,7 @@ impl Ranges {
                 ranges.mark(end + 1, open.last().map(|&(_, n)| n));
             }
         }
+        ranges.slices = Slices::build(&ranges.starts);
         ranges
     }
 
@@ -181,9 +203,14 @@ impl Ranges {
     /// The longest network containing `address`.
     #[inline]
     fn find(&self, address: u128) -> Option<u32> {
-        // `starts` begins at 0, so the partition point is at least 1.
-        let i = self.starts.partition_point(|&start| start <= address);
-        self.matches.get(i.wrapping_sub(1)).copied().flatten()
+        let (from, to) = match &self.slices {
+            Some(slices) => slices.candidates(address),
+            // An empty family (a default table) has no range at all.
+            None => (0, self.starts.len().checked_sub(1)?),
+        };
+        // `starts[from] <= address`, so the partition point is at least 1.
+        let i = from + self.starts[from..=to].partition_point(|&start| start <= address) - 1;
+        self.matches[i]
     }
 
     /// Whether a range starting in `first..=last` has a network.
@@ -196,6 +223,40 @@ impl Ranges {
             // Ranges alternate between networks and gaps: the first two tell.
             .take(2)
             .any(|(_, network)| network.is_some())
+    }
+}
+
+impl Slices {
+    /// The slices for `starts`, when there are enough ranges for them to pay.
+    fn build(starts: &[u128]) -> Option<Slices> {
+        if starts.len() < SLICED_FROM {
+            return None;
+        }
+        let (base, top) = (starts[1], *starts.last()?);
+        let bits = (starts.len().next_power_of_two().trailing_zeros()).min(MAX_SLICE_BITS);
+        // The least shift that fits the span into `2^bits` slices.
+        let span_bits = 128 - (top - base).leading_zeros();
+        let shift = span_bits.saturating_sub(bits);
+        let first = (0..=(1u128 << bits))
+            .map(|slice| {
+                let at = base.saturating_add(slice << shift);
+                let range = starts.partition_point(|&start| start <= at) - 1;
+                u32::try_from(range).expect("fewer than 2^32 ranges")
+            })
+            .collect();
+        Some(Slices { base, shift, first })
+    }
+
+    /// The ranges `address` may be in: `from..=to`.
+    #[inline]
+    fn candidates(&self, address: u128) -> (usize, usize) {
+        if address < self.base {
+            return (0, 0);
+        }
+        let last = self.first.len() - 2;
+        let slice = usize::try_from((address - self.base) >> self.shift)
+            .map_or(last, |slice| slice.min(last));
+        (self.first[slice] as usize, self.first[slice + 1] as usize)
     }
 }
 
@@ -254,13 +315,7 @@ mod tests {
 
     #[test]
     fn lookups_agree_with_the_slow_way_on_random_networks() {
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for round in 0..20 {
             let mut networks: Vec<(Cidr, usize)> = Vec::new();
             for i in 0..200 {
@@ -294,6 +349,45 @@ mod tests {
                 );
                 assert_eq!(table.longest(probe), naive(&networks, probe), "{probe}");
             }
+        }
+    }
+
+    #[test]
+    fn lookups_agree_with_the_slow_way_at_every_edge_of_many_ipv6_networks() {
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut networks: Vec<(Cidr, usize)> = Vec::new();
+        for i in 0..1500 {
+            let bits = next();
+            let len = 32 + (bits % 97) as u8;
+            // Inside 2001:db8::/32, crowded into a few corners of it.
+            let address = (0x2001_0db8u128 << 96)
+                | (u128::from(bits % 4) << 94)
+                | (u128::from(next()) << 30)
+                | u128::from(next() as u32);
+            let network = IpAddr::from(address.to_be_bytes());
+            let candidate = Cidr::new(crate::key::mask(network, len), len).unwrap();
+            if !networks.iter().any(|(c, _)| *c == candidate) {
+                networks.push((candidate, i));
+            }
+        }
+        let table = CidrTable::new(networks.clone());
+        assert!(table.v6.slices.is_some(), "enough ranges to be sliced");
+        // Each network's first and last address, and one either side.
+        for (network, _) in &networks {
+            let (first, last) = span(network);
+            for probe in [first.wrapping_sub(1), first, last, last.wrapping_add(1)] {
+                let probe = IpAddr::from(probe.to_be_bytes());
+                assert_eq!(table.longest(probe), naive(&networks, probe), "{probe}");
+            }
+        }
+        for probe in [
+            "::",
+            "2001:db7:ffff:ffff:ffff:ffff:ffff:ffff",
+            "ffff::1",
+            "2001:db8::",
+        ] {
+            let probe = ip(probe);
+            assert_eq!(table.longest(probe), naive(&networks, probe), "{probe}");
         }
     }
 

@@ -81,6 +81,8 @@ pub mod metrics;
 mod peer;
 pub mod rate;
 mod reason;
+#[cfg(test)]
+mod testing;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;

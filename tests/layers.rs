@@ -25,6 +25,8 @@ const CORE: &[&str] = &[
     "limits",
     "rate",
     "reason",
+    // The unit tests' helpers, which name nothing.
+    "testing",
 ];
 
 /// Above the core: the one `Config`, which nests each integration's settings.

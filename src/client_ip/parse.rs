@@ -1057,13 +1057,7 @@ mod tests {
     #[test]
     fn never_panics_on_random_input() {
         const ALPHABET: &[u8] = b"0123456789abcdefFOR:[]._-=;, \t\"\\unk";
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..3000 {
             let len = (next() % 40) as usize;
             let line: Vec<u8> = (0..len)

@@ -134,8 +134,7 @@ pub(crate) trait Settings<T> {
 type ClientHasher = foldhash::fast::RandomState;
 
 /// How many shards the client map has: enough that clients admitted on different threads
-/// seldom share a shard's lock, and that one shard of a full map (a million clients) is swept
-/// in well under a millisecond.
+/// seldom share a shard's lock, and that a table of a million clients is about 4,000 to a shard.
 const SHARDS: usize = 256;
 
 /// What a connection or request is.
@@ -314,7 +313,7 @@ impl Limiter {
     ///
     /// The returned permit counts the connection until it is dropped; keep it alive exactly as
     /// long as the connection (the listener does this by storing it in [`TrackedIo`]). A refusal
-    /// counts nothing in the per-client map, though a refused attempt may be a rate violation.
+    /// counts no connection, though a refused attempt may be a rate violation.
     ///
     /// Checks, in order: a ban, `connect_rate`, the per-client limit (`max_conns_per_client`,
     /// or the longest matching override), then the global cap (`max_conns_total`). Exempt
@@ -401,9 +400,10 @@ impl Limiter {
     }
 }
 
-// Every update of the shared state is a few integer operations under a shard lock, with no
-// user code in between, so a panic elsewhere can never leave a count half-changed: the limiter
-// stays consistent across `catch_unwind`, and permits dropped while unwinding still release.
+// Every update of the shared state is one atomic operation, or a few integer operations under a
+// lock, with no user code in between, so a panic elsewhere can never leave a count half-changed:
+// the limiter stays consistent across `catch_unwind`, and permits dropped while unwinding still
+// release.
 impl std::panic::UnwindSafe for Limiter {}
 impl std::panic::RefUnwindSafe for Limiter {}
 
