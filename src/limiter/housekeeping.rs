@@ -3,7 +3,7 @@
 //! an admission forgets a bounded number of idle clients to make room.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError, Weak};
 use std::time::Duration;
 
 use super::{Limiter, Shared};
@@ -67,7 +67,7 @@ fn sweep_forever() {
             limiters.iter().filter_map(Weak::upgrade).collect()
         };
         for shared in alive {
-            Limiter { shared }.purge_expired();
+            Limiter { shared }.sweep_unless_sweeping();
         }
     }
 }
@@ -88,12 +88,26 @@ impl Limiter {
     /// reason to call it; tests call it to see the table settle at once. It looks at the clients
     /// under the map's read locks, which admissions share, and takes a shard's write lock only
     /// to remove one client at a time: an admission never waits for more than one removal. One
-    /// call at a time does the work; a call made while another runs returns at once.
+    /// sweep runs at a time: a call made during the sweeper's waits for it, then sweeps.
     pub fn purge_expired(&self) {
-        let shared = &*self.shared;
-        let Ok(_one_at_a_time) = shared.sweeping.try_lock() else {
-            return;
+        let _one_at_a_time = lock(&self.shared.sweeping);
+        self.sweep();
+    }
+
+    /// The sweeper's turn: a sweep, unless one is running (a [`Limiter::purge_expired`] call).
+    fn sweep_unless_sweeping(&self) {
+        let _one_at_a_time = match self.shared.sweeping.try_lock() {
+            Ok(guard) => guard,
+            // It guards no data: a panic in an earlier sweep changes nothing here.
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
         };
+        self.sweep();
+    }
+
+    /// Forgets the clients nothing needs remembered; the caller holds `sweeping`.
+    fn sweep(&self) {
+        let shared = &*self.shared;
         let now = self.now();
         let mut forgotten = 0;
         // Bounded: each round forgets what it found, or finds fewer than a batch and stops.
