@@ -27,21 +27,12 @@ impl Limiter {
         let shared = &*self.shared;
         let counters = shared.home.points.get(point);
         let previous = stripes::up(&counters.mine().refused[index]);
-        let client_field = client.map(tracing::field::display);
-        let (kind, point, reason) = (kind.as_str(), counters.point.name(), reason.name());
-        tracing::debug!(client = client_field, kind, %point, reason, "refused");
+        // One load when nobody listens at debug level; the event itself is out of line.
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            log_refused(client, kind, counters, reason);
+        }
         match shared.summary.open_until() {
-            None => {
-                if shared.summary.open(self.now(), self.total_refused()) {
-                    tracing::warn!(
-                        client = client_field,
-                        kind,
-                        %point,
-                        reason,
-                        "refusing: further refusals are summed up every 10s"
-                    );
-                }
-            }
+            None => self.open_summary(client, kind, counters, reason),
             Some(end) => {
                 if let Some(client) = client {
                     shared.summary.note(client);
@@ -50,6 +41,28 @@ impl Limiter {
                     self.close_summary_if_over(end);
                 }
             }
+        }
+    }
+
+    /// The first refusal after a quiet spell: opens a summary window, and logs the refusal at
+    /// warn if this call opened it.
+    #[cold]
+    #[inline(never)]
+    fn open_summary(
+        &self,
+        client: Option<&ClientKey>,
+        kind: Kind,
+        counters: &PointCounters,
+        reason: &ReasonInfo,
+    ) {
+        if self.shared.summary.open(self.now(), self.total_refused()) {
+            tracing::warn!(
+                client = client.map(tracing::field::display),
+                kind = kind.as_str(),
+                point = %counters.point.name(),
+                reason = reason.name(),
+                "refusing: further refusals are summed up every 10s"
+            );
         }
     }
 
@@ -63,12 +76,10 @@ impl Limiter {
         counters: &PointCounters,
         sample: u64,
     ) {
-        tracing::trace!(
-            client = %key,
-            kind = kind.as_str(),
-            point = counters.point.name(),
-            "admitted"
-        );
+        // One load when nobody listens at trace level; the event itself is out of line.
+        if tracing::level_enabled!(tracing::Level::TRACE) {
+            log_admitted(key, kind, counters);
+        }
         if let Some(end) = self.shared.summary.open_until() {
             if sample % SAMPLE == 0 {
                 self.close_summary_if_over(end);
@@ -122,6 +133,36 @@ impl Limiter {
             .map(|count| count.load(Ordering::Relaxed))
             .fold(0, u64::wrapping_add)
     }
+}
+
+/// Logs a refusal at debug.
+#[cold]
+#[inline(never)]
+fn log_refused(
+    client: Option<&ClientKey>,
+    kind: Kind,
+    counters: &PointCounters,
+    reason: &ReasonInfo,
+) {
+    tracing::debug!(
+        client = client.map(tracing::field::display),
+        kind = kind.as_str(),
+        point = %counters.point.name(),
+        reason = reason.name(),
+        "refused"
+    );
+}
+
+/// Logs an admission at trace.
+#[cold]
+#[inline(never)]
+fn log_admitted(key: &ClientKey, kind: Kind, counters: &PointCounters) {
+    tracing::trace!(
+        client = %key,
+        kind = kind.as_str(),
+        point = %counters.point.name(),
+        "admitted"
+    );
 }
 
 /// Logs a finished window of refusals at warn: one line per window however many there were.
