@@ -24,7 +24,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
@@ -109,6 +109,21 @@ fn clients_v6(n: u128) -> Vec<IpAddr> {
         .collect()
 }
 
+/// The machine's cores, as the process found them before any thread was pinned (a pinned
+/// thread sees only its own core).
+fn cores() -> &'static [core_affinity::CoreId] {
+    static CORES: OnceLock<Vec<core_affinity::CoreId>> = OnceLock::new();
+    CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default())
+}
+
+/// Pins the measuring thread to the first core, so that the scheduler does not move it between
+/// measurements (the `threads` group pins its own threads).
+fn pin_to_first_core() {
+    if let Some(core) = cores().first() {
+        core_affinity::set_for_current(*core);
+    }
+}
+
 /// Measures `op` on each of `clients` in turn, as `implementation` in `case`.
 fn each_client(
     group: &mut BenchmarkGroup<'_, WallTime>,
@@ -134,6 +149,7 @@ fn each_client(
 /// Admit and release once, for every implementation, with one client, 10,000, and 10,000 IPv6
 /// clients.
 fn admit_release(c: &mut Criterion) {
+    pin_to_first_core();
     let mut group = c.benchmark_group("admit_release");
     group.throughput(Throughput::Elements(1));
     let cases = [
@@ -179,6 +195,7 @@ fn admit_release(c: &mut Criterion) {
 /// A refused admission: the client is at its limit (the global semaphore is empty, governor's
 /// quota used up).
 fn rejected(c: &mut Criterion) {
+    pin_to_first_core();
     let mut group = c.benchmark_group("rejected");
     group.throughput(Throughput::Elements(1));
     let clients = clients_v4(0, 1);
@@ -246,6 +263,7 @@ fn rejected(c: &mut Criterion) {
 /// Admission with the layered gate on (a connect rate, a token bucket that never refuses here,
 /// and ten /24 overrides), against the bare limiter, over 10,000 clients.
 fn gate(c: &mut Criterion) {
+    pin_to_first_core();
     let mut group = c.benchmark_group("gate");
     group.throughput(Throughput::Elements(1));
     let clients = clients_v4(0, 10_000);
@@ -281,6 +299,7 @@ fn networks(start: u32, prefix: u8, n: u32) -> Vec<tower_connlimit::Cidr> {
 /// Admission with 10,000 networks in each list (exempt, overrides, trusted proxies), against
 /// none; and looking up a trusted proxy among 10 and among 10,000.
 fn cidr_lists(c: &mut Criterion) {
+    pin_to_first_core();
     let mut group = c.benchmark_group("cidr_lists");
     group.throughput(Throughput::Elements(1));
     let clients = clients_v4(0, 10_000);
@@ -329,6 +348,7 @@ impl Drop for SetOnDrop<'_> {
 /// Admit+release while another thread replaces the config as fast as it can, against the same
 /// with the config left alone.
 fn config_swap(c: &mut Criterion) {
+    pin_to_first_core();
     let mut group = c.benchmark_group("config_swap");
     group.throughput(Throughput::Elements(1));
     let clients = clients_v4(0, 10_000);
@@ -370,11 +390,11 @@ type Op<'a> = dyn Fn(usize, u64) + Sync + 'a;
 /// `threads`: criterion then reports the time per operation of all threads together (the
 /// inverse of throughput).
 fn on_threads(threads: usize, iters: u64, op: &Op<'_>) -> Duration {
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let cores = cores();
     let start = Barrier::new(threads + 1);
     std::thread::scope(|scope| {
         for thread in 0..threads {
-            let (start, cores) = (&start, &cores);
+            let start = &start;
             scope.spawn(move || {
                 if let Some(core) = cores.get(thread % cores.len().max(1)) {
                     core_affinity::set_for_current(*core);
@@ -448,8 +468,14 @@ fn threads(c: &mut Criterion) {
     group.finish();
 }
 
+/// Notes the machine's cores before any benchmark pins a thread.
+fn find_cores(_: &mut Criterion) {
+    cores();
+}
+
 criterion_group!(
     benches,
+    find_cores,
     admit_release,
     rejected,
     gate,
