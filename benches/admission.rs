@@ -209,6 +209,22 @@ fn rejected(c: &mut Criterion) {
         &clients,
         |ip| assert!(ours.try_acquire(ip).is_err()),
     );
+    // A newcomer to a full table whose every client holds a connection: nothing can go.
+    let full = limiter(Config {
+        max_tracked_clients: 10_000,
+        ..Config::default()
+    });
+    let _busy: Vec<_> = clients_v4(0, 10_000)
+        .into_iter()
+        .map(|ip| full.try_acquire(ip).unwrap())
+        .collect();
+    each_client(
+        &mut group,
+        "tower_connlimit",
+        "table_full",
+        &clients_v4(20_000, 1),
+        |ip| assert!(full.try_acquire(ip).is_err()),
+    );
     let naive = NaiveLimiter::new(1);
     assert!(naive.acquire(ip));
     each_client(

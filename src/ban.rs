@@ -3,7 +3,7 @@
 use std::hash::BuildHasher;
 use std::time::Duration;
 
-use crate::clock::nanos;
+use crate::clock::{at_most_longest, nanos};
 use crate::error::ConfigError;
 use crate::key::ClientKey;
 use crate::rate::{RateLimit, Strategy};
@@ -96,6 +96,14 @@ impl BanPolicy {
         if let Err(err) = self.violations().validate("ban") {
             return Err(ConfigError::new("ban.within", err.reason()));
         }
+        for (field, d) in [
+            ("ban.within", self.within),
+            ("ban.ban_for", self.ban_for),
+            ("ban.max_ban_for", self.max_ban_for),
+            ("ban.jitter", self.jitter),
+        ] {
+            at_most_longest(field, d)?;
+        }
         if self.ban_for.is_zero() {
             return Err(ConfigError::new("ban.ban_for", "must be longer than zero"));
         }
@@ -122,7 +130,11 @@ impl BanPolicy {
             base
         };
         let jitter = nanos(self.jitter);
-        length.saturating_add(if jitter == 0 { 0 } else { noise % (jitter + 1) })
+        // Up to `jitter` inclusive; the whole of `noise` when `jitter` is `u64::MAX`.
+        length.saturating_add(match jitter.checked_add(1) {
+            Some(range) => noise % range,
+            None => noise,
+        })
     }
 }
 

@@ -81,6 +81,22 @@ impl Clock for FakeClock {
     }
 }
 
+/// The longest duration a config may hold: 100 years, far past any sensible window, ban or
+/// deadline. A decision adds a few such durations to the clock's reading (in u64 nanoseconds,
+/// which cover 584 years), so bounding them keeps that arithmetic exact.
+pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Refuses a duration longer than [`LONGEST`], naming `field`.
+pub(crate) fn at_most_longest(field: &str, d: Duration) -> Result<(), crate::error::ConfigError> {
+    if d > LONGEST {
+        return Err(crate::error::ConfigError::new(
+            field,
+            format!("{d:?} is longer than the longest duration allowed, 100 years"),
+        ));
+    }
+    Ok(())
+}
+
 /// `d` in whole nanoseconds, saturating (u64 nanoseconds cover 584 years).
 #[inline]
 pub(crate) fn nanos(d: Duration) -> u64 {

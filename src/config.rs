@@ -106,6 +106,20 @@ pub struct Config {
     pub max_tracked_clients: usize,
     /// What to do when a new client arrives and `max_tracked_clients` are tracked.
     pub when_full: WhenFull,
+    /// The most client keys one wider network (see `network_ipv4_prefix` and
+    /// `network_ipv6_prefix`) may hold in the table. Default 256; 0 means no bound. Past it, the
+    /// network's further addresses are counted together under the network's own key: one
+    /// per-client allowance, one rate record and one ban for all of them. So an attacker with an
+    /// IPv6 /48 (65,536 /64 clients) holds at most 257 entries of the table, and rotating its
+    /// addresses gains it at most 257 rate allowances, not 65,536; its neighbours beyond the
+    /// first 256 keys share one allowance with it. Exempt clients are not counted.
+    pub max_keys_per_network: usize,
+    /// The network an IPv4 client key is counted in for `max_keys_per_network`. Default 24: as
+    /// a /24 holds 256 addresses, the default bound leaves IPv4 alone. At most 32.
+    pub network_ipv4_prefix: u8,
+    /// The network an IPv6 client key is counted in for `max_keys_per_network`. Default 48, a
+    /// site's usual assignment. At most 128.
+    pub network_ipv6_prefix: u8,
     /// Proxies whose word on the real client is believed: the peers allowed to send a PROXY
     /// header (see [`ListenerConfig::proxy_protocol`]) or a client address header (see
     /// [`ClientIpConfig::header`]). Default empty.
@@ -134,6 +148,9 @@ impl Default for Config {
             ban,
             max_tracked_clients,
             when_full,
+            max_keys_per_network,
+            network_ipv4_prefix,
+            network_ipv6_prefix,
             lookups: _,
         } = Limits::default();
         Config {
@@ -150,6 +167,9 @@ impl Default for Config {
             ban,
             max_tracked_clients,
             when_full,
+            max_keys_per_network,
+            network_ipv4_prefix,
+            network_ipv6_prefix,
             trusted_proxies,
             listener: ListenerConfig::default(),
             client_ip: ClientIpConfig::default(),
@@ -196,6 +216,9 @@ impl Config {
             ban: self.ban,
             max_tracked_clients: self.max_tracked_clients,
             when_full: self.when_full,
+            max_keys_per_network: self.max_keys_per_network,
+            network_ipv4_prefix: self.network_ipv4_prefix,
+            network_ipv6_prefix: self.network_ipv6_prefix,
             lookups: Lookups::default(),
         }
     }

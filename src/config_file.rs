@@ -52,8 +52,14 @@ impl Config {
     /// type, or a value [`Config::validate`] refuses.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let at = |err: &toml::de::Error| err.span().map(|span| location_of(text, span.start));
-        let deserializer = toml::Deserializer::parse(text)
-            .map_err(|err| ConfigError::new("(toml)", err.message()).at(at(&err)))?;
+        let deserializer = toml::Deserializer::parse(text).map_err(|err| {
+            // A syntax error names no field, except a key given twice, which is named.
+            let field = match err.span() {
+                Some(span) if err.message().starts_with("duplicate key") => key_path_at(text, span),
+                _ => "(toml)".to_owned(),
+            };
+            ConfigError::new(field, err.message()).at(at(&err))
+        })?;
         let config: Config = read_fields(deserializer, |err: toml::de::Error| {
             (err.message().to_owned(), at(&err))
         })?;
@@ -110,6 +116,36 @@ where
 }
 
 /// Where byte `offset` of `text` is (clamped to its end; inside a character, at its start).
+/// The dotted path of the TOML key at `span` (`ban.within`), or of the table header there
+/// (`listener`): the text of the key, under the last table header above it.
+fn key_path_at(text: &str, span: std::ops::Range<usize>) -> String {
+    let unquote = |s: &str| {
+        s.trim()
+            .trim_matches(['[', ']'])
+            .trim()
+            .replace(['"', '\''], "")
+    };
+    let Some(key) = text.get(span.clone()) else {
+        return "(toml)".to_owned();
+    };
+    let key = unquote(key);
+    let before = &text[..span.start];
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    if text[line_start..].trim_start().starts_with('[') {
+        return key;
+    }
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('['))
+        .map(|header| unquote(header.split('#').next().unwrap_or(header)));
+    match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key,
+    }
+}
+
 fn location_of(text: &str, offset: usize) -> Location {
     let mut end = offset.min(text.len());
     while !text.is_char_boundary(end) {
@@ -126,6 +162,24 @@ fn location_of(text: &str, offset: usize) -> Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_given_twice_is_named_with_its_table() {
+        for (text, field, line) in [
+            ("max_conns_per_client = 1\nmax_conns_per_client = 2\n", "max_conns_per_client", 2),
+            ("[listener]\nidle_timeout = \"1s\"\n[listener]\n", "listener", 3),
+            (
+                "[ban] # bans\nmax_violations = 1\nwithin = \"1s\"\nban_for = \"1s\"\nwithin = \"2s\"\n",
+                "ban.within",
+                5,
+            ),
+        ] {
+            let err = Config::from_toml_str(text).unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+            assert_eq!(err.location().map(|l| l.line), Some(line), "{err}");
+            assert!(err.to_string().contains("duplicate key"), "{err}");
+        }
+    }
 
     #[test]
     fn locations_count_lines_and_characters_from_one() {

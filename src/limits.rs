@@ -139,10 +139,11 @@ fn is_token(s: &str) -> bool {
 )]
 #[non_exhaustive]
 pub enum WhenFull {
-    /// Forget clients that have nothing open to make room: of up to 256 such clients sampled,
-    /// the quarter whose records expire first (expired ones before all). The default: honest
-    /// newcomers keep getting in, and an attacker rotating addresses only pushes out its own
-    /// stale records. Evictions are counted in [`Stats::evictions`](crate::Stats::evictions).
+    /// Forget a client that has nothing open to make room, drawn from the whole table: one
+    /// with nothing left to remember if the sample holds one, else the one a rule looked at
+    /// longest ago, of 32 drawn at random. A running ban is never forgotten. The default: honest
+    /// newcomers keep getting in, and an attacker rotating addresses only pushes out the
+    /// stalest records. Evictions are counted in [`Stats::evictions`](crate::Stats::evictions).
     #[default]
     EvictStalest,
     /// Refuse the new client (503 at the layer) until room frees up. Nothing is ever forgotten
@@ -198,6 +199,9 @@ pub(crate) struct Limits {
     pub(crate) ban: Option<BanPolicy>,
     pub(crate) max_tracked_clients: usize,
     pub(crate) when_full: WhenFull,
+    pub(crate) max_keys_per_network: usize,
+    pub(crate) network_ipv4_prefix: u8,
+    pub(crate) network_ipv6_prefix: u8,
     /// What [`Limits::compile`] prepares: empty before.
     pub(crate) lookups: Lookups,
 }
@@ -237,6 +241,9 @@ impl Default for Limits {
             ban: None,
             max_tracked_clients: 1_000_000,
             when_full: WhenFull::EvictStalest,
+            max_keys_per_network: 256,
+            network_ipv4_prefix: 24,
+            network_ipv6_prefix: 48,
             lookups: Lookups::default(),
         }
     }
@@ -281,6 +288,18 @@ impl Limits {
             return Err(ConfigError::new(
                 "ipv6_prefix",
                 format!("must be at most 128, got {}", self.ipv6_prefix),
+            ));
+        }
+        if self.network_ipv4_prefix > 32 {
+            return Err(ConfigError::new(
+                "network_ipv4_prefix",
+                format!("must be at most 32, got {}", self.network_ipv4_prefix),
+            ));
+        }
+        if self.network_ipv6_prefix > 128 {
+            return Err(ConfigError::new(
+                "network_ipv6_prefix",
+                format!("must be at most 128, got {}", self.network_ipv6_prefix),
             ));
         }
         if let Some(rule) = &self.connect_rate {
@@ -354,6 +373,24 @@ impl Limits {
     #[inline]
     pub(crate) fn key(&self, ip: IpAddr) -> ClientKey {
         ClientKey::new(ip, self.ipv4_prefix, self.ipv6_prefix)
+    }
+
+    /// The wider network `key` counts in, and how many keys it may hold, when keys per network
+    /// are bounded and the network is wider than `key`.
+    pub(crate) fn network_of(&self, key: &ClientKey) -> Option<(ClientKey, usize)> {
+        if self.max_keys_per_network == 0 {
+            return None;
+        }
+        let network = ClientKey::new(
+            key.network(),
+            self.network_ipv4_prefix,
+            self.network_ipv6_prefix,
+        );
+        // A network that cannot hold more keys than the bound (a /24 of /32 clients under the
+        // default 256) needs no count.
+        let span = u32::from(key.prefix_len().saturating_sub(network.prefix_len()));
+        let holds_more = span >= usize::BITS || (1usize << span) > self.max_keys_per_network;
+        holds_more.then_some((network, self.max_keys_per_network))
     }
 
     /// Whether `ip` is exempt. An exempt client is keyed by its exact address, not by the

@@ -127,6 +127,7 @@ impl RateLimit {
                 "must be longer than zero",
             ));
         }
+        crate::clock::at_most_longest(&format!("{field}.period"), self.period)?;
         if nanos(self.period) / u64::from(self.events) == 0 {
             return Err(ConfigError::new(
                 format!("{field}.period"),
@@ -310,7 +311,7 @@ impl RateState {
         if ahead > tolerance {
             Err(ahead - tolerance)
         } else {
-            self.mark = tat + interval;
+            self.mark = tat.saturating_add(interval);
             Ok(())
         }
     }

@@ -26,7 +26,7 @@ pub(crate) mod grpc {
 ///
 /// let info = RejectReason::ClientConnections.info();
 /// assert_eq!(info.name(), "client_connections");
-/// assert_eq!(info.message(), "client connection limit reached");
+/// assert_eq!(info.message(), "too many requests");
 /// assert_eq!((info.http_status(), info.grpc_code()), (429, 8));
 ///
 /// // An admission point of your own may refuse for reasons of its own.
@@ -165,19 +165,19 @@ macro_rules! reasons {
 
 reasons! {
     /// The client holds `max_conns_per_client` connections (or its override's limit).
-    ClientConnections = "client_connections", "client connection limit reached", 429, grpc::RESOURCE_EXHAUSTED;
+    ClientConnections = "client_connections", "too many requests", 429, grpc::RESOURCE_EXHAUSTED;
     /// The server holds `max_conns_total` connections.
-    TotalConnections = "total_connections", "server connection limit reached", 503, grpc::UNAVAILABLE;
+    TotalConnections = "total_connections", "server busy", 503, grpc::UNAVAILABLE;
     /// The client has `max_requests_per_client` requests in flight.
-    ClientRequests = "client_requests", "client request limit reached", 429, grpc::RESOURCE_EXHAUSTED;
+    ClientRequests = "client_requests", "too many requests", 429, grpc::RESOURCE_EXHAUSTED;
     /// The client connects faster than `connect_rate` allows.
-    ConnectRate = "connect_rate", "client connection rate limit reached", 429, grpc::RESOURCE_EXHAUSTED;
+    ConnectRate = "connect_rate", "come back later", 429, grpc::RESOURCE_EXHAUSTED;
     /// The client sends requests faster than `request_rate` allows.
-    RequestRate = "request_rate", "client request rate limit reached", 429, grpc::RESOURCE_EXHAUSTED;
+    RequestRate = "request_rate", "come back later", 429, grpc::RESOURCE_EXHAUSTED;
     /// The client sends requests to a route faster than one of `path_rules` allows.
-    PathRule = "path_rule", "client request rate limit reached", 429, grpc::RESOURCE_EXHAUSTED;
+    PathRule = "path_rule", "come back later", 429, grpc::RESOURCE_EXHAUSTED;
     /// The client is banned, by the ban policy or by [`Limiter::ban`](crate::Limiter::ban).
-    Banned = "banned", "client temporarily refused", 429, grpc::RESOURCE_EXHAUSTED;
+    Banned = "banned", "come back later", 429, grpc::RESOURCE_EXHAUSTED;
     /// A new client arrived while `max_tracked_clients` were tracked and none could be
     /// forgotten (or `when_full` is `RefuseNew`).
     TrackedClientsFull = "tracked_clients_full", "server busy", 503, grpc::UNAVAILABLE;
@@ -226,16 +226,38 @@ impl Rejected {
         self.retry_after
     }
 
-    /// [`retry_after`](Rejected::retry_after) for a `Retry-After` header; see [`whole_secs`].
+    /// [`retry_after`](Rejected::retry_after) as the client is told it; see [`told_secs`].
     pub(crate) fn retry_after_secs(&self) -> Option<u64> {
-        self.retry_after.map(whole_secs)
+        self.retry_after.map(told_secs)
     }
 }
 
-/// A wait for a `Retry-After` header: whole seconds, rounded up, and never 0 (which would
-/// invite an immediate, doomed retry).
-pub(crate) fn whole_secs(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+/// The steps, in seconds, a wait told to a client is rounded up to; past the last, whole hours.
+const TOLD_STEPS: [u64; 13] = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+
+/// A wait as a refused client is told it (`Retry-After`, `grpc-retry-pushback-ms`): never less
+/// than the real wait, so a client that waits is let in, but rounded up to the next of a few
+/// coarse steps (1, 2, 5, 10, 15 and 30 seconds, 1, 2, 5, 10, 15 and 30 minutes, then whole
+/// hours) and with up to a fifth of the step added at random. A secret rule of 7 a minute,
+/// whose wait is 8.57 s, is told as 10 to 12 s; a ban's time left as its step, so neither the
+/// rule nor the ban's exact end can be read off the header. Whole seconds, never 0 (which
+/// would invite an immediate, doomed retry).
+pub(crate) fn told_secs(wait: Duration) -> u64 {
+    let exact = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0))
+        .max(1);
+    let step = match TOLD_STEPS.iter().find(|step| **step >= exact) {
+        Some(step) => *step,
+        None => exact.div_ceil(3600).saturating_mul(3600),
+    };
+    let spread = step / 5;
+    if spread == 0 {
+        return step;
+    }
+    use std::hash::BuildHasher;
+    let noise = foldhash::fast::RandomState::default().hash_one(wait);
+    step.saturating_add(noise % (spread + 1))
 }
 
 impl fmt::Display for Rejected {
@@ -274,6 +296,27 @@ mod tests {
     }
 
     #[test]
+    fn told_waits_are_coarse_and_never_short() {
+        let told = |d: Duration| told_secs(d);
+        for (wait, least, most) in [
+            (Duration::ZERO, 1, 1),
+            (Duration::from_millis(1001), 2, 2),
+            (Duration::from_millis(8_572), 10, 12),
+            (Duration::from_secs(30), 30, 36),
+            (Duration::from_secs(599), 600, 720),
+            (Duration::from_secs(5_000), 7_200, 8_640),
+            (Duration::MAX, u64::MAX, u64::MAX),
+        ] {
+            for _ in 0..50 {
+                let secs = told(wait);
+                assert!((least..=most).contains(&secs), "{wait:?}: {secs}");
+            }
+        }
+        // The exact wait cannot be read back: two waits a second apart are told alike.
+        assert!((0..20).any(|_| told(Duration::from_secs(11)) == told(Duration::from_secs(14))));
+    }
+
+    #[test]
     fn every_reason_has_its_own_row_and_name() {
         assert_eq!(RejectReason::ALL.len(), TABLE.len());
         for (i, reason) in RejectReason::ALL.iter().enumerate() {
@@ -290,7 +333,7 @@ mod tests {
 
     #[test]
     fn messages_are_generic_and_valid_grpc_messages() {
-        assert!(is_generic_message("client connection limit reached"));
+        assert!(is_generic_message("too many requests"));
         for bad in ["", "limit of 10 reached", "100% full", "caf\u{e9}", "a\nb"] {
             assert!(!is_generic_message(bad), "{bad:?}");
         }
@@ -321,6 +364,6 @@ mod tests {
         assert_eq!(secs(Duration::from_nanos(1)), Some(1));
         assert_eq!(secs(Duration::from_secs(1)), Some(1));
         assert_eq!(secs(Duration::from_millis(1001)), Some(2));
-        assert_eq!(secs(Duration::from_secs(30)), Some(30));
+        assert!((30..=36).contains(&secs(Duration::from_secs(30)).unwrap()));
     }
 }

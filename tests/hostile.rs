@@ -645,7 +645,7 @@ async fn http2_clients_past_their_request_limit_that_vanish_are_released() {
     for _ in 0..4 * 20 {
         let (n, status, body) = bounded(answered.recv()).await.unwrap();
         assert_eq!(status, 429, "client {n}");
-        assert_eq!(body, "client request limit reached");
+        assert_eq!(body, "too many requests");
     }
     wait_until("four requests of each client are in flight", || {
         server.limiter.stats().in_flight_requests == 4 * 4

@@ -57,7 +57,7 @@ async fn make_service_refuses_with_429_and_connection_close() {
     let (status, headers, body) = h1_get(&mut second, "/").await;
     assert_eq!(status, 429);
     assert_eq!(headers["connection"], "close");
-    assert_eq!(body, "client connection limit reached");
+    assert_eq!(body, "too many requests");
     // The refused connection is closed by the server after its one answer.
     assert!(bounded(second.ready()).await.is_err());
 
@@ -81,7 +81,7 @@ async fn make_service_refuses_over_the_global_cap_with_503() {
     let (status, headers, body) = h1_get(&mut second, "/").await;
     assert_eq!(status, 503);
     assert_eq!(headers["connection"], "close");
-    assert_eq!(body, "server connection limit reached");
+    assert_eq!(body, "server busy");
     assert_eq!(limiter.stats().rejected["total_connections"], 1);
 }
 
@@ -228,7 +228,7 @@ async fn in_flight_limit_holds_on_one_http2_connection() {
     .await;
     let (status, headers, body) = bounded(send("/")).await.unwrap();
     assert_eq!(status, 429);
-    assert_eq!(body, "client request limit reached");
+    assert_eq!(body, "too many requests");
     assert!(headers.get("connection").is_none());
     assert_eq!(server.limiter.stats().rejected["client_requests"], 1);
 

@@ -24,7 +24,7 @@ fn third_connection_is_refused_and_freeing_one_admits_another() {
     let _second = limiter.try_acquire(client).unwrap();
     let refused = limiter.try_acquire(client).unwrap_err();
     assert_eq!(refused.reason(), RejectReason::ClientConnections);
-    assert_eq!(refused.to_string(), "client connection limit reached");
+    assert_eq!(refused.to_string(), "too many requests");
     drop(first);
     let _third = limiter.try_acquire(client).unwrap();
     assert_eq!(limiter.open_connections(client), 2);
@@ -217,7 +217,7 @@ fn the_global_cap_holds_across_clients() {
         .collect();
     let refused = limiter.try_acquire(ip("192.0.2.9")).unwrap_err();
     assert_eq!(refused.reason(), RejectReason::TotalConnections);
-    assert_eq!(refused.to_string(), "server connection limit reached");
+    assert_eq!(refused.to_string(), "server busy");
     assert_eq!(limiter.stats().rejected["total_connections"], 1);
     assert_eq!(
         limiter.open_connections(ip("192.0.2.9")),

@@ -160,7 +160,7 @@ async fn http_action_answers_429_and_503_without_leaking_limits() {
         "{answer}"
     );
     let body = answer.split_once("\r\n\r\n").unwrap().1;
-    assert_eq!(body, "client connection limit reached\n");
+    assert_eq!(body, "too many requests\n");
     assert!(
         !body.contains(|c: char| c.is_ascii_digit()),
         "the answer names no number"

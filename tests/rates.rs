@@ -30,7 +30,7 @@ fn the_connect_rate_refuses_with_a_retry_time_then_admits() {
     let refused = limiter.try_acquire(ip("192.0.2.1")).unwrap_err();
     assert_eq!(refused.reason(), RejectReason::ConnectRate);
     assert_eq!(refused.retry_after(), Some(Duration::from_millis(600)));
-    assert_eq!(refused.to_string(), "client connection rate limit reached");
+    assert_eq!(refused.to_string(), "come back later");
     // Another client has its own rate.
     let _other = limiter.try_acquire(ip("192.0.2.2")).unwrap();
     clock.advance(Duration::from_millis(600));
@@ -236,9 +236,9 @@ async fn a_request_over_the_rate_gets_429_with_retry_after() {
     clock.advance(Duration::from_millis(1000));
     let (status, headers, body) = support::h1_get(&mut client, "/").await;
     assert_eq!(status, 429);
-    // 1.5 s left in the window, rounded up to whole seconds.
+    // 1.5 s left in the window, told as the next coarse step.
     assert_eq!(headers["retry-after"], "2");
-    assert_eq!(body, "client request rate limit reached");
+    assert_eq!(body, "come back later");
     assert!(
         headers.get("connection").is_none(),
         "the connection stays open"

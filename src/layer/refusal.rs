@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Version};
 
-use crate::reason::{whole_secs, ReasonInfo, Rejected};
+use crate::reason::{told_secs, ReasonInfo, Rejected};
 
 /// Why a layer answers a request itself: the reason, and when the client may come back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,13 +22,6 @@ impl Refusal {
             retry_after,
         }
     }
-}
-
-/// A wait for gRPC's `grpc-retry-pushback-ms`: whole milliseconds, rounded up, and never 0.
-fn whole_millis(wait: Duration) -> u64 {
-    let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-    let partial = wait.subsec_nanos() % 1_000_000 > 0;
-    millis.saturating_add(u64::from(partial)).max(1)
 }
 
 impl From<Rejected> for Refusal {
@@ -121,7 +114,7 @@ impl Refusal {
             if let Some(wait) = self.retry_after {
                 headers.insert(
                     GRPC_RETRY_PUSHBACK_MS.clone(),
-                    HeaderValue::from(whole_millis(wait)),
+                    HeaderValue::from(told_secs(wait).saturating_mul(1000)),
                 );
             }
         } else {
@@ -131,7 +124,7 @@ impl Refusal {
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, TEXT_PLAIN.clone());
             if let Some(wait) = self.retry_after {
-                headers.insert(RETRY_AFTER, HeaderValue::from(whole_secs(wait)));
+                headers.insert(RETRY_AFTER, HeaderValue::from(told_secs(wait)));
             }
         }
         if close_connection && asked.version <= Version::HTTP_11 {
@@ -164,15 +157,6 @@ mod tests {
             request = request.header(CONTENT_TYPE, content_type);
         }
         Asked::by(&request.body(()).unwrap())
-    }
-
-    #[test]
-    fn retry_after_millis_rounds_up_and_is_never_zero() {
-        assert_eq!(whole_millis(Duration::ZERO), 1);
-        assert_eq!(whole_millis(Duration::from_nanos(1)), 1);
-        assert_eq!(whole_millis(Duration::from_millis(250)), 250);
-        assert_eq!(whole_millis(Duration::from_micros(250_001)), 251);
-        assert_eq!(whole_millis(Duration::MAX), u64::MAX);
     }
 
     #[test]
@@ -250,7 +234,9 @@ mod tests {
             .unwrap()
             .parse()
             .unwrap();
-        assert!((1..=60_000).contains(&pushback), "{pushback}");
+        // Up to 60 s left, told as the 60 s step with up to 12 s added.
+        assert!((1_000..=72_000).contains(&pushback), "{pushback}");
+        assert_eq!(pushback % 1000, 0, "whole seconds");
         assert!(!response.headers().contains_key(RETRY_AFTER));
     }
 
@@ -262,7 +248,7 @@ mod tests {
         });
         let response = refusal.response(|text| text, asked(None, Version::HTTP_11), true);
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(*response.body(), "client connection limit reached");
+        assert_eq!(*response.body(), "too many requests");
         assert_eq!(response.headers()[CONNECTION], "close");
         assert!(!response.headers().contains_key("grpc-status"));
     }

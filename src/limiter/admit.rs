@@ -151,7 +151,9 @@ impl Limiter {
     ) -> Result<Admitted, Denial> {
         let shared = &*self.shared;
         let exact = ClientKey::exact(ip);
-        let mut made_room = false;
+        let mut rooms_made = 0;
+        // Bounded: each turn finds the entry, or changes the key (to the exact one, or to the
+        // network's, each at most once), or inserts, or makes room at most `MAX_ROOMS` times.
         loop {
             // The shard's read lock is held only inside this block.
             if let Some(record) = shared.clients.get(key) {
@@ -184,16 +186,38 @@ impl Limiter {
                 *key = exact;
                 continue;
             }
-            if self.insert(*key, limits.max_tracked_clients) {
-                continue;
+            let network = if *key == exact && limits.is_exempt(ip) {
+                None
+            } else {
+                limits.network_of(key)
+            };
+            match self.insert(*key, limits.max_tracked_clients, network) {
+                Inserted::Yes => continue,
+                Inserted::NetworkFull(network) => {
+                    // The network holds its most keys: its further addresses share its key.
+                    *key = network;
+                    continue;
+                }
+                Inserted::TableFull => {}
             }
-            // Full: make room once, then try again.
-            if !made_room && self.make_room(limits.when_full, self.now()) {
-                made_room = true;
+            // Full: make room (a few times at most, as racing newcomers may take it), then
+            // try again.
+            if self.make_room_within(&mut rooms_made, limits) {
                 continue;
             }
             return Err((RejectReason::TrackedClientsFull, None));
         }
+    }
+
+    /// Makes room in a full table, at most [`MAX_ROOMS`] times for one admission (racing
+    /// newcomers may take the room made): `rooms_made` counts them. Whether it made room; a
+    /// search that finds nothing to forget is not repeated, so that the refusal stays cheap.
+    fn make_room_within(&self, rooms_made: &mut usize, limits: &Limits) -> bool {
+        if *rooms_made == MAX_ROOMS {
+            return false;
+        }
+        *rooms_made += 1;
+        self.make_room(limits.when_full, self.now())
     }
 
     /// Counts and logs a refusal the decision made, and says it to the caller.
@@ -215,24 +239,58 @@ impl Limiter {
     }
 
     /// Puts an empty entry for `key` in the map, if none is there, reserving its place under
-    /// `max_tracked_clients` (0: no limit) first. Returns `false` only when the map is full.
-    pub(super) fn insert(&self, key: ClientKey, max_tracked_clients: usize) -> bool {
+    /// `max_tracked_clients` (0: no limit) and, with `network`, among the network's keys first.
+    pub(super) fn insert(
+        &self,
+        key: ClientKey,
+        max_tracked_clients: usize,
+        network: Option<(ClientKey, usize)>,
+    ) -> Inserted {
         let shared = &*self.shared;
-        if !reserve(&shared.tracked, max_tracked_clients) {
-            return false;
+        if let Some((network, cap)) = network {
+            if !self.join_network(network, cap) {
+                return Inserted::NetworkFull(network);
+            }
         }
-        let entry = Arc::new(Entry::new(key, Arc::clone(&shared.home)));
-        match shared.clients.entry(Record(entry)) {
+        let network_prefix = network.map_or(0, |(network, _)| network.prefix_len());
+        let leave = |limiter: &Limiter| {
+            if network_prefix != 0 {
+                limiter.leave_network(&key, network_prefix);
+            }
+        };
+        if !reserve(&shared.tracked, max_tracked_clients) {
+            leave(self);
+            return Inserted::TableFull;
+        }
+        let entry = Arc::new(Entry::new(key, network_prefix, Arc::clone(&shared.home)));
+        match shared.clients.entry(Record(Arc::clone(&entry))) {
             MapSlot::Vacant(vacant) => {
+                // On the roster before anyone can find it in the map, and so before anyone can
+                // forget it (`forget_if` takes it off the roster after taking it out of the map).
+                shared.roster.add(&entry);
                 vacant.insert(());
             }
             MapSlot::Occupied(_) => {
                 // Another admission made it first.
                 shared.tracked.fetch_sub(1, Ordering::Relaxed);
+                leave(self);
             }
         }
-        true
+        Inserted::Yes
     }
+}
+
+/// How many times one admission makes room in a full table before it gives up.
+const MAX_ROOMS: usize = 3;
+
+/// What [`Limiter::insert`] did.
+pub(super) enum Inserted {
+    /// The key has an entry (this call's or a racing one's).
+    Yes,
+    /// The table holds `max_tracked_clients`.
+    TableFull,
+    /// The key's network holds its most keys: the network's own key, to use instead.
+    NetworkFull(ClientKey),
 }
 
 /// What one decision is about: the client's entry and its limit for the event, and the config.

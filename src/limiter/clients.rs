@@ -16,17 +16,19 @@ impl Limiter {
     pub fn ban(&self, ip: IpAddr, duration: Duration) {
         let shared = &*self.shared;
         let key = self.key_for(ip);
-        let until = self.now().saturating_add(nanos(duration));
+        let now = self.now();
+        let until = now.saturating_add(nanos(duration));
         loop {
             if let Some(record) = shared.clients.get(&key) {
                 let entry = record.key().entry();
                 let mut gate = entry.gate();
-                gate.ban_until(until);
+                gate.ban_until(until, now);
                 entry.mark_banned(true);
                 break;
             }
-            // A manual ban is always recorded, even past `max_tracked_clients`.
-            self.insert(key, 0);
+            // A manual ban is always recorded, even past `max_tracked_clients` and the
+            // network's keys.
+            self.insert(key, 0, None);
         }
         shared.counters.bans.fetch_add(1, Ordering::Relaxed);
         tracing::info!(client = %key, ?duration, "client banned by the operator");

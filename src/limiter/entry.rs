@@ -23,14 +23,19 @@ use crate::limits::Limits;
 ///
 /// Laid out for a decision: the key (compared on every lookup) and the counts come first, on one
 /// cache line. Small, since the table holds one per client: with its reference counts, an entry
-/// takes 128 bytes, a 144-byte block from glibc's allocator. (An entry 16 bytes smaller would
+/// takes 136 bytes, a 144-byte block from glibc's allocator. (An entry of 104 bytes or fewer would
 /// fit a 128-byte block, which glibc keeps, once freed, on lists it merges only when a large
 /// block is next freed: after a million clients expire at once, that merge takes about 150 ms,
 /// and shrinking the table pays it under a shard's write lock, stalling admissions.)
 #[repr(C)]
 pub(super) struct Entry {
     pub(super) key: ClientKey,
+    /// The prefix of the network whose count of keys includes this one, or 0 when it is in
+    /// none (`Limiter::insert`).
+    pub(super) network_prefix: u8,
     requests: AtomicU32,
+    /// Where the entry is in the table's roster (`roster.rs`); changed under the roster's lock.
+    pub(super) slot: AtomicU32,
     /// Open connections in the low 32 bits; in the next 31, how many of them are not in the
     /// limiter's global count (admitted while no global cap was in force); in the top bit,
     /// whether the client may be banned ([`BANNED`]), so that a decision knows without the
@@ -106,10 +111,12 @@ const UNCOUNTED: u64 = !OPEN & !BANNED;
 const BANNED: u64 = 1 << 63;
 
 impl Entry {
-    pub(super) fn new(key: ClientKey, home: Arc<Home>) -> Self {
+    pub(super) fn new(key: ClientKey, network_prefix: u8, home: Arc<Home>) -> Self {
         Entry {
             key,
+            network_prefix,
             requests: AtomicU32::new(0),
+            slot: AtomicU32::new(u32::MAX),
             connections: AtomicU64::new(0),
             facts: AtomicU64::new(0),
             home,
@@ -234,6 +241,15 @@ impl Entry {
         self.counts() == (0, 0)
     }
 
+    /// How forgetting the client to make room ranks at `now`, lowest first; `None` while it
+    /// holds something open or is banned (see `Gate::eviction_rank`).
+    pub(super) fn eviction_rank(&self, now: u64) -> Option<u64> {
+        if !self.is_idle() {
+            return None;
+        }
+        self.gate().eviction_rank(now)
+    }
+
     /// The rate and ban record, locked.
     pub(super) fn gate(&self) -> MutexGuard<'_, Gate> {
         // Nothing panics while the lock is held, so it is never poisoned; if it were, the
@@ -288,7 +304,7 @@ mod tests {
 
     fn entry() -> Entry {
         let key = ClientKey::new("192.0.2.1".parse().unwrap(), 32, 64);
-        Entry::new(key, Arc::new(Home::new()))
+        Entry::new(key, 0, Arc::new(Home::new()))
     }
 
     #[test]
@@ -343,7 +359,7 @@ mod tests {
         assert!(!entry.may_be_banned());
         assert_eq!(
             std::mem::size_of::<Entry>(),
-            112,
+            120,
             "with its reference counts, a 144-byte block from glibc"
         );
     }

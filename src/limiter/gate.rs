@@ -24,8 +24,9 @@ pub(super) struct Gate {
     /// Until when the record can still refuse something: a drained entry is kept until then,
     /// so that leaving does not reset a client's record.
     retain_until: u64,
-    /// Until when the client is banned (clock nanoseconds); 0 once it is not.
-    banned_until: u64,
+    /// When a rule last looked at the client (clock nanoseconds): what making room for a
+    /// newcomer ranks a drained client's record by, stalest first.
+    last_seen: u64,
     /// Path states and the ban record, kept only for the clients that need them.
     extra: Option<Box<Extra>>,
 }
@@ -40,6 +41,8 @@ struct Extra {
     violations: RateState,
     /// How many times the client was banned, for escalation.
     bans: u32,
+    /// Until when the client is banned (clock nanoseconds); 0 once it is not.
+    banned_until: u64,
 }
 
 /// What one decision needs besides the client's record: the config, the clock reading (taken at
@@ -88,6 +91,20 @@ impl Gate {
         self.retain_until
     }
 
+    /// How forgetting the client to make room for a newcomer ranks at `now`, lowest first:
+    /// `None` while it is banned (a running ban is never forgotten), 0 when nothing in the record
+    /// can refuse anything any more, and otherwise when a rule last looked at it, so that the
+    /// record of the client seen longest ago goes first.
+    pub(super) fn eviction_rank(&self, now: u64) -> Option<u64> {
+        if self.banned_until() > now {
+            return None;
+        }
+        if !self.retains(now) {
+            return Some(0);
+        }
+        Some(self.last_seen.max(1))
+    }
+
     /// How many times the client was banned.
     pub(super) fn bans(&self) -> u32 {
         self.extra.as_ref().map_or(0, |extra| extra.bans)
@@ -103,19 +120,21 @@ impl Gate {
 
     /// Until when the client is banned, or 0.
     pub(super) fn banned_until(&self) -> u64 {
-        self.banned_until
+        self.extra.as_ref().map_or(0, |extra| extra.banned_until)
     }
 
-    /// Bans the client until `until` (an existing later end stays).
-    pub(super) fn ban_until(&mut self, until: u64) {
-        self.banned_until = self.banned_until.max(until);
+    /// Bans the client until `until` (an existing later end stays), decided at `now`.
+    pub(super) fn ban_until(&mut self, until: u64, now: u64) {
+        let extra = self.extra();
+        extra.banned_until = extra.banned_until.max(until);
         self.remember_until(until);
+        self.last_seen = self.last_seen.max(now);
     }
 
     /// Lifts a ban and forgets the violation record.
     pub(super) fn unban(&mut self) {
-        self.banned_until = 0;
         if let Some(extra) = &mut self.extra {
+            extra.banned_until = 0;
             extra.bans = 0;
             extra.violations = RateState::default();
         }
@@ -125,13 +144,16 @@ impl Gate {
     /// this event, in order. Counts what passes; a violation may ban the client. `notes` says
     /// whether the client's ban began or ended here.
     pub(super) fn check(&mut self, d: &Event<'_>, notes: &mut Notes) -> Result<(), Denial> {
-        if self.banned_until != 0 {
-            let now = (d.now)();
-            if now < self.banned_until {
-                return Err((RejectReason::Banned, Some(self.banned_until - now)));
+        if let Some(extra) = &mut self.extra {
+            if extra.banned_until != 0 {
+                let now = (d.now)();
+                self.last_seen = self.last_seen.max(now);
+                if now < extra.banned_until {
+                    return Err((RejectReason::Banned, Some(extra.banned_until - now)));
+                }
+                extra.banned_until = 0;
+                notes.ban_over = true;
             }
-            self.banned_until = 0;
-            notes.ban_over = true;
         }
         let limits = d.limits;
         let (rule, state, reason) = match d.kind {
@@ -146,9 +168,17 @@ impl Gate {
                 RejectReason::RequestRate,
             ),
         };
-        let mut refusal = rule
-            .as_ref()
-            .and_then(|rule| check_rule(state, rule, reason, d, notes, &mut self.retain_until));
+        let mut refusal = rule.as_ref().and_then(|rule| {
+            check_rule(
+                state,
+                rule,
+                reason,
+                d,
+                notes,
+                &mut self.retain_until,
+                &mut self.last_seen,
+            )
+        });
         if refusal.is_none() {
             if let Some(route) = d.route {
                 refusal = self.check_paths(route, d, notes);
@@ -191,6 +221,7 @@ impl Gate {
                 d,
                 notes,
                 &mut self.retain_until,
+                &mut self.last_seen,
             ) {
                 return Some(refusal);
             }
@@ -224,7 +255,7 @@ impl Gate {
         let extra = self.extra();
         let until = now.saturating_add(policy.length(extra.bans, noise(d.key, now)));
         extra.bans = extra.bans.saturating_add(1);
-        self.ban_until(until);
+        self.ban_until(until, now);
         // Remember the record of bans for one longest ban after this one ends, for escalation.
         self.remember_until(until.saturating_add(nanos(policy.max_ban_for)));
         notes.banned = true;
@@ -232,7 +263,7 @@ impl Gate {
 }
 
 /// Checks one rate rule. An enforced refusal is returned; a dry-run refusal is noted and let
-/// through.
+/// through. The record is kept until the state expires, and the client was seen now.
 fn check_rule(
     state: &mut RateState,
     rule: &RateLimit,
@@ -240,9 +271,12 @@ fn check_rule(
     d: &Event<'_>,
     notes: &mut Notes,
     retain_until: &mut u64,
+    last_seen: &mut u64,
 ) -> Option<Denial> {
-    let result = state.check(rule, (d.now)());
+    let now = (d.now)();
+    let result = state.check(rule, now);
     *retain_until = (*retain_until).max(state.expires_at(rule));
+    *last_seen = (*last_seen).max(now);
     match result {
         Ok(()) => None,
         Err(_) if rule.dry_run => {

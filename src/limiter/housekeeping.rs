@@ -1,6 +1,6 @@
 //! Forgetting clients: the ones with nothing open and nothing to remember are swept every
 //! second by one thread the process shares, never by an admission; and when the table is full,
-//! an admission forgets a bounded number of idle clients to make room.
+//! an admission forgets one idle client, drawn from the whole table, to make room.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, TryLockError, Weak};
@@ -9,10 +9,6 @@ use std::time::Duration;
 use super::{Limiter, Shared};
 use crate::key::ClientKey;
 use crate::limits::WhenFull;
-
-/// How many entries making room looks at, at most, and how many idle ones it samples.
-const EVICTION_SCAN: usize = 4096;
-const EVICTION_SAMPLE: usize = 256;
 
 /// How many clients one pass of a sweep forgets at most: their keys are gathered under read
 /// locks, then removed one by one (256 Ki keys: 4.5 MiB for the pass).
@@ -135,70 +131,66 @@ impl Limiter {
         }
     }
 
-    /// Makes room for a new client in a full map: forgets, of up to [`EVICTION_SCAN`] clients,
-    /// those with nothing open and nothing to remember, and with [`WhenFull::EvictStalest`] the
-    /// quarter of up to [`EVICTION_SAMPLE`] idle ones whose records expire first. Returns
-    /// whether any client was forgotten.
+    /// Makes room for a new client in a full map: forgets one client with nothing open, drawn
+    /// from the whole table (`roster.rs`). With [`WhenFull::EvictStalest`], the one whose record
+    /// was looked at longest ago, of a random sample, clients with nothing left to remember
+    /// first; with [`WhenFull::RefuseNew`], only a client with nothing left to remember. A
+    /// running ban is never forgotten. Bounded work: a sample and a short walk. Returns whether
+    /// a client was forgotten.
     pub(super) fn make_room(&self, when_full: WhenFull, now: u64) -> bool {
         let shared = &*self.shared;
-        let mut forgettable: Vec<ClientKey> = Vec::new();
-        let mut idle: Vec<(u64, ClientKey)> = Vec::new();
-        for record in shared.clients.iter().take(EVICTION_SCAN) {
-            let entry = record.key().entry();
-            if !entry.is_idle() {
-                continue;
-            }
-            let retained_until = entry.gate().retained_until();
-            if retained_until <= now {
-                forgettable.push(entry.key);
-            } else if idle.len() < EVICTION_SAMPLE {
-                idle.push((retained_until, entry.key));
-            }
+        let rank = |entry: &super::Entry| {
+            let rank = entry.eviction_rank(now)?;
+            (rank == 0 || when_full == WhenFull::EvictStalest).then_some(rank)
+        };
+        let Some(victim) = shared.roster.pick(rank) else {
+            return false;
+        };
+        let stale = rank(&victim).is_some_and(|rank| rank > 0);
+        // Looked at again under the shard's write lock: it may have been busy again meanwhile.
+        let gone = self.forget_if(&victim.key, |entry| {
+            Arc::ptr_eq(entry, &victim) && rank(entry).is_some()
+        });
+        if gone == 1 && stale {
+            tracing::debug!(client = %victim.key, "forgot a drained client to make room");
+            shared.counters.evictions.fetch_add(1, Ordering::Relaxed);
         }
-        let mut forgot = 0;
-        for key in &forgettable {
-            forgot += self.forget_if(key, |entry| entry.is_forgettable(now));
-        }
-        let mut evicted = 0;
-        if when_full == WhenFull::EvictStalest && forgot == 0 {
-            idle.sort_unstable_by_key(|(until, _)| *until);
-            for (_, key) in idle.iter().take(idle.len().div_ceil(4)) {
-                let gone = self.forget_if(key, |entry| entry.is_idle());
-                if gone == 1 {
-                    tracing::debug!(client = %key, "forgot a drained client to make room");
-                }
-                evicted += gone;
-            }
-            shared
-                .counters
-                .evictions
-                .fetch_add(evicted as u64, Ordering::Relaxed);
-        }
-        forgot + evicted > 0
+        gone == 1
     }
 
     /// Removes `key`'s entry if `still` holds for it under the shard's write lock; 1 if it did.
     pub(super) fn forget_if(
         &self,
         key: &ClientKey,
-        still: impl FnOnce(&super::Entry) -> bool,
+        still: impl FnOnce(&Arc<super::Entry>) -> bool,
     ) -> usize {
         let shared = &*self.shared;
-        let removed = shared
+        let Some((record, ())) = shared
             .clients
             .remove_if(key, |record, ()| still(record.entry()))
-            .is_some();
-        if removed {
-            shared.tracked.fetch_sub(1, Ordering::Relaxed);
+        else {
+            return 0;
+        };
+        let entry = record.entry();
+        shared.roster.remove(entry);
+        if entry.network_prefix != 0 {
+            self.leave_network(&entry.key, entry.network_prefix);
         }
-        usize::from(removed)
+        shared.tracked.fetch_sub(1, Ordering::Relaxed);
+        1
     }
 }
 
-/// Shrinks the map when it holds less than a quarter of what it has room for.
+/// Shrinks the map, and the arrays beside it, when they hold less than a quarter of what they
+/// have room for.
 fn give_memory_back(shared: &Shared) {
     let clients = &shared.clients;
     if clients.len() * 4 < clients.capacity() {
         clients.shrink_to_fit();
+    }
+    shared.roster.shrink();
+    let networks = &shared.networks;
+    if networks.len() * 4 < networks.capacity() {
+        networks.shrink_to_fit();
     }
 }

@@ -17,9 +17,11 @@ mod gate;
 mod hot;
 mod housekeeping;
 mod log;
+mod networks;
 mod permit;
 mod points;
 mod release;
+mod roster;
 mod stats;
 mod stripes;
 mod summary;
@@ -62,7 +64,7 @@ use crate::reason::{Decision, RejectReason, Rejected};
 /// let second = limiter.try_acquire(client).unwrap();
 /// let refused = limiter.try_acquire(client).unwrap_err();
 /// assert_eq!(refused.reason(), RejectReason::ClientConnections);
-/// assert_eq!(refused.to_string(), "client connection limit reached");
+/// assert_eq!(refused.to_string(), "too many requests");
 /// assert_eq!(limiter.open_connections(client), 2);
 ///
 /// drop(first);
@@ -168,6 +170,10 @@ struct Shared {
     hot: HotConfig,
     /// The clients, each an [`Entry`] keyed by its client key (the entry holds the key).
     clients: DashMap<Record, (), ClientHasher>,
+    /// The same entries, in an array to draw from at random (`roster.rs`).
+    roster: roster::Roster,
+    /// How many keys each wider network holds in `clients` (`networks.rs`).
+    networks: DashMap<ClientKey, u32, ClientHasher>,
     clock: Box<dyn Clock>,
     /// What the entries and their permits count into.
     home: Arc<Home>,
@@ -245,6 +251,8 @@ impl Limiter {
             hot: HotConfig::new(&installed.limits),
             config: ArcSwap::from_pointee(installed),
             clients: DashMap::with_hasher_and_shard_amount(ClientHasher::default(), SHARDS),
+            roster: roster::Roster::new(),
+            networks: DashMap::with_hasher(ClientHasher::default()),
             clock: Box::new(clock),
             home: Arc::new(Home::new()),
             tracked: Padded(AtomicUsize::new(0)),

@@ -78,7 +78,7 @@ impl MinReceiveRate {
                 "must be at least 1 (leave min_receive_rate out to turn it off)",
             ));
         }
-        Ok(())
+        crate::clock::at_most_longest("min_receive_rate.grace", self.grace)
     }
 
     /// Whether a turn that has brought `bytes` after `elapsed` is too slow.

@@ -117,6 +117,13 @@ pub(crate) struct ListenerSettings {
 impl ListenerConfig {
     /// Checks the section; fields are named within it (`min_receive_rate.bytes_per_sec`).
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        for (field, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("proxy_header_timeout", self.proxy_header_timeout),
+        ] {
+            crate::clock::at_most_longest(field, d)?;
+        }
         if let Some(rate) = &self.min_receive_rate {
             rate.validate()?;
         }
