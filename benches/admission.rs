@@ -102,10 +102,12 @@ fn clients_v4(first: u32, n: u32) -> Vec<IpAddr> {
         .collect()
 }
 
-/// `n` clients, each in a /64 of its own.
+/// `n` clients (at most 65,536), each in a /48 of its own, as clients of different sites are.
+/// (10,000 /64s of one /48 would be one network's many keys: past `max_keys_per_network`, they
+/// share the network's key, and take the slower path that finds it.)
 fn clients_v6(n: u128) -> Vec<IpAddr> {
     (0..n)
-        .map(|i| IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | (i << 64) | 1)))
+        .map(|i| IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | (i << 80) | 1)))
         .collect()
 }
 
@@ -209,22 +211,6 @@ fn rejected(c: &mut Criterion) {
         &clients,
         |ip| assert!(ours.try_acquire(ip).is_err()),
     );
-    // A newcomer to a full table whose every client holds a connection: nothing can go.
-    let full = limiter(Config {
-        max_tracked_clients: 10_000,
-        ..Config::default()
-    });
-    let _busy: Vec<_> = clients_v4(0, 10_000)
-        .into_iter()
-        .map(|ip| full.try_acquire(ip).unwrap())
-        .collect();
-    each_client(
-        &mut group,
-        "tower_connlimit",
-        "table_full",
-        &clients_v4(20_000, 1),
-        |ip| assert!(full.try_acquire(ip).is_err()),
-    );
     let naive = NaiveLimiter::new(1);
     assert!(naive.acquire(ip));
     each_client(
@@ -273,6 +259,45 @@ fn rejected(c: &mut Criterion) {
             floor.fetch_sub(1, Ordering::AcqRel);
         })
     });
+    group.finish();
+}
+
+/// A newcomer to a full table of 10,000: making room by forgetting the stalest of a sample of
+/// drained records (each newcomer leaves a record behind, so every admission evicts one), and
+/// refused when every client holds a connection, so that nothing can go.
+fn full_table(c: &mut Criterion) {
+    pin_to_first_core();
+    let mut group = c.benchmark_group("full_table");
+    group.throughput(Throughput::Elements(1));
+    let config = |rate| Config {
+        max_tracked_clients: 10_000,
+        connect_rate: rate,
+        ..Config::default()
+    };
+    let records = limiter(config(Some(RateLimit::new(1_000, Duration::from_secs(3600)))));
+    for ip in clients_v4(0, 10_000) {
+        drop(records.try_acquire(ip).unwrap());
+    }
+    let newcomers = clients_v4(100_000, 1_000_000);
+    let next = AtomicUsize::new(0);
+    group.bench_function(BenchmarkId::new("tower_connlimit", "evict_one"), |b| {
+        b.iter(|| {
+            let i = next.fetch_add(1, Ordering::Relaxed) % newcomers.len();
+            drop(black_box(records.try_acquire(newcomers[i]).unwrap()));
+        })
+    });
+    let busy = limiter(config(None));
+    let _held: Vec<_> = clients_v4(0, 10_000)
+        .into_iter()
+        .map(|ip| busy.try_acquire(ip).unwrap())
+        .collect();
+    each_client(
+        &mut group,
+        "tower_connlimit",
+        "refused",
+        &clients_v4(20_000, 1),
+        |ip| assert!(busy.try_acquire(ip).is_err()),
+    );
     group.finish();
 }
 
@@ -494,6 +519,7 @@ criterion_group!(
     find_cores,
     admit_release,
     rejected,
+    full_table,
     gate,
     cidr_lists,
     config_swap,

@@ -75,6 +75,10 @@ fn a_full_table_forgets_the_stalest_records_first() {
         .iter()
         .filter(|c| newest.contains(&c.key.network()))
         .count();
+    println!(
+        "{fresh} of {} survivors among the newest {TABLE}",
+        survivors.len()
+    );
     assert!(
         fresh * 100 >= survivors.len() * 95,
         "{fresh} of {} survivors among the newest {TABLE}",
