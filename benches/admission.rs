@@ -274,7 +274,10 @@ fn full_table(c: &mut Criterion) {
         connect_rate: rate,
         ..Config::default()
     };
-    let records = limiter(config(Some(RateLimit::new(1_000, Duration::from_secs(3600)))));
+    let records = limiter(config(Some(RateLimit::new(
+        1_000,
+        Duration::from_secs(3600),
+    ))));
     for ip in clients_v4(0, 10_000) {
         drop(records.try_acquire(ip).unwrap());
     }

@@ -222,6 +222,11 @@ impl Rejected {
     /// For a rate refusal or a ban, how long until the same client would pass again (if nothing
     /// else changes); `None` for the concurrency limits, which free up whenever a connection or
     /// request ends.
+    ///
+    /// The exact wait, for the server's own code: sent as it is, it would tell a client a secret
+    /// rule's exact parameters. The layers and the listener tell clients a coarse wait instead
+    /// (`Retry-After`, `grpc-retry-pushback-ms`): never shorter, rounded up to a step of 1, 2, 5,
+    /// 10, 15 or 30 seconds or minutes, or whole hours, plus up to a fifth of the step at random.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }

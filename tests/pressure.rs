@@ -160,6 +160,11 @@ fn honest_newcomers_get_in_while_the_attacker_holds_requests() {
         })
         .collect();
     assert_eq!(limiter.stats().tracked_clients, 257);
+    let shared = limiter
+        .client(in_the_48(40_000))
+        .expect("counted under the /48's key");
+    assert_eq!(shared.key.prefix_len(), 48);
+    assert_eq!(shared.in_flight_requests, 50_000 - 256);
     // 8,000 more attackers, each holding a request from a /48 of its own, and enough records
     // of past logins to fill the rest of the table.
     let busy: Vec<_> = (0..8_000u16)

@@ -75,11 +75,27 @@ impl Limiter {
     }
 
     /// The details of `ip`'s client key: its open connections, in-flight requests and ban, or
-    /// `None` when nothing about it is tracked.
+    /// `None` when nothing about it is tracked. An address of a network that holds
+    /// [`max_keys_per_network`](crate::Config::max_keys_per_network) keys, none of them its
+    /// own, is counted under the network's key: that key's details, then.
     pub fn client(&self, ip: IpAddr) -> Option<ClientStats> {
         let key = self.key_for(ip);
         let now = self.now();
-        let record = self.shared.clients.get(&key)?;
+        let shared = &*self.shared;
+        let record = match shared.clients.get(&key) {
+            Some(record) => record,
+            None => {
+                let (network, cap) = self.installed().limits.network_of(&key)?;
+                let full = shared
+                    .networks
+                    .get(&network)
+                    .is_some_and(|keys| *keys as usize >= cap);
+                if !full {
+                    return None;
+                }
+                shared.clients.get(&network)?
+            }
+        };
         let entry = record.key().entry();
         (!entry.is_forgettable(now)).then(|| ClientStats::new(entry, now))
     }
