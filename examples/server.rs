@@ -24,6 +24,8 @@
 //! - `/`            hello
 //! - `/slow?ms=N`   holds the response N milliseconds (at most 60 000)
 //! - `/ws`          WebSocket echo
+//! - `/ip`          the client address the limiter counted, as plain text (behind a trusted
+//!   proxy, the client it named)
 //! - `/stats`       the limiter's stats as JSON: totals, refusals and early closes by reason,
 //!   the figures of each admission point, and the ten clients holding the most connections
 //! - `/metrics`     with `--metrics`: the limiter's metrics in Prometheus text, recorded at
@@ -53,8 +55,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_connlimit::{
-    ByReason, Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate, ProxyProtocol,
-    RejectAction,
+    ByReason, ClientIp, Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate,
+    ProxyProtocol, RejectAction,
 };
 use tower_layer::Layer;
 
@@ -312,13 +314,28 @@ async fn shutdown_signal(stopping: Arc<Notify>) {
 }
 
 /// The example's routes, with the limiter as state and no limiter layer yet (tests/hostile.rs
-/// serves them too): `/`, `/slow?ms=N`, the WebSocket echo `/ws` and `/stats`.
+/// serves them too): `/`, `/slow?ms=N`, the WebSocket echo `/ws`, `/stats` and `/ip`.
 pub fn routes() -> Router<Limiter> {
     Router::new()
         .route("/", get(|| async { "hello from tower-connlimit\n" }))
         .route("/slow", get(slow))
         .route("/ws", get(websocket))
         .route("/stats", get(stats))
+        .route("/ip", get(client_ip))
+}
+
+/// `GET /ip`: the client address the limiter counted this request under, as plain text: behind
+/// a `--trusted-proxy` with `--client-ip-header`, the client the proxy named; otherwise the
+/// peer (also with `--mode off`, where nothing counts).
+async fn client_ip(request: axum::extract::Request) -> String {
+    let extensions = request.extensions();
+    match extensions.get::<ClientIp>() {
+        Some(ClientIp(ip)) => format!("{ip}\n"),
+        None => match extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+            Some(info) => format!("{}\n", info.0.ip()),
+            None => "unknown\n".to_owned(),
+        },
+    }
 }
 
 #[derive(serde::Deserialize)]

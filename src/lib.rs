@@ -96,7 +96,7 @@ pub use error::{ConfigError, Location};
 pub use key::ClientKey;
 #[cfg(feature = "http")]
 pub use layer::{
-    ClientAddr, ConnLimit, ConnLimitLayer, LimitedConnection, MakeTarget, ResponseBody,
+    ClientAddr, ClientIp, ConnLimit, ConnLimitLayer, LimitedConnection, MakeTarget, ResponseBody,
 };
 pub use limiter::{
     AdmissionPoint, ByReason, Checkpoint, ClientStats, ConnPermit, Limiter, PointStats,

@@ -412,6 +412,11 @@ impl Limits {
         self.lookups.trusted_proxies.contains(ip)
     }
 
+    /// Whether every address of `key` is a trusted proxy.
+    pub(crate) fn is_trusted_proxy_key(&self, key: ClientKey) -> bool {
+        self.lookups.trusted_proxies.overlap(Cidr::from(key)) == Overlap::Fully
+    }
+
     /// The per-client connection limit for `ip`: the longest matching override, else the default.
     /// (An override never splits a client, so every address of a key has the same limit.)
     #[inline]

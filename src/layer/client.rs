@@ -17,6 +17,38 @@ use crate::limiter::{Limiter, Settings};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// The client the request layer counted a request under: the peer, or the client a trusted
+/// proxy named (a PROXY header at the listener, or [`ClientIpConfig::header`]). Inserted into
+/// every request it admits, so that a handler needs no second parser, and no second set of
+/// trust settings, to know who the client is.
+///
+/// With axum, take it as an extractor (feature `axum`): `async fn ip(client: ClientIp) -> String
+/// { client.0.to_string() }`. With tonic, read it from the request's extensions:
+/// `request.extensions().get::<ClientIp>()`. It is there only behind a request-level
+/// [`ConnLimitLayer`](crate::ConnLimitLayer); the extractor answers 500 without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientIp(pub IpAddr);
+
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = (http::StatusCode, &'static str);
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<ClientIp>().copied().ok_or_else(|| {
+            tracing::error!(
+                "ClientIp asked for, but no request-level ConnLimitLayer admitted the request:                  put `.layer(ConnLimitLayer::new(config))` on the router"
+            );
+            (
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "client address unknown",
+            )
+        })
+    }
+}
+
 /// The peer of a request, from the first of: axum's `ConnectInfo<SocketAddr>`, a
 /// [`ClientAddr`] extension, a plain `SocketAddr` extension, tonic's connect info.
 pub(crate) fn peer_of(extensions: &Extensions) -> Option<SocketAddr> {

@@ -118,7 +118,7 @@ mod refusal;
 mod request;
 
 pub use self::body::ResponseBody;
-pub use self::client::ClientAddr;
+pub use self::client::{ClientAddr, ClientIp};
 pub use self::conn_limit_layer::{ConnLimit, ConnLimitLayer};
 pub use self::connection::LimitedConnection;
 pub use self::make_service::MakeTarget;

@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::body::ResponseBody;
-use super::client::{client_of, peer_of};
+use super::client::{client_of, peer_of, ClientIp};
 use super::conn_limit_layer::ConnLimit;
 use super::refusal::{Asked, Refusal};
 use crate::limiter::Kind;
@@ -43,7 +43,7 @@ where
 fn admit_request<S, ReqBody, ResBody>(
     inner: &mut S,
     checkpoint: &Checkpoint,
-    request: Request<ReqBody>,
+    mut request: Request<ReqBody>,
 ) -> ResponseFuture<S::Future>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -57,7 +57,10 @@ where
     let admitted =
         checkpoint.try_acquire_request_to(client, request.method().as_str(), request.uri().path());
     match admitted {
-        Ok(permit) => ResponseFuture::called(inner.call(request), Some(permit)),
+        Ok(permit) => {
+            request.extensions_mut().insert(ClientIp(client));
+            ResponseFuture::called(inner.call(request), Some(permit))
+        }
         Err(rejected) => ResponseFuture::refused(Refusal::from(rejected), Asked::by(&request)),
     }
 }

@@ -128,6 +128,7 @@ impl Limiter {
             entry,
             limit: facts.limit,
             exempt: false,
+            proxy: facts.proxy,
             limits,
             kind,
         };
@@ -173,6 +174,7 @@ impl Limiter {
                     entry,
                     limit: facts.limit,
                     exempt,
+                    proxy: facts.proxy,
                     limits,
                     kind,
                 };
@@ -299,6 +301,10 @@ struct Decision<'a> {
     /// The client's connection limit (0: none); the request limit is in `limits`.
     limit: usize,
     exempt: bool,
+    /// A trusted proxy speaks for other clients: its connections and requests are counted
+    /// (and held to the global cap) but never limited per client, nor by a rate or a ban. The
+    /// clients it names are limited instead, under their own keys.
+    proxy: bool,
     limits: &'a Limits,
     kind: Kind,
 }
@@ -307,7 +313,7 @@ impl Decision<'_> {
     /// The limit for this event (0: none).
     #[inline]
     fn limit(&self) -> usize {
-        match (self.exempt, self.kind) {
+        match (self.exempt || self.proxy, self.kind) {
             (true, _) => 0,
             (false, Kind::Connection) => self.limit,
             (false, Kind::Request) => self.limits.max_requests_per_client,
@@ -323,7 +329,7 @@ impl Decision<'_> {
     /// Whether a ban or a rate rule must be checked.
     #[inline]
     fn gated(&self) -> bool {
-        !self.exempt && (self.limits.has_rates() || self.entry.may_be_banned())
+        !self.exempt && !self.proxy && (self.limits.has_rates() || self.entry.may_be_banned())
     }
 
     /// Whether the decision takes the client's lock: to check a ban or a rate rule, or to take

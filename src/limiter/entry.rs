@@ -56,16 +56,23 @@ pub(super) struct Facts {
     pub(super) limit: usize,
     /// Whether the client's addresses are exempt: none, some or all of them.
     pub(super) exempt: Overlap,
+    /// Whether every address of the client is a trusted proxy: it then speaks for other
+    /// clients, and is never limited as one (see `Decision::proxy`).
+    pub(super) proxy: bool,
 }
 
 /// The most a limit held in [`Facts`] can say; larger limits are held as this one, more
 /// connections than a client can hold.
-const LIMIT_BITS: u32 = 30;
+const LIMIT_BITS: u32 = 29;
 const LIMIT_MAX: u64 = (1 << LIMIT_BITS) - 1;
+/// The bit that says a client is a trusted proxy, above the limit and below the overlap.
+const PROXY: u64 = 1 << LIMIT_BITS;
+/// Where the overlap starts.
+const OVERLAP_SHIFT: u32 = LIMIT_BITS + 1;
 
 impl Facts {
     /// `self`, for the config of `generation`, in one word: the generation's low 32 bits, the
-    /// overlap, the limit.
+    /// overlap, the proxy bit, the limit.
     fn pack(self, generation: u64) -> u64 {
         let overlap = match self.exempt {
             Overlap::None => 0,
@@ -73,24 +80,26 @@ impl Facts {
             Overlap::Fully => 2,
         };
         let limit = (self.limit as u64).min(LIMIT_MAX);
-        ((generation & u64::from(u32::MAX)) << 32) | (overlap << LIMIT_BITS) | limit
+        let proxy = if self.proxy { PROXY } else { 0 };
+        ((generation & u64::from(u32::MAX)) << 32) | (overlap << OVERLAP_SHIFT) | proxy | limit
     }
 
     /// The facts packed for `generation`, if `word` holds that generation's.
     #[inline]
     fn unpack(word: u64, generation: u64) -> Option<Facts> {
-        // The common case in one comparison: this generation's, and no address exempt.
+        // The common case in one comparison: this generation's, no address exempt, no proxy.
         let current = (generation & u64::from(u32::MAX)) << 32;
         if word >> LIMIT_BITS == current >> LIMIT_BITS {
             return Some(Facts {
                 limit: (word & LIMIT_MAX) as usize,
                 exempt: Overlap::None,
+                proxy: false,
             });
         }
         if word >> 32 != current >> 32 {
             return None;
         }
-        let exempt = match (word >> LIMIT_BITS) & 3 {
+        let exempt = match (word >> OVERLAP_SHIFT) & 3 {
             0 => Overlap::None,
             1 => Overlap::Partly,
             _ => Overlap::Fully,
@@ -98,6 +107,7 @@ impl Facts {
         Some(Facts {
             limit: (word & LIMIT_MAX) as usize,
             exempt,
+            proxy: word & PROXY != 0,
         })
     }
 }
@@ -141,6 +151,7 @@ impl Entry {
         let facts = Facts {
             limit: limits.conn_limit_for(self.key.network()),
             exempt: limits.exempt_overlap(self.key),
+            proxy: limits.is_trusted_proxy_key(self.key),
         };
         let packed = facts.pack(limits.lookups.generation);
         self.facts.store(packed, Ordering::Relaxed);
@@ -148,12 +159,13 @@ impl Entry {
     }
 
     /// The client's connection limit, when its entry worked it out under the config of
-    /// `generation`, none of its addresses is exempt, and it may not be banned: the common
-    /// case, which a decision takes without the client's lock.
+    /// `generation`, none of its addresses is exempt, it is no trusted proxy, and it may not be
+    /// banned: the common case, which a decision takes without the client's lock.
     #[inline]
     pub(super) fn plain_limit(&self, generation: u64) -> Option<usize> {
         let facts = Facts::unpack(self.facts.load(Ordering::Relaxed), generation)?;
-        (facts.exempt == Overlap::None && !self.may_be_banned()).then_some(facts.limit)
+        (facts.exempt == Overlap::None && !facts.proxy && !self.may_be_banned())
+            .then_some(facts.limit)
     }
 
     /// Counts one more `kind` if the client has fewer than `limit` (0: no limit). A connection
@@ -309,17 +321,23 @@ mod tests {
 
     #[test]
     fn facts_are_kept_per_generation() {
-        let facts = Facts {
-            limit: 7,
-            exempt: Overlap::Partly,
-        };
-        let word = facts.pack(5);
-        assert_eq!(Facts::unpack(word, 5), Some(facts));
-        assert_eq!(Facts::unpack(word, 6), None);
+        for proxy in [false, true] {
+            for exempt in [Overlap::None, Overlap::Partly, Overlap::Fully] {
+                let facts = Facts {
+                    limit: 7,
+                    exempt,
+                    proxy,
+                };
+                let word = facts.pack(5);
+                assert_eq!(Facts::unpack(word, 5), Some(facts));
+                assert_eq!(Facts::unpack(word, 6), None);
+            }
+        }
         assert_eq!(Facts::unpack(0, 1), None, "a new entry has none");
         let huge = Facts {
             limit: usize::MAX,
             exempt: Overlap::Fully,
+            proxy: false,
         };
         assert_eq!(
             Facts::unpack(huge.pack(1), 1).unwrap().limit,
