@@ -35,9 +35,16 @@ async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
     Ok(Response::new(Full::new(Bytes::from(text))))
 }
 
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args().skip_while(|a| a != name);
-    args.next().and(args.next())
+/// A hand-written hyper-util HTTP/1 accept loop with per-client connection limits.
+#[derive(Debug, clap::Parser)]
+#[command(name = "hyper")]
+struct Args {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3001")]
+    addr: SocketAddr,
+    /// Connections one client may hold (0: unlimited).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    max_per_client: usize,
 }
 
 #[tokio::main]
@@ -48,11 +55,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "info,tower_connlimit=debug".into()),
         )
         .init();
-    let addr: SocketAddr = arg("--addr")
-        .as_deref()
-        .unwrap_or("127.0.0.1:3001")
-        .parse()?;
-    let max_conns_per_client = arg("--max-per-client").map_or(Ok(4), |v| v.parse())?;
+    let args = <Args as clap::Parser>::parse();
+    let (addr, max_conns_per_client) = (args.addr, args.max_per_client);
 
     let layer = ConnLimitLayer::try_new(Config {
         max_conns_per_client,

@@ -3,16 +3,24 @@
 //! ```text
 //! cargo run --example server -- --addr 127.0.0.1:3000 --max-per-client 10 \
 //!     [--max-total N] [--max-requests N] [--mode listener|make-service|off] [--reject close|reset|http] \
-//!     [--handshake-timeout SECS] [--idle-timeout SECS] [--min-rate BYTES_PER_SEC] \
-//!     [--trusted-proxy CIDR]... [--proxy-protocol] \
-//!     [--client-ip-header forwarded|x-forwarded-for|x-real-ip] [--metrics]
+//!     [--handshake-timeout DURATION] [--idle-timeout DURATION] [--min-rate BYTES_PER_SEC] \
+//!     [--header-timeout DURATION] [--trusted-proxy CIDR]... [--proxy-protocol] \
+//!     [--client-ip-header forwarded|x-forwarded-for|x-real-ip] [--metrics] [--config FILE]
+//! cargo run --example server -- --help
 //! ```
 //!
-//! `--mode off` serves the same routes with no limiter at all, for `scripts/e2e.sh` to compare.
+//! Durations are written `300ms`, `5s`, `2m` or `1h`, as in config files. `--mode listener`
+//! (the default) serves with `tower_connlimit::serve::Serve`: every request's headers bounded by
+//! `--header-timeout` (10 s), HTTP/2 streams bounded. `--mode off` serves the same routes the
+//! same way with no limiter at all, for `scripts/e2e.sh` to compare; `--mode make-service`
+//! counts connections in `ConnLimitLayer` around axum's make-service, served by `axum::serve`.
 //!
 //! The deadlines (`--handshake-timeout`, `--idle-timeout`, `--min-rate` with a 10 s grace) and
 //! `--proxy-protocol` act at the listener (`--mode listener`); `--client-ip-header` at the
 //! request level (with `--max-requests`). Both trust only the `--trusted-proxy` networks.
+//! `--config FILE` takes the limits from a TOML or JSON file instead of the flags, and reloads
+//! it whenever it changes and on SIGHUP, keeping the running limits when an edit is broken; it
+//! needs the `reload` feature (`examples/config.toml` documents every field).
 //! `--metrics` serves Prometheus text on `/metrics`; it needs the `metrics` feature:
 //!
 //! ```text
@@ -54,19 +62,70 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tower_connlimit::serve::Serve;
 use tower_connlimit::{
-    ByReason, ClientIp, Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate,
+    ByReason, Cidr, ClientIp, Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate,
     ProxyProtocol, RejectAction,
 };
 use tower_layer::Layer;
 
-const USAGE: &str = "usage: server [--addr ADDR] [--max-per-client N] [--max-total N] \
-[--max-requests N] [--mode listener|make-service|off] [--reject close|reset|http] \
-[--handshake-timeout SECS] [--idle-timeout SECS] [--min-rate BYTES_PER_SEC] [--trusted-proxy CIDR]... \
-[--proxy-protocol] [--client-ip-header forwarded|x-forwarded-for|x-real-ip] \
-[--metrics]";
+/// A real axum server with per-client limits, at the listener or at the make-service.
+#[derive(Debug, clap::Parser)]
+#[command(name = "server")]
+struct Args {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// Connections one client may hold (0: unlimited).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    max_per_client: usize,
+    /// Connections across all clients (0: unlimited).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    max_total: usize,
+    /// Requests one client may have in flight (0: unlimited).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    max_requests: usize,
+    /// Where connections are counted; `off` serves the same routes with no limiter at all.
+    #[arg(long, value_enum, default_value_t = Mode::Listener)]
+    mode: Mode,
+    /// What the listener does with a refused connection.
+    #[arg(long, value_enum, default_value_t = Reject::Close)]
+    reject: Reject,
+    /// How long a connection may wait for its client's first byte (0s: off).
+    #[arg(long, value_parser = duration, default_value = "0s", value_name = "DURATION")]
+    handshake_timeout: Duration,
+    /// How long a connection may go without a byte either way (0s: off).
+    #[arg(long, value_parser = duration, default_value = "0s", value_name = "DURATION")]
+    idle_timeout: Duration,
+    /// The slowest a client may send during its first phase, after a 10 s grace.
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    min_rate: Option<u32>,
+    /// How long every request's headers may take (HTTP/1 requests, HTTP/2 header blocks), with
+    /// `--mode listener`.
+    #[arg(long, value_parser = duration, default_value = "10s", value_name = "DURATION")]
+    header_timeout: Duration,
+    /// A proxy believed about the real client (PROXY headers, client address headers).
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<Cidr>,
+    /// Expect a PROXY protocol header from every peer (which must be a trusted proxy).
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// The request header naming the client behind a trusted proxy.
+    #[arg(long, value_parser = ["forwarded", "x-forwarded-for", "x-real-ip"])]
+    client_ip_header: Option<String>,
+    /// Serve Prometheus text on `/metrics` (feature `metrics`).
+    #[arg(long)]
+    metrics: bool,
+    /// The limits from a TOML or JSON file instead of the flags above, reloaded whenever it
+    /// changes and on SIGHUP (feature `reload`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "max_per_client", "max_total", "max_requests", "handshake_timeout", "idle_timeout",
+        "min_rate", "trusted_proxies", "proxy_protocol", "client_ip_header",
+    ])]
+    config: Option<std::path::PathBuf>,
+}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
     Listener,
     MakeService,
@@ -74,89 +133,88 @@ enum Mode {
     Off,
 }
 
-#[derive(Debug)]
-struct Args {
-    addr: SocketAddr,
-    config: Config,
-    mode: Mode,
-    reject: RejectAction,
-    /// Serve Prometheus text on `/metrics`.
-    metrics: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Reject {
+    Close,
+    Reset,
+    Http,
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut parsed = Args {
-        addr: "127.0.0.1:3000".parse().unwrap(),
-        config: Config {
-            max_conns_per_client: 10,
-            ..Config::default()
-        },
-        mode: Mode::Listener,
-        reject: RejectAction::Close,
-        metrics: false,
-    };
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        let number = |v: String| {
-            v.parse::<usize>()
-                .map_err(|_| format!("{flag}: {v:?} is not a whole number"))
-        };
-        match flag.as_str() {
-            "--addr" => {
-                let v = value()?;
-                parsed.addr = v
-                    .parse()
-                    .map_err(|_| format!("--addr: {v:?} is not IP:PORT"))?;
-            }
-            "--max-per-client" => parsed.config.max_conns_per_client = number(value()?)?,
-            "--max-total" => parsed.config.max_conns_total = number(value()?)?,
-            "--max-requests" => parsed.config.max_requests_per_client = number(value()?)?,
-            "--handshake-timeout" => {
-                parsed.config.listener.handshake_timeout =
-                    Duration::from_secs(number(value()?)? as u64)
-            }
-            "--idle-timeout" => {
-                parsed.config.listener.idle_timeout = Duration::from_secs(number(value()?)? as u64)
-            }
-            "--min-rate" => {
-                let rate =
-                    u32::try_from(number(value()?)?).map_err(|_| format!("{flag}: too large"))?;
-                parsed.config.listener.min_receive_rate =
-                    Some(MinReceiveRate::new(rate, Duration::from_secs(10)));
-            }
-            "--trusted-proxy" => {
-                let v = value()?;
-                let network = v.parse().map_err(|e| format!("--trusted-proxy: {e}"))?;
-                parsed.config.trusted_proxies.push(network);
-            }
-            "--proxy-protocol" => parsed.config.listener.proxy_protocol = ProxyProtocol::Required,
-            "--metrics" => parsed.metrics = true,
-            "--client-ip-header" => {
-                let v = value()?;
-                parsed.config.client_ip.header =
-                    v.parse().map_err(|e| format!("--client-ip-header: {e}"))?;
-            }
-            "--mode" => {
-                parsed.mode = match value()?.as_str() {
-                    "listener" => Mode::Listener,
-                    "make-service" => Mode::MakeService,
-                    "off" => Mode::Off,
-                    other => return Err(format!("--mode: unknown mode {other:?}")),
-                }
-            }
-            "--reject" => {
-                parsed.reject = match value()?.as_str() {
-                    "close" => RejectAction::Close,
-                    "reset" => RejectAction::Reset,
-                    "http" => RejectAction::HttpResponse,
-                    other => return Err(format!("--reject: unknown action {other:?}")),
-                }
-            }
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+impl From<Reject> for RejectAction {
+    fn from(reject: Reject) -> Self {
+        match reject {
+            Reject::Close => RejectAction::Close,
+            Reject::Reset => RejectAction::Reset,
+            Reject::Http => RejectAction::HttpResponse,
         }
     }
-    Ok(parsed)
+}
+
+/// A duration as `300ms`, `5s`, `2m` or `1h`: the one format of the examples and config files.
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|_| format!("{text:?} is not a duration such as 300ms, 5s, 2m or 1h"))
+}
+
+impl Args {
+    /// The config the flags describe (`--config` reads a file instead).
+    fn config(&self) -> Result<Config, String> {
+        if let Some(path) = &self.config {
+            return config_file(path);
+        }
+        let mut config = Config {
+            max_conns_per_client: self.max_per_client,
+            max_conns_total: self.max_total,
+            max_requests_per_client: self.max_requests,
+            trusted_proxies: self.trusted_proxies.clone(),
+            ..Config::default()
+        };
+        config.listener.handshake_timeout = self.handshake_timeout;
+        config.listener.idle_timeout = self.idle_timeout;
+        config.listener.min_receive_rate = self
+            .min_rate
+            .map(|rate| MinReceiveRate::new(rate, Duration::from_secs(10)));
+        if self.proxy_protocol {
+            config.listener.proxy_protocol = ProxyProtocol::Required;
+        }
+        if let Some(header) = &self.client_ip_header {
+            config.client_ip.header = header
+                .parse()
+                .map_err(|e| format!("--client-ip-header: {e}"))?;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(feature = "reload")]
+fn config_file(path: &std::path::Path) -> Result<Config, String> {
+    Config::from_file(path).map_err(|err| format!("--config {}: {err}", path.display()))
+}
+
+#[cfg(not(feature = "reload"))]
+fn config_file(_path: &std::path::Path) -> Result<Config, String> {
+    Err(
+        "--config needs the `reload` feature: rebuild with --features reload, as in\n  \
+         cargo run --example server --features reload -- --config examples/config.toml"
+            .to_owned(),
+    )
+}
+
+/// Reloads `--config` into the limiter on change and on SIGHUP, for as long as it is kept.
+#[cfg(feature = "reload")]
+fn watch_config(args: &Args, limiter: &Limiter) -> Result<Option<impl Drop>, String> {
+    let Some(path) = &args.config else {
+        return Ok(None);
+    };
+    let watcher = tower_connlimit::reload::watch(limiter, path)
+        .map_err(|err| format!("--config {}: cannot watch it: {err}", path.display()))?;
+    tracing::info!(path = %path.display(), "reloading the config on change and on SIGHUP");
+    Ok(Some(watcher))
+}
+
+#[cfg(not(feature = "reload"))]
+fn watch_config(_args: &Args, _limiter: &Limiter) -> Result<Option<()>, String> {
+    Ok(None)
 }
 
 #[tokio::main]
@@ -167,15 +225,19 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,tower_connlimit=debug".into()),
         )
         .init();
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
+    let args = <Args as clap::Parser>::parse();
+    let limiter = match args
+        .config()
+        .and_then(|config| Limiter::try_new(config).map_err(|err| err.to_string()))
+    {
+        Ok(limiter) => limiter,
+        Err(err) => {
+            eprintln!("{err}");
             return ExitCode::from(2);
         }
     };
-    let limiter = match Limiter::try_new(args.config.clone()) {
-        Ok(limiter) => limiter,
+    let _watcher = match watch_config(&args, &limiter) {
+        Ok(watcher) => watcher,
         Err(err) => {
             eprintln!("{err}");
             return ExitCode::from(2);
@@ -215,25 +277,30 @@ async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::i
     .with_state(limiter.clone());
 
     let tcp = TcpListener::bind(args.addr).await?;
+    let config = limiter.config();
     tracing::info!(
         addr = %tcp.local_addr()?,
         mode = ?args.mode,
         metrics = args.metrics,
-        max_conns_per_client = args.config.max_conns_per_client,
-        max_conns_total = args.config.max_conns_total,
-        max_requests_per_client = args.config.max_requests_per_client,
+        max_conns_per_client = config.max_conns_per_client,
+        max_conns_total = config.max_conns_total,
+        max_requests_per_client = config.max_requests_per_client,
         "listening (HTTP/1.1 and h2c)"
     );
-    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let make_service = app
+        .clone()
+        .into_make_service_with_connect_info::<SocketAddr>();
     let stopping = Arc::new(Notify::new());
     let served = async {
         match args.mode {
+            // Every request's headers bounded by `--header-timeout`, HTTP/2 streams bounded.
             Mode::Listener => {
-                let listener = ConnLimitListener::new(tcp, limiter.clone())
-                    .reject_with(args.reject)
-                    .for_axum();
-                axum::serve(listener, make_service)
-                    .with_graceful_shutdown(shutdown_signal(Arc::clone(&stopping)))
+                let listener =
+                    ConnLimitListener::new(tcp, limiter.clone()).reject_with(args.reject.into());
+                Serve::new(listener, app)
+                    .header_timeout(args.header_timeout)
+                    .drain_deadline(DRAIN_DEADLINE)
+                    .run_until(shutdown_signal(Arc::clone(&stopping)))
                     .await
             }
             Mode::MakeService => {
@@ -243,9 +310,12 @@ async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::i
                     .with_graceful_shutdown(shutdown_signal(Arc::clone(&stopping)))
                     .await
             }
+            // The same server as `listener`, with no limiter anywhere.
             Mode::Off => {
-                axum::serve(tcp, make_service)
-                    .with_graceful_shutdown(shutdown_signal(Arc::clone(&stopping)))
+                Serve::new(tcp, app)
+                    .header_timeout(args.header_timeout)
+                    .drain_deadline(DRAIN_DEADLINE)
+                    .run_until(shutdown_signal(Arc::clone(&stopping)))
                     .await
             }
         }

@@ -15,9 +15,10 @@
 //! - `--max-total`: connections across all clients (0, the default, is unlimited); past it, new
 //!   connections are closed at accept too.
 //!
-//! A tonic client on a refused connection sees its call fail with `UNAVAILABLE` or `CANCELLED`,
-//! as for any connection that breaks; a refused call on an admitted connection gets a status and
-//! leaves the connection open for the client's other calls.
+//! Refused connections are reset, so a tonic client on one sees its call fail with
+//! `UNAVAILABLE`, which standard retry policies retry (closed, it would see `CANCELLED`); a
+//! refused call on an admitted connection gets a status and leaves the connection open for the
+//! client's other calls.
 //!
 //! Both points share one limiter, and neither counts what the other does: connections count
 //! against the first limit, calls against the second. The limiter's stats are logged every 10 s
@@ -55,11 +56,24 @@ use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
-use tower_connlimit::{Config, ConnLimitLayer, ConnLimitListener, Limiter, Stats};
+use tower_connlimit::{Config, ConnLimitLayer, ConnLimitListener, Limiter, RejectAction, Stats};
 
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args().skip_while(|a| a != name);
-    args.next().and(args.next())
+/// A tonic gRPC server with per-client connection and call limits.
+#[derive(Debug, clap::Parser)]
+#[command(name = "tonic")]
+struct Args {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: SocketAddr,
+    /// Connections one client may hold (0: unlimited).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    max_per_client: usize,
+    /// Calls one client may have in flight, across its connections (0: unlimited).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    max_requests_per_client: usize,
+    /// Connections across all clients (0: unlimited).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    max_total: usize,
 }
 
 /// How long Ctrl-C waits for open calls to finish before exiting.
@@ -73,13 +87,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "info,tower_connlimit=debug".into()),
         )
         .init();
-    let addr: SocketAddr = arg("--addr")
-        .as_deref()
-        .unwrap_or("127.0.0.1:50051")
-        .parse()?;
-    let max_conns_per_client = arg("--max-per-client").map_or(Ok(4), |v| v.parse())?;
-    let max_requests_per_client = arg("--max-requests-per-client").map_or(Ok(8), |v| v.parse())?;
-    let max_conns_total = arg("--max-total").map_or(Ok(0), |v| v.parse())?;
+    let args = <Args as clap::Parser>::parse();
+    let (addr, max_conns_per_client, max_requests_per_client, max_conns_total) = (
+        args.addr,
+        args.max_per_client,
+        args.max_requests_per_client,
+        args.max_total,
+    );
 
     let limiter = Limiter::try_new(Config {
         max_conns_per_client,
@@ -102,7 +116,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_conns_total,
         "listening (gRPC over h2c)"
     );
-    let incoming = ConnLimitListener::from_stream(incoming, limiter.clone());
+    // Refused with a reset, a tonic client's call fails with `UNAVAILABLE`, which standard
+    // retry policies retry (closed, it would be `CANCELLED`).
+    let incoming =
+        ConnLimitListener::from_stream(incoming, limiter.clone()).reject_with(RejectAction::Reset);
 
     let stats = tokio::spawn(log_stats(limiter.clone()));
     let stopping = Arc::new(Notify::new());

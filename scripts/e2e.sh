@@ -31,7 +31,7 @@ if ! command -v wrk >/dev/null; then
 fi
 
 cargo build --release --quiet --example server
-SERVER=target/release/examples/server
+SERVER="$(scripts/target_dir.sh)/release/examples/server"
 URL="http://127.0.0.1:$PORT/"
 RESULTS=$(mktemp)
 SERVER_PID=

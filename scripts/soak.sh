@@ -15,7 +15,7 @@
 #      loopback TCP leaves a few server sockets ESTABLISHED whose client is gone (5 to 32 per
 #      million connections here; the client's close never reached them). The limiter rightly
 #      counts them, since the server holds them, and without a deadline they stay forever;
-#      `HANDSHAKE_TIMEOUT=0 IDLE_TIMEOUT=0` shows it (the drain check then fails);
+#      `HANDSHAKE_TIMEOUT=0s IDLE_TIMEOUT=0s` shows it (the drain check then fails);
 #   4. runs examples/soak_client.rs against it: HELD tasks, each connecting again and again from
 #      its own loopback source among SOURCES (127.0.0.2, 127.0.0.3, ...), bound before connect;
 #      GREEDY of the sources get a quarter of the tasks (250 each by default, far over the
@@ -35,7 +35,7 @@
 #
 # Settings (environment): CONNECTIONS (1000000), HELD (10000), SOURCES (200), GREEDY (10),
 # MAX_PER_CLIENT (64), REJECT (close|reset|http, default close), HOLD_MS (500-4000, milliseconds),
-# HANDSHAKE_TIMEOUT (10 s: more than the longest hold), IDLE_TIMEOUT (10 s), SOAK_TIMEOUT (1800 s, for the
+# HANDSHAKE_TIMEOUT (10s: more than the longest hold), IDLE_TIMEOUT (10s), durations as `500ms`, `10s`, SOAK_TIMEOUT (1800 s, for the
 # client's whole run), DRAIN_TIMEOUT (30 s), RSS_SLACK_MIB (8), RSS_SLACK_PERCENT (10),
 # PORT (38081), WANT_FDS (65536).
 set -euo pipefail
@@ -46,8 +46,8 @@ SOURCES=${SOURCES:-200}
 GREEDY=${GREEDY:-10}
 MAX_PER_CLIENT=${MAX_PER_CLIENT:-64}
 REJECT=${REJECT:-close}
-HANDSHAKE_TIMEOUT=${HANDSHAKE_TIMEOUT:-10}
-IDLE_TIMEOUT=${IDLE_TIMEOUT:-10}
+HANDSHAKE_TIMEOUT=${HANDSHAKE_TIMEOUT:-10s}
+IDLE_TIMEOUT=${IDLE_TIMEOUT:-10s}
 HOLD_MS=${HOLD_MS:-500-4000}
 SOAK_TIMEOUT=${SOAK_TIMEOUT:-1800}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-30}
@@ -78,8 +78,9 @@ fi
 
 # 2. Build.
 cargo build --release --quiet --example server --example soak_client
-SERVER=target/release/examples/server
-CLIENT=target/release/examples/soak_client
+TARGET_DIR=$(scripts/target_dir.sh)
+SERVER="$TARGET_DIR/release/examples/server"
+CLIENT="$TARGET_DIR/release/examples/soak_client"
 
 # 3. The server.
 LOG=$(mktemp)

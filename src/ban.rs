@@ -85,10 +85,7 @@ impl BanPolicy {
     /// Checks the policy, naming `ban.<field>` in the error.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.max_violations == 0 {
-            return Err(ConfigError::new(
-                "ban.max_violations",
-                "must be at least 1 (leave `ban` out for no automatic bans)",
-            ));
+            return Err(ConfigError::zero_count("ban.max_violations", "ban"));
         }
         if self.within.is_zero() {
             return Err(ConfigError::new("ban.within", "must be longer than zero"));

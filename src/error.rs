@@ -37,6 +37,19 @@ impl ConfigError {
         }
     }
 
+    /// A count that must not be 0 where 0 cannot mean "unlimited" (a rate's events, a ban's
+    /// violations, a minimum receive rate): every such field says the same, and names the
+    /// setting to leave out instead.
+    pub(crate) fn zero_count(field: impl Into<String>, leave_out: &str) -> Self {
+        ConfigError::new(
+            field,
+            format!(
+                "must be at least 1: 0 cannot mean unlimited here (leave `{leave_out}` out for no \
+                 limit)"
+            ),
+        )
+    }
+
     /// The offending field, as a path into the config (`ipv6_prefix`, `overrides[1].network`,
     /// `listener.idle_timeout`).
     pub fn field(&self) -> &str {

@@ -37,16 +37,17 @@
 //!     a router (in-flight requests), with the client read behind trusted proxies
 //!     ([`ClientIpConfig`]);
 //!   - `tonic` (feature `tonic`): the listener and the request level in a gRPC server.
-//! - **Around them**: `metrics` (feature `metrics`) and config files (`Config::from_toml_str`,
-//!   feature `serde`).
+//! - **Around them**: `metrics` (feature `metrics`), config files (`Config::from_toml_str`,
+//!   feature `serde`) reloaded live ([`reload`], feature `reload`), and a server with every
+//!   request bounded ([`serve::Serve`], feature `serve`).
 //!
 //! Each admission point declares itself to the limiter as data ([`AdmissionPoint`]), so
 //! [`Limiter::stats`] reports what each one admitted, refused and closed.
 //!
 //! # Features
 //!
-//! `http` (the layers), `axum` and `proxy-protocol` are on by default; `serde`, `tonic`,
-//! `tonic-tls` and `metrics` are off. The README's Features section says what each brings and
+//! `http` (the layers), `axum`, `proxy-protocol` and `serve` are on by default; `serde`,
+//! `reload`, `tonic`, `tonic-tls` (or `tonic-tls-ring`) and `metrics` are off. The README's Features section says what each brings and
 //! costs; with `default-features = false` the crate is go-connlimit's core: the [`Limiter`], the
 //! listener with its deadlines, and [`TrackedIo`], on tokio.
 
@@ -81,6 +82,12 @@ pub mod metrics;
 mod peer;
 pub mod rate;
 mod reason;
+#[cfg(feature = "reload")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reload")))]
+pub mod reload;
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;
 #[cfg(test)]
 mod testing;
 #[cfg(feature = "tonic")]

@@ -116,10 +116,7 @@ impl RateLimit {
     /// Checks the rule, naming `field` in the error.
     pub(crate) fn validate(&self, field: &str) -> Result<(), ConfigError> {
         if self.events == 0 {
-            return Err(ConfigError::new(
-                format!("{field}.events"),
-                "must be at least 1 (leave the rule out for no limit)",
-            ));
+            return Err(ConfigError::zero_count(format!("{field}.events"), field));
         }
         if self.period.is_zero() {
             return Err(ConfigError::new(

@@ -62,7 +62,7 @@
 //!   `TlsConnectInfo<TcpConnectInfo>`, and the `tonic` feature reads the first.
 //! - **TLS terminated in the incoming stream** (tokio-rustls' `TlsStream` over the admitted
 //!   connections, say) gives each call only `TlsConnectInfo<TcpConnectInfo>`: enable the
-//!   `tonic-tls` feature so the layer reads it. Without it, every call is refused with
+//!   `tonic-tls` feature (`tonic-tls-ring` with the ring provider) so the layer reads it. Without it, every call is refused with
 //!   `INTERNAL` and the fix is logged.
 
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -92,7 +92,7 @@ pub(crate) fn peer_of(extensions: &http::Extensions) -> Option<std::net::SocketA
     let tcp = extensions
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr);
-    #[cfg(feature = "tonic-tls")]
+    #[cfg(any(feature = "tonic-tls", feature = "tonic-tls-ring"))]
     let tcp = tcp.or_else(|| {
         extensions
             .get::<tonic::transport::server::TlsConnectInfo<TcpConnectInfo>>()

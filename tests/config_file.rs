@@ -190,9 +190,29 @@ fn bad_files_get_errors_that_name_the_field_and_the_reason() {
         (field.as_str(), reason.as_str()),
         (
             "ban.max_violations",
-            "must be at least 1 (leave `ban` out for no automatic bans)"
+            "must be at least 1: 0 cannot mean unlimited here (leave `ban` out for no limit)"
         )
     );
+    // Every count where 0 cannot mean unlimited says the same.
+    for (text, field, leave_out) in [
+        (
+            "[connect_rate]\nevents = 0\nperiod = \"1s\"",
+            "connect_rate.events",
+            "connect_rate",
+        ),
+        (
+            "[listener.min_receive_rate]\nbytes_per_sec = 0\ngrace = \"1s\"",
+            "listener.min_receive_rate.bytes_per_sec",
+            "min_receive_rate",
+        ),
+    ] {
+        let (got, reason) = toml_error(text);
+        assert_eq!(got, field);
+        assert_eq!(
+            reason,
+            format!("must be at least 1: 0 cannot mean unlimited here (leave `{leave_out}` out for no limit)")
+        );
+    }
 
     let (field, _) = toml_error("when_full = \"panic\"");
     assert_eq!(field, "when_full");

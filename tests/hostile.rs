@@ -55,10 +55,10 @@ struct Server {
 
 /// `serve` in `examples/server.rs` in its default `--mode listener --reject close`: the
 /// example's own routes under a request-level `ConnLimitLayer`, with the limiter as router
-/// state, served by `axum::serve` with `ConnectInfo<SocketAddr>` from a `ConnLimitListener`
-/// sharing the same `Limiter` (which applies the config's deadlines). Left out: the Ctrl-C
-/// graceful shutdown and `/metrics`. Added, for clients that vanish mid-upload:
-/// `POST /upload`, which reads its whole body.
+/// state, served by `Serve` (10 s header timeout) from a `ConnLimitListener` sharing the same
+/// `Limiter` (which applies the config's deadlines). Left out: the Ctrl-C graceful shutdown and
+/// `/metrics`. Added, for clients that vanish mid-upload: `POST /upload`, which reads its whole
+/// body.
 async fn server(config: Config) -> Server {
     let limiter = Limiter::try_new(config).unwrap();
     let app = server::routes()
@@ -69,7 +69,13 @@ async fn server(config: Config) -> Server {
         .layer(ConnLimitLayer::with_limiter(limiter.clone()))
         .with_state(limiter.clone());
     // The listener's default reject action is the example's default, `close`.
-    let addr = serve_behind_listener(app, limiter.clone()).await;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let served = tower_connlimit::serve::Serve::new(
+        tower_connlimit::ConnLimitListener::new(tcp, limiter.clone()),
+        app,
+    );
+    let addr = served.local_addr().unwrap();
+    tokio::spawn(served.run());
     Server { addr, limiter }
 }
 
@@ -165,7 +171,8 @@ async fn silent_clients_are_cut_at_the_deadlines_and_give_their_slots_back() {
     assert!(was_refused(&mut connect_from(2, server.addr).await).await);
 
     // Clients that start a request and go quiet, and clients answered once that then stay
-    // quiet on keep-alive: both past the handshake, both left to the idle timeout.
+    // quiet on keep-alive: both past the handshake, both cut by `Serve`'s header timeout (10 s),
+    // before the listener's idle timeout (20 s) would.
     let mut quiet = Vec::new();
     for n in 13..=17 {
         let mut stream = connect_from(n, server.addr).await;
@@ -199,11 +206,14 @@ async fn silent_clients_are_cut_at_the_deadlines_and_give_their_slots_back() {
     assert_eq!(h1_get(&mut again, "/").await.0, 200);
     drop(again);
     for closed in quiet {
-        assert_eq!(closed.await.unwrap().as_secs(), 20, "the idle timeout");
+        assert_eq!(closed.await.unwrap().as_secs(), 10, "the header timeout");
     }
     let stats = server.limiter.stats();
     assert_eq!(stats.closed["handshake_timeout"], 30);
-    assert_eq!(stats.closed["idle_timeout"], 8);
+    assert_eq!(
+        stats.closed["idle_timeout"], 0,
+        "the header timeout came first"
+    );
     assert_eq!(stats.closed["min_receive_rate"], 0);
     assert_eq!(stats.rejected.total(), 1);
     assert_eq!(stats.rejected["client_connections"], 1);

@@ -487,8 +487,15 @@ mod tls {
     const CERT: &str = include_str!("data/localhost.crt");
     const KEY: &str = include_str!("data/localhost.key");
 
+    /// With `--all-features` rustls has two crypto providers compiled in (tonic's `tls-aws-lc`
+    /// and `tls-ring`), and a process using it must then choose one, as a server would.
+    fn choose_crypto_provider() {
+        let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+
     /// A client from `127.0.0.n` over TLS.
     async fn tls_client(addr: SocketAddr, n: u8) -> HealthClient<Channel> {
+        choose_crypto_provider();
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(CERT))
             .domain_name("localhost");
@@ -539,6 +546,7 @@ mod tls {
     /// connections come from a hand-made stream, which is not `Unpin`.
     #[tokio::test]
     async fn calls_are_counted_per_client_under_tonics_tls() {
+        choose_crypto_provider();
         let limiter = one_each();
         let probe = Probe::default();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -560,9 +568,10 @@ mod tls {
     /// TLS terminated in the incoming stream (tokio-rustls over the admitted connections):
     /// each call has only `TlsConnectInfo<TcpConnectInfo>`, which the layer reads with
     /// `tonic-tls`.
-    #[cfg(feature = "tonic-tls")]
+    #[cfg(any(feature = "tonic-tls", feature = "tonic-tls-ring"))]
     #[tokio::test]
     async fn calls_are_counted_per_client_with_tls_in_the_incoming_stream() {
+        choose_crypto_provider();
         use tokio_rustls::rustls::pki_types::pem::PemObject;
         use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -591,5 +600,41 @@ mod tls {
             .add_service(HealthServer::new(probe.clone()));
         tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() });
         assert_counted_per_client(addr, &limiter, &probe).await;
+    }
+}
+
+/// What a gRPC client sees when its connection is refused, exactly as the README's table says:
+/// `connect()` makes a channel (the TCP connection is accepted, then refused), and its first
+/// call fails, like a `connect_lazy()` channel's, with a status that says the connection broke
+/// (there is no HTTP/2 connection for the server to send one on). Refused with a reset, that is
+/// `UNAVAILABLE`, which standard retry policies retry; closed, `CANCELLED` (or `UNKNOWN`,
+/// depending on when the close reaches the client), which they do not.
+#[tokio::test]
+async fn a_refused_connection_as_connect_and_connect_lazy_see_it() {
+    for (action, codes) in [
+        (RejectAction::Reset, &[Code::Unavailable][..]),
+        (RejectAction::Close, &[Code::Cancelled, Code::Unknown][..]),
+    ] {
+        let config = Config {
+            max_conns_per_client: 1,
+            ..Config::default()
+        };
+        let server = TestServer::start(config, Levels::Both(action)).await;
+        let mut admitted = server.client(2).await;
+        check(&mut admitted).await.unwrap();
+        let channel = bounded(server.endpoint(2).connect())
+            .await
+            .expect("connect() makes a channel");
+        let status = check(&mut HealthClient::new(channel)).await.unwrap_err();
+        assert!(
+            codes.contains(&status.code()),
+            "{action:?}, connect(): {status:?}"
+        );
+        let status = server.call_on_refused_connection(2).await;
+        assert!(
+            codes.contains(&status.code()),
+            "{action:?}, connect_lazy(): {status:?}"
+        );
+        check(&mut admitted).await.unwrap();
     }
 }

@@ -73,9 +73,9 @@ impl MinReceiveRate {
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.bytes_per_sec == 0 {
-            return Err(ConfigError::new(
+            return Err(ConfigError::zero_count(
                 "min_receive_rate.bytes_per_sec",
-                "must be at least 1 (leave min_receive_rate out to turn it off)",
+                "min_receive_rate",
             ));
         }
         crate::clock::at_most_longest("min_receive_rate.grace", self.grace)

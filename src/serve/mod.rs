@@ -1,0 +1,299 @@
+//! [`Serve`]: serving an axum or tower app from a [`ConnLimitListener`] with every request
+//! bounded, not only the first (feature `serve`).
+//!
+//! `axum::serve` is a quick start, but it never arms hyper's header-read timeout, so a client
+//! that trickles its second request's headers on a kept-alive connection, or an HTTP/2 stream's
+//! HEADERS frame, holds its connection (and its place under the connection limits) for as long
+//! as it likes; the listener's deadlines cover a connection's first phase only. `Serve` runs the
+//! same app on hyper-util's server, HTTP/1.1 and HTTP/2 (h2c) on one port, with:
+//!
+//! - **a header timeout on every HTTP/1 request** (hyper's `header_read_timeout`): each
+//!   request's headers must arrive within it, counted from when the server is ready to read
+//!   them, so it also closes a kept-alive connection idle that long (nginx's
+//!   `client_header_timeout`, HAProxy's `timeout http-request`);
+//! - **the same for every HTTP/2 header block**: a HEADERS frame and its CONTINUATIONs must
+//!   arrive within the timeout of their first byte (Envoy's `request_headers_timeout`);
+//! - **bounded HTTP/2 streams**: at most [`max_concurrent_streams`](Serve::max_concurrent_streams)
+//!   per connection, and keep-alive pings that close a connection whose peer stopped answering;
+//! - **graceful shutdown**: [`Serve::run_until`] stops accepting when its signal fires, lets
+//!   open requests finish, and closes what is left after a drain deadline.
+//!
+//! Every request carries the peer as a [`ClientAddr`] extension (and axum's `ConnectInfo`), so
+//! a request-level [`ConnLimitLayer`](crate::ConnLimitLayer) and handlers find the client.
+//! Upgrades (WebSockets) work; the upgraded stream keeps its connection's permit.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_connlimit::{serve::Serve, Config, ConnLimitLayer, ConnLimitListener, Limiter};
+//!
+//! let limiter = Limiter::new(Config::default());
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(ConnLimitLayer::with_limiter(limiter.clone()));
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! Serve::new(ConnLimitListener::new(tcp, limiter), app)
+//!     .header_timeout(Duration::from_secs(10))
+//!     .run_until(async { tokio::signal::ctrl_c().await.unwrap() })
+//!     .await
+//! # }
+//! ```
+
+mod header_blocks;
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use self::header_blocks::HeaderDeadline;
+use crate::layer::ClientAddr;
+use crate::listener::ConnLimitListener;
+
+/// The defaults: nginx's `client_header_timeout` is 60 s, HAProxy's documentation suggests a
+/// few seconds; 10 s lets a slow mobile client through and cuts a trickle short.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper's default for HTTP/2 is 200; Envoy's and Go's 100, and nginx's 128.
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long accepting pauses after an accept error (out of file descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What [`Serve`] accepts connections from: a [`ConnLimitListener`] over tokio's
+/// `TcpListener`, or a bare `TcpListener` (no limiter: to measure what the limiter costs, or
+/// for a server that limits only requests). Sealed.
+pub trait Listener: sealed::Sealed + Send + 'static {
+    /// The connections it accepts.
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+
+    /// The next connection and its peer.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
+
+    /// The address it is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+impl sealed::Sealed for ConnLimitListener<TcpListener> {}
+
+impl Listener for ConnLimitListener<TcpListener> {
+    type Io = crate::listener::TrackedIo<tokio::net::TcpStream>;
+
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send {
+        ConnLimitListener::accept(self)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        ConnLimitListener::local_addr(self)
+    }
+}
+
+impl sealed::Sealed for TcpListener {}
+
+impl Listener for TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+}
+
+/// Serves an app from a [`ConnLimitListener`], every request bounded: see the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct Serve<L, S> {
+    listener: L,
+    app: S,
+    header_timeout: Duration,
+    max_concurrent_streams: u32,
+    keep_alive: Option<(Duration, Duration)>,
+    drain_deadline: Duration,
+}
+
+impl<L: Listener, S> Serve<L, S> {
+    /// Serves `app` (an axum `Router`, or any `Clone` tower service of `http::Request`s) on
+    /// the connections `listener` admits.
+    pub fn new(listener: L, app: S) -> Self {
+        Serve {
+            listener,
+            app,
+            header_timeout: HEADER_TIMEOUT,
+            max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+            keep_alive: Some((KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)),
+            drain_deadline: DRAIN_DEADLINE,
+        }
+    }
+
+    /// How long a request's headers may take to arrive, for every HTTP/1 request and every
+    /// HTTP/2 header block. Default 10 s. At least 1 ms.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The most HTTP/2 streams one connection may have open at once. Default 100.
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.max_concurrent_streams = streams;
+        self
+    }
+
+    /// HTTP/2 keep-alive: a ping after `interval` without a frame, and the connection closed if
+    /// it is not answered within `timeout`. Default 20 s and 20 s; `None` sends no pings.
+    pub fn keep_alive(mut self, interval_and_timeout: Option<(Duration, Duration)>) -> Self {
+        self.keep_alive = interval_and_timeout;
+        self
+    }
+
+    /// How long [`Serve::run_until`] waits for open connections after its signal, before it
+    /// closes them. Default 10 s.
+    pub fn drain_deadline(mut self, deadline: Duration) -> Self {
+        self.drain_deadline = deadline;
+        self
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        let mut http2 = builder.http2();
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.max_concurrent_streams);
+        if let Some((interval, timeout)) = self.keep_alive {
+            http2
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(timeout);
+        }
+        builder
+    }
+}
+
+impl<L, S, B> Serve<L, S>
+where
+    L: Listener,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Serves until the process ends.
+    ///
+    /// # Errors
+    ///
+    /// None in practice: accept errors (out of file descriptors, say) are logged, and accepting
+    /// resumes after a short pause.
+    pub async fn run(self) -> io::Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `signal` completes, then stops accepting, lets the open connections finish
+    /// their requests for up to the drain deadline, and closes the rest.
+    ///
+    /// # Errors
+    ///
+    /// As [`Serve::run`].
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> io::Result<()> {
+        let builder = self.builder();
+        let graceful = GracefulShutdown::new();
+        let mut signal = std::pin::pin!(signal);
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut signal => break,
+            };
+            let (io, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed; pausing before the next accept");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let io = TokioIo::new(HeaderDeadline::new(io, self.header_timeout));
+            let service = WithPeer {
+                app: self.app.clone(),
+                peer,
+            };
+            let connection = builder
+                .serve_connection_with_upgrades(io, service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(%peer, %err, "connection ended with an error");
+                }
+            });
+        }
+        tracing::info!("stopped accepting; draining open connections");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("every connection closed"),
+            () = tokio::time::sleep(self.drain_deadline) => {
+                tracing::warn!("drain deadline passed; closing the remaining connections");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The app, for one connection: each request gets the peer in its extensions.
+#[derive(Clone)]
+struct WithPeer<S> {
+    app: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for WithPeer<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, Infallible>> + Send>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let extensions = request.extensions_mut();
+        extensions.insert(ClientAddr(self.peer));
+        #[cfg(feature = "axum")]
+        extensions.insert(axum::extract::ConnectInfo(self.peer));
+        let mut app = self.app.clone();
+        Box::pin(async move {
+            poll_fn(|cx| app.poll_ready(cx)).await?;
+            app.call(request).await
+        })
+    }
+}
