@@ -41,6 +41,29 @@ impl Drop for Scratch {
     }
 }
 
+/// A limiter built from a file named `name` holding `text`, and a watcher reloading it.
+struct Watched {
+    scratch: Scratch,
+    path: PathBuf,
+    limiter: Limiter,
+    outcomes: watch::Receiver<Outcomes>,
+    _watcher: reload::ConfigWatcher,
+}
+
+fn watched(name: &str, text: &str) -> Watched {
+    let scratch = Scratch::new();
+    let path = scratch.file(name, text);
+    let limiter = Limiter::try_new(Config::from_file(&path).unwrap()).unwrap();
+    let watcher = reload::watch(&limiter, &path).unwrap();
+    Watched {
+        outcomes: watcher.outcomes(),
+        scratch,
+        path,
+        limiter,
+        _watcher: watcher,
+    }
+}
+
 /// Waits, at most [`WAIT`], until the watcher's outcomes satisfy `done`.
 async fn wait_for(outcomes: &mut watch::Receiver<Outcomes>, done: impl FnMut(&Outcomes) -> bool) {
     tokio::time::timeout(WAIT, outcomes.wait_for(done))
@@ -51,14 +74,11 @@ async fn wait_for(outcomes: &mut watch::Receiver<Outcomes>, done: impl FnMut(&Ou
 
 #[tokio::test]
 async fn an_edit_takes_effect_within_a_second_and_a_broken_one_changes_nothing() {
-    let scratch = Scratch::new();
-    let path = scratch.file("limits.toml", "max_conns_per_client = 5\n");
-    let limiter = Limiter::try_new(Config::from_file(&path).unwrap()).unwrap();
-    let watcher = reload::watch(&limiter, &path).unwrap();
-    let mut outcomes = watcher.outcomes();
+    let w = watched("limits.toml", "max_conns_per_client = 5\n");
+    let (path, limiter, mut outcomes) = (&w.path, &w.limiter, w.outcomes.clone());
 
     let edited = Instant::now();
-    std::fs::write(&path, "max_conns_per_client = 7\n").unwrap();
+    std::fs::write(path, "max_conns_per_client = 7\n").unwrap();
     wait_for(&mut outcomes, |o| o.applied == 1).await;
     assert!(
         edited.elapsed() < Duration::from_secs(1),
@@ -68,7 +88,7 @@ async fn an_edit_takes_effect_within_a_second_and_a_broken_one_changes_nothing()
     assert_eq!(limiter.config().max_conns_per_client, 7);
 
     // A value of the wrong type: refused, named with its line and column; the limits stay.
-    std::fs::write(&path, "max_conns_per_client = \"many\"\n").unwrap();
+    std::fs::write(path, "max_conns_per_client = \"many\"\n").unwrap();
     wait_for(&mut outcomes, |o| o.refused == 1).await;
     let error = outcomes.borrow().last_error.clone().unwrap();
     assert_eq!(error.field(), "max_conns_per_client");
@@ -76,7 +96,7 @@ async fn an_edit_takes_effect_within_a_second_and_a_broken_one_changes_nothing()
     assert_eq!(limiter.config().max_conns_per_client, 7);
 
     // A value validation refuses: the same.
-    std::fs::write(&path, "ipv4_prefix = 40\n").unwrap();
+    std::fs::write(path, "ipv4_prefix = 40\n").unwrap();
     wait_for(&mut outcomes, |o| o.refused == 2).await;
     assert_eq!(
         outcomes.borrow().last_error.as_ref().unwrap().field(),
@@ -86,7 +106,7 @@ async fn an_edit_takes_effect_within_a_second_and_a_broken_one_changes_nothing()
     assert_eq!(limiter.config().ipv4_prefix, 32);
 
     // Fixed: in force again.
-    std::fs::write(&path, "max_conns_per_client = 9\n").unwrap();
+    std::fs::write(path, "max_conns_per_client = 9\n").unwrap();
     wait_for(&mut outcomes, |o| o.applied == 2).await;
     assert_eq!(limiter.config().max_conns_per_client, 9);
     assert!(outcomes.borrow().last_error.is_none());
@@ -94,14 +114,13 @@ async fn an_edit_takes_effect_within_a_second_and_a_broken_one_changes_nothing()
 
 #[tokio::test]
 async fn a_save_by_rename_is_seen() {
-    let scratch = Scratch::new();
-    let path = scratch.file("limits.json", "{\"max_conns_per_client\": 5}");
-    let limiter = Limiter::try_new(Config::from_file(&path).unwrap()).unwrap();
-    let watcher = reload::watch(&limiter, &path).unwrap();
-    let mut outcomes = watcher.outcomes();
+    let w = watched("limits.json", "{\"max_conns_per_client\": 5}");
+    let (path, limiter, mut outcomes) = (&w.path, &w.limiter, w.outcomes.clone());
     // As vim and most editors save: a new file, renamed over the old one.
-    let fresh = scratch.file("limits.json.swp", "{\"max_conns_per_client\": 11}");
-    std::fs::rename(&fresh, &path).unwrap();
+    let fresh = w
+        .scratch
+        .file("limits.json.swp", "{\"max_conns_per_client\": 11}");
+    std::fs::rename(&fresh, path).unwrap();
     wait_for(&mut outcomes, |o| o.applied == 1).await;
     assert_eq!(limiter.config().max_conns_per_client, 11);
 }
@@ -109,11 +128,8 @@ async fn a_save_by_rename_is_seen() {
 #[cfg(unix)]
 #[tokio::test]
 async fn sighup_reloads_the_file() {
-    let scratch = Scratch::new();
-    let path = scratch.file("limits.toml", "max_conns_per_client = 5\n");
-    let limiter = Limiter::try_new(Config::from_file(&path).unwrap()).unwrap();
-    let watcher = reload::watch(&limiter, &path).unwrap();
-    let mut outcomes = watcher.outcomes();
+    let w = watched("limits.toml", "max_conns_per_client = 5\n");
+    let (limiter, mut outcomes) = (&w.limiter, w.outcomes.clone());
     // The text is unchanged: only the signal asks for this reload.
     assert_eq!(unsafe { libc::raise(libc::SIGHUP) }, 0);
     wait_for(&mut outcomes, |o| o.applied == 1).await;
