@@ -64,8 +64,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_connlimit::serve::Serve;
 use tower_connlimit::{
-    ByReason, Cidr, ClientIp, Config, ConnLimitLayer, ConnLimitListener, Limiter, MinReceiveRate,
-    ProxyProtocol, RejectAction,
+    BanPolicy, ByReason, Cidr, ClientIp, Config, ConnLimitLayer, ConnLimitListener, Limiter,
+    MinReceiveRate, ProxyProtocol, RateLimit, RejectAction,
 };
 use tower_layer::Layer;
 
@@ -116,11 +116,28 @@ struct Args {
     /// Serve Prometheus text on `/metrics` (feature `metrics`).
     #[arg(long)]
     metrics: bool,
+    /// A request rate per client: N requests per SECS seconds (sliding window).
+    #[arg(long, value_parser = request_rate, value_name = "N/SECS")]
+    request_rate: Option<RateLimit>,
+    /// A ban policy: more than VIOLATIONS refusals by a rate rule within WITHIN_SECS seconds
+    /// bans the client for BAN_SECS seconds.
+    #[arg(long, value_parser = ban_policy, value_name = "VIOLATIONS/WITHIN_SECS/BAN_SECS")]
+    ban: Option<BanPolicy>,
+    /// Join a fleet through this Redis: bans and rates shared with every node on it (feature
+    /// `redis`).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// This node's name in the fleet.
+    #[arg(long, default_value = "node", value_name = "NAME", requires = "redis")]
+    node: String,
+    /// How often the node syncs with the fleet.
+    #[arg(long, value_parser = duration, default_value = "100ms", value_name = "DURATION", requires = "redis")]
+    sync_interval: Duration,
     /// The limits from a TOML or JSON file instead of the flags above, reloaded whenever it
     /// changes and on SIGHUP (feature `reload`).
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "max_per_client", "max_total", "max_requests", "handshake_timeout", "idle_timeout",
-        "min_rate", "trusted_proxies", "proxy_protocol", "client_ip_header",
+        "min_rate", "trusted_proxies", "proxy_protocol", "client_ip_header", "request_rate", "ban",
     ])]
     config: Option<std::path::PathBuf>,
 }
@@ -150,6 +167,42 @@ impl From<Reject> for RejectAction {
     }
 }
 
+/// `N/SECS`: N requests per SECS seconds.
+fn request_rate(text: &str) -> Result<RateLimit, String> {
+    let (n, secs) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not N/SECS, such as 10/60"))?;
+    let n = n
+        .parse()
+        .map_err(|_| format!("{n:?} is not a whole number"))?;
+    let secs = secs
+        .parse()
+        .map_err(|_| format!("{secs:?} is not a whole number of seconds"))?;
+    Ok(RateLimit::new(n, Duration::from_secs(secs)))
+}
+
+/// `VIOLATIONS/WITHIN_SECS/BAN_SECS`.
+fn ban_policy(text: &str) -> Result<BanPolicy, String> {
+    let parts: Vec<u64> = text
+        .split('/')
+        .map(|part| {
+            part.parse()
+                .map_err(|_| format!("{part:?} is not a whole number"))
+        })
+        .collect::<Result<_, _>>()?;
+    let [violations, within, ban_for] = parts[..] else {
+        return Err(format!(
+            "{text:?} is not VIOLATIONS/WITHIN_SECS/BAN_SECS, such as 5/60/600"
+        ));
+    };
+    let violations = u32::try_from(violations).map_err(|_| "too many violations".to_owned())?;
+    Ok(BanPolicy::new(
+        violations,
+        Duration::from_secs(within),
+        Duration::from_secs(ban_for),
+    ))
+}
+
 /// A duration as `300ms`, `5s`, `2m` or `1h`: the one format of the examples and config files.
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
@@ -167,6 +220,8 @@ impl Args {
             max_conns_total: self.max_total,
             max_requests_per_client: self.max_requests,
             trusted_proxies: self.trusted_proxies.clone(),
+            request_rate: self.request_rate,
+            ban: self.ban,
             ..Config::default()
         };
         config.listener.handshake_timeout = self.handshake_timeout;
@@ -198,6 +253,54 @@ fn config_file(_path: &std::path::Path) -> Result<Config, String> {
          cargo run --example server --features reload -- --config examples/config.toml"
             .to_owned(),
     )
+}
+
+/// The fleet `--redis` joined, for `/stats`.
+#[cfg(feature = "redis")]
+static FLEET: std::sync::OnceLock<tower_connlimit::fleet::Fleet> = std::sync::OnceLock::new();
+
+/// Joins the fleet at `--redis`, if given.
+#[cfg(feature = "redis")]
+fn join_fleet(args: &Args, limiter: &Limiter) -> Result<(), String> {
+    let Some(url) = &args.redis else {
+        return Ok(());
+    };
+    let mut config = tower_connlimit::fleet::FleetConfig::new(url, &args.node);
+    config.sync_interval = args.sync_interval;
+    let fleet = tower_connlimit::fleet::Fleet::join(limiter, config)
+        .map_err(|err| format!("--redis: {err}"))?;
+    tracing::info!(node = %args.node, redis = %url, "joined the fleet: bans and rates shared");
+    let _ = FLEET.set(fleet);
+    Ok(())
+}
+
+#[cfg(not(feature = "redis"))]
+fn join_fleet(args: &Args, _limiter: &Limiter) -> Result<(), String> {
+    match args.redis {
+        Some(_) => Err("--redis needs the `redis` feature: rebuild with --features redis, as in\n  \
+                        cargo run --example server --features redis -- --redis redis://127.0.0.1:6379/"
+            .to_owned()),
+        None => Ok(()),
+    }
+}
+
+/// The fleet's state for `/stats`: `null` without one.
+fn fleet_state() -> Value {
+    #[cfg(feature = "redis")]
+    if let Some(fleet) = FLEET.get() {
+        let status = fleet.status();
+        return json!({
+            "node": status.node,
+            "connected": status.connected,
+            "last_sync_age_ms": status.last_sync_age().map(|age| age.as_millis() as u64),
+            "syncs": status.syncs,
+            "sync_errors": status.sync_errors,
+            "bans_published": status.bans_published,
+            "bans_applied": status.bans_applied,
+            "last_error": status.last_error,
+        });
+    }
+    Value::Null
 }
 
 /// Reloads `--config` into the limiter on change and on SIGHUP, for as long as it is kept.
@@ -243,6 +346,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(err) = join_fleet(&args, &limiter) {
+        eprintln!("{err}");
+        return ExitCode::from(2);
+    }
     let metrics = if args.metrics {
         match metrics_route(limiter.clone()) {
             Ok(route) => route,
@@ -474,6 +581,7 @@ async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
         "bans": stats.bans,
         "evictions": stats.evictions,
         "points": points,
+        "fleet": fleet_state(),
         "config": {
             "max_conns_per_client": config.max_conns_per_client,
             "max_conns_total": config.max_conns_total,

@@ -23,12 +23,7 @@ PORT=${PORT:-38080}
 
 cd "$(dirname "$0")/.."
 
-if ! command -v wrk >/dev/null; then
-    echo "wrk is missing: installing it from Debian's packages" >&2
-    SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq wrk
-fi
+scripts/need.sh wrk wrk
 
 cargo build --release --quiet --example server
 SERVER="$(scripts/target_dir.sh)/release/examples/server"

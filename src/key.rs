@@ -124,6 +124,21 @@ impl fmt::Debug for ClientKey {
     }
 }
 
+impl std::str::FromStr for ClientKey {
+    type Err = std::net::AddrParseError;
+
+    /// Reads a key as it prints: `192.0.2.7` (the whole address) or `2001:db8::/64`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, prefix.parse::<u8>().ok()),
+            None => (text, None),
+        };
+        let ip: IpAddr = address.parse()?;
+        let prefix = prefix.unwrap_or_else(|| full_len(ip));
+        Ok(ClientKey::new(ip, prefix, prefix))
+    }
+}
+
 impl fmt::Display for ClientKey {
     /// A single address prints as the address (`192.0.2.7`), a wider key as a CIDR
     /// (`2001:db8::/64`).
@@ -227,6 +242,19 @@ mod tests {
             ClientKey::new(ip("192.0.2.1"), 0, 0).to_string(),
             "0.0.0.0/0"
         );
+    }
+
+    #[test]
+    fn keys_read_back_as_they_print() {
+        for key in [
+            ClientKey::new("192.0.2.7".parse().unwrap(), 32, 64),
+            ClientKey::new("192.0.2.7".parse().unwrap(), 24, 64),
+            ClientKey::new("2001:db8::1".parse().unwrap(), 32, 64),
+            ClientKey::new("2001:db8::1".parse().unwrap(), 32, 128),
+        ] {
+            assert_eq!(key.to_string().parse::<ClientKey>().unwrap(), key, "{key}");
+        }
+        assert!("not an address".parse::<ClientKey>().is_err());
     }
 
     #[test]

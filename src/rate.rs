@@ -234,6 +234,33 @@ impl RateState {
         }
     }
 
+    /// Counts `n` events that happened elsewhere (on other nodes of a fleet) as if they had
+    /// happened at `now`, whether or not the rule would have admitted them: they happened.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn charge(&mut self, rule: &RateLimit, now: u64, n: u32) {
+        if n == 0 {
+            return;
+        }
+        match rule.strategy {
+            Strategy::Cooldown => {
+                self.mark = self.mark.max(now);
+                self.count = 1;
+            }
+            Strategy::FixedWindow => {
+                self.roll_window(rule.period_nanos(), now, false);
+                self.count = self.count.saturating_add(n);
+            }
+            Strategy::SlidingWindow => {
+                self.roll_window(rule.period_nanos(), now, true);
+                self.count = self.count.saturating_add(n);
+            }
+            Strategy::TokenBucket => {
+                let spent = rule.interval_nanos().saturating_mul(u64::from(n));
+                self.mark = self.mark.max(now).saturating_add(spent);
+            }
+        }
+    }
+
     /// From when on this state can no longer refuse anything, so it may be forgotten.
     pub(crate) fn expires_at(&self, rule: &RateLimit) -> u64 {
         let period = rule.period_nanos();

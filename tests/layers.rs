@@ -44,6 +44,8 @@ const NOT_IN_CORE: &[&str] = &[
     "tower",
     "tower_layer",
     "tower_service",
+    "redis",
+    "notify",
 ];
 
 #[test]

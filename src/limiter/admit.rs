@@ -383,12 +383,14 @@ impl Decision<'_> {
             // The clock is read at most once per decision, and only if a rule needs it.
             let reading = OnceCell::new();
             let now = || *reading.get_or_init(|| limiter.now());
+            let outbox = &limiter.shared.outbox;
             let event = Event {
                 limits: self.limits,
                 kind,
                 route,
                 key,
                 now: &now,
+                sharing: outbox.enabled().then_some(outbox),
             };
             let checked = gate.check(&event, notes);
             if notes.banned || notes.ban_over {

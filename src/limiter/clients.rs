@@ -6,18 +6,27 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::sharing::BanNote;
 use super::{ClientStats, Limiter};
 use crate::clock::nanos;
 use crate::key::ClientKey;
 
 impl Limiter {
     /// Bans `ip`'s client key for `duration`, from now; an existing longer ban stays. A banned
-    /// client is refused everywhere: the listener closes it at accept.
+    /// client is refused everywhere: the listener closes it at accept. With a fleet joined, the
+    /// ban reaches every node.
     pub fn ban(&self, ip: IpAddr, duration: Duration) {
-        let shared = &*self.shared;
         let key = self.key_for(ip);
         let now = self.now();
         let until = now.saturating_add(nanos(duration));
+        self.ban_key(key, now, until);
+        self.shared.outbox.ban(BanNote::Banned(key, until));
+        tracing::info!(client = %key, ?duration, "client banned by the operator");
+    }
+
+    /// Bans `key` until `until` (clock nanoseconds), decided at `now`.
+    pub(super) fn ban_key(&self, key: ClientKey, now: u64, until: u64) {
+        let shared = &*self.shared;
         loop {
             if let Some(record) = shared.clients.get(&key) {
                 let entry = record.key().entry();
@@ -31,13 +40,18 @@ impl Limiter {
             self.insert(key, 0, None);
         }
         shared.counters.bans.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(client = %key, ?duration, "client banned by the operator");
     }
 
     /// Lifts the ban on `ip`'s client key and forgets its violations and earlier bans. Returns
-    /// whether it was banned.
+    /// whether it was banned. With a fleet joined, every node lifts it.
     pub fn unban(&self, ip: IpAddr) -> bool {
         let key = self.key_for(ip);
+        self.shared.outbox.ban(BanNote::Unbanned(key));
+        self.unban_key(key)
+    }
+
+    /// Lifts the ban on `key`; whether it was banned.
+    pub(super) fn unban_key(&self, key: ClientKey) -> bool {
         let now = self.now();
         let was_banned = match self.shared.clients.get(&key) {
             Some(record) => {

@@ -43,6 +43,27 @@ struct Extra {
     bans: u32,
     /// Until when the client is banned (clock nanoseconds); 0 once it is not.
     banned_until: u64,
+    /// With a fleet joined: the events to send, and the other nodes' seen so far.
+    fleet: Option<Box<FleetCounts>>,
+}
+
+/// A client's rate events as a fleet shares them, per rule (`sharing::RuleId`).
+#[derive(Debug, Default)]
+struct FleetCounts {
+    /// Events admitted here and not yet sent.
+    unsent: Vec<u32>,
+    /// The other nodes' events in a rule's window (its number), as counted here so far.
+    seen: Vec<(u64, u32)>,
+}
+
+impl FleetCounts {
+    /// Room for `rules` rules.
+    fn fit(&mut self, rules: usize) {
+        if self.unsent.len() < rules {
+            self.unsent.resize(rules, 0);
+            self.seen.resize(rules, (0, 0));
+        }
+    }
 }
 
 /// What one decision needs besides the client's record: the config, the clock reading (taken at
@@ -53,6 +74,8 @@ pub(super) struct Event<'a> {
     pub(super) route: Option<Route<'a>>,
     pub(super) key: &'a ClientKey,
     pub(super) now: &'a dyn Fn() -> u64,
+    /// With a fleet joined, where to note a client with events to send.
+    pub(super) sharing: Option<&'a super::sharing::Outbox>,
 }
 
 /// How a decision went, beyond the verdict: what the stats and the log should hear.
@@ -66,6 +89,8 @@ pub(super) struct Notes {
     pub(super) ban_over: bool,
     /// Set when a dry-run ban policy would have banned the client.
     pub(super) would_ban: bool,
+    /// Until when the ban this decision made runs (clock nanoseconds).
+    pub(super) banned_until: u64,
 }
 
 impl Notes {
@@ -185,12 +210,110 @@ impl Gate {
             }
         }
         match refusal {
-            None => Ok(()),
+            None => {
+                if let Some(outbox) = d.sharing {
+                    self.count_for_fleet(d, outbox);
+                }
+                Ok(())
+            }
             Some(refusal) => {
                 self.violation(d, notes);
                 Err(refusal)
             }
         }
+    }
+
+    /// Counts the event each rule just admitted, for the fleet to hear at its next sync.
+    #[cold]
+    #[inline(never)]
+    fn count_for_fleet(&mut self, d: &Event<'_>, outbox: &super::sharing::Outbox) {
+        let limits = d.limits;
+        let rules = 2 + limits.path_rules.len();
+        let fleet = self.extra().fleet.get_or_insert_with(Box::default);
+        fleet.fit(rules);
+        let was_quiet = fleet.unsent.iter().all(|n| *n == 0);
+        let kind_rule = match d.kind {
+            Kind::Connection => (0, limits.connect_rate.is_some()),
+            Kind::Request => (1, limits.request_rate.is_some()),
+        };
+        if kind_rule.1 {
+            fleet.unsent[kind_rule.0] = fleet.unsent[kind_rule.0].saturating_add(1);
+        }
+        if let Some(route) = d.route {
+            for (i, rule) in limits.path_rules.iter().enumerate() {
+                if rule.matches(route.method, route.path) {
+                    fleet.unsent[2 + i] = fleet.unsent[2 + i].saturating_add(1);
+                }
+            }
+        }
+        if was_quiet && fleet.unsent.iter().any(|n| *n > 0) {
+            outbox.active(*d.key);
+        }
+    }
+
+    /// The events admitted here and not yet sent, per rule; none are left unsent.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn take_unsent(&mut self) -> Vec<(usize, u32)> {
+        let Some(fleet) = self.extra.as_mut().and_then(|extra| extra.fleet.as_mut()) else {
+            return Vec::new();
+        };
+        fleet
+            .unsent
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(id, n)| (id, std::mem::take(n)))
+            .collect()
+    }
+
+    /// Counts the events the other nodes admitted under rule `id` (`rule`) in its window
+    /// `window` (`others` in all, as the fleet last saw them) that were not counted here yet,
+    /// as if they had happened `now`. Forced: they happened.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn charge_others(
+        &mut self,
+        rule: &RateLimit,
+        id: usize,
+        window: u64,
+        others: u32,
+        now: u64,
+        limits: &Limits,
+    ) {
+        let fleet = self.extra().fleet.get_or_insert_with(Box::default);
+        fleet.fit(2 + limits.path_rules.len());
+        let Some(seen) = fleet.seen.get_mut(id) else {
+            return;
+        };
+        if seen.0 != window {
+            *seen = (window, 0);
+        }
+        let new = others.saturating_sub(seen.1);
+        seen.1 = seen.1.max(others);
+        if new == 0 {
+            return;
+        }
+        let generation = limits.lookups.generation;
+        let state = match id {
+            0 => &mut self.connect_rate,
+            1 => &mut self.request_rate,
+            i => {
+                let extra = self.extra.get_or_insert_with(Box::default);
+                if extra.paths.is_none() || extra.paths_generation != generation {
+                    extra.paths = Some(
+                        vec![RateState::default(); limits.path_rules.len()].into_boxed_slice(),
+                    );
+                    extra.paths_generation = generation;
+                }
+                match extra.paths.as_mut().and_then(|paths| paths.get_mut(i - 2)) {
+                    Some(state) => state,
+                    None => return,
+                }
+            }
+        };
+        state.charge(rule, now, new);
+        let expires = state.expires_at(rule);
+        self.remember_until(expires);
+        self.last_seen = self.last_seen.max(now);
     }
 
     fn check_paths(
@@ -256,6 +379,7 @@ impl Gate {
         let until = now.saturating_add(policy.length(extra.bans, noise(d.key, now)));
         extra.bans = extra.bans.saturating_add(1);
         self.ban_until(until, now);
+        notes.banned_until = until;
         // Remember the record of bans for one longest ban after this one ends, for escalation.
         self.remember_until(until.saturating_add(nanos(policy.max_ban_for)));
         notes.banned = true;

@@ -22,6 +22,7 @@ mod permit;
 mod points;
 mod release;
 mod roster;
+pub(crate) mod sharing;
 mod stats;
 mod stripes;
 mod summary;
@@ -186,6 +187,8 @@ struct Shared {
     installing: Mutex<()>,
     /// Held while expired clients are swept, so that sweeps happen one at a time.
     sweeping: Mutex<()>,
+    /// What a fleet must hear, when one is joined (`sharing.rs`).
+    outbox: sharing::Outbox,
 }
 
 /// What a client's entry, and each permit through it, reaches without the map: the admission
@@ -260,6 +263,7 @@ impl Limiter {
             summary: Summary::new(),
             installing: Mutex::new(()),
             sweeping: Mutex::new(()),
+            outbox: sharing::Outbox::default(),
         });
         housekeeping::look_after(&shared);
         Limiter { shared }
