@@ -109,8 +109,8 @@ pub use layer::{
     ClientAddr, ClientIp, ConnLimit, ConnLimitLayer, LimitedConnection, MakeTarget, ResponseBody,
 };
 pub use limiter::{
-    AdmissionPoint, ByReason, Checkpoint, ClientStats, ConnPermit, Limiter, PointStats,
-    RequestPermit, Stats,
+    AdmissionPoint, ByReason, Checkpoint, ClientStats, ConnPermit, FleetHealth, Limiter,
+    PointStats, RequestPermit, Stats,
 };
 pub use limits::{CidrLimit, PathMatch, PathRule, WhenFull};
 #[cfg(feature = "axum")]

@@ -53,6 +53,13 @@ async fn all_connected(nodes: &[(Limiter, Fleet)]) {
         nodes.iter().all(|(_, fleet)| fleet.status().syncs > 0)
     })
     .await;
+    for (limiter, _) in nodes {
+        let health = limiter.stats().fleet.expect("in a fleet");
+        assert!(
+            health.connected && health.last_sync_age.is_some(),
+            "{health:?}"
+        );
+    }
 }
 
 fn banned(limiter: &Limiter, client: IpAddr) -> bool {
@@ -172,6 +179,8 @@ async fn without_redis_each_node_keeps_its_limits_and_bans_flow_again_after() {
         nodes.iter().all(|(_, fleet)| !fleet.status().connected)
     })
     .await;
+    let health = nodes[0].0.stats().fleet.expect("in a fleet");
+    assert!(!health.connected && health.sync_errors > 0, "{health:?}");
     // Each node serves and enforces its own limits, without waiting.
     for (i, (limiter, _)) in nodes.iter().enumerate() {
         let client = ip(&format!("192.0.2.{}", 10 + i));

@@ -123,6 +123,7 @@ pub(super) async fn run(
 
 fn on_success(limiter: &Limiter, state: &mut State, status: &Mutex<FleetStatus>) {
     state.failures = 0;
+    limiter.note_sync(true);
     if let Some((since, _)) = state.down.take() {
         tracing::info!(
             after = ?since.elapsed(),
@@ -139,6 +140,7 @@ fn on_success(limiter: &Limiter, state: &mut State, status: &Mutex<FleetStatus>)
 
 fn on_failure(limiter: &Limiter, state: &mut State, status: &Mutex<FleetStatus>, error: String) {
     state.failures = state.failures.saturating_add(1);
+    limiter.note_sync(false);
     // Rate events gathered while down are not shared: each node enforces its own limits.
     drop(limiter.take_rate_events());
     match &mut state.down {

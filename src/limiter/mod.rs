@@ -34,7 +34,7 @@ pub use self::permit::{ConnPermit, RequestPermit};
 pub(crate) use self::points::PointId;
 pub use self::points::{AdmissionPoint, Checkpoint};
 use self::points::{Points, DIRECT};
-pub use self::stats::{ByReason, ClientStats, PointStats, Stats};
+pub use self::stats::{ByReason, ClientStats, FleetHealth, PointStats, Stats};
 use self::summary::Summary;
 
 use crate::clock::{nanos, Clock};

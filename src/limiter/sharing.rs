@@ -7,7 +7,7 @@
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,6 +31,11 @@ pub(super) struct Outbox {
     /// Whether a fleet is joined: decisions leave nothing here otherwise.
     enabled: AtomicBool,
     inner: Mutex<Gathered>,
+    /// How the syncs go, for `stats()`.
+    connected: AtomicBool,
+    /// When the last sync succeeded (clock nanoseconds, plus one; 0: never).
+    last_sync: AtomicU64,
+    sync_errors: AtomicU64,
 }
 
 /// What was gathered since the last sync.
@@ -154,6 +159,33 @@ impl Limiter {
     /// The period of rule `id` under the config in force.
     pub(crate) fn rule_period(&self, id: RuleId) -> Option<Duration> {
         rule(&self.installed().limits, id).map(|rule| rule.period)
+    }
+
+    /// Notes how a sync with the fleet went, for [`Limiter::stats`].
+    pub(crate) fn note_sync(&self, succeeded: bool) {
+        let outbox = &self.shared.outbox;
+        outbox.connected.store(succeeded, Ordering::Relaxed);
+        if succeeded {
+            outbox.last_sync.store(self.now() + 1, Ordering::Relaxed);
+        } else {
+            outbox.sync_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How the syncs with the fleet go, when one is joined.
+    pub(super) fn fleet_health(&self) -> Option<super::FleetHealth> {
+        let outbox = &self.shared.outbox;
+        if !outbox.enabled() {
+            return None;
+        }
+        let last_sync = outbox.last_sync.load(Ordering::Relaxed);
+        let now = self.now();
+        Some(super::FleetHealth {
+            connected: outbox.connected.load(Ordering::Relaxed),
+            last_sync_age: (last_sync != 0)
+                .then(|| Duration::from_nanos(now.saturating_sub(last_sync - 1))),
+            sync_errors: outbox.sync_errors.load(Ordering::Relaxed),
+        })
     }
 
     /// The bans in force here, with their time left, to publish after a reconnection.

@@ -44,6 +44,20 @@ pub struct Stats {
     /// [`ConnLimitLayer`](crate::ConnLimitLayer) brings both of its levels), and `direct` is
     /// always there. [`Stats::point`] finds one by name.
     pub points: Vec<PointStats>,
+    /// With a fleet joined (feature `redis`), how the node's syncs with it go; `None` without.
+    pub fleet: Option<FleetHealth>,
+}
+
+/// How a node's syncs with its fleet go: [`Stats::fleet`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetHealth {
+    /// Whether the last sync reached the fleet.
+    pub connected: bool,
+    /// How long ago the last successful sync ended, if one did.
+    pub last_sync_age: Option<Duration>,
+    /// Syncs that failed.
+    pub sync_errors: u64,
 }
 
 impl Stats {
@@ -239,6 +253,7 @@ impl Limiter {
             dry_run: shared.counters.dry_run.load(Ordering::Relaxed),
             bans: shared.counters.bans.load(Ordering::Relaxed),
             evictions: shared.counters.evictions.load(Ordering::Relaxed),
+            fleet: self.fleet_health(),
             ..Stats::default()
         };
         // Every total is a sum of what was read, so the totals agree with the points.
