@@ -21,6 +21,9 @@
 //! `--config FILE` takes the limits from a TOML or JSON file instead of the flags, and reloads
 //! it whenever it changes and on SIGHUP, keeping the running limits when an edit is broken; it
 //! needs the `reload` feature (`examples/config.toml` documents every field).
+//! `--admin ADDR --admin-token TOKEN` serves the admin API and live page on ADDR (feature
+//! `admin`) and takes `/stats` off the public port; without it, `/stats` is public and the
+//! server says so at start-up.
 //! `--metrics` serves Prometheus text on `/metrics`; it needs the `metrics` feature:
 //!
 //! ```text
@@ -133,6 +136,13 @@ struct Args {
     /// How often the node syncs with the fleet.
     #[arg(long, value_parser = duration, default_value = "100ms", value_name = "DURATION", requires = "redis")]
     sync_interval: Duration,
+    /// Serve the admin API and live page on this address (feature `admin`), and take `/stats`
+    /// off the public port.
+    #[arg(long, value_name = "ADDR", requires = "admin_token")]
+    admin: Option<SocketAddr>,
+    /// The bearer token the admin API wants (recorded in its audit as `operator`).
+    #[arg(long, value_name = "TOKEN", requires = "admin")]
+    admin_token: Option<String>,
     /// The limits from a TOML or JSON file instead of the flags above, reloaded whenever it
     /// changes and on SIGHUP (feature `reload`).
     #[arg(long, value_name = "FILE", conflicts_with_all = [
@@ -284,6 +294,43 @@ fn join_fleet(args: &Args, _limiter: &Limiter) -> Result<(), String> {
     }
 }
 
+/// Serves the admin API and page on `--admin`, in a task of its own.
+#[cfg(feature = "admin")]
+async fn serve_admin(args: &Args, limiter: &Limiter) -> Result<(), String> {
+    let (Some(addr), Some(token)) = (args.admin, &args.admin_token) else {
+        return Ok(());
+    };
+    let router = tower_connlimit::admin::Admin::new(limiter)
+        .token("operator", token)
+        .router()
+        .map_err(|err| format!("--admin-token: {err}"))?;
+    let tcp = TcpListener::bind(addr)
+        .await
+        .map_err(|err| format!("--admin {addr}: {err}"))?;
+    tracing::info!(addr = %tcp.local_addr().map_err(|e| e.to_string())?, "admin API and live page");
+    tokio::spawn(async move {
+        let served = axum::serve(
+            tcp,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+        if let Err(err) = served {
+            tracing::error!(%err, "the admin listener failed");
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(feature = "admin"))]
+async fn serve_admin(args: &Args, _limiter: &Limiter) -> Result<(), String> {
+    match args.admin {
+        Some(_) => Err("--admin needs the `admin` feature: rebuild with --features admin, as in\n  \
+                        cargo run --example server --features admin -- --admin 127.0.0.1:9000 --admin-token T"
+            .to_owned()),
+        None => Ok(()),
+    }
+}
+
 /// The fleet's state for `/stats`: `null` without one.
 fn fleet_state() -> Value {
     #[cfg(feature = "redis")]
@@ -350,6 +397,10 @@ async fn main() -> ExitCode {
         eprintln!("{err}");
         return ExitCode::from(2);
     }
+    if let Err(err) = serve_admin(&args, &limiter).await {
+        eprintln!("{err}");
+        return ExitCode::from(2);
+    }
     let metrics = if args.metrics {
         match metrics_route(limiter.clone()) {
             Ok(route) => route,
@@ -373,7 +424,14 @@ async fn main() -> ExitCode {
 async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::io::Result<()> {
     // The request layer shares the limiter, so `--max-requests` and the connection limits
     // count against one view of each client.
-    let app = routes().merge(metrics);
+    // With `--admin`, the stats are the admin API's; without it, `/stats` is public.
+    let app = if args.admin.is_some() {
+        base_routes()
+    } else {
+        tracing::warn!("/stats is served on the public port, to anyone: use --admin to move it");
+        routes()
+    }
+    .merge(metrics);
     // `--mode off` serves the same routes with no limiter anywhere, to measure what it costs.
     let app = match args.mode {
         Mode::Off => app,
@@ -491,13 +549,17 @@ async fn shutdown_signal(stopping: Arc<Notify>) {
 }
 
 /// The example's routes, with the limiter as state and no limiter layer yet (tests/hostile.rs
-/// serves them too): `/`, `/slow?ms=N`, the WebSocket echo `/ws`, `/stats` and `/ip`.
+/// serves them too): `/`, `/slow?ms=N`, the WebSocket echo `/ws`, `/ip`, and `/stats`.
 pub fn routes() -> Router<Limiter> {
+    base_routes().route("/stats", get(stats))
+}
+
+/// The routes but `/stats`, for a server whose stats are on the admin port.
+pub fn base_routes() -> Router<Limiter> {
     Router::new()
         .route("/", get(|| async { "hello from tower-connlimit\n" }))
         .route("/slow", get(slow))
         .route("/ws", get(websocket))
-        .route("/stats", get(stats))
         .route("/ip", get(client_ip))
 }
 

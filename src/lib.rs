@@ -38,8 +38,10 @@
 //!     ([`ClientIpConfig`]);
 //!   - `tonic` (feature `tonic`): the listener and the request level in a gRPC server.
 //! - **Around them**: `metrics` (feature `metrics`), config files (`Config::from_toml_str`,
-//!   feature `serde`) reloaded live ([`reload`], feature `reload`), and a server with every
-//!   request bounded ([`serve::Serve`], feature `serve`).
+//!   feature `serde`) reloaded live ([`reload`], feature `reload`), a server with every
+//!   request bounded ([`serve::Serve`], feature `serve`), an operator's API and live page
+//!   ([`admin`], feature `admin`), and a fleet of nodes sharing bans and rates through Redis
+//!   ([`fleet`], feature `redis`).
 //!
 //! Each admission point declares itself to the limiter as data ([`AdmissionPoint`]), so
 //! [`Limiter::stats`] reports what each one admitted, refused and closed.
@@ -47,8 +49,8 @@
 //! # Features
 //!
 //! `http` (the layers), `axum`, `proxy-protocol` and `serve` are on by default; `serde`,
-//! `reload`, `tonic`, `tonic-tls` (or `tonic-tls-ring`) and `metrics` are off. The README's Features section says what each brings and
-//! costs; with `default-features = false` the crate is go-connlimit's core: the [`Limiter`], the
+//! `reload`, `admin`, `redis` (and `redis-tls`), `tonic`, `tonic-tls` (or `tonic-tls-ring`) and
+//! `metrics` are off. The README's Features section says what each brings and costs; with `default-features = false` the crate is go-connlimit's core: the [`Limiter`], the
 //! listener with its deadlines, and [`TrackedIo`], on tokio.
 
 #![warn(
@@ -60,6 +62,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod ban;
 mod cidr;
 mod cidr_table;

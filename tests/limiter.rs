@@ -406,3 +406,28 @@ fn refused_attempts_never_crowd_out_others_under_the_global_cap() {
         "the hammer ran"
     );
 }
+
+#[test]
+fn a_banned_network_refuses_its_clients_tracked_or_new_until_lifted() {
+    let limiter = Limiter::new(Config::default());
+    let inside: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    let newcomer: std::net::IpAddr = "203.0.113.200".parse().unwrap();
+    let outside: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    drop(limiter.try_acquire(inside).unwrap());
+    let network = "203.0.113.0/24".parse().unwrap();
+    limiter.ban_network(network, std::time::Duration::from_secs(600));
+    for ip in [inside, newcomer] {
+        assert_eq!(
+            limiter.try_acquire(ip).unwrap_err().reason(),
+            tower_connlimit::RejectReason::Banned,
+            "{ip}"
+        );
+    }
+    assert!(limiter.try_acquire(outside).is_ok());
+    assert_eq!(limiter.banned_networks().len(), 1);
+    assert!(limiter.unban_network(network));
+    for ip in [inside, newcomer] {
+        assert!(limiter.try_acquire(ip).is_ok(), "{ip}");
+    }
+    assert!(limiter.banned_networks().is_empty());
+}

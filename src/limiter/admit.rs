@@ -194,7 +194,10 @@ impl Limiter {
                 limits.network_of(key)
             };
             match self.insert(*key, limits.max_tracked_clients, network) {
-                Inserted::Yes => continue,
+                Inserted::Yes => {
+                    self.ban_if_in_banned_network(*key);
+                    continue;
+                }
                 Inserted::NetworkFull(network) => {
                     // The network holds its most keys: its further addresses share its key.
                     *key = network;

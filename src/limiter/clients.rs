@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::sharing::BanNote;
 use super::{ClientStats, Limiter};
+use crate::cidr::Cidr;
 use crate::clock::nanos;
 use crate::key::ClientKey;
 
@@ -66,6 +67,85 @@ impl Limiter {
         };
         self.forget_if(&key, |entry| entry.is_forgettable(now));
         was_banned
+    }
+
+    /// Bans every client in `network` for `duration`, from now: those tracked now, and those
+    /// arriving while the ban runs (each is banned as it is first tracked, so admissions of
+    /// clients outside every banned network pay nothing for it). An existing longer ban stays.
+    pub fn ban_network(&self, network: Cidr, duration: Duration) {
+        let now = self.now();
+        let until = now.saturating_add(nanos(duration));
+        {
+            let mut bans = self.network_bans();
+            bans.retain(|(banned, end)| *banned != network && *end > now);
+            bans.push((network, until));
+            self.shared.any_network_ban.store(true, Ordering::Relaxed);
+        }
+        for key in self.keys_within(network) {
+            self.ban_key(key, now, until);
+        }
+        tracing::info!(%network, ?duration, "network banned by the operator");
+    }
+
+    /// Lifts the ban on `network` (as [`Limiter::ban_network`] made it) and on every client in
+    /// it. Returns whether the network was banned.
+    pub fn unban_network(&self, network: Cidr) -> bool {
+        let now = self.now();
+        let was_banned = {
+            let mut bans = self.network_bans();
+            let before = bans.len();
+            bans.retain(|(banned, end)| *banned != network && *end > now);
+            bans.len() < before
+        };
+        for key in self.keys_within(network) {
+            self.unban_key(key);
+        }
+        was_banned
+    }
+
+    /// The networks banned now, with the time each ban has left.
+    pub fn banned_networks(&self) -> Vec<(Cidr, Duration)> {
+        let now = self.now();
+        self.network_bans()
+            .iter()
+            .filter(|(_, end)| *end > now)
+            .map(|(network, end)| (*network, Duration::from_nanos(end - now)))
+            .collect()
+    }
+
+    /// The network bans, locked.
+    fn network_bans(&self) -> std::sync::MutexGuard<'_, Vec<(Cidr, u64)>> {
+        self.shared
+            .network_bans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The tracked keys that lie wholly in `network`.
+    fn keys_within(&self, network: Cidr) -> Vec<ClientKey> {
+        self.shared
+            .clients
+            .iter()
+            .map(|record| record.key().entry().key)
+            .filter(|key| within(key, network))
+            .collect()
+    }
+
+    /// Bans a newly tracked `key` if a running network ban covers it.
+    pub(super) fn ban_if_in_banned_network(&self, key: ClientKey) {
+        if !self.shared.any_network_ban.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.now();
+        let until = self
+            .network_bans()
+            .iter()
+            .filter(|(network, end)| *end > now && within(&key, *network))
+            .map(|(_, end)| *end)
+            .max();
+        if let Some(until) = until {
+            self.ban_key(key, now, until);
+        }
     }
 
     /// The clients banned now, with the time each ban has left.
@@ -157,6 +237,11 @@ impl Limiter {
             .map(|Reverse(Ranked(client))| client)
             .collect()
     }
+}
+
+/// Whether every address of `key` lies in `network`.
+fn within(key: &ClientKey, network: Cidr) -> bool {
+    key.prefix_len() >= network.prefix_len() && network.contains(key.network())
 }
 
 /// A client ranked for [`Limiter::top_clients`]: most connections, then most requests, then

@@ -189,6 +189,11 @@ struct Shared {
     sweeping: Mutex<()>,
     /// What a fleet must hear, when one is joined (`sharing.rs`).
     outbox: sharing::Outbox,
+    /// Networks banned by the operator, and until when (`clients.rs`); their clients are
+    /// banned as they are first tracked.
+    network_bans: Mutex<Vec<(crate::cidr::Cidr, u64)>>,
+    /// Whether `network_bans` may hold a running ban: a new client then looks.
+    any_network_ban: std::sync::atomic::AtomicBool,
 }
 
 /// What a client's entry, and each permit through it, reaches without the map: the admission
@@ -264,6 +269,8 @@ impl Limiter {
             installing: Mutex::new(()),
             sweeping: Mutex::new(()),
             outbox: sharing::Outbox::default(),
+            network_bans: Mutex::new(Vec::new()),
+            any_network_ban: std::sync::atomic::AtomicBool::new(false),
         });
         housekeeping::look_after(&shared);
         Limiter { shared }

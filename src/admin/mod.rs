@@ -1,0 +1,485 @@
+//! [`Admin`]: an operator's API and live page for one [`Limiter`] (feature `admin`), to mount on
+//! a listener of its own.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tower_connlimit::admin::Admin;
+//! use tower_connlimit::{Config, Limiter};
+//!
+//! let limiter = Limiter::new(Config::default());
+//! let admin = Admin::new(&limiter).token("alice", std::env::var("ADMIN_TOKEN")?).router()?;
+//! // A port operators reach and nobody else: never the public one.
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:9000").await?;
+//! axum::serve(tcp, admin.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Endpoints
+//!
+//! | method and path | answers |
+//! |---|---|
+//! | `GET /` | the live page: one static HTML file with inline script, no data in it |
+//! | `GET /api/stats` | [`Limiter::stats`] as JSON |
+//! | `GET /api/clients?top=N` | the `N` (default 20, at most 1,000) clients holding the most |
+//! | `GET /api/clients/{ip}` | one client's record (404 when none) |
+//! | `GET /api/bans` | the bans in force: clients and networks, with time left and reason |
+//! | `POST /api/bans` | `{"client": "203.0.113.7"}` or `{"network": "203.0.113.0/24"}`, with `"duration": "10m"` and a `"reason"` |
+//! | `DELETE /api/bans?client=…` or `?network=…` | lifts a ban |
+//! | `GET /api/config` | the config in force, in the JSON form config files use |
+//! | `PUT /api/config` | a new config (that JSON): validated first; a bad one is refused with 400, the field, the reason and the line, and the running one stays |
+//! | `GET /api/audit` | the recorded changes: who (the token's name), what, when |
+//! | `GET /metrics` | the stats as Prometheus text |
+//!
+//! # Security
+//!
+//! - **Every endpoint but the page needs a bearer token** (`Authorization: Bearer …`), compared
+//!   in constant time; each token has a name, which the audit list and the log record.
+//!   [`Admin::router`] refuses to build without one, unless told that the router is reachable
+//!   from loopback only ([`Admin::loopback_only_without_token`], which then refuses any other
+//!   peer), or that a layer of yours authenticates ([`Admin::authenticated_by_your_layer`],
+//!   which then requires the [`AdminUser`] your layer inserts).
+//! - **No browser on another origin can change anything**: there are no CORS headers, no `GET`
+//!   changes anything, and a change must be sent as `application/json`, which a cross-origin
+//!   form cannot send and a cross-origin script cannot send without a preflight that is never
+//!   granted.
+//! - **Every change is audited**: logged at `info` with who, what and when, and kept in a list of
+//!   the last 1,000 ([`Admin::audit_capacity`]).
+//! - Serve it on a listener of its own, bound to an address only operators reach: it shows
+//!   clients' addresses and the limits.
+//!
+//! With a fleet joined (feature `redis`), a client's ban or unban made here reaches every node;
+//! network bans stay on this node.
+
+mod audit;
+mod view;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde_json::{json, Value};
+
+use self::audit::Audit;
+use crate::cidr::Cidr;
+use crate::error::ConfigError;
+use crate::layer::ClientAddr;
+use crate::limiter::Limiter;
+use crate::Config;
+
+/// Who made an admin request: the name of the token it carried, `loopback` for an
+/// unauthenticated loopback router, or what your own authentication layer inserts (with
+/// [`Admin::authenticated_by_your_layer`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminUser(pub String);
+
+/// How requests are authenticated.
+#[derive(Clone, Debug)]
+enum Auth {
+    Tokens(Vec<(String, String)>),
+    LoopbackOnly,
+    YourLayer,
+}
+
+/// Builds the admin router: see the [module docs](self).
+#[derive(Debug)]
+pub struct Admin {
+    limiter: Limiter,
+    tokens: Vec<(String, String)>,
+    loopback_only: bool,
+    your_layer: bool,
+    audit_capacity: usize,
+}
+
+struct AdminState {
+    limiter: Limiter,
+    auth: Auth,
+    audit: Audit,
+    /// Why each ban made here was made, by client or network.
+    reasons: Mutex<HashMap<String, String>>,
+}
+
+impl Admin {
+    /// The admin API of `limiter`, with no way in yet: add a [`token`](Admin::token).
+    pub fn new(limiter: &Limiter) -> Self {
+        Admin {
+            limiter: limiter.clone(),
+            tokens: Vec::new(),
+            loopback_only: false,
+            your_layer: false,
+            audit_capacity: 1000,
+        }
+    }
+
+    /// Lets in requests with `Authorization: Bearer {token}`, recorded as `name`.
+    pub fn token(mut self, name: impl Into<String>, token: impl Into<String>) -> Self {
+        self.tokens.push((name.into(), token.into()));
+        self
+    }
+
+    /// Lets in requests without a token, but from loopback peers only (any other peer gets 403).
+    /// For a router bound to `127.0.0.1` on a machine only operators log in to.
+    pub fn loopback_only_without_token(mut self) -> Self {
+        self.loopback_only = true;
+        self
+    }
+
+    /// Lets in requests your own tower layer, in front of the router, authenticated: they must
+    /// carry an [`AdminUser`] extension, which the audit records (others get 401).
+    pub fn authenticated_by_your_layer(mut self) -> Self {
+        self.your_layer = true;
+        self
+    }
+
+    /// How many changes the audit list keeps (default 1,000).
+    pub fn audit_capacity(mut self, entries: usize) -> Self {
+        self.audit_capacity = entries;
+        self
+    }
+
+    /// The router.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] (`admin.token`) when no token was given and neither
+    /// [`loopback_only_without_token`](Admin::loopback_only_without_token) nor
+    /// [`authenticated_by_your_layer`](Admin::authenticated_by_your_layer) was chosen, or a
+    /// token or its name is empty.
+    pub fn router(self) -> Result<Router, ConfigError> {
+        if self
+            .tokens
+            .iter()
+            .any(|(name, token)| name.is_empty() || token.is_empty())
+        {
+            return Err(ConfigError::new(
+                "admin.token",
+                "a token and its name must not be empty",
+            ));
+        }
+        let auth = match (self.tokens.is_empty(), self.your_layer, self.loopback_only) {
+            (false, _, _) => Auth::Tokens(self.tokens),
+            (true, true, _) => Auth::YourLayer,
+            (true, false, true) => Auth::LoopbackOnly,
+            (true, false, false) => {
+                return Err(ConfigError::new(
+                    "admin.token",
+                    "no token: give one, or say the router is reachable from loopback only \
+                     (loopback_only_without_token), or that your layer authenticates",
+                ))
+            }
+        };
+        let state = Arc::new(AdminState {
+            limiter: self.limiter,
+            auth,
+            audit: Audit::new(self.audit_capacity),
+            reasons: Mutex::new(HashMap::new()),
+        });
+        let api = Router::new()
+            .route("/api/stats", get(stats))
+            .route("/api/clients", get(top_clients))
+            .route("/api/clients/{ip}", get(one_client))
+            .route("/api/bans", get(bans).post(ban).delete(unban))
+            .route("/api/config", get(config).put(put_config))
+            .route("/api/audit", get(audit))
+            .route("/metrics", get(metrics))
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&state),
+                authenticate,
+            ));
+        Ok(Router::new()
+            .route("/", get(page))
+            .merge(api)
+            .with_state(state))
+    }
+}
+
+/// Byte strings equal, in time that depends on their lengths only.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Lets a request in, naming who made it, or answers 401 or 403; a change must be JSON.
+async fn authenticate(
+    State(admin): State<Arc<AdminState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let user = match &admin.auth {
+        Auth::Tokens(tokens) => {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "));
+            let found = presented.and_then(|presented| {
+                tokens
+                    .iter()
+                    .find(|(_, token)| same(token.as_bytes(), presented.as_bytes()))
+            });
+            match found {
+                Some((name, _)) => AdminUser(name.clone()),
+                None => {
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, "Bearer")],
+                        Json(json!({ "error": "a valid bearer token is required" })),
+                    )
+                        .into_response()
+                }
+            }
+        }
+        Auth::LoopbackOnly => {
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0)
+                .or_else(|| request.extensions().get::<ClientAddr>().map(|c| c.0));
+            match peer {
+                Some(peer) if peer.ip().is_loopback() => AdminUser("loopback".to_owned()),
+                _ => return error(StatusCode::FORBIDDEN, "loopback peers only"),
+            }
+        }
+        Auth::YourLayer => match request.extensions().get::<AdminUser>() {
+            Some(user) => user.clone(),
+            None => return error(StatusCode::UNAUTHORIZED, "not authenticated"),
+        },
+    };
+    let changes = [Method::POST, Method::PUT, Method::DELETE].contains(request.method());
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if changes && !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "changes must be sent as application/json",
+        );
+    }
+    request.extensions_mut().insert(user);
+    next.run(request).await
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+async fn stats(State(admin): State<Arc<AdminState>>) -> Json<Value> {
+    Json(view::stats(&admin.limiter.stats()))
+}
+
+async fn top_clients(
+    State(admin): State<Arc<AdminState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let top = match query.get("top").map(|n| n.parse::<usize>()) {
+        None => 20,
+        Some(Ok(n)) => n.min(1000),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "top must be a whole number"),
+    };
+    let clients: Vec<Value> = admin
+        .limiter
+        .top_clients(top)
+        .iter()
+        .map(view::client)
+        .collect();
+    Json(json!({ "clients": clients })).into_response()
+}
+
+async fn one_client(State(admin): State<Arc<AdminState>>, Path(ip): Path<String>) -> Response {
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return error(StatusCode::BAD_REQUEST, "not an IP address");
+    };
+    match admin.limiter.client(ip) {
+        Some(client) => Json(view::client(&client)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "nothing tracked for this client"),
+    }
+}
+
+async fn bans(State(admin): State<Arc<AdminState>>) -> Json<Value> {
+    let reasons = admin
+        .reasons
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let row = |kind: &str, name: String, left: Duration| {
+        json!({
+            "kind": kind,
+            "reason": reasons.get(&name),
+            "left_secs": left.as_secs(),
+            "name": name,
+        })
+    };
+    let clients: Vec<Value> = admin
+        .limiter
+        .bans()
+        .into_iter()
+        .map(|(key, left)| row("client", key.to_string(), left))
+        .collect();
+    let networks: Vec<Value> = admin
+        .limiter
+        .banned_networks()
+        .into_iter()
+        .map(|(network, left)| row("network", network.to_string(), left))
+        .collect();
+    Json(json!({ "clients": clients, "networks": networks }))
+}
+
+/// What a ban or unban names: a client or a network.
+enum Target {
+    Client(IpAddr),
+    Network(Cidr),
+}
+
+impl Target {
+    fn from_fields(client: Option<&str>, network: Option<&str>) -> Result<Target, String> {
+        match (client, network) {
+            (Some(client), None) => client
+                .parse()
+                .map(Target::Client)
+                .map_err(|_| format!("client: {client:?} is not an IP address")),
+            (None, Some(network)) => network
+                .parse()
+                .map(Target::Network)
+                .map_err(|err| format!("network: {err}")),
+            _ => Err("name either a client or a network".to_owned()),
+        }
+    }
+}
+
+async fn ban(
+    State(admin): State<Arc<AdminState>>,
+    Extension(user): Extension<AdminUser>,
+    body: String,
+) -> Response {
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body must be a JSON object");
+    };
+    let text = |field: &str| body.get(field).and_then(Value::as_str);
+    let target = match Target::from_fields(text("client"), text("network")) {
+        Ok(target) => target,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let duration = match text("duration").map(humantime::parse_duration) {
+        Some(Ok(duration)) if !duration.is_zero() && duration <= crate::clock::LONGEST => duration,
+        _ => return error(
+            StatusCode::BAD_REQUEST,
+            "duration: give one such as \"10m\" or \"1h\", longer than zero and at most 100 years",
+        ),
+    };
+    let reason = text("reason")
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let name = match target {
+        Target::Client(ip) => {
+            admin.limiter.ban(ip, duration);
+            admin
+                .limiter
+                .client(ip)
+                .map_or(ip.to_string(), |c| c.key.to_string())
+        }
+        Target::Network(network) => {
+            admin.limiter.ban_network(network, duration);
+            network.to_string()
+        }
+    };
+    admin
+        .reasons
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(name.clone(), reason.clone());
+    let detail = json!({
+        "target": name,
+        "duration": humantime::format_duration(duration).to_string(),
+        "reason": reason,
+    });
+    admin.audit.record(&user.0, "ban", detail.clone());
+    (StatusCode::CREATED, Json(detail)).into_response()
+}
+
+async fn unban(
+    State(admin): State<Arc<AdminState>>,
+    Extension(user): Extension<AdminUser>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let field = |name: &str| query.get(name).map(String::as_str);
+    let target = match Target::from_fields(field("client"), field("network")) {
+        Ok(target) => target,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let (name, was_banned) = match target {
+        Target::Client(ip) => {
+            let name = admin
+                .limiter
+                .client(ip)
+                .map_or(ip.to_string(), |c| c.key.to_string());
+            (name, admin.limiter.unban(ip))
+        }
+        Target::Network(network) => (network.to_string(), admin.limiter.unban_network(network)),
+    };
+    admin
+        .reasons
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(&name);
+    let detail = json!({ "target": name, "was_banned": was_banned });
+    admin.audit.record(&user.0, "unban", detail.clone());
+    Json(detail).into_response()
+}
+
+async fn config(State(admin): State<Arc<AdminState>>) -> Json<Value> {
+    Json(view::config(&admin.limiter.config()))
+}
+
+async fn put_config(
+    State(admin): State<Arc<AdminState>>,
+    Extension(user): Extension<AdminUser>,
+    body: String,
+) -> Response {
+    let installed =
+        Config::from_json_str(&body).and_then(|config| admin.limiter.set_config(config));
+    match installed {
+        Ok(()) => {
+            let summary = view::config(&admin.limiter.config());
+            admin
+                .audit
+                .record(&user.0, "config", json!({ "config": summary }));
+            Json(json!({ "installed": true })).into_response()
+        }
+        Err(err) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": err.to_string(),
+                "field": err.field(),
+                "reason": err.reason(),
+                "line": err.location().map(|at| at.line),
+                "column": err.location().map(|at| at.column),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn audit(State(admin): State<Arc<AdminState>>) -> Json<Value> {
+    Json(json!({ "changes": admin.audit.list() }))
+}
+
+async fn metrics(State(admin): State<Arc<AdminState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        view::prometheus(&admin.limiter.stats()),
+    )
+        .into_response()
+}
