@@ -30,6 +30,14 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
+# With --admin, the public port serves no stats, and the admin API wants the token.
+public_stats=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PUBLIC/stats")
+admin_without=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN/api/stats")
+if [ "$public_stats" != 404 ] || [ "$admin_without" != 401 ]; then
+    echo "public /stats answered $public_stats (want 404), admin without a token $admin_without (want 401)" >&2
+    exit 1
+fi
+
 # Traffic: three slow requests held from 127.0.0.9, and a ban through the API.
 for _ in 1 2 3; do
     curl -s --interface 127.0.0.9 "http://127.0.0.1:$PUBLIC/slow?ms=30000" >/dev/null &
