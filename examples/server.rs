@@ -339,7 +339,7 @@ fn fleet_state() -> Value {
         return json!({
             "node": status.node,
             "connected": status.connected,
-            "last_sync_age_ms": status.last_sync_age().map(|age| age.as_millis() as u64),
+            "last_sync_age_ms": status.last_sync_age.map(|age| age.as_millis() as u64),
             "syncs": status.syncs,
             "sync_errors": status.sync_errors,
             "bans_published": status.bans_published,

@@ -278,29 +278,18 @@ impl Limits {
     ///
     /// A [`ConfigError`] naming the first offending field.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.ipv4_prefix > 32 {
-            return Err(ConfigError::new(
-                "ipv4_prefix",
-                format!("must be at most 32, got {}", self.ipv4_prefix),
-            ));
-        }
-        if self.ipv6_prefix > 128 {
-            return Err(ConfigError::new(
-                "ipv6_prefix",
-                format!("must be at most 128, got {}", self.ipv6_prefix),
-            ));
-        }
-        if self.network_ipv4_prefix > 32 {
-            return Err(ConfigError::new(
-                "network_ipv4_prefix",
-                format!("must be at most 32, got {}", self.network_ipv4_prefix),
-            ));
-        }
-        if self.network_ipv6_prefix > 128 {
-            return Err(ConfigError::new(
-                "network_ipv6_prefix",
-                format!("must be at most 128, got {}", self.network_ipv6_prefix),
-            ));
+        for (field, prefix, bits) in [
+            ("ipv4_prefix", self.ipv4_prefix, 32),
+            ("ipv6_prefix", self.ipv6_prefix, 128),
+            ("network_ipv4_prefix", self.network_ipv4_prefix, 32),
+            ("network_ipv6_prefix", self.network_ipv6_prefix, 128),
+        ] {
+            if prefix > bits {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be at most {bits}, got {prefix}"),
+                ));
+            }
         }
         if let Some(rule) = &self.connect_rate {
             rule.validate("connect_rate")?;

@@ -167,7 +167,13 @@ impl Fleet {
 
     /// Where the node stands with the fleet now.
     pub fn status(&self) -> FleetStatus {
-        status::lock(&self.status).clone()
+        let mut status = status::lock(&self.status).clone();
+        if let Some(health) = self.limiter.fleet_health() {
+            status.connected = health.connected;
+            status.last_sync_age = health.last_sync_age;
+            status.sync_errors = health.sync_errors;
+        }
+        status
     }
 
     /// Records the fleet's state through the `metrics` facade (feature `metrics`):
@@ -177,7 +183,7 @@ impl Fleet {
     pub fn record_metrics(&self) {
         let status = self.status();
         metrics::gauge!("connlimit_fleet_connected").set(if status.connected { 1.0 } else { 0.0 });
-        if let Some(age) = status.last_sync_age() {
+        if let Some(age) = status.last_sync_age {
             metrics::gauge!("connlimit_fleet_last_sync_age_seconds").set(age.as_secs_f64());
         }
         metrics::counter!("connlimit_fleet_sync_errors_total").absolute(status.sync_errors);

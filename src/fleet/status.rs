@@ -1,19 +1,23 @@
 //! [`FleetStatus`]: where a node stands with its fleet.
 
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::FleetConfig;
 
-/// Where a node stands with its fleet: [`Fleet::status`](super::Fleet::status).
+/// Where a node stands with its fleet: [`Fleet::status`](super::Fleet::status). `connected`,
+/// `last_sync_age` and `sync_errors` are the limiter's own record ([`Stats::fleet`]), read when
+/// the status is asked for; the task keeps the rest.
+///
+/// [`Stats::fleet`]: crate::Stats::fleet
 #[derive(Clone, Debug)]
 pub struct FleetStatus {
     /// This node's name.
     pub node: String,
     /// Whether the last sync reached Redis.
     pub connected: bool,
-    /// When the last successful sync ended.
-    pub last_sync: Option<Instant>,
+    /// How long ago the last successful sync ended.
+    pub last_sync_age: Option<Duration>,
     /// Syncs that failed (Redis unreachable, an error, or no answer within the sync timeout).
     pub sync_errors: u64,
     /// Syncs that succeeded.
@@ -31,18 +35,13 @@ impl FleetStatus {
         FleetStatus {
             node: config.node.clone(),
             connected: false,
-            last_sync: None,
+            last_sync_age: None,
             sync_errors: 0,
             syncs: 0,
             bans_published: 0,
             bans_applied: 0,
             last_error: None,
         }
-    }
-
-    /// How long ago the last successful sync ended.
-    pub fn last_sync_age(&self) -> Option<Duration> {
-        self.last_sync.map(|at| at.elapsed())
     }
 }
 

@@ -132,8 +132,6 @@ fn on_success(limiter: &Limiter, state: &mut State, status: &Mutex<FleetStatus>)
         republish(limiter, state);
     }
     let mut status = status::lock(status);
-    status.connected = true;
-    status.last_sync = Some(Instant::now());
     status.syncs += 1;
     status.last_error = None;
 }
@@ -159,15 +157,12 @@ fn on_failure(limiter: &Limiter, state: &mut State, status: &Mutex<FleetStatus>,
     }
     // What the fleet said may have changed meanwhile: read it all again when back.
     state.ban_version = None;
-    let mut status = status::lock(status);
-    status.connected = false;
-    status.sync_errors += 1;
-    status.last_error = Some(error);
+    status::lock(status).last_error = Some(error);
 }
 
 /// Queues this node's live bans for publishing, after an outage.
 fn republish(limiter: &Limiter, state: &mut State) {
-    for (key, left) in limiter.live_bans() {
+    for (key, left) in limiter.bans() {
         state.pending.entry(key).or_insert(Some(left));
     }
 }

@@ -47,6 +47,18 @@ struct Extra {
     fleet: Option<Box<FleetCounts>>,
 }
 
+impl Extra {
+    /// The client's state for each of `rules` path rules under the config of `generation`:
+    /// allocated at the first use under it, so that a new config starts them afresh.
+    fn path_states(&mut self, generation: u64, rules: usize) -> &mut [RateState] {
+        if self.paths.is_none() || self.paths_generation != generation {
+            self.paths = Some(vec![RateState::default(); rules].into_boxed_slice());
+            self.paths_generation = generation;
+        }
+        self.paths.get_or_insert_with(Box::default)
+    }
+}
+
 /// A client's rate events as a fleet shares them, per rule (`sharing::RuleId`).
 #[derive(Debug, Default)]
 struct FleetCounts {
@@ -297,14 +309,12 @@ impl Gate {
             0 => &mut self.connect_rate,
             1 => &mut self.request_rate,
             i => {
-                let extra = self.extra.get_or_insert_with(Box::default);
-                if extra.paths.is_none() || extra.paths_generation != generation {
-                    extra.paths = Some(
-                        vec![RateState::default(); limits.path_rules.len()].into_boxed_slice(),
-                    );
-                    extra.paths_generation = generation;
-                }
-                match extra.paths.as_mut().and_then(|paths| paths.get_mut(i - 2)) {
+                let rules = limits.path_rules.len();
+                let states = self
+                    .extra
+                    .get_or_insert_with(Box::default)
+                    .path_states(generation, rules);
+                match states.get_mut(i - 2) {
                     Some(state) => state,
                     None => return,
                 }
@@ -330,12 +340,10 @@ impl Gate {
             .peekable();
         matching.peek()?;
         let generation = d.limits.lookups.generation;
-        let extra = self.extra.get_or_insert_with(Box::default);
-        if extra.paths.is_none() || extra.paths_generation != generation {
-            extra.paths = Some(vec![RateState::default(); rules.len()].into_boxed_slice());
-            extra.paths_generation = generation;
-        }
-        let states = extra.paths.as_mut().expect("allocated above");
+        let states = self
+            .extra
+            .get_or_insert_with(Box::default)
+            .path_states(generation, rules.len());
         for (i, rule) in matching {
             if let Some(refusal) = check_rule(
                 &mut states[i],

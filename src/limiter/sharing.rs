@@ -173,7 +173,7 @@ impl Limiter {
     }
 
     /// How the syncs with the fleet go, when one is joined.
-    pub(super) fn fleet_health(&self) -> Option<super::FleetHealth> {
+    pub(crate) fn fleet_health(&self) -> Option<super::FleetHealth> {
         let outbox = &self.shared.outbox;
         if !outbox.enabled() {
             return None;
@@ -186,10 +186,5 @@ impl Limiter {
                 .then(|| Duration::from_nanos(now.saturating_sub(last_sync - 1))),
             sync_errors: outbox.sync_errors.load(Ordering::Relaxed),
         })
-    }
-
-    /// The bans in force here, with their time left, to publish after a reconnection.
-    pub(crate) fn live_bans(&self) -> Vec<(ClientKey, Duration)> {
-        self.bans()
     }
 }
