@@ -1,12 +1,15 @@
 //! [`BanPolicy`]: when clients that keep breaking rate rules are banned, and for how long.
 
+use std::fmt;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{at_most_longest, nanos};
 use crate::error::ConfigError;
 use crate::key::ClientKey;
 use crate::rate::{RateLimit, Strategy};
+use crate::reason::RejectReason;
 
 /// When clients are banned, and for how long.
 ///
@@ -135,6 +138,81 @@ impl BanPolicy {
     }
 }
 
+/// Why a client or network is banned: kept with the ban in the limiter, shown by
+/// [`Limiter::bans`](crate::Limiter::bans) and the admin API, and forgotten with the ban.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BanReason {
+    /// The [`BanPolicy`]: the client's rate refusals within `within` passed the policy's
+    /// `max_violations`; `last` is the rule that refused it last (`connect_rate`,
+    /// `request_rate` or `path_rule`).
+    Policy {
+        /// The rule whose refusal crossed the threshold.
+        last: RejectReason,
+        /// The refusals counted within `within`, the last included.
+        violations: u32,
+        /// The window they were counted over.
+        within: Duration,
+    },
+    /// The words of whoever banned: an operator through
+    /// [`Limiter::ban_with_reason`](crate::Limiter::ban_with_reason) or the admin API, at most
+    /// [`BanReason::MAX_LEN`] bytes of printable text.
+    Given(Arc<str>),
+}
+
+impl BanReason {
+    /// The longest a given reason is kept, in bytes; longer ones are cut at a character
+    /// boundary.
+    pub const MAX_LEN: usize = 200;
+
+    /// A reason in someone's words, made printable (control characters become spaces, so that
+    /// a reason cannot forge log lines) and cut to [`BanReason::MAX_LEN`] bytes.
+    pub fn given(words: &str) -> Self {
+        let mut text = String::with_capacity(words.len().min(Self::MAX_LEN));
+        for c in words.trim().chars() {
+            let c = if c.is_control() { ' ' } else { c };
+            if text.len() + c.len_utf8() > Self::MAX_LEN {
+                break;
+            }
+            text.push(c);
+        }
+        BanReason::Given(text.into())
+    }
+
+    /// What [`Limiter::ban`](crate::Limiter::ban) records: no words were given.
+    pub(crate) fn operator() -> Self {
+        BanReason::Given(Arc::from("banned by the operator"))
+    }
+}
+
+impl fmt::Display for BanReason {
+    /// `rate limits exceeded 21 times in 60s (last: request_rate)`, or the given words.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BanReason::Policy {
+                last,
+                violations,
+                within,
+            } => write!(
+                f,
+                "rate limits exceeded {violations} times in {within:?} (last: {last})"
+            ),
+            BanReason::Given(words) => f.write_str(words),
+        }
+    }
+}
+
+/// A ban in force: how long it has left, and why. See [`Limiter::bans`](crate::Limiter::bans)
+/// and [`Limiter::banned_networks`](crate::Limiter::banned_networks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Ban {
+    /// How much longer it runs.
+    pub left: Duration,
+    /// Why it was made.
+    pub reason: BanReason,
+}
+
 /// A cheap random number for ban jitter: a hash of the clock reading and the client key with a
 /// per-process random seed. Not for cryptography; only so that bans do not all end together.
 pub(crate) fn noise(key: &ClientKey, now: u64) -> u64 {
@@ -204,5 +282,27 @@ mod tests {
             assert!((n(60)..=n(65)).contains(&length));
         }
         assert_eq!(BanPolicy::new(1, secs(1), secs(7)).length(5, 99), n(7));
+    }
+
+    #[test]
+    fn given_reasons_are_printable_and_bounded() {
+        assert_eq!(
+            BanReason::given("  scraping\n/login\u{1b}[31m ").to_string(),
+            "scraping /login [31m"
+        );
+        let long = "é".repeat(BanReason::MAX_LEN);
+        let BanReason::Given(cut) = BanReason::given(&long) else {
+            unreachable!("given words are Given")
+        };
+        assert_eq!(cut.len(), BanReason::MAX_LEN);
+        let policy = BanReason::Policy {
+            last: RejectReason::RequestRate,
+            violations: 21,
+            within: Duration::from_secs(60),
+        };
+        assert_eq!(
+            policy.to_string(),
+            "rate limits exceeded 21 times in 60s (last: request_rate)"
+        );
     }
 }

@@ -379,6 +379,7 @@ mod tests {
             client_ip: ClientIpConfig {
                 header: ClientIpHeader::XRealIp,
                 trusted_hops: 1,
+                ..ClientIpConfig::default()
             },
             ..Config::default()
         };
@@ -407,6 +408,7 @@ mod tests {
             client_ip: ClientIpConfig {
                 header: ClientIpHeader::Forwarded,
                 trusted_hops: 0,
+                ..ClientIpConfig::default()
             },
             ..Config::default()
         }

@@ -93,6 +93,8 @@ mod reason;
 #[cfg(feature = "reload")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reload")))]
 pub mod reload;
+#[cfg(any(feature = "metrics", feature = "admin"))]
+mod series;
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 pub mod serve;
@@ -102,9 +104,9 @@ mod testing;
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
-pub use ban::BanPolicy;
+pub use ban::{Ban, BanPolicy, BanReason};
 pub use cidr::{Cidr, CidrError};
-pub use client_ip::{ClientIpConfig, ClientIpHeader, UnknownClientIpHeader};
+pub use client_ip::{ClientIpConfig, ClientIpHeader, Unidentified, UnknownClientIpHeader};
 pub use clock::{Clock, FakeClock, TokioClock};
 pub use config::Config;
 pub use error::{ConfigError, Location};

@@ -63,10 +63,14 @@
 //! | `connlimit_tracked_clients` | gauge | — | clients with an entry in the limiter's map ([`Stats::tracked_clients`]) |
 //! | `connlimit_admitted_total` | counter | `point` | connections and requests admitted |
 //! | `connlimit_rejected_total` | counter | `point`, `reason` | connections and requests refused |
-//! | `connlimit_closed_total` | counter | `point`, `reason` (`handshake_timeout`, `idle_timeout`, `min_receive_rate`) | admitted connections closed early, by the listener's deadlines ([`Stats::closed`]) |
+//! | `connlimit_closed_total` | counter | `point`, `reason` (`handshake_timeout`, `idle_timeout`, `min_receive_rate`, `header_timeout`) | admitted connections cut early, by the listener's deadlines and `serve::Serve`'s header timeout ([`Stats::closed`]) |
 //! | `connlimit_dry_run_total` | counter | — | refusals dry-run rules would have made, but let through ([`Stats::dry_run`]) |
 //! | `connlimit_bans_total` | counter | — | bans imposed, by the ban policy or [`Limiter::ban`] |
 //! | `connlimit_evictions_total` | counter | — | drained clients forgotten early under `max_tracked_clients` ([`Stats::evictions`]): worth an alert when it rises |
+//! | `connlimit_unidentified_requests_total` | counter | — | requests a trusted proxy sent without naming a usable client ([`Stats::unidentified_requests`]): worth an alert when it rises |
+//! | `connlimit_fleet_connected` | gauge | — | with a fleet joined: 1 while its Redis answers, else 0 |
+//! | `connlimit_fleet_last_sync_age_seconds` | gauge | — | with a fleet joined: seconds since the last successful sync |
+//! | `connlimit_fleet_sync_errors_total` | counter | — | with a fleet joined: failed syncs |
 //!
 //! [`METRIC_NAMES`] lists every name.
 //!
@@ -108,32 +112,21 @@
 //!
 //! [local]: https://docs.rs/metrics/0.24/metrics/fn.with_local_recorder.html
 
-use ::metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use ::metrics::{counter, describe_counter, describe_gauge, gauge, Label, Unit};
 
-use crate::limiter::{AdmissionPoint, Limiter, Stats};
-
-const OPEN_CONNECTIONS: &str = "connlimit_open_connections";
-const IN_FLIGHT_REQUESTS: &str = "connlimit_in_flight_requests";
-const TRACKED_CLIENTS: &str = "connlimit_tracked_clients";
-const ADMITTED: &str = "connlimit_admitted_total";
-const REJECTED: &str = "connlimit_rejected_total";
-const CLOSED: &str = "connlimit_closed_total";
-const DRY_RUN: &str = "connlimit_dry_run_total";
-const BANS: &str = "connlimit_bans_total";
-const EVICTIONS: &str = "connlimit_evictions_total";
+use crate::limiter::{Limiter, Stats};
+use crate::series::{self, Kind, FAMILIES};
 
 /// Every metric name [`Limiter::record_metrics`] writes, as in the [table](self#names-and-labels).
-pub const METRIC_NAMES: [&str; 9] = [
-    OPEN_CONNECTIONS,
-    IN_FLIGHT_REQUESTS,
-    TRACKED_CLIENTS,
-    ADMITTED,
-    REJECTED,
-    CLOSED,
-    DRY_RUN,
-    BANS,
-    EVICTIONS,
-];
+pub const METRIC_NAMES: [&str; FAMILIES.len()] = {
+    let mut names = [""; FAMILIES.len()];
+    let mut i = 0;
+    while i < FAMILIES.len() {
+        names[i] = FAMILIES[i].name;
+        i += 1;
+    }
+    names
+};
 
 impl Limiter {
     /// Writes the limiter's figures to the installed `metrics` recorder: the gauges and
@@ -161,27 +154,17 @@ impl Limiter {
 
 /// Writes every figure of `stats`.
 fn record(stats: &Stats) {
-    for figures in &stats.points {
-        let point: &AdmissionPoint = figures.point;
-        let name = point.name();
-        if point.counts_connections() {
-            gauge!(OPEN_CONNECTIONS, "point" => name).set(figures.open_connections as f64);
-        }
-        if point.counts_requests() {
-            gauge!(IN_FLIGHT_REQUESTS, "point" => name).set(figures.in_flight_requests as f64);
-        }
-        counter!(ADMITTED, "point" => name).absolute(figures.admitted);
-        for (reason, refused) in figures.rejected.iter() {
-            counter!(REJECTED, "point" => name, "reason" => reason).absolute(refused);
-        }
-        for (reason, closed) in figures.closed.iter() {
-            counter!(CLOSED, "point" => name, "reason" => reason).absolute(closed);
+    for sample in series::samples(stats) {
+        let labels: Vec<Label> = sample
+            .labels()
+            .map(|(name, value)| Label::new(name, value))
+            .collect();
+        let name = sample.family.name;
+        match sample.family.kind {
+            Kind::Gauge => gauge!(name, labels).set(sample.value),
+            Kind::Counter => counter!(name, labels).absolute(sample.value as u64),
         }
     }
-    gauge!(TRACKED_CLIENTS).set(stats.tracked_clients as f64);
-    counter!(DRY_RUN).absolute(stats.dry_run);
-    counter!(BANS).absolute(stats.bans);
-    counter!(EVICTIONS).absolute(stats.evictions);
 }
 
 /// Registers the help text and unit of every metric with the installed recorder.
@@ -189,49 +172,32 @@ fn record(stats: &Stats) {
 /// Call it once, after installing the recorder (a recorder installed later does not see it);
 /// the Prometheus exporter renders the texts as `# HELP` lines.
 pub fn describe_metrics() {
-    describe_gauge!(
-        OPEN_CONNECTIONS,
-        Unit::Count,
-        "Connections holding a permit now, by admission point."
-    );
-    describe_gauge!(
-        IN_FLIGHT_REQUESTS,
-        Unit::Count,
-        "Requests holding a permit now, by admission point."
-    );
-    describe_gauge!(
-        TRACKED_CLIENTS,
-        Unit::Count,
-        "Clients the limiter keeps a record of: something open, or rate or ban state."
-    );
-    describe_counter!(
-        ADMITTED,
-        Unit::Count,
-        "Connections and requests admitted, by admission point."
-    );
-    describe_counter!(
-        REJECTED,
-        Unit::Count,
-        "Connections and requests refused, by admission point and reason."
-    );
-    describe_counter!(
-        CLOSED,
-        Unit::Count,
-        "Admitted connections closed early (a deadline passed), by admission point and reason."
-    );
-    describe_counter!(
-        DRY_RUN,
-        Unit::Count,
-        "Refusals that dry-run rules would have made, but let through."
-    );
-    describe_counter!(
-        BANS,
-        Unit::Count,
-        "Bans imposed, by the ban policy or the operator."
-    );
-    describe_counter!(
-        EVICTIONS,
-        Unit::Count,
-        "Drained clients forgotten early to make room under max_tracked_clients."
-    );
+    for family in FAMILIES {
+        // Seconds are a unit; everything else is a count, which adds no suffix to the names.
+        let unit = if family.name.ends_with("_seconds") {
+            Unit::Seconds
+        } else {
+            Unit::Count
+        };
+        match family.kind {
+            Kind::Gauge => describe_gauge!(family.name, unit, family.help),
+            Kind::Counter => describe_counter!(family.name, unit, family.help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_in_the_docs_names_every_series() {
+        let docs = include_str!("metrics.rs");
+        for name in METRIC_NAMES {
+            assert!(
+                docs.contains(&format!("//! | `{name}` |")),
+                "{name} is missing from the table in the module docs"
+            );
+        }
+    }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 /// gRPC status codes, as they are sent in `grpc-status`.
 pub(crate) mod grpc {
+    /// `INVALID_ARGUMENT`: the request is malformed, or says nothing usable.
+    pub(crate) const INVALID_ARGUMENT: u8 = 3;
     /// `RESOURCE_EXHAUSTED`: the client used up its allowance.
     pub(crate) const RESOURCE_EXHAUSTED: u8 = 8;
     /// `INTERNAL`: the server is misconfigured.

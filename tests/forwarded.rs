@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::client::conn::http1::SendRequest;
 use tokio::sync::Semaphore;
-use tower_connlimit::{ClientIpConfig, ClientIpHeader, Config, ConnLimitLayer, Limiter};
+use tower_connlimit::{
+    ClientIpConfig, ClientIpHeader, Config, ConnLimitLayer, Limiter, RateLimit, Unidentified,
+};
 
 use support::*;
 
@@ -28,14 +30,23 @@ struct Server {
 /// An axum app with the request layer allowing one request in flight per client; `/hold` stays
 /// in flight until the test adds a permit to `gate`.
 async fn server(header: ClientIpHeader, trusted_hops: usize) -> Server {
-    let layer = ConnLimitLayer::new(Config {
+    server_with(Config {
         max_requests_per_client: 1,
         client_ip: ClientIpConfig {
             header,
             trusted_hops,
+            ..ClientIpConfig::default()
         },
-        trusted_proxies: vec!["127.0.0.2/32".parse().unwrap()],
         ..Config::default()
+    })
+    .await
+}
+
+/// The same app on `config`, with 127.0.0.2 as its trusted proxy.
+async fn server_with(config: Config) -> Server {
+    let layer = ConnLimitLayer::new(Config {
+        trusted_proxies: vec!["127.0.0.2/32".parse().unwrap()],
+        ..config
     });
     let limiter = layer.limiter().clone();
     let gate = Arc::new(Semaphore::new(0));
@@ -183,4 +194,165 @@ async fn forwarded_and_x_real_ip_follow_the_same_trust_rules() {
     real_ip.gate.add_permits(2);
     bounded(task).await.unwrap();
     bounded(task2).await.unwrap();
+}
+
+/// The request headers a trusted proxy may send that name no usable client, for `header` read
+/// with `hops` trusted hops: none at all, garbage, `unknown`, an obfuscated name, a duplicated
+/// `for=`, an escaped address, an IPv6 zone, and fewer entries than `hops`.
+fn unusable(header: ClientIpHeader, hops: usize) -> Vec<Vec<(&'static str, &'static str)>> {
+    let mut forms = vec![vec![]];
+    match header {
+        ClientIpHeader::XForwardedFor => {
+            for value in [
+                "garbage",
+                "unknown",
+                "_hidden",
+                "fe80::1%eth0",
+                "203.0.113.7:x",
+                "",
+            ] {
+                forms.push(vec![("x-forwarded-for", value)]);
+            }
+        }
+        ClientIpHeader::Forwarded => {
+            for value in [
+                "for=garbage",
+                "for=unknown",
+                "for=_hidden",
+                "for=203.0.113.7;for=203.0.113.8",
+                r#"for="203.0.113\.7""#,
+                r#"for="[fe80::1%25eth0]""#,
+                "proto=https",
+                "for",
+            ] {
+                forms.push(vec![("forwarded", value)]);
+            }
+        }
+        _ => unreachable!("list headers only"),
+    }
+    if hops > 1 {
+        // One entry where `hops` are expected: a proxy is missing.
+        let name = match header {
+            ClientIpHeader::Forwarded => "forwarded",
+            _ => "x-forwarded-for",
+        };
+        let one = if name == "forwarded" {
+            "for=203.0.113.7"
+        } else {
+            "203.0.113.7"
+        };
+        forms.push(vec![(name, one)]);
+    }
+    forms
+}
+
+#[tokio::test]
+async fn requests_naming_no_usable_client_are_held_to_the_proxys_own_limits() {
+    for (header, hops) in [
+        (ClientIpHeader::XForwardedFor, 1),
+        (ClientIpHeader::XForwardedFor, 2),
+        (ClientIpHeader::Forwarded, 1),
+        (ClientIpHeader::Forwarded, 2),
+    ] {
+        let allowance = 3;
+        let server = server_with(Config {
+            request_rate: Some(RateLimit::new(
+                allowance,
+                std::time::Duration::from_secs(3600),
+            )),
+            client_ip: ClientIpConfig {
+                header,
+                trusted_hops: hops,
+                ..ClientIpConfig::default()
+            },
+            ..Config::default()
+        })
+        .await;
+        let forms = unusable(header, hops);
+        // The proxy's own allowance goes first, to requests that name nobody...
+        for _ in 0..allowance {
+            let (status, _) = status_of(PROXY, &server, "/", &[]).await;
+            assert_eq!(
+                status, 200,
+                "{header} hops {hops}: within the proxy's own rate"
+            );
+        }
+        // ...and then no form of naming nobody gets a request past it.
+        for form in &forms {
+            let (status, _) = status_of(PROXY, &server, "/", form).await;
+            assert_eq!(
+                status, 429,
+                "{header} hops {hops}: {form:?} escaped the rate"
+            );
+        }
+        let stats = server.limiter.stats();
+        assert_eq!(
+            stats.unidentified_requests,
+            (allowance as usize + forms.len()) as u64,
+            "{header} hops {hops}: every one counted as unidentified"
+        );
+        assert_eq!(stats.rejected["request_rate"], forms.len() as u64);
+        // A client the proxy does name keeps its own allowance.
+        let named = match (header, hops) {
+            (ClientIpHeader::Forwarded, 1) => ("forwarded", "for=203.0.113.9"),
+            (ClientIpHeader::Forwarded, _) => ("forwarded", "for=203.0.113.9, for=10.0.0.1"),
+            (_, 1) => ("x-forwarded-for", "203.0.113.9"),
+            _ => ("x-forwarded-for", "203.0.113.9, 10.0.0.1"),
+        };
+        let (status, _) = status_of(PROXY, &server, "/", &[named]).await;
+        assert_eq!(status, 200, "{header} hops {hops}: a named client");
+        assert_eq!(
+            server.limiter.stats().unidentified_requests,
+            stats.unidentified_requests
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_proxys_unidentified_requests_count_against_its_in_flight_limit() {
+    let server = server(ClientIpHeader::XForwardedFor, 1).await;
+    let (_held, task) = send(PROXY, &server, "/hold", &[("x-forwarded-for", "garbage")]).await;
+    wait_until("the request is in flight under the proxy", || {
+        in_flight(&server.limiter, "127.0.0.2") == 1
+    })
+    .await;
+    for form in unusable(ClientIpHeader::XForwardedFor, 1) {
+        let (status, _) = status_of(PROXY, &server, "/", &form).await;
+        assert_eq!(status, 429, "{form:?} passed the in-flight limit");
+    }
+    // The proxy's connections are still not capped, nor its named clients held up.
+    let (status, _) = status_of(PROXY, &server, "/", &[("x-forwarded-for", "203.0.113.7")]).await;
+    assert_eq!(status, 200);
+    server.gate.add_permits(1);
+    assert_eq!(bounded(task).await.unwrap(), (200, "released".to_owned()));
+}
+
+#[tokio::test]
+async fn with_refuse_requests_naming_no_usable_client_get_400() {
+    let server = server_with(Config {
+        client_ip: ClientIpConfig {
+            header: ClientIpHeader::Forwarded,
+            unidentified: Unidentified::Refuse,
+            ..ClientIpConfig::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    let forms = unusable(ClientIpHeader::Forwarded, 1);
+    for form in &forms {
+        let (status, body) = status_of(PROXY, &server, "/", form).await;
+        assert_eq!(status, 400, "{form:?}");
+        assert!(
+            !body.contains("proxy"),
+            "the answer names no rule: {body:?}"
+        );
+    }
+    let (status, _) = status_of(PROXY, &server, "/", &[("forwarded", "for=203.0.113.7")]).await;
+    assert_eq!(status, 200, "a named client is served");
+    // A peer that is no proxy sends what it likes: its headers are not read at all.
+    let (status, _) = status_of(5, &server, "/", &[("forwarded", "for=unknown")]).await;
+    assert_eq!(status, 200);
+    let stats = server.limiter.stats();
+    assert_eq!(stats.rejected["client_unidentified"], forms.len() as u64);
+    assert_eq!(stats.unidentified_requests, forms.len() as u64);
 }

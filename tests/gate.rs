@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use http::Method;
 use tower_connlimit::{
-    BanPolicy, Config, Decision, FakeClock, Limiter, PathRule, RateLimit, RejectReason, Strategy,
-    WhenFull,
+    BanPolicy, BanReason, Config, Decision, FakeClock, Limiter, PathRule, RateLimit, RejectReason,
+    Strategy, WhenFull,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -105,6 +105,19 @@ fn a_connect_flood_is_banned_then_readmitted_after_the_ttl() {
     let banned = limiter.bans();
     assert_eq!(banned.len(), 1);
     assert_eq!(banned[0].0.to_string(), "192.0.2.66");
+    // The ban says why: the policy's threshold, crossed by the connect rate.
+    assert_eq!(
+        banned[0].1.reason,
+        BanReason::Policy {
+            last: ConnectRate,
+            violations: 4,
+            within: secs(10)
+        }
+    );
+    assert_eq!(
+        banned[0].1.reason.to_string(),
+        "rate limits exceeded 4 times in 10s (last: connect_rate)"
+    );
 
     // The ban outlasts the rate: a second later the rate would pass, the ban does not.
     clock.advance(secs(30));
@@ -464,4 +477,62 @@ async fn the_listeners_http_refusal_of_a_ban_says_when_to_retry() {
     assert!((60..=72).contains(&told), "{answer}");
     // The reason's own generic message, as the layers send it.
     assert!(answer.ends_with("\r\n\r\ncome back later\n"), "{answer}");
+}
+
+#[test]
+fn a_ban_keeps_its_reason_until_it_ends_and_forgets_it_with_the_ban() {
+    let (limiter, clock) = gate(Config::default());
+    let (one, two) = (ip("192.0.2.1"), ip("192.0.2.2"));
+    limiter.ban_with_reason(one, secs(60), BanReason::given("scraping /search"));
+    limiter.ban(two, secs(30));
+    let reasons = |limiter: &Limiter| {
+        let mut bans: Vec<(String, String)> = limiter
+            .bans()
+            .into_iter()
+            .map(|(key, ban)| (key.to_string(), ban.reason.to_string()))
+            .collect();
+        bans.sort();
+        bans
+    };
+    assert_eq!(
+        reasons(&limiter),
+        [
+            ("192.0.2.1".to_owned(), "scraping /search".to_owned()),
+            ("192.0.2.2".to_owned(), "banned by the operator".to_owned()),
+        ]
+    );
+    // A shorter ban leaves the longer one, and its reason, in force.
+    limiter.ban_with_reason(one, secs(5), BanReason::given("again"));
+    assert_eq!(reasons(&limiter)[0].1, "scraping /search");
+    // Expired: the reason goes with the ban; a new ban gets its own.
+    clock.advance(secs(31));
+    assert_eq!(reasons(&limiter).len(), 1);
+    limiter.ban_with_reason(two, secs(30), BanReason::given("back at it"));
+    assert_eq!(reasons(&limiter)[1].1, "back at it");
+    // Lifted: forgotten.
+    assert!(limiter.unban(one));
+    assert_eq!(
+        reasons(&limiter),
+        [("192.0.2.2".to_owned(), "back at it".to_owned())]
+    );
+}
+
+#[test]
+fn a_network_bans_reason_is_its_clients_reason() {
+    let (limiter, _clock) = gate(Config::default());
+    let network = "203.0.113.0/24".parse().unwrap();
+    drop(limiter.try_acquire(ip("203.0.113.7")).unwrap());
+    limiter.ban_network_with_reason(network, secs(600), BanReason::given("botnet"));
+    assert!(
+        limiter.try_acquire(ip("203.0.113.8")).is_err(),
+        "a newcomer"
+    );
+    let networks = limiter.banned_networks();
+    assert_eq!(networks.len(), 1);
+    assert_eq!(networks[0].1.reason.to_string(), "botnet");
+    let clients = limiter.bans();
+    assert_eq!(clients.len(), 2);
+    assert!(clients
+        .iter()
+        .all(|(_, ban)| ban.reason.to_string() == "botnet"));
 }

@@ -110,6 +110,13 @@ async fn a_kept_alive_connection_trickling_its_second_request_is_cut() {
         limiter.open_connections(client_ip(3)) == 0
     })
     .await;
+    // The cut is seen: counted by cause, under the listener that admitted the connection.
+    wait_until("the cut is counted", || {
+        limiter.stats().closed["header_timeout"] == 1
+    })
+    .await;
+    let stats = limiter.stats();
+    assert_eq!(stats.point("listener").unwrap().closed["header_timeout"], 1);
 }
 
 /// An HTTP/2 frame: its header, then `payload`.
@@ -123,7 +130,7 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn an_h2c_connection_trickling_a_headers_frame_is_cut() {
-    let (addr, _limiter, _stop) = serve().await;
+    let (addr, limiter, _stop) = serve().await;
     let mut stream = connect_from(6, addr).await;
     stream
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -154,6 +161,7 @@ async fn an_h2c_connection_trickling_a_headers_frame_is_cut() {
     let closed = slow.await.unwrap().expect("the server closed the trickle");
     assert!(closed <= HEADER_TIMEOUT + SLACK, "closed after {closed:?}");
     honest(addr, 8).await;
+    assert_eq!(limiter.stats().closed["header_timeout"], 1, "counted once");
 }
 
 #[tokio::test]

@@ -55,8 +55,7 @@ mod view;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -67,6 +66,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
 use self::audit::Audit;
+use crate::ban::{Ban, BanReason};
 use crate::cidr::Cidr;
 use crate::error::ConfigError;
 use crate::layer::ClientAddr;
@@ -101,8 +101,6 @@ struct AdminState {
     limiter: Limiter,
     auth: Auth,
     audit: Audit,
-    /// Why each ban made here was made, by client or network.
-    reasons: Mutex<HashMap<String, String>>,
 }
 
 impl Admin {
@@ -178,7 +176,6 @@ impl Admin {
             limiter: self.limiter,
             auth,
             audit: Audit::new(self.audit_capacity),
-            reasons: Mutex::new(HashMap::new()),
         });
         let api = Router::new()
             .route("/api/stats", get(stats))
@@ -307,16 +304,11 @@ async fn one_client(State(admin): State<Arc<AdminState>>, Path(ip): Path<String>
 }
 
 async fn bans(State(admin): State<Arc<AdminState>>) -> Json<Value> {
-    let reasons = admin
-        .reasons
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    let row = |kind: &str, name: String, left: Duration| {
+    let row = |kind: &str, name: String, ban: Ban| {
         json!({
             "kind": kind,
-            "reason": reasons.get(&name),
-            "left_secs": left.as_secs(),
+            "reason": ban.reason.to_string(),
+            "left_secs": ban.left.as_secs(),
             "name": name,
         })
     };
@@ -324,13 +316,13 @@ async fn bans(State(admin): State<Arc<AdminState>>) -> Json<Value> {
         .limiter
         .bans()
         .into_iter()
-        .map(|(key, left)| row("client", key.to_string(), left))
+        .map(|(key, ban)| row("client", key.to_string(), ban))
         .collect();
     let networks: Vec<Value> = admin
         .limiter
         .banned_networks()
         .into_iter()
-        .map(|(network, left)| row("network", network.to_string(), left))
+        .map(|(network, ban)| row("network", network.to_string(), ban))
         .collect();
     Json(json!({ "clients": clients, "networks": networks }))
 }
@@ -377,33 +369,29 @@ async fn ban(
             "duration: give one such as \"10m\" or \"1h\", longer than zero and at most 100 years",
         ),
     };
-    let reason = text("reason")
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect::<String>();
+    let reason = match text("reason") {
+        Some(words) if !words.trim().is_empty() => BanReason::given(words),
+        _ => BanReason::given(&format!("banned by {} through the admin API", user.0)),
+    };
     let name = match target {
         Target::Client(ip) => {
-            admin.limiter.ban(ip, duration);
+            admin.limiter.ban_with_reason(ip, duration, reason.clone());
             admin
                 .limiter
                 .client(ip)
                 .map_or(ip.to_string(), |c| c.key.to_string())
         }
         Target::Network(network) => {
-            admin.limiter.ban_network(network, duration);
+            admin
+                .limiter
+                .ban_network_with_reason(network, duration, reason.clone());
             network.to_string()
         }
     };
-    admin
-        .reasons
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .insert(name.clone(), reason.clone());
     let detail = json!({
         "target": name,
         "duration": humantime::format_duration(duration).to_string(),
-        "reason": reason,
+        "reason": reason.to_string(),
     });
     admin.audit.record(&user.0, "ban", detail.clone());
     (StatusCode::CREATED, Json(detail)).into_response()
@@ -429,11 +417,6 @@ async fn unban(
         }
         Target::Network(network) => (network.to_string(), admin.limiter.unban_network(network)),
     };
-    admin
-        .reasons
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .remove(&name);
     let detail = json!({ "target": name, "was_banned": was_banned });
     admin.audit.record(&user.0, "unban", detail.clone());
     Json(detail).into_response()

@@ -11,6 +11,7 @@ use crate::limiter::{ByReason, ClientStats, Stats};
 use crate::limits::{PathMatch, WhenFull};
 use crate::listener::ProxyProtocol;
 use crate::rate::{RateLimit, Strategy};
+use crate::series;
 use crate::Config;
 
 /// A duration as config files write it: `1m 30s`, `250ms`.
@@ -56,6 +57,7 @@ pub(super) fn stats(stats: &Stats) -> Value {
         "dry_run": stats.dry_run,
         "bans": stats.bans,
         "evictions": stats.evictions,
+        "unidentified_requests": stats.unidentified_requests,
         "points": points,
         "fleet": stats.fleet.map(|fleet| json!({
             "connected": fleet.connected,
@@ -146,105 +148,37 @@ pub(super) fn config(c: &Config) -> Value {
         "client_ip": {
             "header": c.client_ip.header.as_str(),
             "trusted_hops": c.client_ip.trusted_hops,
+            "unidentified": c.client_ip.unidentified.as_str(),
         },
     })
 }
 
-/// The stats as Prometheus text, with the names of the `metrics` feature's series (written
-/// here directly, with no recorder to install): each family's `# HELP`, `# TYPE` and samples.
+/// The stats as Prometheus text, with the names of the `metrics` feature's series (the one
+/// table in `crate::series`, written here directly, with no recorder to install): each family's
+/// `# HELP`, `# TYPE` and samples, every family listed even when it has no sample yet.
 pub(super) fn prometheus(stats: &Stats) -> String {
+    let samples = series::samples(stats);
     let mut text = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(text, "{name}{labels} {value}");
-        }
-    };
-    let per_point = |pick: &dyn Fn(&crate::limiter::PointStats) -> Option<u64>| {
-        stats
-            .points
-            .iter()
-            .filter_map(|p| pick(p).map(|v| (format!("{{point=\"{}\"}}", p.point.name()), v)))
-            .collect::<Vec<_>>()
-    };
-    family(
-        "connlimit_open_connections",
-        "gauge",
-        "Connections holding a permit now, by admission point.",
-        per_point(&|p| {
-            p.point
-                .counts_connections()
-                .then_some(p.open_connections as u64)
-        }),
-    );
-    family(
-        "connlimit_in_flight_requests",
-        "gauge",
-        "Requests holding a permit now, by admission point.",
-        per_point(&|p| {
-            p.point
-                .counts_requests()
-                .then_some(p.in_flight_requests as u64)
-        }),
-    );
-    family(
-        "connlimit_admitted_total",
-        "counter",
-        "Connections and requests admitted, by admission point.",
-        per_point(&|p| Some(p.admitted)),
-    );
-    let mut rejected = Vec::new();
-    let mut closed = Vec::new();
-    for p in &stats.points {
-        for (reason, n) in p.rejected.iter() {
-            rejected.push((
-                format!("{{point=\"{}\",reason=\"{reason}\"}}", p.point.name()),
-                n,
-            ));
-        }
-        for (reason, n) in p.closed.iter() {
-            closed.push((
-                format!("{{point=\"{}\",reason=\"{reason}\"}}", p.point.name()),
-                n,
-            ));
+    for family in series::FAMILIES {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}",
+            name = family.name,
+            help = family.help,
+            kind = family.kind.as_str()
+        );
+        for sample in samples.iter().filter(|s| s.family == family) {
+            let labels: Vec<String> = sample
+                .labels()
+                .map(|(name, value)| format!("{name}=\"{value}\""))
+                .collect();
+            let labels = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", labels.join(","))
+            };
+            let _ = writeln!(text, "{}{labels} {}", family.name, sample.value);
         }
     }
-    family(
-        "connlimit_rejected_total",
-        "counter",
-        "Connections and requests refused, by admission point and reason.",
-        rejected,
-    );
-    family(
-        "connlimit_closed_total",
-        "counter",
-        "Admitted connections closed early, by admission point and reason.",
-        closed,
-    );
-    let single = |v: u64| vec![(String::new(), v)];
-    family(
-        "connlimit_tracked_clients",
-        "gauge",
-        "Clients the limiter keeps a record of.",
-        single(stats.tracked_clients as u64),
-    );
-    family(
-        "connlimit_dry_run_total",
-        "counter",
-        "Refusals that dry-run rules would have made, but let through.",
-        single(stats.dry_run),
-    );
-    family(
-        "connlimit_bans_total",
-        "counter",
-        "Bans imposed, by the ban policy or the operator.",
-        single(stats.bans),
-    );
-    family(
-        "connlimit_evictions_total",
-        "counter",
-        "Drained clients forgotten early to make room under max_tracked_clients.",
-        single(stats.evictions),
-    );
     text
 }

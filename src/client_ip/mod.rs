@@ -26,7 +26,10 @@ pub(crate) const MAX_TRUSTED_HOPS: usize = 64;
 /// // Behind one nginx at 10.0.0.5 that sets `X-Forwarded-For`.
 /// let config = Config {
 ///     trusted_proxies: vec!["10.0.0.5".parse().unwrap()],
-///     client_ip: ClientIpConfig { header: ClientIpHeader::XForwardedFor, trusted_hops: 1 },
+///     client_ip: ClientIpConfig {
+///         header: ClientIpHeader::XForwardedFor,
+///         ..ClientIpConfig::default()
+///     },
 ///     ..Config::default()
 /// };
 /// config.validate().unwrap();
@@ -46,6 +49,14 @@ pub struct ClientIpConfig {
     /// How many trusted proxies stand in front of the server, each appending one entry to
     /// `header`: the client is that many entries from the right. Default 1; between 1 and 64.
     pub trusted_hops: usize,
+    /// What becomes of a trusted proxy's request that names no usable client: the header is
+    /// missing, has fewer entries than `trusted_hops`, or its chosen entry is no address
+    /// (`unknown`, an obfuscated `_hidden`, garbage, an address with a zone). Such a request is
+    /// never exempt: by default ([`Unidentified::CountAsProxy`]) it is counted under the
+    /// proxy's own address and held to the ordinary per-client request limits, as nginx's
+    /// `realip` module does; [`Unidentified::Refuse`] answers it `400`. Either way it is counted
+    /// in [`Stats::unidentified_requests`](crate::Stats::unidentified_requests) and logged.
+    pub unidentified: Unidentified,
 }
 
 impl Default for ClientIpConfig {
@@ -53,6 +64,44 @@ impl Default for ClientIpConfig {
         ClientIpConfig {
             header: ClientIpHeader::None,
             trusted_hops: 1,
+            unidentified: Unidentified::CountAsProxy,
+        }
+    }
+}
+
+/// What the request layer does with a trusted proxy's request that names no usable client:
+/// [`ClientIpConfig::unidentified`].
+///
+/// A proxy route that forgets `proxy_set_header`, a health checker or a script on the proxy's
+/// host, and a proxy that writes `for=unknown` all send such requests. They are never waved
+/// through: the proxy's *connections* are not capped as a client's (they carry every client's
+/// requests), but a request it speaks for nobody in is the proxy's own.
+///
+/// In a config file: `unidentified = "count_as_proxy"` (the default) or `"refuse"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
+#[non_exhaustive]
+pub enum Unidentified {
+    /// Counted under the proxy's own address, with the ordinary per-client limits: the request
+    /// rate, the path rules, `max_requests_per_client` and bans. The default.
+    #[default]
+    CountAsProxy,
+    /// Refused with `400 Bad Request` (gRPC `INVALID_ARGUMENT`), counted as
+    /// `client_unidentified`: for a deployment where every legitimate request passes a proxy
+    /// that names its client.
+    Refuse,
+}
+
+impl Unidentified {
+    /// The name a config file uses: `count_as_proxy` or `refuse`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Unidentified::CountAsProxy => "count_as_proxy",
+            Unidentified::Refuse => "refuse",
         }
     }
 }

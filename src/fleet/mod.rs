@@ -175,19 +175,6 @@ impl Fleet {
         }
         status
     }
-
-    /// Records the fleet's state through the `metrics` facade (feature `metrics`):
-    /// `connlimit_fleet_connected` (1 or 0), `connlimit_fleet_last_sync_age_seconds` and
-    /// `connlimit_fleet_sync_errors_total`.
-    #[cfg(feature = "metrics")]
-    pub fn record_metrics(&self) {
-        let status = self.status();
-        metrics::gauge!("connlimit_fleet_connected").set(if status.connected { 1.0 } else { 0.0 });
-        if let Some(age) = status.last_sync_age {
-            metrics::gauge!("connlimit_fleet_last_sync_age_seconds").set(age.as_secs_f64());
-        }
-        metrics::counter!("connlimit_fleet_sync_errors_total").absolute(status.sync_errors);
-    }
 }
 
 impl Drop for Fleet {

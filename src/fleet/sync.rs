@@ -162,8 +162,8 @@ fn on_failure(limiter: &Limiter, state: &mut State, status: &Mutex<FleetStatus>,
 
 /// Queues this node's live bans for publishing, after an outage.
 fn republish(limiter: &Limiter, state: &mut State) {
-    for (key, left) in limiter.bans() {
-        state.pending.entry(key).or_insert(Some(left));
+    for (key, ban) in limiter.bans() {
+        state.pending.entry(key).or_insert(Some(ban.left));
     }
 }
 

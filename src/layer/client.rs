@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::{Extensions, HeaderMap};
 
-use crate::client_ip::{client_from_headers, ClientIpConfig, ClientIpHeader};
+use crate::client_ip::{client_from_headers, ClientIpConfig, ClientIpHeader, Unidentified};
 use crate::limiter::{Limiter, Settings};
 
 /// The client's socket address, as a request extension.
@@ -39,7 +39,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
     ) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<ClientIp>().copied().ok_or_else(|| {
             tracing::error!(
-                "ClientIp asked for, but no request-level ConnLimitLayer admitted the request:                  put `.layer(ConnLimitLayer::new(config))` on the router"
+                "ClientIp asked for, but no request-level ConnLimitLayer admitted the request: \
+                 put `.layer(ConnLimitLayer::new(config))` on the router"
             );
             (
                 http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -69,22 +70,40 @@ pub(crate) fn peer_of(extensions: &Extensions) -> Option<SocketAddr> {
     None
 }
 
+/// Who a request is counted under, as [`client_of`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RequestClient {
+    /// The address the request is counted under.
+    pub(crate) ip: IpAddr,
+    /// Set when the peer is a trusted proxy whose header names no usable client: `ip` is then
+    /// the proxy's own, and this says what to do with the request.
+    pub(crate) unidentified: Option<Unidentified>,
+}
+
 /// The client a request comes from: `peer`, or, when `peer` is a trusted proxy and
 /// [`ClientIpConfig::header`] is set, the address the header names (see [`ClientIpHeader`]). A
-/// trusted proxy's request whose header names no usable address is counted as the proxy's own.
-pub(crate) fn client_of(limiter: &Limiter, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+/// trusted proxy's request whose header names no usable address is the proxy's own, marked
+/// unidentified, so that the caller limits it (or refuses it) and counts it: it is never
+/// exempt.
+pub(crate) fn client_of(limiter: &Limiter, peer: IpAddr, headers: &HeaderMap) -> RequestClient {
     limiter.with_settings(|settings: &ClientIpConfig, limits| {
+        let peer_itself = RequestClient {
+            ip: peer,
+            unidentified: None,
+        };
         if settings.header == ClientIpHeader::None || !limits.is_trusted_proxy(peer) {
-            return peer;
+            return peer_itself;
         }
-        client_from_headers(headers, settings.header, settings.trusted_hops).unwrap_or_else(|| {
-            tracing::debug!(
-                %peer,
-                header = settings.header.as_str(),
-                "trusted proxy named no usable client address; counting the proxy itself"
-            );
-            peer
-        })
+        match client_from_headers(headers, settings.header, settings.trusted_hops) {
+            Some(named) => RequestClient {
+                ip: named,
+                unidentified: None,
+            },
+            None => RequestClient {
+                unidentified: Some(settings.unidentified),
+                ..peer_itself
+            },
+        }
     })
 }
 

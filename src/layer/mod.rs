@@ -133,7 +133,21 @@ static MAKE_SERVICE: AdmissionPoint =
 
 /// The request level's admission point.
 static REQUEST_LAYER: AdmissionPoint =
-    AdmissionPoint::requests("request_layer").refusing(&REFUSALS);
+    AdmissionPoint::requests("request_layer").refusing(&REQUEST_REFUSALS);
 
 /// What either level refuses before the limiter can decide.
 static REFUSALS: [&ReasonInfo; 1] = [&NO_CLIENT_ADDRESS];
+
+/// What the request level refuses before the limiter can decide: besides a missing address, a
+/// trusted proxy's request that names no usable client, with
+/// [`Unidentified::Refuse`](crate::Unidentified::Refuse).
+static REQUEST_REFUSALS: [&ReasonInfo; 2] = [&NO_CLIENT_ADDRESS, &CLIENT_UNIDENTIFIED];
+
+/// A trusted proxy's request that names no usable client, refused as
+/// [`Unidentified::Refuse`](crate::Unidentified::Refuse) asks.
+static CLIENT_UNIDENTIFIED: ReasonInfo = ReasonInfo::new(
+    "client_unidentified",
+    "bad request",
+    400,
+    crate::reason::grpc::INVALID_ARGUMENT,
+);

@@ -13,9 +13,11 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::body::ResponseBody;
-use super::client::{client_of, peer_of, ClientIp};
+use super::client::{client_of, peer_of, ClientIp, RequestClient};
 use super::conn_limit_layer::ConnLimit;
 use super::refusal::{Asked, Refusal};
+use super::CLIENT_UNIDENTIFIED;
+use crate::client_ip::Unidentified;
 use crate::limiter::Kind;
 use crate::limiter::{Checkpoint, RequestPermit};
 use crate::peer::{refuse_without_address, NO_CLIENT_ADDRESS};
@@ -53,12 +55,22 @@ where
         let refusal = Refusal::new(&NO_CLIENT_ADDRESS, None);
         return ResponseFuture::refused(refusal, Asked::by(&request));
     };
-    let client = client_of(checkpoint.limiter(), peer.ip(), request.headers());
+    let RequestClient { ip, unidentified } =
+        client_of(checkpoint.limiter(), peer.ip(), request.headers());
+    if let Some(unidentified) = unidentified {
+        let refuse = unidentified == Unidentified::Refuse;
+        checkpoint.note_unidentified(ip, refuse);
+        if refuse {
+            checkpoint.refuse(Kind::Request, &CLIENT_UNIDENTIFIED, Some(ip));
+            let refusal = Refusal::new(&CLIENT_UNIDENTIFIED, None);
+            return ResponseFuture::refused(refusal, Asked::by(&request));
+        }
+    }
     let admitted =
-        checkpoint.try_acquire_request_to(client, request.method().as_str(), request.uri().path());
+        checkpoint.try_acquire_request_to(ip, request.method().as_str(), request.uri().path());
     match admitted {
         Ok(permit) => {
-            request.extensions_mut().insert(ClientIp(client));
+            request.extensions_mut().insert(ClientIp(ip));
             ResponseFuture::called(inner.call(request), Some(permit))
         }
         Err(rejected) => ResponseFuture::refused(Refusal::from(rejected), Asked::by(&request)),

@@ -304,9 +304,12 @@ struct Decision<'a> {
     /// The client's connection limit (0: none); the request limit is in `limits`.
     limit: usize,
     exempt: bool,
-    /// A trusted proxy speaks for other clients: its connections and requests are counted
-    /// (and held to the global cap) but never limited per client, nor by a rate or a ban. The
-    /// clients it names are limited instead, under their own keys.
+    /// A trusted proxy speaks for other clients: its *connections* carry every client's
+    /// requests, so they are counted (and held to the global cap) but never limited per client,
+    /// nor by a connect rate or a ban; the clients it names are limited instead, under their own
+    /// keys. Its *requests* are another matter: a request counted under the proxy's own key is
+    /// one it named no client for, and it is held to the ordinary per-client limits, as nginx's
+    /// `realip` does, never exempt.
     proxy: bool,
     limits: &'a Limits,
     kind: Kind,
@@ -316,11 +319,19 @@ impl Decision<'_> {
     /// The limit for this event (0: none).
     #[inline]
     fn limit(&self) -> usize {
-        match (self.exempt || self.proxy, self.kind) {
-            (true, _) => 0,
-            (false, Kind::Connection) => self.limit,
-            (false, Kind::Request) => self.limits.max_requests_per_client,
+        if self.exempt || self.proxy_connection() {
+            return 0;
         }
+        match self.kind {
+            Kind::Connection => self.limit,
+            Kind::Request => self.limits.max_requests_per_client,
+        }
+    }
+
+    /// Whether this is a trusted proxy's connection, which no per-client limit applies to.
+    #[inline]
+    fn proxy_connection(&self) -> bool {
+        self.proxy && self.kind == Kind::Connection
     }
 
     /// Whether this is a connection to count in the global count.
@@ -332,7 +343,9 @@ impl Decision<'_> {
     /// Whether a ban or a rate rule must be checked.
     #[inline]
     fn gated(&self) -> bool {
-        !self.exempt && !self.proxy && (self.limits.has_rates() || self.entry.may_be_banned())
+        !self.exempt
+            && !self.proxy_connection()
+            && (self.limits.has_rates() || self.entry.may_be_banned())
     }
 
     /// Whether the decision takes the client's lock: to check a ban or a rate rule, or to take

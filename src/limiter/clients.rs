@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::sharing::BanNote;
-use super::{ClientStats, Limiter};
+use super::{ClientStats, Limiter, NetworkBan};
+use crate::ban::{Ban, BanReason};
 use crate::cidr::Cidr;
 use crate::clock::nanos;
 use crate::key::ClientKey;
@@ -15,24 +16,31 @@ use crate::key::ClientKey;
 impl Limiter {
     /// Bans `ip`'s client key for `duration`, from now; an existing longer ban stays. A banned
     /// client is refused everywhere: the listener closes it at accept. With a fleet joined, the
-    /// ban reaches every node.
+    /// ban reaches every node. Its reason reads "banned by the operator":
+    /// [`Limiter::ban_with_reason`] records your own.
     pub fn ban(&self, ip: IpAddr, duration: Duration) {
+        self.ban_with_reason(ip, duration, BanReason::operator());
+    }
+
+    /// [`Limiter::ban`], recording `reason` with the ban (see [`BanReason::given`] to make one
+    /// from an operator's words): [`Limiter::bans`] shows it while the ban runs.
+    pub fn ban_with_reason(&self, ip: IpAddr, duration: Duration, reason: BanReason) {
         let key = self.key_for(ip);
         let now = self.now();
         let until = now.saturating_add(nanos(duration));
-        self.ban_key(key, now, until);
+        tracing::info!(client = %key, ?duration, reason = %reason, "client banned by the operator");
+        self.ban_key(key, now, until, reason);
         self.shared.outbox.ban(BanNote::Banned(key, until));
-        tracing::info!(client = %key, ?duration, "client banned by the operator");
     }
 
-    /// Bans `key` until `until` (clock nanoseconds), decided at `now`.
-    pub(super) fn ban_key(&self, key: ClientKey, now: u64, until: u64) {
+    /// Bans `key` until `until` (clock nanoseconds), decided at `now`, for `reason`.
+    pub(super) fn ban_key(&self, key: ClientKey, now: u64, until: u64, reason: BanReason) {
         let shared = &*self.shared;
         loop {
             if let Some(record) = shared.clients.get(&key) {
                 let entry = record.key().entry();
                 let mut gate = entry.gate();
-                gate.ban_until(until, now);
+                gate.ban_until(until, now, reason);
                 entry.mark_banned(true);
                 break;
             }
@@ -72,19 +80,30 @@ impl Limiter {
     /// Bans every client in `network` for `duration`, from now: those tracked now, and those
     /// arriving while the ban runs (each is banned as it is first tracked, so admissions of
     /// clients outside every banned network pay nothing for it). An existing longer ban stays.
+    /// Its reason reads "banned by the operator": [`Limiter::ban_network_with_reason`] records
+    /// your own.
     pub fn ban_network(&self, network: Cidr, duration: Duration) {
+        self.ban_network_with_reason(network, duration, BanReason::operator());
+    }
+
+    /// [`Limiter::ban_network`], recording `reason` with the network's ban and its clients'.
+    pub fn ban_network_with_reason(&self, network: Cidr, duration: Duration, reason: BanReason) {
         let now = self.now();
         let until = now.saturating_add(nanos(duration));
+        tracing::info!(%network, ?duration, reason = %reason, "network banned by the operator");
         {
             let mut bans = self.network_bans();
-            bans.retain(|(banned, end)| *banned != network && *end > now);
-            bans.push((network, until));
+            bans.retain(|ban| ban.network != network && ban.until > now);
+            bans.push(NetworkBan {
+                network,
+                until,
+                reason: reason.clone(),
+            });
             self.shared.any_network_ban.store(true, Ordering::Relaxed);
         }
         for key in self.keys_within(network) {
-            self.ban_key(key, now, until);
+            self.ban_key(key, now, until, reason.clone());
         }
-        tracing::info!(%network, ?duration, "network banned by the operator");
     }
 
     /// Lifts the ban on `network` (as [`Limiter::ban_network`] made it) and on every client in
@@ -94,7 +113,7 @@ impl Limiter {
         let was_banned = {
             let mut bans = self.network_bans();
             let before = bans.len();
-            bans.retain(|(banned, end)| *banned != network && *end > now);
+            bans.retain(|ban| ban.network != network && ban.until > now);
             bans.len() < before
         };
         for key in self.keys_within(network) {
@@ -103,18 +122,22 @@ impl Limiter {
         was_banned
     }
 
-    /// The networks banned now, with the time each ban has left.
-    pub fn banned_networks(&self) -> Vec<(Cidr, Duration)> {
+    /// The networks banned now, each with the time its ban has left and its reason.
+    pub fn banned_networks(&self) -> Vec<(Cidr, Ban)> {
         let now = self.now();
         self.network_bans()
             .iter()
-            .filter(|(_, end)| *end > now)
-            .map(|(network, end)| (*network, Duration::from_nanos(end - now)))
+            .filter(|ban| ban.until > now)
+            .map(|ban| {
+                let left = Duration::from_nanos(ban.until - now);
+                let reason = ban.reason.clone();
+                (ban.network, Ban { left, reason })
+            })
             .collect()
     }
 
     /// The network bans, locked.
-    fn network_bans(&self) -> std::sync::MutexGuard<'_, Vec<(Cidr, u64)>> {
+    fn network_bans(&self) -> std::sync::MutexGuard<'_, Vec<NetworkBan>> {
         self.shared
             .network_bans
             .lock()
@@ -131,33 +154,37 @@ impl Limiter {
             .collect()
     }
 
-    /// Bans a newly tracked `key` if a running network ban covers it.
+    /// Bans a newly tracked `key` if a running network ban covers it, until the latest end of
+    /// those that do, with that ban's reason.
     pub(super) fn ban_if_in_banned_network(&self, key: ClientKey) {
         if !self.shared.any_network_ban.load(Ordering::Relaxed) {
             return;
         }
         let now = self.now();
-        let until = self
+        let covering = self
             .network_bans()
             .iter()
-            .filter(|(network, end)| *end > now && within(&key, *network))
-            .map(|(_, end)| *end)
-            .max();
-        if let Some(until) = until {
-            self.ban_key(key, now, until);
+            .filter(|ban| ban.until > now && within(&key, ban.network))
+            .max_by_key(|ban| ban.until)
+            .map(|ban| (ban.until, ban.reason.clone()));
+        if let Some((until, reason)) = covering {
+            self.ban_key(key, now, until, reason);
         }
     }
 
-    /// The clients banned now, with the time each ban has left.
-    pub fn bans(&self) -> Vec<(ClientKey, Duration)> {
+    /// The clients banned now, each with the time its ban has left and its reason.
+    pub fn bans(&self) -> Vec<(ClientKey, Ban)> {
         let now = self.now();
         self.shared
             .clients
             .iter()
             .filter_map(|record| {
                 let entry = record.key().entry();
-                let until = entry.gate().banned_until();
-                (until > now).then(|| (entry.key, Duration::from_nanos(until - now)))
+                let gate = entry.gate();
+                let until = gate.banned_until();
+                let reason = gate.ban_reason(now)?.clone();
+                let left = Duration::from_nanos(until - now);
+                Some((entry.key, Ban { left, reason }))
             })
             .collect()
     }

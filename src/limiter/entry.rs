@@ -57,7 +57,7 @@ pub(super) struct Facts {
     /// Whether the client's addresses are exempt: none, some or all of them.
     pub(super) exempt: Overlap,
     /// Whether every address of the client is a trusted proxy: it then speaks for other
-    /// clients, and is never limited as one (see `Decision::proxy`).
+    /// clients, and its connections are never limited as one's (see `Decision::proxy`).
     pub(super) proxy: bool,
 }
 

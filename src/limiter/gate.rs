@@ -2,7 +2,7 @@
 //! concurrency limits.
 
 use super::Kind;
-use crate::ban::noise;
+use crate::ban::{noise, BanReason};
 use crate::clock::nanos;
 use crate::key::ClientKey;
 use crate::limits::Limits;
@@ -43,6 +43,8 @@ struct Extra {
     bans: u32,
     /// Until when the client is banned (clock nanoseconds); 0 once it is not.
     banned_until: u64,
+    /// Why, while it is.
+    ban_reason: Option<BanReason>,
     /// With a fleet joined: the events to send, and the other nodes' seen so far.
     fleet: Option<Box<FleetCounts>>,
 }
@@ -160,9 +162,21 @@ impl Gate {
         self.extra.as_ref().map_or(0, |extra| extra.banned_until)
     }
 
-    /// Bans the client until `until` (an existing later end stays), decided at `now`.
-    pub(super) fn ban_until(&mut self, until: u64, now: u64) {
+    /// Why the client is banned, while it is (at `now`).
+    pub(super) fn ban_reason(&self, now: u64) -> Option<&BanReason> {
+        let extra = self.extra.as_ref()?;
+        (extra.banned_until > now)
+            .then_some(extra.ban_reason.as_ref())
+            .flatten()
+    }
+
+    /// Bans the client until `until`, decided at `now`, for `reason`. An existing ban that
+    /// ends later stays, with its own reason.
+    pub(super) fn ban_until(&mut self, until: u64, now: u64, reason: BanReason) {
         let extra = self.extra();
+        if until >= extra.banned_until || extra.ban_reason.is_none() {
+            extra.ban_reason = Some(reason);
+        }
         extra.banned_until = extra.banned_until.max(until);
         self.remember_until(until);
         self.last_seen = self.last_seen.max(now);
@@ -172,6 +186,7 @@ impl Gate {
     pub(super) fn unban(&mut self) {
         if let Some(extra) = &mut self.extra {
             extra.banned_until = 0;
+            extra.ban_reason = None;
             extra.bans = 0;
             extra.violations = RateState::default();
         }
@@ -189,6 +204,7 @@ impl Gate {
                     return Err((RejectReason::Banned, Some(extra.banned_until - now)));
                 }
                 extra.banned_until = 0;
+                extra.ban_reason = None;
                 notes.ban_over = true;
             }
         }
@@ -229,7 +245,7 @@ impl Gate {
                 Ok(())
             }
             Some(refusal) => {
-                self.violation(d, notes);
+                self.violation(d, notes, refusal.0);
                 Err(refusal)
             }
         }
@@ -360,8 +376,9 @@ impl Gate {
         None
     }
 
-    /// Records a violation; crossing the ban policy's threshold bans the client.
-    fn violation(&mut self, d: &Event<'_>, notes: &mut Notes) {
+    /// Records a violation of the rule that refused for `reason`; crossing the ban policy's
+    /// threshold bans the client.
+    fn violation(&mut self, d: &Event<'_>, notes: &mut Notes, reason: RejectReason) {
         let Some(policy) = &d.limits.ban else {
             return;
         };
@@ -386,7 +403,12 @@ impl Gate {
         let extra = self.extra();
         let until = now.saturating_add(policy.length(extra.bans, noise(d.key, now)));
         extra.bans = extra.bans.saturating_add(1);
-        self.ban_until(until, now);
+        let why = BanReason::Policy {
+            last: reason,
+            violations: policy.max_violations.saturating_add(1),
+            within: policy.within,
+        };
+        self.ban_until(until, now, why);
         notes.banned_until = until;
         // Remember the record of bans for one longest ban after this one ends, for escalation.
         self.remember_until(until.saturating_add(nanos(policy.max_ban_for)));

@@ -1,7 +1,9 @@
 //! Counting and logging refusals and admissions, with the rate-limited warning that sums up
 //! refusals (see `summary.rs`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use super::gate::Notes;
 use super::points::PointCounters;
@@ -180,4 +182,47 @@ fn log_summary(window: &Window) {
         window.clients,
         window.seconds
     );
+}
+
+/// At most one log line per period for one kind of event, whichever thread sees it: for events
+/// a client can cause at will (a connection cut, an unidentified request), where a line per
+/// event would let it flood the log. The first event logs at once.
+///
+/// Reads the process's monotonic clock, not the limiter's: it paces the log, not a decision.
+#[derive(Debug, Default)]
+pub(crate) struct Every {
+    /// When the last line was logged, in nanoseconds since the process's first look plus one (0:
+    /// never).
+    last: AtomicU64,
+}
+
+impl Every {
+    /// Whether a line is due now, `period` after the last one; the caller that gets `true` logs.
+    pub(crate) fn due(&self, period: Duration) -> bool {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let now = EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < period.as_nanos() as u64 {
+            return false;
+        }
+        self.last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// How often a kind of event a client can cause at will is logged at most.
+pub(crate) const EVENT_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lets_the_first_line_through_then_waits() {
+        let every = Every::default();
+        assert!(every.due(Duration::from_secs(3600)), "the first");
+        assert!(!every.due(Duration::from_secs(3600)), "within the period");
+        assert!(every.due(Duration::ZERO), "once the period is over");
+    }
 }

@@ -30,6 +30,7 @@ mod summary;
 use self::entry::{Entry, Record};
 use self::gate::Route;
 use self::hot::HotConfig;
+pub(crate) use self::permit::CloseCounter;
 pub use self::permit::{ConnPermit, RequestPermit};
 pub(crate) use self::points::PointId;
 pub use self::points::{AdmissionPoint, Checkpoint};
@@ -189,11 +190,18 @@ struct Shared {
     sweeping: Mutex<()>,
     /// What a fleet must hear, when one is joined (`sharing.rs`).
     outbox: sharing::Outbox,
-    /// Networks banned by the operator, and until when (`clients.rs`); their clients are
-    /// banned as they are first tracked.
-    network_bans: Mutex<Vec<(crate::cidr::Cidr, u64)>>,
+    /// Networks banned by the operator (`clients.rs`); their clients are banned as they are
+    /// first tracked.
+    network_bans: Mutex<Vec<NetworkBan>>,
     /// Whether `network_bans` may hold a running ban: a new client then looks.
     any_network_ban: std::sync::atomic::AtomicBool,
+}
+
+/// A network the operator banned: until when (clock nanoseconds), and why.
+struct NetworkBan {
+    network: crate::cidr::Cidr,
+    until: u64,
+    reason: crate::ban::BanReason,
 }
 
 /// What a client's entry, and each permit through it, reaches without the map: the admission
@@ -249,6 +257,9 @@ struct Counters {
     dry_run: AtomicU64,
     bans: AtomicU64,
     evictions: AtomicU64,
+    unidentified: AtomicU64,
+    /// Paces the log line about unidentified requests.
+    unidentified_logged: log::Every,
 }
 
 impl Limiter {

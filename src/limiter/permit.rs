@@ -72,7 +72,49 @@ impl ConnPermit {
     /// [`AdmissionPoint::DIRECT`](crate::AdmissionPoint::DIRECT), which declares none).
     pub fn count_closed(&self, reason: &'static str) {
         let slot = &self.slot;
-        slot.entry.home.points.count_closed(slot.point, reason);
+        let entry = &slot.entry;
+        entry
+            .home
+            .points
+            .count_closed(slot.point, reason, &entry.key);
+    }
+
+    /// A handle that counts this connection's early close even after the connection, and this
+    /// permit, are gone: for a server that learns of a cut only from the error its connection
+    /// ended with (hyper's header read timeout, in `serve::Serve`).
+    pub(crate) fn close_counter(&self) -> CloseCounter {
+        CloseCounter {
+            entry: Arc::clone(&self.slot.entry),
+            point: self.slot.point,
+        }
+    }
+}
+
+/// Counts the early close of one admitted connection, after the fact: see
+/// `ConnPermit::close_counter`. It keeps the client's entry alive, not its count.
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct CloseCounter {
+    entry: Arc<Entry>,
+    point: PointId,
+}
+
+impl CloseCounter {
+    /// As [`ConnPermit::count_closed`].
+    pub(crate) fn count(&self, reason: &'static str) {
+        let entry = &self.entry;
+        entry
+            .home
+            .points
+            .count_closed(self.point, reason, &entry.key);
+    }
+}
+
+impl fmt::Debug for CloseCounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseCounter")
+            .field("client", &self.entry.key)
+            .finish()
     }
 }
 

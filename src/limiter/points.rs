@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use super::gate::Route;
+use super::log::{Every, EVENT_LOG_PERIOD};
 use super::{stripes, ConnPermit, Kind, Limiter, RequestPermit};
+use crate::key::ClientKey;
 use crate::reason::{ReasonInfo, RejectReason, Rejected};
 
 /// Where connections or requests meet the limiter: a name for stats, logs and metric labels,
@@ -227,6 +229,32 @@ impl Checkpoint {
         self.refuse(Kind::Request, reason, client)
     }
 
+    /// Counts a request that the trusted proxy `proxy` sent without naming a usable client
+    /// (`refused`, or counted under the proxy's own address), and logs it at warn, at most once
+    /// every 10 seconds for the limiter: a request the layer cannot attribute is never waved
+    /// through, and an operator must hear of it.
+    pub(crate) fn note_unidentified(&self, proxy: IpAddr, refused: bool) {
+        let counters = &self.limiter.shared.counters;
+        let count = counters.unidentified.fetch_add(1, Ordering::Relaxed) + 1;
+        if counters
+            .unidentified_logged
+            .due(super::log::EVENT_LOG_PERIOD)
+        {
+            let fate = if refused {
+                "refused"
+            } else {
+                "counted under the proxy's own address"
+            };
+            tracing::warn!(
+                %proxy,
+                point = %self.point().name(),
+                unidentified_requests = count,
+                "a trusted proxy sent a request naming no usable client: {fate} (set the client \
+                 address header on every proxy route)"
+            );
+        }
+    }
+
     /// Counts and logs a `kind` refused here for `reason`; see
     /// [`refuse_connection`](Checkpoint::refuse_connection).
     pub(crate) fn refuse(
@@ -308,6 +336,8 @@ pub(super) struct PointCounters {
     /// Whether each refusal reason has been counted here before, for logging a
     /// misconfiguration loudly once.
     seen: [AtomicBool; MAX_REFUSALS],
+    /// Paces the log lines about early closes, by reason.
+    cut_logged: [Every; MAX_CLOSES],
 }
 
 /// One thread's share of a point's counters, on cache lines of its own.
@@ -348,6 +378,7 @@ impl PointCounters {
             point,
             stripes: Box::new(std::array::from_fn(|_| PointStripe::default())),
             seen: Default::default(),
+            cut_logged: Default::default(),
         }
     }
 
@@ -425,9 +456,10 @@ impl Points {
 }
 
 impl Points {
-    /// Counts an admitted connection that `point` closed early, for `reason`, one of its
-    /// `closes`.
-    pub(super) fn count_closed(&self, point: PointId, reason: &str) {
+    /// Counts an admitted connection of `client` that `point` cut early, for `reason`, one of
+    /// its `closes`, and logs it at info, at most once every 10 seconds per point and reason
+    /// (a flood of slow clients must not flood the log), with the count so far.
+    pub(super) fn count_closed(&self, point: PointId, reason: &str, client: &ClientKey) {
         let counters = self.get(point);
         let Some(i) = counters.point.closes.iter().position(|r| *r == reason) else {
             panic!(
@@ -436,6 +468,16 @@ impl Points {
             );
         };
         stripes::up(&counters.mine().closed[i]);
+        if counters.cut_logged[i].due(EVENT_LOG_PERIOD) {
+            let so_far = stripes::sum(counters.stripes(), |s| &s.closed[i]);
+            tracing::info!(
+                %client,
+                point = %counters.point.name(),
+                reason,
+                closed = so_far,
+                "cut a connection early (lines like this one are at most one every 10s per reason)"
+            );
+        }
     }
 }
 

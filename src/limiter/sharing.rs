@@ -8,10 +8,11 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::Limiter;
+use crate::ban::BanReason;
 use crate::clock::nanos;
 use crate::key::ClientKey;
 use crate::limits::Limits;
@@ -148,7 +149,8 @@ impl Limiter {
     /// to the fleet.
     pub(crate) fn apply_fleet_ban(&self, key: ClientKey, left: Duration) {
         let now = self.now();
-        self.ban_key(key, now, now.saturating_add(nanos(left)));
+        let reason = BanReason::Given(Arc::from("banned by another node of the fleet"));
+        self.ban_key(key, now, now.saturating_add(nanos(left)), reason);
     }
 
     /// Lifts the ban on `key`, as another node decided; not told back to the fleet.

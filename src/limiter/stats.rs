@@ -29,9 +29,18 @@ pub struct Stats {
     pub admitted_requests: u64,
     /// Refusals since the limiter was created, by reason, at every point together.
     pub rejected: ByReason,
-    /// Admitted connections closed early by their admission point (the listener's deadlines:
-    /// `handshake_timeout`, `idle_timeout`, `min_receive_rate`), by reason.
+    /// Admitted connections the crate cut early, by cause: the listener's deadlines
+    /// (`handshake_timeout`, `idle_timeout`, `min_receive_rate`) and the header timeout of
+    /// [`serve::Serve`](crate::serve) (`header_timeout`). A connection refused before it was
+    /// admitted (a late PROXY header: `proxy_header_timeout`) is in `rejected` instead.
     pub closed: ByReason,
+    /// Requests a trusted proxy sent without naming a usable client (no header, too few
+    /// entries, `unknown`, garbage): each was counted under the proxy's own address, or refused
+    /// as `client_unidentified`, as
+    /// [`ClientIpConfig::unidentified`](crate::ClientIpConfig::unidentified) says. A count that
+    /// keeps rising means a proxy route that does not set the header, or a client on the
+    /// proxy's own host.
+    pub unidentified_requests: u64,
     /// Refusals that dry-run rules (and dry-run ban policies) would have made, but let through.
     pub dry_run: u64,
     /// Bans imposed, by the ban policy or by [`Limiter::ban`].
@@ -253,6 +262,7 @@ impl Limiter {
             dry_run: shared.counters.dry_run.load(Ordering::Relaxed),
             bans: shared.counters.bans.load(Ordering::Relaxed),
             evictions: shared.counters.evictions.load(Ordering::Relaxed),
+            unidentified_requests: shared.counters.unidentified.load(Ordering::Relaxed),
             fleet: self.fleet_health(),
             ..Stats::default()
         };

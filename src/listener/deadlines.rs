@@ -117,12 +117,19 @@ impl Deadline {
     }
 }
 
-/// Every deadline's name, as the listener's admission point declares its early closes.
-pub(super) static CLOSES: [&str; 3] = [
+/// Why a connection the listener admitted was cut early: each deadline's name, and
+/// [`HEADER_TIMEOUT`], as the listener's admission point declares its early closes.
+pub(super) static CLOSES: [&str; 4] = [
     Deadline::Handshake.name(),
     Deadline::Idle.name(),
     Deadline::MinReceiveRate.name(),
+    HEADER_TIMEOUT,
 ];
+
+/// A request's headers did not arrive within the header timeout of the server on top of the
+/// listener (`serve::Serve`: every HTTP/1 request, every HTTP/2 header block); counted under
+/// the listener, which admitted the connection.
+pub(crate) const HEADER_TIMEOUT: &str = "header_timeout";
 
 /// Which side of the connection is waiting on the deadlines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -136,6 +136,7 @@ use self::accept::{AcceptPath, Outcome};
 #[cfg(feature = "axum")]
 pub use self::axum::AxumListener;
 pub use self::deadlines::MinReceiveRate;
+pub(crate) use self::deadlines::HEADER_TIMEOUT;
 pub use self::incoming::Incoming;
 pub use self::reject::{RejectAction, RejectableIo};
 pub(crate) use self::settings::ListenerSettings;

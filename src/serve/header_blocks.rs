@@ -26,6 +26,9 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::limiter::CloseCounter;
+use crate::listener::HEADER_TIMEOUT;
+
 /// The client's connection preface of HTTP/2 (RFC 9113, section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A frame header's length: payload length (3), type (1), flags (1), stream (4).
@@ -170,17 +173,30 @@ pin_project! {
         // `Unpin` IO, as hyper wants).
         deadline: Option<Pin<Box<Sleep>>>,
         passed: bool,
+        // Where the cut is counted, when the connection is the limiter's.
+        cuts: Option<CloseCounter>,
     }
 }
 
 impl<IO> HeaderDeadline<IO> {
-    pub(super) fn new(io: IO, timeout: Duration) -> Self {
+    pub(super) fn new(io: IO, timeout: Duration, cuts: Option<CloseCounter>) -> Self {
         HeaderDeadline {
             io,
             frames: Frames::new(),
             timeout,
             deadline: None,
             passed: false,
+            cuts,
+        }
+    }
+}
+
+/// Marks the deadline passed, counting the cut the first time.
+fn pass(passed: &mut bool, cuts: &Option<CloseCounter>) {
+    if !std::mem::replace(passed, true) {
+        tracing::debug!("closing an HTTP/2 connection: a header block took too long");
+        if let Some(cuts) = cuts {
+            cuts.count(HEADER_TIMEOUT);
         }
     }
 }
@@ -200,7 +216,7 @@ impl<IO: AsyncRead> AsyncRead for HeaderDeadline<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         if this.deadline.as_ref().is_some_and(|d| d.is_elapsed()) {
-            *this.passed = true;
+            pass(this.passed, this.cuts);
         }
         if *this.passed {
             return Poll::Ready(Err(header_timeout()));
@@ -222,8 +238,7 @@ impl<IO: AsyncRead> AsyncRead for HeaderDeadline<IO> {
         }
         if let Some(deadline) = this.deadline {
             if deadline.as_mut().poll(cx).is_ready() {
-                *this.passed = true;
-                tracing::debug!("closing an HTTP/2 connection: a header block took too long");
+                pass(this.passed, this.cuts);
                 return Poll::Ready(Err(header_timeout()));
             }
         }

@@ -59,11 +59,12 @@ use tower_service::Service;
 
 use self::header_blocks::HeaderDeadline;
 use crate::layer::ClientAddr;
-use crate::listener::ConnLimitListener;
+use crate::limiter::CloseCounter;
+use crate::listener::{ConnLimitListener, HEADER_TIMEOUT};
 
 /// The defaults: nginx's `client_header_timeout` is 60 s, HAProxy's documentation suggests a
 /// few seconds; 10 s lets a slow mobile client through and cuts a trickle short.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's default for HTTP/2 is 200; Envoy's and Go's 100, and nginx's 128.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
@@ -84,6 +85,10 @@ pub trait Listener: sealed::Sealed + Send + 'static {
 
     /// The address it is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// What counts a header timeout on `io` in the limiter's stats, if `io` is counted.
+    #[doc(hidden)]
+    fn close_counter(io: &Self::Io) -> Option<CloseCounter>;
 }
 
 mod sealed {
@@ -102,6 +107,10 @@ impl Listener for ConnLimitListener<TcpListener> {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         ConnLimitListener::local_addr(self)
     }
+
+    fn close_counter(io: &Self::Io) -> Option<CloseCounter> {
+        Some(io.permit().close_counter())
+    }
 }
 
 impl sealed::Sealed for TcpListener {}
@@ -115,6 +124,10 @@ impl Listener for TcpListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         TcpListener::local_addr(self)
+    }
+
+    fn close_counter(_io: &Self::Io) -> Option<CloseCounter> {
+        None
     }
 }
 
@@ -137,7 +150,7 @@ impl<L: Listener, S> Serve<L, S> {
         Serve {
             listener,
             app,
-            header_timeout: HEADER_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_concurrent_streams: MAX_CONCURRENT_STREAMS,
             keep_alive: Some((KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)),
             drain_deadline: DRAIN_DEADLINE,
@@ -240,7 +253,8 @@ where
                     continue;
                 }
             };
-            let io = TokioIo::new(HeaderDeadline::new(io, self.header_timeout));
+            let cuts = L::close_counter(&io);
+            let io = TokioIo::new(HeaderDeadline::new(io, self.header_timeout, cuts.clone()));
             let service = WithPeer {
                 app: self.app.clone(),
                 peer,
@@ -251,6 +265,9 @@ where
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 if let Err(err) = connection.await {
+                    if let (Some(cuts), true) = (&cuts, is_header_timeout(&*err)) {
+                        cuts.count(HEADER_TIMEOUT);
+                    }
                     tracing::debug!(%peer, %err, "connection ended with an error");
                 }
             });
@@ -264,6 +281,13 @@ where
         }
         Ok(())
     }
+}
+
+/// Whether a connection ended because hyper's HTTP/1 header read timeout passed. (An HTTP/2
+/// header block's timeout is [`HeaderDeadline`]'s, which counts it itself.)
+fn is_header_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout)
 }
 
 /// The app, for one connection: each request gets the peer in its extensions.
