@@ -58,6 +58,35 @@ fn v2(command: u8, client: [u8; 4], port: u16) -> Vec<u8> {
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 
+/// One v2 TLV: its type, its big-endian length and its value.
+fn tlv(kind: u8, value: &[u8]) -> Vec<u8> {
+    let mut t = vec![kind];
+    t.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    t.extend_from_slice(value);
+    t
+}
+
+/// The v2 `header` with `tlvs` after its addresses, its declared length counting them.
+fn with_tlvs(header: &[u8], tlvs: &[u8]) -> Vec<u8> {
+    let mut h = [header, tlvs].concat();
+    let declared = (h.len() - 16) as u16;
+    h[14..16].copy_from_slice(&declared.to_be_bytes());
+    h
+}
+
+/// A header an AWS Network Load Balancer sent (from the tests of AWS's
+/// elastic-load-balancing-tools): client 172.31.7.113:51442, then a CRC32c, a VPC endpoint id
+/// and NOOP padding.
+fn aws_nlb_header() -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0x00, 0x54]);
+    h.extend_from_slice(&[172, 31, 7, 113, 172, 31, 10, 31, 0xc8, 0xf2, 0x00, 0x50]);
+    h.extend_from_slice(&tlv(0x03, &[0xe8, 0xd6, 0x89, 0x2d]));
+    h.extend_from_slice(&tlv(0xea, b"\x01vpce-08d2bf15fac5001c9"));
+    h.extend_from_slice(&tlv(0x04, &[0; 36]));
+    h
+}
+
 /// Connects from 127.0.0.n and sends `header` followed by a GET.
 async fn send_from(n: u8, server: SocketAddr, header: &[u8]) -> TcpStream {
     let mut stream = connect_from(n, server).await;
@@ -151,6 +180,41 @@ async fn malformed_headers_from_the_trusted_proxy_close_the_connection() {
     let stats = limiter.stats();
     assert_eq!(stats.rejected["proxy_header_invalid"], 3);
     assert_eq!(stats.admitted_connections, 0);
+}
+
+#[tokio::test]
+async fn a_v2_header_whose_tlv_runs_past_its_length_is_refused() {
+    let limiter = limiter();
+    let server = server(limiter.clone()).await;
+    // The TLV claims its 11 bytes and the whole GET after them: a reader believing it would take
+    // the request for the TLV's value.
+    let mut overrun = tlv(0x02, b"example.com");
+    overrun[1..3].copy_from_slice(&(11 + GET.len() as u16).to_be_bytes());
+    let header = with_tlvs(&v2(0x1, [198, 51, 100, 9], 6666), &overrun);
+    let mut stream = send_from(PROXY, server, &header).await;
+    assert!(was_refused(&mut stream).await);
+
+    let stats = limiter.stats();
+    assert_eq!(stats.rejected["proxy_header_invalid"], 1);
+    assert_eq!(stats.admitted_connections, 0);
+    assert!(limiter.client("198.51.100.9".parse().unwrap()).is_none());
+}
+
+#[tokio::test]
+async fn a_v2_header_with_tlvs_names_the_client() {
+    let limiter = limiter();
+    let server = server(limiter.clone()).await;
+    let tlvs = [tlv(0x02, b"example.com"), tlv(0xea, b"\x01vpce-0123456")].concat();
+    let header = with_tlvs(&v2(0x1, [198, 51, 100, 9], 6666), &tlvs);
+    let mut a = send_from(PROXY, server, &header).await;
+    assert_eq!(body_of(&mut a).await, "198.51.100.9:6666");
+    // AWS's own, whose CRC32c is checked.
+    let mut b = send_from(PROXY, server, &aws_nlb_header()).await;
+    assert_eq!(body_of(&mut b).await, "172.31.7.113:51442");
+
+    let stats = limiter.stats();
+    assert_eq!(stats.rejected["proxy_header_invalid"], 0);
+    assert_eq!(stats.admitted_connections, 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,7 +10,10 @@
 //!   takes a v1 line ending in a bare LF; the read must then find no header);
 //! - the address of an accepted header is the one written in it: for v1, the source address
 //!   and port fields of the text; for v2, the source address and port bytes of its family, and
-//!   none for `LOCAL`, `UNSPEC` and Unix sockets.
+//!   none for `LOCAL`, `UNSPEC` and Unix sockets;
+//! - an accepted v2 header, `LOCAL` included, is laid out as it says: its family's address
+//!   block fits in the declared length, the rest is a whole number of TLVs, none running past
+//!   the end, and a CRC32c TLV, if there is one, is the only one and matches.
 #![no_main]
 
 use std::future::Future;
@@ -86,6 +89,61 @@ fn v2_source(header: &[u8]) -> Option<SocketAddr> {
     }
 }
 
+/// Checks, by hand, the layout of an accepted v2 header: the address block of its family,
+/// then TLVs (type, big-endian length, value) that end exactly at the header's end.
+fn check_v2_layout(header: &[u8]) {
+    let addresses = match header[13] >> 4 {
+        0x0 => 0,
+        0x1 => 12,
+        0x2 => 36,
+        0x3 => 216,
+        family => panic!("a v2 header of family {family:#x} was accepted"),
+    };
+    assert!(
+        16 + addresses <= header.len(),
+        "a v2 address block past the end"
+    );
+    let mut rest = &header[16 + addresses..];
+    let mut checksums = Vec::new();
+    // Bounded: each turn takes at least 3 bytes off `rest`.
+    while !rest.is_empty() {
+        assert!(
+            rest.len() >= 3,
+            "a v2 header ending in a TLV fragment: {header:02x?}"
+        );
+        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]]));
+        assert!(3 + len <= rest.len(), "a TLV past the end: {header:02x?}");
+        if rest[0] == 0x03 {
+            let value = header.len() - rest.len() + 3;
+            checksums.push(value..value + len);
+        }
+        rest = &rest[3 + len..];
+    }
+    assert!(checksums.len() <= 1, "two CRC32c TLVs: {header:02x?}");
+    if let Some(field) = checksums.pop() {
+        let sent: [u8; 4] = header[field.clone()].try_into().expect("a 4-byte CRC32c");
+        let mut zeroed = header.to_vec();
+        zeroed[field].fill(0);
+        assert_eq!(crc32c(&zeroed), u32::from_be_bytes(sent), "{header:02x?}");
+    }
+}
+
+/// CRC32c of `bytes`, as RFC 4960 appendix B has it: reflected, initial and final XOR all ones.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = u32::MAX;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 /// The checks on a whole header that was accepted as naming `addr`.
 fn check_accepted(header: &[u8], addr: Option<SocketAddr>) {
     if header.starts_with(b"PROXY ") {
@@ -109,6 +167,7 @@ fn check_accepted(header: &[u8], addr: Option<SocketAddr>) {
             16 + payload,
             "a v2 header of another length than announced"
         );
+        check_v2_layout(header);
         assert_eq!(v2_source(header), addr, "{header:02x?}");
     } else {
         panic!("a header with neither signature was accepted: {header:02x?}");

@@ -104,9 +104,13 @@
 //! names: its key, `ConnectInfo` and [`TrackedIo::remote_addr`] are the real client's. A
 //! connection from any other peer is closed before a byte is read; a malformed, missing or late
 //! header closes it too, each counted in [`Stats::rejected`] (`proxy_untrusted`,
-//! `proxy_header_invalid`, `proxy_header_timeout`). Headers are read in tasks of their own, at
-//! most [`max_pending_proxy_headers`](ConnLimitListener::max_pending_proxy_headers) at once, so
-//! a slow proxy connection never stalls accepting.
+//! `proxy_header_invalid`, `proxy_header_timeout`). A v2 header is checked for structure before
+//! it is believed: its declared length must be exactly what follows its fixed part, its
+//! family's address block must fit in it, the rest must be whole TLVs, and a CRC32c TLV must
+//! match; one that does not is malformed (`proxy_header_invalid`). Headers are read in tasks of
+//! their own, at most
+//! [`max_pending_proxy_headers`](ConnLimitListener::max_pending_proxy_headers) at once, so a
+//! slow proxy connection never stalls accepting.
 //!
 //! [`Stats::closed`]: crate::Stats::closed
 //! [`Stats::rejected`]: crate::Stats::rejected

@@ -48,7 +48,10 @@ pub struct ListenerConfig {
     pub min_receive_rate: Option<MinReceiveRate>,
     /// Whether every connection starts with a PROXY protocol header (v1 or v2, as HAProxy, AWS
     /// NLB and Envoy send) from one of [`Config::trusted_proxies`](crate::Config::trusted_proxies).
-    /// Default [`ProxyProtocol::Off`]. Needs the `proxy-protocol` feature.
+    /// A v2 header is checked for structure before it is believed (its declared length, the
+    /// address block of its family, its TLVs, a CRC32c TLV if it has one); a malformed one closes
+    /// the connection, counted as `proxy_header_invalid`. Default [`ProxyProtocol::Off`]. Needs
+    /// the `proxy-protocol` feature.
     pub proxy_protocol: ProxyProtocol,
     /// How long a trusted proxy may take to send its PROXY header before the connection is
     /// closed. Default 5 seconds; must be more than zero when `proxy_protocol` is on.
@@ -88,7 +91,10 @@ pub enum ProxyProtocol {
     ///
     /// A connection from any other peer is closed at once, before a byte is read, since anyone
     /// able to send a header would otherwise choose their own client address; a malformed,
-    /// missing or late header closes the connection too. Each is counted in
+    /// missing or late header closes the connection too; malformed includes a v2 header, `LOCAL`
+    /// or not, whose declared length is not exactly what follows its fixed part, whose family's
+    /// address block does not fit in it, whose TLVs run past its end or leave a fragment, or
+    /// whose CRC32c does not match. Each is counted in
     /// [`Stats::rejected`](crate::Stats::rejected). Health checks that cannot send a header
     /// belong on a listener of their own.
     Required,
