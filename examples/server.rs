@@ -18,9 +18,10 @@
 //! The deadlines (`--handshake-timeout`, `--idle-timeout`, `--min-rate` with a 10 s grace) and
 //! `--proxy-protocol` act at the listener (`--mode listener`); `--client-ip-header` at the
 //! request level (with `--max-requests`). Both trust only the `--trusted-proxy` networks.
-//! `--config FILE` takes the limits from a TOML or JSON file instead of the flags, and reloads
-//! it whenever it changes and on SIGHUP, keeping the running limits when an edit is broken; it
-//! needs the `reload` feature (`examples/config.toml` documents every field).
+//! `--config FILE` takes the limits from a TOML or JSON file instead of the flags (feature
+//! `serde`; `examples/config.toml` documents every field). With the `reload` feature it reloads
+//! the file whenever it changes and on SIGHUP, keeping the running limits when an edit is
+//! broken; with `serde` alone it reads the file once and says so at start-up.
 //! `--admin ADDR --admin-token TOKEN` serves the admin API and live page on ADDR (feature
 //! `admin`) and takes `/stats` off the public port; without it, `/stats` is public and the
 //! server says so at start-up.
@@ -143,8 +144,8 @@ struct Args {
     /// The bearer token the admin API wants (recorded in its audit as `operator`).
     #[arg(long, value_name = "TOKEN", requires = "admin")]
     admin_token: Option<String>,
-    /// The limits from a TOML or JSON file instead of the flags above, reloaded whenever it
-    /// changes and on SIGHUP (feature `reload`).
+    /// The limits from a TOML or JSON file instead of the flags above (feature `serde`),
+    /// reloaded whenever it changes and on SIGHUP (feature `reload`; without it, read once).
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "max_per_client", "max_total", "max_requests", "handshake_timeout", "idle_timeout",
         "min_rate", "trusted_proxies", "proxy_protocol", "client_ip_header", "request_rate", "ban",
@@ -251,15 +252,17 @@ impl Args {
     }
 }
 
-#[cfg(feature = "reload")]
+/// Reads `--config` once; [`watch_config`] reloads it with the `reload` feature.
+#[cfg(feature = "serde")]
 fn config_file(path: &std::path::Path) -> Result<Config, String> {
     Config::from_file(path).map_err(|err| format!("--config {}: {err}", path.display()))
 }
 
-#[cfg(not(feature = "reload"))]
+#[cfg(not(feature = "serde"))]
 fn config_file(_path: &std::path::Path) -> Result<Config, String> {
     Err(
-        "--config needs the `reload` feature: rebuild with --features reload, as in\n  \
+        "--config needs the `serde` feature (and `reload` to reload the file when it changes): \
+         rebuild with --features reload, as in\n  \
          cargo run --example server --features reload -- --config examples/config.toml"
             .to_owned(),
     )
@@ -362,8 +365,17 @@ fn watch_config(args: &Args, limiter: &Limiter) -> Result<Option<impl Drop>, Str
     Ok(Some(watcher))
 }
 
+/// Without the `reload` feature, `--config` was read once: says so, since the flag's help
+/// promises reloads.
 #[cfg(not(feature = "reload"))]
-fn watch_config(_args: &Args, _limiter: &Limiter) -> Result<Option<()>, String> {
+fn watch_config(args: &Args, _limiter: &Limiter) -> Result<Option<()>, String> {
+    if let Some(path) = &args.config {
+        tracing::warn!(
+            path = %path.display(),
+            "the config was read once and will not be reloaded on change or SIGHUP: \
+             rebuild with --features reload for that"
+        );
+    }
     Ok(None)
 }
 
