@@ -3,9 +3,11 @@
 //! ```text
 //! cargo run --example server -- --addr 127.0.0.1:3000 --max-per-client 10 \
 //!     [--max-total N] [--max-requests N] [--mode listener|make-service|off] [--reject close|reset|http] \
+//!     [--request-rate N/PERIOD] [--ban VIOLATIONS/WITHIN/BAN_FOR] \
 //!     [--handshake-timeout DURATION] [--idle-timeout DURATION] [--min-rate BYTES_PER_SEC] \
 //!     [--header-timeout DURATION] [--trusted-proxy CIDR]... [--proxy-protocol] \
-//!     [--client-ip-header forwarded|x-forwarded-for|x-real-ip] [--metrics] [--config FILE]
+//!     [--client-ip-header forwarded|x-forwarded-for|x-real-ip] [--trusted-hops N] \
+//!     [--metrics] [--config FILE] [--admin ADDR --admin-token TOKEN] [--redis URL]
 //! cargo run --example server -- --help
 //! ```
 //!
@@ -15,15 +17,34 @@
 //! same way with no limiter at all, for `scripts/e2e.sh` to compare; `--mode make-service`
 //! counts connections in `ConnLimitLayer` around axum's make-service, served by `axum::serve`.
 //!
+//! `--request-rate N/PERIOD` allows each client N requests per PERIOD (a sliding window):
+//! `5/500ms`, `100/1m`, `10/60s`; a bare number is seconds, so `10/60` is 10 a minute and `5/0.5`
+//! 5 per half second. `--ban VIOLATIONS/WITHIN/BAN_FOR` bans for BAN_FOR a client refused by a
+//! rate more than VIOLATIONS times within WITHIN: `5/1m/10m`, or `5/60/600` in seconds.
+//!
 //! The deadlines (`--handshake-timeout`, `--idle-timeout`, `--min-rate` with a 10 s grace) and
 //! `--proxy-protocol` act at the listener (`--mode listener`); `--client-ip-header` at the
 //! request level (with `--max-requests`). Both trust only the `--trusted-proxy` networks.
-//! `--config FILE` takes the limits from a TOML or JSON file instead of the flags, and reloads
-//! it whenever it changes and on SIGHUP, keeping the running limits when an edit is broken; it
-//! needs the `reload` feature (`examples/config.toml` documents every field).
+//! `--trusted-hops N` (default 1, with `--client-ip-header`) says how many trusted proxies stand
+//! in front, each adding one entry to the header: behind a CDN and a load balancer, 2.
+//! `--config FILE` takes the limits from a TOML or JSON file instead of the flags (feature
+//! `serde`; `examples/config.toml` documents every field). With the `reload` feature it reloads
+//! the file whenever it changes and on SIGHUP, keeping the running limits when an edit is
+//! broken; with `serde` alone it reads the file once and says so at start-up.
 //! `--admin ADDR --admin-token TOKEN` serves the admin API and live page on ADDR (feature
 //! `admin`) and takes `/stats` off the public port; without it, `/stats` is public and the
 //! server says so at start-up.
+//!
+//! Logs go to stdout at `info` unless `RUST_LOG` says otherwise. At start-up one line gives the
+//! limits in force. While clients are refused, one line every 10 s for each reason says how
+//! many were refused (or closed early by a deadline) and which flag governs it: the default
+//! `--max-per-client 10` is what a benchmark such as `wrk -c32` or `h2load -c50` from one
+//! address runs into, and this line says so. The crate itself logs every refusal at `debug`,
+//! which is not the default: under a flood, the very case a limiter is for, that is a line per
+//! refused connection, costing more than the refusal and burying everything else, while the
+//! per-reason lines and the crate's own `warn` summary (every 10 s) say what matters.
+//! `RUST_LOG=info,tower_connlimit=debug` shows each refusal with its client.
+//!
 //! `--metrics` serves Prometheus text on `/metrics`; it needs the `metrics` feature:
 //!
 //! ```text
@@ -67,15 +88,15 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_connlimit::serve::Serve;
 use tower_connlimit::{
-    BanPolicy, ByReason, Cidr, ClientIp, Config, ConnLimitLayer, ConnLimitListener, Limiter,
-    MinReceiveRate, ProxyProtocol, RateLimit, RejectAction,
+    BanPolicy, ByReason, Cidr, ClientIp, ClientIpHeader, Config, ConnLimitLayer, ConnLimitListener,
+    Limiter, MinReceiveRate, ProxyProtocol, RateLimit, RejectAction,
 };
 use tower_layer::Layer;
 
 /// A real axum server with per-client limits, at the listener or at the make-service.
 #[derive(Debug, clap::Parser)]
 #[command(name = "server")]
-struct Args {
+pub struct Args {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
@@ -116,15 +137,25 @@ struct Args {
     /// The request header naming the client behind a trusted proxy.
     #[arg(long, value_parser = ["forwarded", "x-forwarded-for", "x-real-ip"])]
     client_ip_header: Option<String>,
+    /// How many trusted proxies stand in front of the server, each adding one entry to
+    /// `--client-ip-header`: the client is that many entries from the right.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        requires = "client_ip_header"
+    )]
+    trusted_hops: usize,
     /// Serve Prometheus text on `/metrics` (feature `metrics`).
     #[arg(long)]
     metrics: bool,
-    /// A request rate per client: N requests per SECS seconds (sliding window).
-    #[arg(long, value_parser = request_rate, value_name = "N/SECS")]
+    /// A request rate per client: N requests per PERIOD (sliding window), such as 5/500ms,
+    /// 100/1m or 10/60s; a bare PERIOD is seconds (10/60).
+    #[arg(long, value_parser = request_rate, value_name = "N/PERIOD")]
     request_rate: Option<RateLimit>,
-    /// A ban policy: more than VIOLATIONS refusals by a rate rule within WITHIN_SECS seconds
-    /// bans the client for BAN_SECS seconds.
-    #[arg(long, value_parser = ban_policy, value_name = "VIOLATIONS/WITHIN_SECS/BAN_SECS")]
+    /// A ban policy: more than VIOLATIONS refusals by a rate rule within WITHIN bans the client
+    /// for BAN_FOR, such as 5/1m/10m; bare numbers are seconds (5/60/600).
+    #[arg(long, value_parser = ban_policy, value_name = "VIOLATIONS/WITHIN/BAN_FOR")]
     ban: Option<BanPolicy>,
     /// Join a fleet through this Redis: bans and rates shared with every node on it (feature
     /// `redis`).
@@ -143,18 +174,22 @@ struct Args {
     /// The bearer token the admin API wants (recorded in its audit as `operator`).
     #[arg(long, value_name = "TOKEN", requires = "admin")]
     admin_token: Option<String>,
-    /// The limits from a TOML or JSON file instead of the flags above, reloaded whenever it
-    /// changes and on SIGHUP (feature `reload`).
+    /// The limits from a TOML or JSON file instead of the flags above (feature `serde`),
+    /// reloaded whenever it changes and on SIGHUP (feature `reload`; without it, read once).
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "max_per_client", "max_total", "max_requests", "handshake_timeout", "idle_timeout",
-        "min_rate", "trusted_proxies", "proxy_protocol", "client_ip_header", "request_rate", "ban",
+        "min_rate", "trusted_proxies", "proxy_protocol", "client_ip_header", "trusted_hops",
+        "request_rate", "ban",
     ])]
     config: Option<std::path::PathBuf>,
 }
 
+/// Where connections are counted (`--mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Mode {
+pub enum Mode {
+    /// At accept, in `ConnLimitListener`, with the deadlines; served by `Serve`.
     Listener,
+    /// In `ConnLimitLayer` around axum's make-service; served by `axum::serve`.
     MakeService,
     /// No limiter at all, for measuring what it costs (`scripts/e2e.sh`).
     Off,
@@ -177,40 +212,60 @@ impl From<Reject> for RejectAction {
     }
 }
 
-/// `N/SECS`: N requests per SECS seconds.
+/// `N/PERIOD`: N requests per PERIOD, such as `5/500ms` or `10/60` (seconds).
 fn request_rate(text: &str) -> Result<RateLimit, String> {
-    let (n, secs) = text
+    const WRITE: &str = "write N/PERIOD, such as 5/500ms, 100/1m or 10/60 (seconds)";
+    let (n, per) = text
         .split_once('/')
-        .ok_or_else(|| format!("{text:?} is not N/SECS, such as 10/60"))?;
+        .ok_or_else(|| format!("{text:?} is not N/PERIOD: {WRITE}"))?;
     let n = n
         .parse()
-        .map_err(|_| format!("{n:?} is not a whole number"))?;
-    let secs = secs
-        .parse()
-        .map_err(|_| format!("{secs:?} is not a whole number of seconds"))?;
-    Ok(RateLimit::new(n, Duration::from_secs(secs)))
+        .map_err(|_| format!("{n:?} is not a whole number of requests: {WRITE}"))?;
+    let per = period(per).map_err(|err| format!("{err}: {WRITE}"))?;
+    Ok(RateLimit::new(n, per))
 }
 
-/// `VIOLATIONS/WITHIN_SECS/BAN_SECS`.
+/// `VIOLATIONS/WITHIN/BAN_FOR`, such as `5/1m/10m` or `5/60/600` (seconds).
 fn ban_policy(text: &str) -> Result<BanPolicy, String> {
-    let parts: Vec<u64> = text
-        .split('/')
-        .map(|part| {
-            part.parse()
-                .map_err(|_| format!("{part:?} is not a whole number"))
-        })
-        .collect::<Result<_, _>>()?;
-    let [violations, within, ban_for] = parts[..] else {
+    const WRITE: &str = "write VIOLATIONS/WITHIN/BAN_FOR, such as 5/1m/10m or 5/60/600 (seconds)";
+    let [violations, within, ban_for] = text.split('/').collect::<Vec<_>>()[..] else {
         return Err(format!(
-            "{text:?} is not VIOLATIONS/WITHIN_SECS/BAN_SECS, such as 5/60/600"
+            "{text:?} is not VIOLATIONS/WITHIN/BAN_FOR: {WRITE}"
         ));
     };
-    let violations = u32::try_from(violations).map_err(|_| "too many violations".to_owned())?;
-    Ok(BanPolicy::new(
-        violations,
-        Duration::from_secs(within),
-        Duration::from_secs(ban_for),
-    ))
+    let violations = violations
+        .parse()
+        .map_err(|_| format!("{violations:?} is not a whole number of violations: {WRITE}"))?;
+    let within = period(within).map_err(|err| format!("WITHIN {err}: {WRITE}"))?;
+    let ban_for = period(ban_for).map_err(|err| format!("BAN_FOR {err}: {WRITE}"))?;
+    Ok(BanPolicy::new(violations, within, ban_for))
+}
+
+/// A period in a rate or a ban: a duration (`500ms`, `60s`, `1m`), or a bare number of seconds
+/// (`60`, `0.5`), which is what these flags took before they took durations.
+fn period(text: &str) -> Result<Duration, String> {
+    match seconds(text) {
+        Some(period) => Ok(period),
+        None => duration(text).map_err(|_| {
+            format!("{text:?} is not a duration (500ms, 10s, 1m) or a number of seconds (60, 0.5)")
+        }),
+    }
+}
+
+/// A bare number of seconds, whole or with up to nine decimals (`60`, `0.5`), exactly: no
+/// floating point on the way.
+fn seconds(text: &str) -> Option<Duration> {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) if !fraction.is_empty() => (whole, fraction),
+        Some(_) => return None,
+        None => (text, ""),
+    };
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 9 {
+        return None;
+    }
+    let nanos = format!("{fraction:0<9}").parse().ok()?;
+    Some(Duration::new(whole.parse().ok()?, nanos))
 }
 
 /// A duration as `300ms`, `5s`, `2m` or `1h`: the one format of the examples and config files.
@@ -221,7 +276,7 @@ fn duration(text: &str) -> Result<Duration, String> {
 
 impl Args {
     /// The config the flags describe (`--config` reads a file instead).
-    fn config(&self) -> Result<Config, String> {
+    pub fn config(&self) -> Result<Config, String> {
         if let Some(path) = &self.config {
             return config_file(path);
         }
@@ -247,19 +302,23 @@ impl Args {
                 .parse()
                 .map_err(|e| format!("--client-ip-header: {e}"))?;
         }
+        // Checked with the rest by `Config::validate`, which names `client_ip.trusted_hops`.
+        config.client_ip.trusted_hops = self.trusted_hops;
         Ok(config)
     }
 }
 
-#[cfg(feature = "reload")]
+/// Reads `--config` once; [`watch_config`] reloads it with the `reload` feature.
+#[cfg(feature = "serde")]
 fn config_file(path: &std::path::Path) -> Result<Config, String> {
     Config::from_file(path).map_err(|err| format!("--config {}: {err}", path.display()))
 }
 
-#[cfg(not(feature = "reload"))]
+#[cfg(not(feature = "serde"))]
 fn config_file(_path: &std::path::Path) -> Result<Config, String> {
     Err(
-        "--config needs the `reload` feature: rebuild with --features reload, as in\n  \
+        "--config needs the `serde` feature (and `reload` to reload the file when it changes): \
+         rebuild with --features reload, as in\n  \
          cargo run --example server --features reload -- --config examples/config.toml"
             .to_owned(),
     )
@@ -362,20 +421,30 @@ fn watch_config(args: &Args, limiter: &Limiter) -> Result<Option<impl Drop>, Str
     Ok(Some(watcher))
 }
 
+/// Without the `reload` feature, `--config` was read once: says so, since the flag's help
+/// promises reloads.
 #[cfg(not(feature = "reload"))]
-fn watch_config(_args: &Args, _limiter: &Limiter) -> Result<Option<()>, String> {
+fn watch_config(args: &Args, _limiter: &Limiter) -> Result<Option<()>, String> {
+    if let Some(path) = &args.config {
+        tracing::warn!(
+            path = %path.display(),
+            "the config was read once and will not be reloaded on change or SIGHUP: \
+             rebuild with --features reload for that"
+        );
+    }
     Ok(None)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The flags first: a bad one is refused on stderr before anything is logged on stdout.
+    let args = <Args as clap::Parser>::parse();
+    // `info`, not the crate's `debug`, which logs every refusal: see the docs at the top.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_connlimit=debug".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = <Args as clap::Parser>::parse();
     let limiter = match args
         .config()
         .and_then(|config| Limiter::try_new(config).map_err(|err| err.to_string()))
@@ -442,16 +511,19 @@ async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::i
     .with_state(limiter.clone());
 
     let tcp = TcpListener::bind(args.addr).await?;
-    let config = limiter.config();
     tracing::info!(
         addr = %tcp.local_addr()?,
         mode = ?args.mode,
         metrics = args.metrics,
-        max_conns_per_client = config.max_conns_per_client,
-        max_conns_total = config.max_conns_total,
-        max_requests_per_client = config.max_requests_per_client,
         "listening (HTTP/1.1 and h2c)"
     );
+    tracing::info!(
+        "limits in force: {}",
+        limits_line(&limiter.config(), args.mode, args.header_timeout)
+    );
+    if args.mode != Mode::Off {
+        tokio::spawn(report_refusals(limiter.clone(), args.config.is_some()));
+    }
     let make_service = app
         .clone()
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -503,6 +575,261 @@ async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::i
         "stopped"
     );
     Ok(())
+}
+
+/// The limits in force, for the start-up line, as `name=value` pairs named after the flags:
+/// the counts, the rates and the ban, who is trusted, and the deadlines, which only the
+/// listener applies. Limits only a config file sets are shown when set.
+pub fn limits_line(config: &Config, mode: Mode, header_timeout: Duration) -> String {
+    if mode == Mode::Off {
+        return "none: --mode off serves with no limiter".to_owned();
+    }
+    let mut parts = vec![
+        format!(
+            "max-per-client={}",
+            count_or_off(config.max_conns_per_client)
+        ),
+        format!("max-total={}", count_or_off(config.max_conns_total)),
+        format!(
+            "max-requests={}",
+            count_or_off(config.max_requests_per_client)
+        ),
+        format!("request-rate={}", rate(config.request_rate.as_ref())),
+        format!("ban={}", ban(config.ban.as_ref())),
+    ];
+    if let Some(connect) = &config.connect_rate {
+        parts.push(format!("connect-rate={}", rate(Some(connect))));
+    }
+    for (name, n) in [
+        ("path-rules", config.path_rules.len()),
+        ("exempt", config.exempt.len()),
+        ("overrides", config.overrides.len()),
+    ] {
+        if n > 0 {
+            parts.push(format!("{name}={n}"));
+        }
+    }
+    parts.push(format!(
+        "trusted-proxies={}",
+        networks(&config.trusted_proxies)
+    ));
+    parts.push(match config.client_ip.header {
+        ClientIpHeader::None => "client-ip-header=off".to_owned(),
+        header => format!(
+            "client-ip-header={header} trusted-hops={}",
+            config.client_ip.trusted_hops
+        ),
+    });
+    match mode {
+        Mode::Listener => parts.extend(listener_limits(config, header_timeout)),
+        Mode::MakeService | Mode::Off => {
+            parts.push("deadlines=off (only --mode listener applies them)".to_owned());
+        }
+    }
+    parts.join(" ")
+}
+
+/// The listener's part of [`limits_line`]: its deadlines, the PROXY protocol, and
+/// `--header-timeout` (applied by `Serve`).
+fn listener_limits(config: &Config, header_timeout: Duration) -> Vec<String> {
+    let listener = &config.listener;
+    let min_rate = listener.min_receive_rate.map_or("off".to_owned(), |rate| {
+        format!("{}B/s", rate.bytes_per_sec)
+    });
+    let mut parts = vec![
+        format!("handshake-timeout={}", off_or(listener.handshake_timeout)),
+        format!("idle-timeout={}", off_or(listener.idle_timeout)),
+        format!("min-rate={min_rate}"),
+        format!("header-timeout={}", off_or(header_timeout)),
+    ];
+    if listener.proxy_protocol == ProxyProtocol::Required {
+        parts.push("proxy-protocol=required".to_owned());
+    }
+    parts
+}
+
+/// A count as the flags take it, `off` for 0 (unlimited).
+fn count_or_off(n: usize) -> String {
+    if n == 0 {
+        "off".to_owned()
+    } else {
+        n.to_string()
+    }
+}
+
+/// A duration as the flags take it (`500ms`, `1m`), `off` for zero.
+fn off_or(duration: Duration) -> String {
+    if duration.is_zero() {
+        "off".to_owned()
+    } else {
+        human(duration)
+    }
+}
+
+/// A duration as the flags take it: `500ms`, `1m`, `1h30m` (without humantime's spaces, which
+/// would split a `name=value` pair).
+fn human(duration: Duration) -> String {
+    humantime::format_duration(duration)
+        .to_string()
+        .replace(' ', "")
+}
+
+/// A rate as `--request-rate` takes it (`5/500ms`), `off` for none.
+fn rate(rate: Option<&RateLimit>) -> String {
+    match rate {
+        None => "off".to_owned(),
+        Some(rate) => {
+            let dry_run = if rate.dry_run { "(dry-run)" } else { "" };
+            format!("{}/{}{dry_run}", rate.events, human(rate.period))
+        }
+    }
+}
+
+/// A ban policy as `--ban` takes it (`5/1m/10m`), `off` for none.
+fn ban(ban: Option<&BanPolicy>) -> String {
+    match ban {
+        None => "off".to_owned(),
+        Some(ban) => {
+            let dry_run = if ban.dry_run { "(dry-run)" } else { "" };
+            format!(
+                "{}/{}/{}{dry_run}",
+                ban.max_violations,
+                human(ban.within),
+                human(ban.ban_for)
+            )
+        }
+    }
+}
+
+/// Networks separated by commas, the first few of a long list, `none` for none.
+fn networks(networks: &[Cidr]) -> String {
+    const SHOWN: usize = 4;
+    if networks.is_empty() {
+        return "none".to_owned();
+    }
+    let shown: Vec<String> = networks.iter().take(SHOWN).map(Cidr::to_string).collect();
+    let shown = shown.join(",");
+    if networks.len() > SHOWN {
+        format!("{shown}(+{} more)", networks.len() - SHOWN)
+    } else {
+        shown
+    }
+}
+
+/// How often the refusal report compares the counts.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// What governs each refusal or early close, for the report: the flag, if one does, and the
+/// config file's field.
+const GOVERNED_BY: [(&str, Option<&str>, &str); 12] = [
+    (
+        "client_connections",
+        Some("--max-per-client"),
+        "max_conns_per_client",
+    ),
+    ("total_connections", Some("--max-total"), "max_conns_total"),
+    (
+        "client_requests",
+        Some("--max-requests"),
+        "max_requests_per_client",
+    ),
+    ("request_rate", Some("--request-rate"), "request_rate"),
+    ("banned", Some("--ban"), "ban"),
+    ("connect_rate", None, "connect_rate"),
+    ("path_rule", None, "path_rules"),
+    ("tracked_clients_full", None, "max_tracked_clients"),
+    (
+        "proxy_untrusted",
+        Some("--trusted-proxy"),
+        "trusted_proxies",
+    ),
+    (
+        "handshake_timeout",
+        Some("--handshake-timeout"),
+        "listener.handshake_timeout",
+    ),
+    (
+        "idle_timeout",
+        Some("--idle-timeout"),
+        "listener.idle_timeout",
+    ),
+    (
+        "min_receive_rate",
+        Some("--min-rate"),
+        "listener.min_receive_rate",
+    ),
+];
+
+/// The refusals and early closes counted so far, by reason: what the report compares.
+#[derive(Debug)]
+pub struct Refusals {
+    rejected: ByReason,
+    closed: ByReason,
+}
+
+impl Refusals {
+    /// The counts of `limiter` now.
+    pub fn of(limiter: &Limiter) -> Self {
+        let stats = limiter.stats();
+        Refusals {
+            rejected: stats.rejected,
+            closed: stats.closed,
+        }
+    }
+}
+
+/// One line for each reason whose count grew from `before` to `now`: the reason, how many, and
+/// what governs it (the flag, or with `from_file` the config file's field).
+pub fn refusal_report(before: &Refusals, now: &Refusals, from_file: bool) -> Vec<String> {
+    let hint = |reason: &str| {
+        let governed = GOVERNED_BY.iter().find(|(name, _, _)| *name == reason);
+        match governed {
+            Some((_, _, field)) if from_file => format!("; see {field} in the config file"),
+            Some((_, Some(flag), _)) => format!("; see {flag}"),
+            _ => String::new(),
+        }
+    };
+    let secs = REPORT_EVERY.as_secs();
+    let refused = grown(&before.rejected, &now.rejected)
+        .map(|(reason, n)| format!("{reason}: {n} refused in the last {secs}s{}", hint(reason)));
+    let closed = grown(&before.closed, &now.closed).map(|(reason, n)| {
+        let connections = if n == 1 { "connection" } else { "connections" };
+        format!(
+            "{reason}: {n} {connections} closed early in the last {secs}s{}",
+            hint(reason)
+        )
+    });
+    refused.chain(closed).collect()
+}
+
+/// The reasons counted more in `now` than in `before`, with how many more.
+fn grown<'a>(
+    before: &'a ByReason,
+    now: &'a ByReason,
+) -> impl Iterator<Item = (&'static str, u64)> + 'a {
+    now.iter().filter_map(|(reason, count)| {
+        let more = count.saturating_sub(before.get(reason).unwrap_or(0));
+        (more > 0).then_some((reason, more))
+    })
+}
+
+/// Every [`REPORT_EVERY`], logs at `info` one line for each reason clients were refused (or
+/// closed early) for since the last look: at the default log level, the one hint that a limit
+/// is being hit, and which flag sets it.
+async fn report_refusals(limiter: Limiter, from_file: bool) {
+    let start = tokio::time::Instant::now() + REPORT_EVERY;
+    let mut ticks = tokio::time::interval_at(start, REPORT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut before = Refusals::of(&limiter);
+    // Until the runtime stops, with the server.
+    loop {
+        ticks.tick().await;
+        let now = Refusals::of(&limiter);
+        for line in refusal_report(&before, &now, from_file) {
+            tracing::info!("{line}");
+        }
+        before = now;
+    }
 }
 
 /// `GET /metrics`: installs the Prometheus recorder and answers every scrape with the limiter's

@@ -1,4 +1,4 @@
-//! Loading a [`Config`] from TOML or JSON (feature `serde`).
+//! Loading a [`Config`] from TOML or JSON, as text or from a file (feature `serde`).
 //!
 //! The file names the fields of [`Config`] as they are in Rust, with each integration's
 //! settings in a table of its own (`[listener]`, `[client_ip]`); any field left out keeps its
@@ -13,6 +13,8 @@
 //! Every error names the field and the reason — `path_rules[0].rate.period: invalid duration`,
 //! `ipv4_prefix: must be at most 32, got 40` — and, for a syntax error or a value of the wrong
 //! type, the line and column; a refused file never leaves a half-applied config.
+
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
@@ -95,6 +97,33 @@ impl Config {
         config.validate()?;
         Ok(config)
     }
+
+    /// Reads and validates a config from a file: JSON when its name ends in `.json`, TOML
+    /// otherwise. It reads the file once; `reload::watch` (feature `reload`) reads it again
+    /// whenever it changes.
+    ///
+    /// ```no_run
+    /// use tower_connlimit::{Config, Limiter};
+    ///
+    /// let limiter = Limiter::try_new(Config::from_file("limits.toml")?)?;
+    /// # Ok::<(), tower_connlimit::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for the field `(file)` when the file cannot be read, or as
+    /// [`Config::from_toml_str`] and [`Config::from_json_str`] say.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigError::new("(file)", format!("cannot read {}: {err}", path.display()))
+        })?;
+        if path.extension().is_some_and(|ext| ext == "json") {
+            Config::from_json_str(&text)
+        } else {
+            Config::from_toml_str(&text)
+        }
+    }
 }
 
 /// Deserializes a `T`, naming the path to the offending field in an error, with the reason and
@@ -115,7 +144,6 @@ where
     })
 }
 
-/// Where byte `offset` of `text` is (clamped to its end; inside a character, at its start).
 /// The dotted path of the TOML key at `span` (`ban.within`), or of the table header there
 /// (`listener`): the text of the key, under the last table header above it.
 fn key_path_at(text: &str, span: std::ops::Range<usize>) -> String {
@@ -146,6 +174,7 @@ fn key_path_at(text: &str, span: std::ops::Range<usize>) -> String {
     }
 }
 
+/// Where byte `offset` of `text` is (clamped to its end; inside a character, at its start).
 fn location_of(text: &str, offset: usize) -> Location {
     let mut end = offset.min(text.len());
     while !text.is_char_boundary(end) {

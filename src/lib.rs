@@ -37,8 +37,9 @@
 //!     a router (in-flight requests), with the client read behind trusted proxies
 //!     ([`ClientIpConfig`]);
 //!   - `tonic` (feature `tonic`): the listener and the request level in a gRPC server.
-//! - **Around them**: `metrics` (feature `metrics`), config files (`Config::from_toml_str`,
-//!   feature `serde`) reloaded live ([`reload`], feature `reload`), a server with every
+//! - **Around them**: `metrics` (feature `metrics`), config files (`Config::from_file` and
+//!   `Config::from_toml_str`, feature `serde`) reloaded live ([`reload`], feature `reload`), a
+//!   server with every
 //!   request bounded ([`serve::Serve`], feature `serve`), an operator's API and live page
 //!   ([`admin`], feature `admin`), and a fleet of nodes sharing bans and rates through Redis
 //!   ([`fleet`], feature `redis`).

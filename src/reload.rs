@@ -38,26 +38,6 @@ use crate::limiter::Limiter;
 /// writes is read once, when complete.
 pub const SETTLE: Duration = Duration::from_millis(100);
 
-impl Config {
-    /// Reads a config from a file: JSON when its name ends in `.json`, TOML otherwise.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for the field `(file)` when the file cannot be read, or as
-    /// [`Config::from_toml_str`] and [`Config::from_json_str`] say.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|err| {
-            ConfigError::new("(file)", format!("cannot read {}: {err}", path.display()))
-        })?;
-        if path.extension().is_some_and(|ext| ext == "json") {
-            Config::from_json_str(&text)
-        } else {
-            Config::from_toml_str(&text)
-        }
-    }
-}
-
 /// What the watcher has done so far, for logs, tests and health checks:
 /// [`ConfigWatcher::outcomes`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

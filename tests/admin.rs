@@ -4,15 +4,19 @@
 
 mod support;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 use tower_connlimit::admin::Admin;
 use tower_connlimit::serve::Serve;
 use tower_connlimit::{Config, ConnLimitLayer, ConnLimitListener, Limiter};
@@ -88,6 +92,60 @@ async fn call(
         .unwrap()
         .to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One request to the admin API written byte for byte, as curl writes it: `head` is the request
+/// line and the headers after the token, so that the test alone decides which body headers go
+/// (hyper's client adds its own). Returns the status and the whole response.
+async fn raw(addr: SocketAddr, request_line: &str, headers: &[&str], body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{request_line} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Connection: close\r\n"
+    );
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    bounded(stream.write_all(request.as_bytes())).await.unwrap();
+    let response = read_to_close(&mut stream).await.unwrap();
+    let status = response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP/1.1 response: {response:?}"));
+    (status, response)
+}
+
+/// An HTTP/2 (prior knowledge) `DELETE` of `path` with the token and no content type: `data`
+/// sent as one DATA frame of a body of unknown length (no `Content-Length`, which HTTP/2 has no
+/// `Transfer-Encoding` to replace), or, for `None`, no body at all (the headers end the stream).
+async fn h2_delete(addr: SocketAddr, path: &str, data: Option<&'static str>) -> u16 {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = bounded(hyper::client::conn::http2::handshake::<
+        _,
+        _,
+        UnsyncBoxBody<Bytes, Infallible>,
+    >(TokioExecutor::new(), TokioIo::new(stream)))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let body = match data {
+        // Known to be empty, so the headers carry END_STREAM.
+        None => Empty::new().boxed_unsync(),
+        Some(data) => {
+            let frame = Ok(Frame::data(Bytes::from_static(data.as_bytes())));
+            StreamBody::new(futures_util::stream::iter([frame])).boxed_unsync()
+        }
+    };
+    let request = http::Request::delete(format!("http://admin{path}"))
+        .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(body)
+        .unwrap();
+    let response = bounded(sender.send_request(request)).await.unwrap();
+    response.status().as_u16()
 }
 
 fn json(text: &str) -> Value {
@@ -230,6 +288,92 @@ async fn a_ban_through_the_api_refuses_the_client_on_the_public_port_and_an_unba
         [("alice", "ban"), ("alice", "unban"), ("alice", "ban")]
     );
     drop(held);
+}
+
+#[tokio::test]
+async fn a_delete_without_a_body_needs_no_content_type_but_every_change_with_a_body_does() {
+    let s = servers().await;
+    // 127.0.0.5 is the only client ever banned here.
+    let banned = |limiter: &Limiter| !limiter.bans().is_empty();
+    let ban = || s.limiter.ban(client_ip(5), Duration::from_secs(600));
+
+    // As `curl -X DELETE` sends it: no body, no body headers, no content type.
+    ban();
+    let (status, answer) = raw(s.admin, "DELETE /api/bans?client=127.0.0.5", &[], "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""was_banned":true"#), "{answer}");
+    assert!(!banned(&s.limiter));
+    let mut again = http1_client(connect_from(5, s.public).await).await;
+    assert_eq!(h1_get(&mut again, "/").await.0, 200);
+    // `Content-Length: 0` says there is no body, too; and a network's ban is lifted the same way.
+    ban();
+    let empty = ["Content-Length: 0"];
+    let (status, answer) = raw(s.admin, "DELETE /api/bans?client=127.0.0.5", &empty, "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(!banned(&s.limiter));
+    s.limiter
+        .ban_network("127.0.0.0/30".parse().unwrap(), Duration::from_secs(600));
+    let (status, answer) = raw(s.admin, "DELETE /api/bans?network=127.0.0.0/30", &[], "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(s.limiter.banned_networks().is_empty());
+    // Over HTTP/2, a DELETE whose headers end the stream has no body either.
+    ban();
+    assert_eq!(
+        h2_delete(s.admin, "/api/bans?client=127.0.0.5", None).await,
+        200
+    );
+    assert!(!banned(&s.limiter));
+
+    // A POST is a change with a body: without the content type, 415, and nothing is banned.
+    let body = r#"{"client":"127.0.0.7","duration":"1h"}"#;
+    let length = format!("Content-Length: {}", body.len());
+    let (status, answer) = raw(s.admin, "POST /api/bans", &[&length], body).await;
+    assert_eq!(status, 415, "{answer}");
+    let form = [length.as_str(), "Content-Type: text/plain"];
+    assert_eq!(raw(s.admin, "POST /api/bans", &form, body).await.0, 415);
+    assert!(s.limiter.bans().is_empty());
+
+    // A DELETE that carries a body must be JSON like any change with one: a wrong content type,
+    // none with a chunked body, and none with a body of unknown length over HTTP/2 are all 415,
+    // and the ban stays.
+    ban();
+    let wrong = ["Content-Length: 2", "Content-Type: text/plain"];
+    let (status, answer) = raw(s.admin, "DELETE /api/bans?client=127.0.0.5", &wrong, "{}").await;
+    assert_eq!(status, 415, "{answer}");
+    let chunked = ["Transfer-Encoding: chunked"];
+    let chunks = "2\r\n{}\r\n0\r\n\r\n";
+    let (status, answer) = raw(
+        s.admin,
+        "DELETE /api/bans?client=127.0.0.5",
+        &chunked,
+        chunks,
+    )
+    .await;
+    assert_eq!(status, 415, "{answer}");
+    let path = "/api/bans?client=127.0.0.5";
+    assert_eq!(h2_delete(s.admin, path, Some("{}")).await, 415);
+    assert!(banned(&s.limiter));
+    assert!(was_refused(&mut connect_from(5, s.public).await).await);
+    // With the content type, the same DELETE lifts the ban.
+    let json_body = ["Content-Length: 2", "Content-Type: application/json"];
+    let (status, answer) = raw(
+        s.admin,
+        "DELETE /api/bans?client=127.0.0.5",
+        &json_body,
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(!banned(&s.limiter));
+
+    // The unbans are audited like any change: four bodiless ones and the JSON one.
+    let (_, audit) = call(s.admin, "GET", "/api/audit", Some(TOKEN), None).await;
+    let changes = json(&audit)["changes"].as_array().unwrap().clone();
+    assert_eq!(changes.len(), 5, "{changes:?}");
+    assert!(
+        changes.iter().all(|c| c["action"] == "unban"),
+        "{changes:?}"
+    );
 }
 
 #[tokio::test]

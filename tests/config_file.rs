@@ -155,6 +155,42 @@ fn json_loads_the_same_config() {
     assert_eq!(config.path_rules[0].rate.period, Duration::from_secs(5));
 }
 
+/// `Config::from_file` needs only `serde` (this file's feature), not `reload`: a TOML file loads
+/// as its text does, a `.json` file is read as JSON, and a file that cannot be read is an error
+/// for the field `(file)` naming the path.
+#[test]
+fn a_file_is_read_as_toml_or_by_its_name_as_json() {
+    let toml = "max_conns_per_client = 3\n\n[listener]\nidle_timeout = \"5m\"\n";
+    let json = r#"{"max_conns_per_client": 3, "listener": {"idle_timeout": "5m"}}"#;
+    let dir =
+        std::env::temp_dir().join(format!("tower-connlimit-from-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let from_toml = Config::from_file(write("limits.toml", toml));
+    let from_json = Config::from_file(write("limits.json", json));
+    // The JSON text in a file not named .json is read as TOML, which it is not.
+    let json_as_toml = Config::from_file(write("limits.conf", json));
+    let missing = dir.join("missing.toml");
+    let from_nothing = Config::from_file(&missing);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let expected = Config::from_toml_str(toml).unwrap();
+    assert_eq!(expected.listener.idle_timeout, Duration::from_secs(300));
+    assert_eq!(from_toml.unwrap(), expected);
+    assert_eq!(from_json.unwrap(), expected);
+    assert_eq!(json_as_toml.unwrap_err().field(), "(toml)");
+    let err = from_nothing.unwrap_err();
+    assert_eq!(err.field(), "(file)");
+    assert!(
+        err.reason().contains(&missing.display().to_string()),
+        "{err}"
+    );
+}
+
 fn toml_error(text: &str) -> (String, String) {
     let err = Config::from_toml_str(text).unwrap_err();
     (err.field().to_owned(), err.reason().to_owned())

@@ -23,10 +23,10 @@
 //! | `GET /api/clients?top=N` | the `N` (default 20, at most 1,000) clients holding the most |
 //! | `GET /api/clients/{ip}` | one client's record (404 when none) |
 //! | `GET /api/bans` | the bans in force: clients and networks, with time left and reason |
-//! | `POST /api/bans` | `{"client": "203.0.113.7"}` or `{"network": "203.0.113.0/24"}`, with `"duration": "10m"` and a `"reason"` |
-//! | `DELETE /api/bans?client=…` or `?network=…` | lifts a ban |
+//! | `POST /api/bans` | `{"client": "203.0.113.7"}` or `{"network": "203.0.113.0/24"}`, with `"duration": "10m"` and a `"reason"`, as `application/json` |
+//! | `DELETE /api/bans?client=…` or `?network=…` | lifts a ban; sent without a body, it needs no content type |
 //! | `GET /api/config` | the config in force, in the JSON form config files use |
-//! | `PUT /api/config` | a new config (that JSON): validated first; a bad one is refused with 400, the field, the reason and the line, and the running one stays |
+//! | `PUT /api/config` | a new config (that JSON, as `application/json`): validated first; a bad one is refused with 400, the field, the reason and the line, and the running one stays |
 //! | `GET /api/audit` | the recorded changes: who (the token's name), what, when |
 //! | `GET /metrics` | the stats as Prometheus text |
 //!
@@ -38,10 +38,17 @@
 //!   from loopback only ([`Admin::loopback_only_without_token`], which then refuses any other
 //!   peer), or that a layer of yours authenticates ([`Admin::authenticated_by_your_layer`],
 //!   which then requires the [`AdminUser`] your layer inserts).
-//! - **No browser on another origin can change anything**: there are no CORS headers, no `GET`
-//!   changes anything, and a change must be sent as `application/json`, which a cross-origin
-//!   form cannot send and a cross-origin script cannot send without a preflight that is never
-//!   granted.
+//! - **No browser on another origin can change anything**: there are no CORS headers, so no
+//!   preflight is ever granted, and no `GET` changes anything. A `POST` or a `PUT` must be sent
+//!   as `application/json` (else 415), which a cross-origin form cannot send and a cross-origin
+//!   script cannot send without a preflight. A `DELETE` cannot be sent across origins at all
+//!   without a preflight (forms send only `GET` and `POST`, and `DELETE` is not a method a
+//!   script may send without one), so a `DELETE` without a body needs no content type, and
+//!   `curl -X DELETE` works as it is; a `DELETE` that carries a body (a `Content-Length` other
+//!   than 0, a `Transfer-Encoding`, or over HTTP/2 a stream its headers did not end) must be
+//!   `application/json` too, like every change with a body. This matters most where no token is sent by hand: a router that is
+//!   [loopback-only](Admin::loopback_only_without_token) or behind a layer of yours that
+//!   authenticates by cookie.
 //! - **Every change is audited**: logged at `info` with who, what and when, and kept in a list of
 //!   the last 1,000 ([`Admin::audit_capacity`]).
 //! - Serve it on a listener of its own, bound to an address only operators reach: it shows
@@ -205,7 +212,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Lets a request in, naming who made it, or answers 401 or 403; a change must be JSON.
+/// Lets a request in, naming who made it, or answers 401 or 403; a change with a body must be
+/// JSON (415).
 async fn authenticate(
     State(admin): State<Arc<AdminState>>,
     mut request: Request,
@@ -251,20 +259,52 @@ async fn authenticate(
             None => return error(StatusCode::UNAUTHORIZED, "not authenticated"),
         },
     };
-    let changes = [Method::POST, Method::PUT, Method::DELETE].contains(request.method());
-    let json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if changes && !json {
+    if needs_json(&request) && !is_json(&request) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "changes must be sent as application/json",
+            "changes with a body (POST, PUT, a DELETE with a body) must be sent as \
+             application/json",
         );
     }
     request.extensions_mut().insert(user);
     next.run(request).await
+}
+
+/// Whether `request` must be `application/json`: a `POST` or a `PUT`, always, and a `DELETE`
+/// that carries a body. A bodiless `DELETE` needs no content type: no browser sends a `DELETE`
+/// to another origin without a preflight, which is never granted (see the module docs).
+fn needs_json(request: &Request) -> bool {
+    let method = request.method();
+    *method == Method::POST
+        || *method == Method::PUT
+        || (*method == Method::DELETE && has_body(request))
+}
+
+/// Whether `request` carries a body: a `Content-Length` other than 0, any `Transfer-Encoding`,
+/// or a body that does not say it is empty (an HTTP/2 request whose headers did not end the
+/// stream). Anything unsure counts as a body, which then has to be JSON.
+fn has_body(request: &Request) -> bool {
+    let headers = request.headers();
+    // A length that is not a number is not known to be 0.
+    let nonzero_length = headers.get(header::CONTENT_LENGTH).is_some_and(|value| {
+        value
+            .to_str()
+            .ok()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            != Some(0)
+    });
+    nonzero_length
+        || headers.contains_key(header::TRANSFER_ENCODING)
+        || !http_body::Body::is_end_stream(request.body())
+}
+
+/// Whether `request` says its body is `application/json` (with or without a charset).
+fn is_json(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"))
 }
 
 async fn page() -> Html<&'static str> {
