@@ -969,6 +969,7 @@ async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
         "closed": counts(&stats.closed),
         "bans": stats.bans,
         "evictions": stats.evictions,
+        "unidentified_requests": stats.unidentified_requests,
         "points": points,
         "fleet": fleet_state(),
         "config": {

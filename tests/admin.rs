@@ -276,6 +276,17 @@ async fn a_ban_through_the_api_refuses_the_client_on_the_public_port_and_an_unba
     assert!(was_refused(&mut connect_from(2, s.public).await).await);
     let mut outside = http1_client(connect_from(6, s.public).await).await;
     assert_eq!(h1_get(&mut outside, "/").await.0, 200);
+    // The ban's reason is the limiter's, shown for the network and each client in it; with none
+    // given, it says who banned.
+    let (_, bans) = call(s.admin, "GET", "/api/bans", Some(TOKEN), None).await;
+    let bans = json(&bans);
+    assert_eq!(bans["networks"][0]["name"], "127.0.0.0/30");
+    let by_api = "banned by alice through the admin API";
+    assert_eq!(bans["networks"][0]["reason"], by_api);
+    assert_eq!(bans["clients"][0]["name"], "127.0.0.2");
+    assert_eq!(bans["clients"][0]["reason"], by_api);
+    let (_, in_limiter) = &s.limiter.bans()[0];
+    assert_eq!(in_limiter.reason.to_string(), by_api);
 
     let (_, audit) = call(s.admin, "GET", "/api/audit", Some(TOKEN), None).await;
     let changes = json(&audit)["changes"].as_array().unwrap().clone();
