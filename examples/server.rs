@@ -88,8 +88,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_connlimit::serve::Serve;
 use tower_connlimit::{
-    BanPolicy, ByReason, Cidr, ClientIp, ClientIpHeader, Config, ConnLimitLayer, ConnLimitListener,
-    Limiter, MinReceiveRate, ProxyProtocol, RateLimit, RejectAction,
+    ban::BanPolicy, client_ip::ClientIpHeader, layer::ClientIp, listener::MinReceiveRate,
+    listener::ProxyProtocol, listener::RejectAction, stats::ByReason, Cidr, Config, ConnLimitLayer,
+    ConnLimitListener, Limiter, RateLimit,
 };
 use tower_layer::Layer;
 
@@ -955,7 +956,7 @@ async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
                 "rejected": counts(&figures.rejected),
                 "closed": counts(&figures.closed),
             });
-            (figures.point.name().to_owned(), value)
+            (figures.name.to_owned(), value)
         })
         .collect();
     Json(json!({

@@ -13,7 +13,9 @@ use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tower_connlimit::{Config, ConnLimitListener, Limiter, ListenerConfig, MinReceiveRate};
+use tower_connlimit::{
+    listener::ListenerConfig, listener::MinReceiveRate, Config, ConnLimitListener, Limiter,
+};
 
 use support::*;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use redis_server::Redis;
 
 use tower_connlimit::fleet::{Fleet, FleetConfig};
-use tower_connlimit::{BanPolicy, Config, Limiter, RateLimit, RejectReason};
+use tower_connlimit::{ban::BanPolicy, Config, Limiter, RateLimit, RejectReason};
 
 const INTERVAL: Duration = Duration::from_millis(100);
 /// How long a test waits for the fleet, at most.

@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tower_connlimit::{Config, ConnLimitListener, Limiter, RejectAction};
+use tower_connlimit::{listener::RejectAction, Config, ConnLimitListener, Limiter};
 
 use support::*;
 

@@ -12,7 +12,9 @@ use axum::routing::get;
 use axum::Router;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tower_connlimit::{Config, ConnLimitListener, Limiter, ListenerConfig, ProxyProtocol};
+use tower_connlimit::{
+    listener::ListenerConfig, listener::ProxyProtocol, Config, ConnLimitListener, Limiter,
+};
 
 use support::*;
 

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use tower_connlimit::{Config, FakeClock, Limiter, RateLimit, RejectReason, Strategy};
+use tower_connlimit::{clock::FakeClock, rate::Strategy, Config, Limiter, RateLimit, RejectReason};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

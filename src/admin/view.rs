@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::limiter::{ByReason, ClientStats, Stats};
-use crate::limits::{PathMatch, WhenFull};
+use crate::limits::WhenFull;
 use crate::listener::ProxyProtocol;
+use crate::rate::PathMatch;
 use crate::rate::{RateLimit, Strategy};
 use crate::series;
 use crate::Config;
@@ -42,7 +43,7 @@ pub(super) fn stats(stats: &Stats) -> Value {
                 "rejected": counts(&p.rejected),
                 "closed": counts(&p.closed),
             });
-            (p.point.name().to_owned(), value)
+            (p.name.to_owned(), value)
         })
         .collect();
     json!({

@@ -35,7 +35,7 @@ where
 
     /// Accepts the next connection under the limits. Like every axum listener, it never
     /// fails: the inner listener handles its own accept errors. The address is the client's
-    /// (with [`ProxyProtocol::Required`](crate::ProxyProtocol::Required), the one the PROXY
+    /// (with [`ProxyProtocol::Required`](crate::listener::ProxyProtocol::Required), the one the PROXY
     /// header names).
     ///
     /// With `ProxyProtocol::Required`, the inner listener's `accept` must be cancel safe, as

@@ -61,7 +61,7 @@ where
     ///
     /// The client of each connection is its IO's [`PeerAddr`] (implemented for tokio's
     /// `TcpStream`; implement it, and [`RejectableIo`], for a custom IO type), or, with
-    /// [`ProxyProtocol::Required`](crate::ProxyProtocol::Required), the address its PROXY header
+    /// [`ProxyProtocol::Required`](crate::listener::ProxyProtocol::Required), the address its PROXY header
     /// names. The inner stream's errors are passed through as they are, and the stream ends when
     /// the inner one does; PROXY headers still being read then are abandoned with the listener.
     /// The stream need not be `Unpin`.

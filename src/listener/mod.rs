@@ -140,6 +140,7 @@ use self::accept::{AcceptPath, Outcome};
 #[cfg(feature = "axum")]
 pub use self::axum::AxumListener;
 pub use self::deadlines::MinReceiveRate;
+#[cfg(feature = "serve")]
 pub(crate) use self::deadlines::HEADER_TIMEOUT;
 pub use self::incoming::Incoming;
 pub use self::reject::{RejectAction, RejectableIo};
@@ -147,6 +148,7 @@ pub(crate) use self::settings::ListenerSettings;
 pub use self::settings::{ListenerConfig, ProxyProtocol};
 pub use self::tracked_io::TrackedIo;
 use crate::limiter::{AdmissionPoint, Limiter};
+pub use crate::peer::PeerAddr;
 use crate::peer::NO_CLIENT_ADDRESS;
 use crate::reason::ReasonInfo;
 
