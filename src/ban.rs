@@ -26,8 +26,8 @@ use crate::reason::RejectReason;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
-    derive(serde::Deserialize),
-    serde(from = "file::BanSpec")
+    derive(serde::Serialize, serde::Deserialize),
+    serde(from = "file::BanSpec", into = "file::BanSpec")
 )]
 pub struct BanPolicy {
     /// Violations tolerated within `within`; one more bans the client. At least 1.
@@ -224,12 +224,13 @@ pub(crate) fn noise(key: &ClientKey, now: u64) -> u64 {
 mod file {
     use std::time::Duration;
 
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
 
     use super::BanPolicy;
 
-    /// A policy as a file writes it: `max_ban_for` may be left to `ban_for`.
-    #[derive(Deserialize)]
+    /// A policy as a file writes it: `max_ban_for` may be left to `ban_for`. A policy is
+    /// written whole, every field given.
+    #[derive(Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub(super) struct BanSpec {
         max_violations: u32,
@@ -257,6 +258,20 @@ mod file {
                 max_ban_for: f.max_ban_for.unwrap_or(f.ban_for),
                 jitter: f.jitter.unwrap_or_default(),
                 dry_run: f.dry_run,
+            }
+        }
+    }
+
+    impl From<BanPolicy> for BanSpec {
+        fn from(p: BanPolicy) -> Self {
+            BanSpec {
+                max_violations: p.max_violations,
+                within: p.within,
+                ban_for: p.ban_for,
+                escalate: p.escalate,
+                max_ban_for: Some(p.max_ban_for),
+                jitter: Some(p.jitter),
+                dry_run: p.dry_run,
             }
         }
     }

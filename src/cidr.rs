@@ -32,8 +32,8 @@ use crate::key::{full_len, mask, ClientKey};
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[cfg_attr(
     feature = "serde",
-    derive(serde::Deserialize),
-    serde(try_from = "String")
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "String", into = "String")
 )]
 pub struct Cidr {
     network: IpAddr,
@@ -132,6 +132,13 @@ impl TryFrom<String> for Cidr {
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    /// The network as [`FromStr`] reads it back: `10.0.0.0/8`.
+    fn from(cidr: Cidr) -> Self {
+        cidr.to_string()
     }
 }
 

@@ -1,10 +1,17 @@
 //! [`Config`]: the one config — the limits, and each integration's settings — and installing
 //! it in a [`Limiter`].
 //!
-//! The limit fields belong to the core, which checks and prepares them ([`Limits`]); each
+//! The limit fields belong to the core, which checks and prepares them (`Limits`); each
 //! integration keeps its settings in a type of its own, nested here ([`ListenerConfig`],
 //! [`ClientIpConfig`]), and reads them back from the limiter by type (`Settings`), so that the
 //! core names no integration and the listener and client-address code never name this module.
+//!
+//! With the `serde` feature, `Config` and every type in it implement `Deserialize` and
+//! `Serialize` for one schema, the config file's: what `serde_json::to_string(&config)` or
+//! `toml::to_string(&config)` writes (durations as `"1m 30s"`, networks as `"10.0.0.0/8"`,
+//! names as `"evict_stalest"`) reads back as `config`. `src/guide/config_fields.md` lists every
+//! field with its default; `tests/schema.rs` checks it, and `examples/config.toml`, against
+//! the schema.
 
 use std::sync::Arc;
 
@@ -16,7 +23,7 @@ use crate::ban::BanPolicy;
 use crate::cidr::Cidr;
 use crate::client_ip::{ClientIpConfig, ClientIpHeader};
 use crate::clock::{Clock, TokioClock};
-use crate::limiter::{Installed, Limiter, Settings};
+use crate::limiter::{Above, Composition, Installed, Limiter, Settings};
 use crate::limits::{Limits, Lookups};
 use crate::listener::{ListenerConfig, ListenerSettings, ProxyProtocol};
 use crate::rate::PathRule;
@@ -49,11 +56,12 @@ use crate::rate::RateLimit;
 /// A `Config` is checked when it is installed ([`Limiter::try_new`], [`Limiter::set_config`]);
 /// an invalid one is refused with a [`ConfigError`] naming the field and the reason, and the
 /// previous config stays in force. With the `serde` feature it also loads from TOML or JSON,
-/// field by field as here, sections as tables (`[listener]`): see `Config::from_toml_str`.
+/// field by field as here, sections as tables (`[listener]`): see `Config::from_toml_str`; and
+/// it serializes to the same form, so that a config written out reads back as itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
-    derive(serde::Deserialize),
+    derive(serde::Serialize, serde::Deserialize),
     serde(default, deny_unknown_fields)
 )]
 pub struct Config {
@@ -182,11 +190,34 @@ impl Default for Config {
 }
 
 /// What this module keeps in a limiter beside the limits: the config as it was given, and the
-/// settings the integrations read back.
-struct Prepared {
+/// settings the integrations read back. The core holds it without looking inside: its fields
+/// are this module's.
+pub(crate) struct Prepared {
     config: Arc<Config>,
     listener: ListenerSettings,
     client_ip: ClientIpConfig,
+}
+
+impl Prepared {
+    /// `config` (already checked), with what the integrations read at each decision.
+    fn new(config: Config) -> Self {
+        Prepared {
+            listener: config.listener.prepare(),
+            client_ip: config.client_ip,
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl Default for Prepared {
+    /// The default config, prepared.
+    fn default() -> Self {
+        Prepared::new(Config::default())
+    }
+}
+
+impl Composition for Above {
+    type Whole = Prepared;
 }
 
 impl Config {
@@ -267,24 +298,11 @@ impl Config {
     fn install(self) -> Result<Installed, ConfigError> {
         let limits = self.limits().compile()?;
         self.check_sections()?;
-        let prepared = Prepared {
-            listener: self.listener.prepare(),
-            client_ip: self.client_ip,
-            config: Arc::new(self),
-        };
         Ok(Installed {
             limits,
-            whole: Arc::new(prepared),
+            whole: Arc::new(Prepared::new(self)),
         })
     }
-}
-
-/// What this module stored in `installed`.
-fn prepared(installed: &Installed) -> &Prepared {
-    installed
-        .whole
-        .downcast_ref()
-        .expect("only `Config::install` installs configs, and it stores a `Prepared`")
 }
 
 impl Limiter {
@@ -324,7 +342,7 @@ impl Limiter {
 
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&prepared(&self.installed()).config)
+        Arc::clone(&self.installed().whole.config)
     }
 
     /// Replaces the config atomically; the next decision uses it.
@@ -346,14 +364,14 @@ impl Limiter {
 impl Settings<ListenerSettings> for Limiter {
     fn with_settings<R>(&self, f: impl FnOnce(&ListenerSettings, &Limits) -> R) -> R {
         let installed = self.installed();
-        f(&prepared(&installed).listener, &installed.limits)
+        f(&installed.whole.listener, &installed.limits)
     }
 }
 
 impl Settings<ClientIpConfig> for Limiter {
     fn with_settings<R>(&self, f: impl FnOnce(&ClientIpConfig, &Limits) -> R) -> R {
         let installed = self.installed();
-        f(&prepared(&installed).client_ip, &installed.limits)
+        f(&installed.whole.client_ip, &installed.limits)
     }
 }
 

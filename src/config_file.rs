@@ -4,8 +4,9 @@
 //! settings in a table of its own (`[listener]`, `[client_ip]`); any field left out keeps its
 //! default, and an unknown field is an error (a typo must not silently mean "default").
 //! Durations are human-readable: `"100ms"`, `"30s"`, `"10m"`, `"24h"`. `examples/config.toml`
-//! documents every field. Each type derives its own `Deserialize`, so there is no second copy
-//! of the config to keep in step.
+//! sets every field. Each type derives its own `Deserialize` and `Serialize`, so there is no
+//! second copy of the config to keep in step: what a config writes is what this module reads
+//! back (the admin API's `GET /api/config` answers with it, and `PUT` takes it back).
 //!
 //! Rate rules default their strategy as a typical connection gate does: `connect_rate` counts
 //! with `cooldown`, `request_rate` and path rules with `sliding_window`.

@@ -3,22 +3,12 @@
 //! stats as Prometheus text.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
 use crate::limiter::{ByReason, ClientStats, Stats};
-use crate::limits::WhenFull;
-use crate::listener::ProxyProtocol;
-use crate::rate::PathMatch;
-use crate::rate::{RateLimit, Strategy};
 use crate::series;
 use crate::Config;
-
-/// A duration as config files write it: `1m 30s`, `250ms`.
-fn duration(d: Duration) -> Value {
-    Value::String(humantime::format_duration(d).to_string())
-}
 
 /// The counts of `by_reason` with their names, zeros left out.
 fn counts(by_reason: &ByReason) -> Value {
@@ -78,80 +68,10 @@ pub(super) fn client(c: &ClientStats) -> Value {
     })
 }
 
-fn rate(rule: &RateLimit) -> Value {
-    let strategy = match rule.strategy {
-        Strategy::Cooldown => "cooldown",
-        Strategy::FixedWindow => "fixed_window",
-        Strategy::TokenBucket => "token_bucket",
-        _ => "sliding_window",
-    };
-    json!({
-        "events": rule.events,
-        "period": duration(rule.period),
-        "strategy": strategy,
-        "burst": rule.burst,
-        "dry_run": rule.dry_run,
-    })
-}
-
-/// The config in the JSON form [`Config::from_json_str`] reads back.
+/// The config in the JSON form [`Config::from_json_str`] reads back: its own `Serialize`, so
+/// that what is shown and what is read are one schema.
 pub(super) fn config(c: &Config) -> Value {
-    let cidrs = |list: &[crate::Cidr]| -> Value {
-        list.iter()
-            .map(|cidr| Value::String(cidr.to_string()))
-            .collect()
-    };
-    let listener = &c.listener;
-    json!({
-        "max_conns_per_client": c.max_conns_per_client,
-        "max_conns_total": c.max_conns_total,
-        "max_requests_per_client": c.max_requests_per_client,
-        "ipv4_prefix": c.ipv4_prefix,
-        "ipv6_prefix": c.ipv6_prefix,
-        "exempt": cidrs(&c.exempt),
-        "overrides": c.overrides.iter().map(|o| json!({
-            "network": o.network.to_string(),
-            "max_conns_per_client": o.max_conns_per_client,
-        })).collect::<Vec<_>>(),
-        "connect_rate": c.connect_rate.as_ref().map(rate),
-        "request_rate": c.request_rate.as_ref().map(rate),
-        "path_rules": c.path_rules.iter().map(|p| json!({
-            "path": p.path,
-            "match": if p.matching == PathMatch::Prefix { "prefix" } else { "exact" },
-            "method": p.method,
-            "rate": rate(&p.rate),
-        })).collect::<Vec<_>>(),
-        "ban": c.ban.map(|b| json!({
-            "max_violations": b.max_violations,
-            "within": duration(b.within),
-            "ban_for": duration(b.ban_for),
-            "escalate": b.escalate,
-            "max_ban_for": duration(b.max_ban_for),
-            "jitter": duration(b.jitter),
-            "dry_run": b.dry_run,
-        })),
-        "max_tracked_clients": c.max_tracked_clients,
-        "when_full": if c.when_full == WhenFull::RefuseNew { "refuse_new" } else { "evict_stalest" },
-        "max_keys_per_network": c.max_keys_per_network,
-        "network_ipv4_prefix": c.network_ipv4_prefix,
-        "network_ipv6_prefix": c.network_ipv6_prefix,
-        "trusted_proxies": cidrs(&c.trusted_proxies),
-        "listener": {
-            "handshake_timeout": duration(listener.handshake_timeout),
-            "idle_timeout": duration(listener.idle_timeout),
-            "min_receive_rate": listener.min_receive_rate.map(|m| json!({
-                "bytes_per_sec": m.bytes_per_sec,
-                "grace": duration(m.grace),
-            })),
-            "proxy_protocol": if listener.proxy_protocol == ProxyProtocol::Off { "off" } else { "required" },
-            "proxy_header_timeout": duration(listener.proxy_header_timeout),
-        },
-        "client_ip": {
-            "header": c.client_ip.header.as_str(),
-            "trusted_hops": c.client_ip.trusted_hops,
-            "unidentified": c.client_ip.unidentified.as_str(),
-        },
-    })
+    serde_json::to_value(c).expect("a config has only string keys and finite numbers")
 }
 
 /// The stats as Prometheus text, with the names of the `metrics` feature's series (the one

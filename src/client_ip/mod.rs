@@ -37,7 +37,7 @@ pub(crate) const MAX_TRUSTED_HOPS: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",
-    derive(serde::Deserialize),
+    derive(serde::Serialize, serde::Deserialize),
     serde(default, deny_unknown_fields)
 )]
 pub struct ClientIpConfig {
@@ -81,7 +81,7 @@ impl Default for ClientIpConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",
-    derive(serde::Deserialize),
+    derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
 #[non_exhaustive]
@@ -162,8 +162,8 @@ impl ClientIpConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",
-    derive(serde::Deserialize),
-    serde(try_from = "String")
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "String", into = "&'static str")
 )]
 #[non_exhaustive]
 pub enum ClientIpHeader {
@@ -258,6 +258,13 @@ impl TryFrom<String> for ClientIpHeader {
 
     fn try_from(name: String) -> Result<Self, Self::Error> {
         name.parse()
+    }
+}
+
+impl From<ClientIpHeader> for &'static str {
+    /// The name [`ClientIpHeader::as_str`] gives, which [`FromStr`] reads back.
+    fn from(header: ClientIpHeader) -> Self {
+        header.as_str()
     }
 }
 

@@ -1,6 +1,5 @@
 //! [`Limiter`]: the per-client counts that every admission point shares.
 
-use std::any::Any;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -115,14 +114,34 @@ pub struct Limiter {
 /// A config as the limiter holds it: the limits its decisions read, and the whole config with
 /// what the integrations prepared from it, which the limiter keeps without looking inside.
 ///
-/// `whole` is the one type-erased value in the crate, and deliberately so: the core cannot name
-/// the one `Config`, which sits above it. Only `crate::config` stores it (when a config is
-/// installed) and reads it back (for `Limiter::config` and [`Settings`]), always as the type it
-/// stored, so the downcast there cannot fail.
+/// Both sit behind one pointer, so a decision that reads an integration's settings and the
+/// limits reads them from one snapshot (see [`Settings`]).
+///
+/// The core cannot name the one `Config`, which sits above it and nests every integration's
+/// settings, so `whole` is of the type the layer above says it is: [`Whole`], given by the one
+/// implementation of [`Composition`] (in `crate::config`). The core only moves and clones it;
+/// the fields are private to the module that defines them, which reads them as the type they
+/// are, without a downcast. Holding it as `Arc<dyn Any>` did the same at the cost of a check
+/// that could only fail on a bug; making the limiter generic over it would have put a type
+/// parameter on `Limiter` and every type holding one, for a single instantiation.
 pub(crate) struct Installed {
     pub(crate) limits: Limits,
-    pub(crate) whole: Arc<dyn Any + Send + Sync>,
+    pub(crate) whole: Arc<Whole>,
 }
+
+/// What the layer above the core keeps in a limiter beside the limits: the type of
+/// [`Installed::whole`].
+pub(crate) trait Composition {
+    /// The whole config and what the integrations prepared from it. Its default is that of the
+    /// default config, so that the core's own tests can make a limiter without naming it.
+    type Whole: Default + Send + Sync + 'static;
+}
+
+/// The layer above the core, which implements [`Composition`] once.
+pub(crate) enum Above {}
+
+/// The whole config as the layer above prepares it.
+pub(crate) type Whole = <Above as Composition>::Whole;
 
 /// An integration's settings in the config in force, by type: the core knows no integration,
 /// so each one asks the limiter for its own settings type, and the one `Config` (which nests

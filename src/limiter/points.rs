@@ -460,7 +460,7 @@ mod tests {
     fn limiter() -> Limiter {
         let installed = Installed {
             limits: Limits::default().compile().unwrap(),
-            whole: std::sync::Arc::new(()),
+            whole: std::sync::Arc::default(),
         };
         Limiter::with_installed(installed, TokioClock::new())
     }

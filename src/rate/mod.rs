@@ -35,7 +35,7 @@ use crate::error::ConfigError;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",
-    derive(serde::Deserialize),
+    derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
 #[non_exhaustive]
@@ -70,8 +70,8 @@ pub enum Strategy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",
-    derive(serde::Deserialize),
-    serde(from = "file::RateSpec")
+    derive(serde::Serialize, serde::Deserialize),
+    serde(from = "file::RateSpec", into = "file::RateSpec")
 )]
 pub struct RateLimit {
     /// Events allowed per `period`; at least 1.
@@ -164,12 +164,13 @@ impl RateLimit {
 pub(crate) mod file {
     use std::time::Duration;
 
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
 
     use super::{RateLimit, Strategy};
 
-    /// A rule as a file writes it: the strategy may be left to the rule's field.
-    #[derive(Deserialize)]
+    /// A rule as a file writes it: the strategy may be left to the rule's field. A rule is
+    /// written with its strategy, so that it reads back the same under any field.
+    #[derive(Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub(crate) struct RateSpec {
         events: u32,
@@ -199,6 +200,18 @@ pub(crate) mod file {
         /// A rule with no strategy of its own counts by the sliding window.
         fn from(spec: RateSpec) -> Self {
             spec.into_rule(Strategy::SlidingWindow)
+        }
+    }
+
+    impl From<RateLimit> for RateSpec {
+        fn from(rule: RateLimit) -> Self {
+            RateSpec {
+                events: rule.events,
+                period: rule.period,
+                strategy: Some(rule.strategy),
+                burst: rule.burst,
+                dry_run: rule.dry_run,
+            }
         }
     }
 
