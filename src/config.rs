@@ -142,50 +142,47 @@ pub struct Config {
     pub client_ip: ClientIpConfig,
 }
 
+/// Calls `$then!` with the names of the limit fields: the fields `Config` shares with the
+/// core's `Limits`, of the same types and meanings. The compiler checks this list against both
+/// structs: a field missing from it is missing from a struct expression it builds.
+macro_rules! with_limit_fields {
+    ($then:ident) => {
+        $then!(
+            max_conns_per_client,
+            max_conns_total,
+            max_requests_per_client,
+            ipv4_prefix,
+            ipv6_prefix,
+            exempt,
+            overrides,
+            trusted_proxies,
+            connect_rate,
+            request_rate,
+            path_rules,
+            ban,
+            max_tracked_clients,
+            when_full,
+            max_keys_per_network,
+            network_ipv4_prefix,
+            network_ipv6_prefix
+        )
+    };
+}
+
 impl Default for Config {
     /// The core's default limits (see each field), and each integration's default settings.
     fn default() -> Self {
-        let Limits {
-            max_conns_per_client,
-            max_conns_total,
-            max_requests_per_client,
-            ipv4_prefix,
-            ipv6_prefix,
-            exempt,
-            overrides,
-            trusted_proxies,
-            connect_rate,
-            request_rate,
-            path_rules,
-            ban,
-            max_tracked_clients,
-            when_full,
-            max_keys_per_network,
-            network_ipv4_prefix,
-            network_ipv6_prefix,
-            lookups: _,
-        } = Limits::default();
-        Config {
-            max_conns_per_client,
-            max_conns_total,
-            max_requests_per_client,
-            ipv4_prefix,
-            ipv6_prefix,
-            exempt,
-            overrides,
-            connect_rate,
-            request_rate,
-            path_rules,
-            ban,
-            max_tracked_clients,
-            when_full,
-            max_keys_per_network,
-            network_ipv4_prefix,
-            network_ipv6_prefix,
-            trusted_proxies,
-            listener: ListenerConfig::default(),
-            client_ip: ClientIpConfig::default(),
+        let limits = Limits::default();
+        macro_rules! config_of_limits {
+            ($($field:ident),*) => {
+                Config {
+                    $($field: limits.$field,)*
+                    listener: ListenerConfig::default(),
+                    client_ip: ClientIpConfig::default(),
+                }
+            };
         }
+        with_limit_fields!(config_of_limits)
     }
 }
 
@@ -236,26 +233,16 @@ impl Config {
 
     /// The limit fields, as the core reads them (not checked yet).
     fn limits(&self) -> Limits {
-        Limits {
-            max_conns_per_client: self.max_conns_per_client,
-            max_conns_total: self.max_conns_total,
-            max_requests_per_client: self.max_requests_per_client,
-            ipv4_prefix: self.ipv4_prefix,
-            ipv6_prefix: self.ipv6_prefix,
-            exempt: self.exempt.clone(),
-            overrides: self.overrides.clone(),
-            trusted_proxies: self.trusted_proxies.clone(),
-            connect_rate: self.connect_rate,
-            request_rate: self.request_rate,
-            path_rules: self.path_rules.clone(),
-            ban: self.ban,
-            max_tracked_clients: self.max_tracked_clients,
-            when_full: self.when_full,
-            max_keys_per_network: self.max_keys_per_network,
-            network_ipv4_prefix: self.network_ipv4_prefix,
-            network_ipv6_prefix: self.network_ipv6_prefix,
-            lookups: Lookups::default(),
+        let config = self.clone();
+        macro_rules! limits_of_config {
+            ($($field:ident),*) => {
+                Limits {
+                    $($field: config.$field,)*
+                    lookups: Lookups::default(),
+                }
+            };
         }
+        with_limit_fields!(limits_of_config)
     }
 
     /// Each integration's settings, then what they need of each other and of the limits.

@@ -640,49 +640,48 @@ fn reference_problems(markdown: &str, schema: &Schema) -> Vec<String> {
     };
     let mut problems = coverage("", fields, schema.fields.keys());
     problems.extend(coverage("rate.", rate_fields, &schema.rate_fields));
+    let known = |(field, _): &&(String, String)| schema.fields.contains_key(field);
+    let fields = stated("", fields.iter().filter(known), &mut problems);
+    let known = |(field, _): &&(String, String)| schema.rate_fields.contains(field);
+    let rate_fields = stated("rate.", rate_fields.iter().filter(known), &mut problems);
     // The fields of tables that the default config does not have (a ban, an override), by
-    // table, with their stated defaults.
+    // table; the others have their default in the default config.
     let mut in_tables: BTreeMap<String, Vec<(String, Stated)>> = BTreeMap::new();
-    for (field, cell) in fields {
-        let Some(default) = schema.fields.get(field) else {
-            continue;
-        };
-        let stated = match Stated::parse(cell) {
-            Ok(stated) => stated,
-            Err(problem) => {
-                problems.push(format!("{field}: {problem}"));
-                continue;
-            }
-        };
-        match (default, field.rsplit_once('.')) {
+    for (field, stated) in fields {
+        match (&schema.fields[&field], field.rsplit_once('.')) {
             (Some(value), _) if !stated.describes(Some(value), &Value::Null) => {
-                problems.push(format!("{field}: the default is {value}, not {cell}"));
+                problems.push(format!("{field}: the default is {value}, not {stated}"));
             }
             (None, Some((table, name))) => {
-                in_tables
-                    .entry(table.to_owned())
-                    .or_default()
-                    .push((name.to_owned(), stated));
+                let table = in_tables.entry(table.to_owned()).or_default();
+                table.push((name.to_owned(), stated));
             }
             _ => {}
         }
     }
-    for (field, cell) in rate_fields
-        .iter()
-        .filter(|(field, _)| schema.rate_fields.contains(field))
-    {
-        match Stated::parse(cell) {
-            Ok(stated) => in_tables
-                .entry(RATE_DEFAULTS_AT.to_owned())
-                .or_default()
-                .push((field.clone(), stated)),
-            Err(problem) => problems.push(format!("rate.{field}: {problem}")),
-        }
+    if !rate_fields.is_empty() {
+        in_tables.insert(RATE_DEFAULTS_AT.to_owned(), rate_fields);
     }
     for (table, fields) in &in_tables {
         problems.extend(table_problems(table, fields, &schema.filled));
     }
     problems
+}
+
+/// Each row with the default its cell states, and a problem for each cell that states none.
+fn stated<'a>(
+    prefix: &str,
+    rows: impl Iterator<Item = &'a (String, String)>,
+    problems: &mut Vec<String>,
+) -> Vec<(String, Stated)> {
+    rows.filter_map(|(field, cell)| match Stated::parse(cell) {
+        Ok(stated) => Some((field.clone(), stated)),
+        Err(problem) => {
+            problems.push(format!("{prefix}{field}: {problem}"));
+            None
+        }
+    })
+    .collect()
 }
 
 /// Which fields of the schema `rows` leave out, and which they name that it lacks.

@@ -71,7 +71,8 @@ pub(super) fn client(c: &ClientStats) -> Value {
 /// The config in the JSON form [`Config::from_json_str`] reads back: its own `Serialize`, so
 /// that what is shown and what is read are one schema.
 pub(super) fn config(c: &Config) -> Value {
-    serde_json::to_value(c).expect("a config has only string keys and finite numbers")
+    serde_json::to_value(c)
+        .expect("a config is named fields, strings, integers and booleans, which JSON holds")
 }
 
 /// The stats as Prometheus text, with the names of the `metrics` feature's series (the one
