@@ -90,7 +90,7 @@ impl ReasonInfo {
     }
 
     /// Whether the server as a whole, not this client, is at a limit (answered `503`).
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) const fn is_server_wide(&self) -> bool {
         self.http_status == 503
     }
