@@ -271,7 +271,7 @@ impl Limiter {
             ..Stats::default()
         };
         // Every total is a sum of what was read, so the totals agree with the points.
-        for counters in shared.home.points.iter() {
+        for counters in shared.tallies.points.iter() {
             let (point, [connections, requests]) = PointStats::read(counters);
             stats.admitted_connections += connections;
             stats.open_connections += point.open_connections;

@@ -116,13 +116,13 @@
 //! [`Stats::rejected`]: crate::Stats::rejected
 
 mod accept;
+mod accept_trait;
 #[cfg(feature = "axum")]
 mod axum;
 mod deadlines;
 #[cfg(feature = "proxy-protocol")]
 mod header_reads;
 mod incoming;
-mod listen;
 // `pub(crate)` for the `__fuzz` entry points in lib.rs.
 #[cfg(feature = "proxy-protocol")]
 pub(crate) mod proxy_protocol;
@@ -136,13 +136,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use self::accept::{AcceptPath, Outcome};
+pub use self::accept_trait::Accept;
 #[cfg(feature = "axum")]
 pub use self::axum::AxumListener;
 pub use self::deadlines::MinReceiveRate;
 #[cfg(feature = "serve")]
 pub(crate) use self::deadlines::HEADER_TIMEOUT;
 pub use self::incoming::Incoming;
-pub use self::listen::Listener;
 pub use self::reject::{RejectAction, RejectableIo};
 pub(crate) use self::settings::ListenerSettings;
 pub use self::settings::{ListenerConfig, ProxyProtocol};
@@ -174,7 +174,7 @@ pin_project_lite::pin_project! {
     /// The wrapper owns the inner listener, or the inner stream of accepted connections; the
     /// limiter is shared, so the same limits and counts can also be enforced by layers elsewhere
     /// in the server.
-    pub struct ConnLimitListener<L: Listener> {
+    pub struct ConnLimitListener<L: Accept> {
         #[pin]
         inner: L,
         path: AcceptPath<L::Io>,
@@ -183,7 +183,7 @@ pin_project_lite::pin_project! {
 
 impl<L> ConnLimitListener<L>
 where
-    L: Listener,
+    L: Accept,
     L::Io: RejectableIo,
 {
     /// Wraps `inner`, admitting its connections through `limiter`.
@@ -249,12 +249,12 @@ where
 
 impl<L> ConnLimitListener<L>
 where
-    L: Listener,
+    L: Accept,
     L::Io: RejectableIo,
     L::Addr: PeerAddr,
 {
     /// Accepts the next connection that is under the limits, refusing the others as configured:
-    /// [`Listener::accept`], callable without the trait in scope. The address returned is the
+    /// [`Accept::accept`], callable without the trait in scope. The address returned is the
     /// client's: the peer's, or with [`ProxyProtocol::Required`] the one its PROXY header names.
     ///
     /// # Errors
@@ -267,7 +267,7 @@ where
     /// Cancel safe when the inner listener's `accept` is, as tokio's are: a connection is either
     /// returned or, if it was refused, already dealt with.
     pub async fn accept(&mut self) -> io::Result<(TrackedIo<L::Io>, SocketAddr)> {
-        Listener::accept(self).await
+        Accept::accept(self).await
     }
 
     /// The address the inner listener is bound to, as its peers are counted: for a Unix socket,
@@ -277,15 +277,15 @@ where
     ///
     /// The inner listener's.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Listener::local_addr(self)
+        Accept::local_addr(self)
     }
 }
 
 /// The one accept loop: every form of the listener but the stream of connections (whose
 /// `poll_next` walks the same path, `incoming.rs`) admits here.
-impl<L> Listener for ConnLimitListener<L>
+impl<L> Accept for ConnLimitListener<L>
 where
-    L: Listener,
+    L: Accept,
     L::Io: RejectableIo,
     L::Addr: PeerAddr,
 {
@@ -318,7 +318,7 @@ where
     }
 }
 
-impl<L: Listener + fmt::Debug> fmt::Debug for ConnLimitListener<L> {
+impl<L: Accept + fmt::Debug> fmt::Debug for ConnLimitListener<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnLimitListener")
             .field("inner", &self.inner)
