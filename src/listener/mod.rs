@@ -8,43 +8,19 @@
 //! TLS, raw TCP), keeps upgraded connections counted, and spends nothing on a refused peer. Its
 //! counts are those of the admission point `listener` in [`Stats`](crate::Stats).
 //!
-//! It comes in three forms, which share one accept path (`accept.rs`):
+//! It wraps anything that implements [`Accept`], the crate's listener trait, and is itself one,
+//! so the one accept path (`accept.rs`) serves every form:
 //!
-//! - around tokio's `TcpListener`, [`ConnLimitListener::accept`], for a plain accept loop;
-//! - around any axum `Listener` (feature `axum`), itself an axum `Listener` for
-//!   `axum::serve`, with [`ConnLimitListener::for_axum`] for `ConnectInfo`;
-//! - around a stream of connections ([`ConnLimitListener::from_stream`]: tonic's
+//! - around tokio's `TcpListener` or `UnixListener`, or a listener of yours:
+//!   [`ConnLimitListener::accept`] in a plain accept loop (below), `serve::Serve` (feature
+//!   `serve`), or any server written over [`Accept`];
+//! - as an axum `Listener` (feature `axum`) for `axum::serve`, with `for_axum()` for
+//!   `ConnectInfo<SocketAddr>` (an `AxumListener`);
+//! - around a stream of accepted connections ([`ConnLimitListener::from_stream`]: tonic's
 //!   `TcpIncoming`, say), itself such a stream, for `serve_with_incoming`.
 //!
-//! # With `axum::serve`
-//!
-//! ```no_run
-//! use std::net::SocketAddr;
-//! use axum::{extract::ConnectInfo, routing::get, Router};
-//! use tower_connlimit::{Config, ConnLimitListener, Limiter};
-//!
-//! # async fn run() -> std::io::Result<()> {
-//! let limiter = Limiter::new(Config { max_conns_per_client: 10, ..Config::default() });
-//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! let app = Router::new().route(
-//!     "/",
-//!     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { format!("hello {peer}") }),
-//! );
-//! axum::serve(
-//!     ConnLimitListener::new(tcp, limiter).for_axum(),
-//!     app.into_make_service_with_connect_info::<SocketAddr>(),
-//! )
-//! .await
-//! # }
-//! ```
-//!
-//! `for_axum()` is what makes `ConnectInfo<SocketAddr>` work: axum implements its `Connected`
-//! trait only for `TcpListener` and its own `TapIo` wrapper, and Rust's orphan rule lets no other
-//! crate add one for `SocketAddr`, so `for_axum()` wraps the listener in a no-op `TapIo`.
-//! Without connection info, `axum::serve(ConnLimitListener::new(tcp, limiter), app)` works as
-//! well. Put TLS *on top of* this listener, so that a refused peer never gets a handshake.
-//!
-//! # With a plain tokio accept loop
+//! The guide's [which admission point](crate::guide::admission_points) sets each one up and
+//! compares this point with the layers.
 //!
 //! ```no_run
 //! use tower_connlimit::{Config, ConnLimitListener, Limiter};
@@ -64,6 +40,16 @@
 //! }
 //! # }
 //! ```
+//!
+//! With `axum::serve`, `for_axum()` is what makes `ConnectInfo<SocketAddr>` work: axum
+//! implements its `Connected` trait only for `TcpListener` and its own `TapIo` wrapper, and
+//! Rust's orphan rule lets no other crate add one for `SocketAddr`, so `for_axum()` wraps the
+//! listener in a no-op `TapIo`. Without connection info, `axum::serve(ConnLimitListener::new(tcp,
+//! limiter), app)` works as well.
+//!
+//! Put TLS *on top of* this listener, as a listener of your own around it (`examples/tls.rs`),
+//! so that a refused peer never gets a handshake. A Unix socket's peer has no IP address: it is
+//! counted as `127.0.0.1` (see [`PeerAddr`]).
 //!
 //! # Refusing
 //!
@@ -96,6 +82,10 @@
 //! sockets can stay established with nobody behind them, and the limiter rightly counts them
 //! until something closes them.
 //!
+//! The deadlines cover a connection's first phase and its idle spells; the guide's
+//! [slow clients](crate::guide::the_gate#slow-clients) says how to choose them, and how
+//! `serve::Serve` bounds every request's headers after the first.
+//!
 //! # The PROXY protocol
 //!
 //! Behind HAProxy, an AWS NLB or Envoy, every connection comes from the balancer. With
@@ -108,9 +98,10 @@
 //! it is believed: its declared length must be exactly what follows its fixed part, its
 //! family's address block must fit in it, the rest must be whole TLVs, and a CRC32c TLV must
 //! match; one that does not is malformed (`proxy_header_invalid`). Headers are read in tasks of
-//! their own, at most
-//! [`max_pending_proxy_headers`](ConnLimitListener::max_pending_proxy_headers) at once, so a
-//! slow proxy connection never stalls accepting.
+//! their own, at most `max_pending_proxy_headers` (a builder method, 1024 by default) at once,
+//! so a slow proxy connection never stalls accepting. The guide's
+//! [behind proxies](crate::guide::behind_proxies) puts this together with client address
+//! headers and trusted proxies.
 //!
 //! [`Stats::closed`]: crate::Stats::closed
 //! [`Stats::rejected`]: crate::Stats::rejected
