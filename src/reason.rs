@@ -143,7 +143,7 @@ macro_rules! reasons {
     ($($(#[$doc:meta])* $variant:ident = $name:literal, $message:literal, $http:literal, $grpc:expr;)+) => {
         /// Which of the limiter's limits refused an admission.
         ///
-        /// Each reason is one row of facets, side by side in one table ([`RejectReason::info`]):
+        /// Each reason is one row of facets, side by side in one table:
         /// its stable name (the log field, the metric label and the key in
         /// [`Stats`](crate::Stats)), the generic message a refused client is told, and the HTTP
         /// status and gRPC code a refused request or call is answered with. The admission points

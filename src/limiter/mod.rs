@@ -351,7 +351,7 @@ impl Limiter {
     /// Checks, in order: a ban, `connect_rate`, the per-client limit (`max_conns_per_client`,
     /// or the longest matching override), then the global cap (`max_conns_total`). Exempt
     /// clients are counted but never refused. Concurrent calls never admit past a limit.
-    /// Counted under the admission point [`AdmissionPoint::DIRECT`].
+    /// Counted under the admission point `direct` in [`Stats`](crate::Stats).
     ///
     /// [`TrackedIo`]: crate::TrackedIo
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnPermit, Rejected> {

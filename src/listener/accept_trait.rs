@@ -1,5 +1,5 @@
 //! [`Accept`]: where a server's connections come from, as one open trait that the
-//! [`ConnLimitListener`](super::ConnLimitListener) wraps and [`serve::Serve`](crate::serve)
+//! [`ConnLimitListener`](super::ConnLimitListener) wraps and `serve::Serve`
 //! serves, in the manner of axum's `serve::Listener`. It is named for what a listener does, as
 //! hyper 0.14's was, so that it never collides with axum's `Listener` in a server that uses
 //! both.
@@ -59,7 +59,7 @@ pub trait Accept: Send + 'static {
     /// # Errors
     ///
     /// What accepting failed with (out of file descriptors, say); the caller decides whether
-    /// to back off and try again ([`serve::Serve`](crate::serve) pauses and goes on).
+    /// to back off and try again (`serve::Serve` pauses and goes on).
     ///
     /// # Cancel safety
     ///
@@ -75,7 +75,7 @@ pub trait Accept: Send + 'static {
     fn local_addr(&self) -> io::Result<Self::Addr>;
 
     /// The permit that counts `io`, when a limiter admitted it: how a server on top (such as
-    /// [`serve::Serve`](crate::serve), which counts the connections its header timeout cuts)
+    /// `serve::Serve`, which counts the connections its header timeout cuts)
     /// reaches it. `None` by default; a listener wrapping another passes its inner one's on.
     fn permit(io: &Self::Io) -> Option<&ConnPermit> {
         let _ = io;
