@@ -233,7 +233,7 @@ impl Proxy {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<Snapshot> {
-        let listener = ConnLimitListener::new(listener, self.limiter.clone());
+        let mut listener = ConnLimitListener::new(listener, self.limiter.clone());
         self.stats.listening.store(true, Ordering::Relaxed);
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The test suite, as the README gives it: installs what the tests start (Debian's
-# redis-server, for the fleet tests, which run it on a free loopback port), runs
-# `cargo test --all-features` (extra arguments go to it), then checks the admin page in headless
-# Chromium (scripts/page_test.sh, which installs Chromium when missing).
+# redis-server, for the fleet tests, which run it on a free loopback port), runs the checks of
+# scripts/checks.sh (every feature builds on its own, `cargo publish --dry-run`, the docs as
+# docs.rs builds them, all without a warning), runs `cargo test --all-features` (extra
+# arguments go to it), then checks the admin page in headless Chromium (scripts/page_test.sh,
+# which installs Chromium when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/need.sh redis-server redis-server
+
+scripts/checks.sh
 
 cargo test --all-features "$@"
 

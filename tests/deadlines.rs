@@ -170,7 +170,7 @@ async fn split_halves_both_see_the_idle_timeout() {
     });
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let listener = ConnLimitListener::new(tcp, limiter.clone());
+    let mut listener = ConnLimitListener::new(tcp, limiter.clone());
     let server = tokio::spawn(async move {
         let (io, _) = listener.accept().await.unwrap();
         let (mut reader, mut writer) = tokio::io::split(io);

@@ -396,7 +396,7 @@ mod support;
 async fn the_listener_closes_a_banned_client_at_accept() {
     let (limiter, clock) = gate(Config::default());
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone());
+    let mut listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone());
     let server = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -466,7 +466,7 @@ async fn the_listeners_http_refusal_of_a_ban_says_when_to_retry() {
     use tokio::io::AsyncWriteExt;
     let (limiter, _clock) = gate(Config::default());
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone())
+    let mut listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone())
         .reject_with(tower_connlimit::listener::RejectAction::HttpResponse);
     let server = listener.local_addr().unwrap();
     tokio::spawn(async move { while listener.accept().await.is_ok() {} });

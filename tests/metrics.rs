@@ -238,7 +238,7 @@ async fn listener_traffic_is_recorded_under_point_listener() {
         ..Config::default()
     });
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listener = ConnLimitListener::new(tcp, limiter.clone());
+    let mut listener = ConnLimitListener::new(tcp, limiter.clone());
     let addr = listener.local_addr().unwrap();
     let (admitted_tx, mut admitted) = tokio::sync::mpsc::unbounded_channel();
     let server = tokio::spawn(async move {

@@ -8,43 +8,19 @@
 //! TLS, raw TCP), keeps upgraded connections counted, and spends nothing on a refused peer. Its
 //! counts are those of the admission point `listener` in [`Stats`](crate::Stats).
 //!
-//! It comes in three forms, which share one accept path (`accept.rs`):
+//! It wraps anything that implements [`Accept`], the crate's listener trait, and is itself one,
+//! so the one accept path (`accept.rs`) serves every form:
 //!
-//! - around tokio's `TcpListener`, [`ConnLimitListener::accept`], for a plain accept loop;
-//! - around any axum `Listener` (feature `axum`), itself an axum `Listener` for
-//!   `axum::serve`, with [`ConnLimitListener::for_axum`] for `ConnectInfo`;
-//! - around a stream of connections ([`ConnLimitListener::from_stream`]: tonic's
+//! - around tokio's `TcpListener` or `UnixListener`, or a listener of yours:
+//!   [`ConnLimitListener::accept`] in a plain accept loop (below), `serve::Serve` (feature
+//!   `serve`), or any server written over [`Accept`];
+//! - as an axum `Listener` (feature `axum`) for `axum::serve`, with `for_axum()` for
+//!   `ConnectInfo<SocketAddr>` (an `AxumListener`);
+//! - around a stream of accepted connections ([`ConnLimitListener::from_stream`]: tonic's
 //!   `TcpIncoming`, say), itself such a stream, for `serve_with_incoming`.
 //!
-//! # With `axum::serve`
-//!
-//! ```no_run
-//! use std::net::SocketAddr;
-//! use axum::{extract::ConnectInfo, routing::get, Router};
-//! use tower_connlimit::{Config, ConnLimitListener, Limiter};
-//!
-//! # async fn run() -> std::io::Result<()> {
-//! let limiter = Limiter::new(Config { max_conns_per_client: 10, ..Config::default() });
-//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! let app = Router::new().route(
-//!     "/",
-//!     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { format!("hello {peer}") }),
-//! );
-//! axum::serve(
-//!     ConnLimitListener::new(tcp, limiter).for_axum(),
-//!     app.into_make_service_with_connect_info::<SocketAddr>(),
-//! )
-//! .await
-//! # }
-//! ```
-//!
-//! `for_axum()` is what makes `ConnectInfo<SocketAddr>` work: axum implements its `Connected`
-//! trait only for `TcpListener` and its own `TapIo` wrapper, and Rust's orphan rule lets no other
-//! crate add one for `SocketAddr`, so `for_axum()` wraps the listener in a no-op `TapIo`.
-//! Without connection info, `axum::serve(ConnLimitListener::new(tcp, limiter), app)` works as
-//! well. Put TLS *on top of* this listener, so that a refused peer never gets a handshake.
-//!
-//! # With a plain tokio accept loop
+//! The guide's [which admission point](crate::guide::admission_points) sets each one up and
+//! compares this point with the layers.
 //!
 //! ```no_run
 //! use tower_connlimit::{Config, ConnLimitListener, Limiter};
@@ -53,7 +29,7 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let limiter = Limiter::new(Config { max_conns_per_client: 10, ..Config::default() });
 //! let tcp = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
-//! let listener = ConnLimitListener::new(tcp, limiter);
+//! let mut listener = ConnLimitListener::new(tcp, limiter);
 //! loop {
 //!     // Refused connections are closed inside `accept`; only admitted ones come out.
 //!     let (mut io, peer) = listener.accept().await?;
@@ -64,6 +40,16 @@
 //! }
 //! # }
 //! ```
+//!
+//! With `axum::serve`, `for_axum()` is what makes `ConnectInfo<SocketAddr>` work: axum
+//! implements its `Connected` trait only for `TcpListener` and its own `TapIo` wrapper, and
+//! Rust's orphan rule lets no other crate add one for `SocketAddr`, so `for_axum()` wraps the
+//! listener in a no-op `TapIo`. Without connection info, `axum::serve(ConnLimitListener::new(tcp,
+//! limiter), app)` works as well.
+//!
+//! Put TLS *on top of* this listener, as a listener of your own around it (`examples/tls.rs`),
+//! so that a refused peer never gets a handshake. A Unix socket's peer has no IP address: it is
+//! counted as `127.0.0.1` (see [`PeerAddr`]).
 //!
 //! # Refusing
 //!
@@ -96,6 +82,10 @@
 //! sockets can stay established with nobody behind them, and the limiter rightly counts them
 //! until something closes them.
 //!
+//! The deadlines cover a connection's first phase and its idle spells; the guide's
+//! [slow clients](crate::guide::the_gate#slow-clients) says how to choose them, and how
+//! `serve::Serve` bounds every request's headers after the first.
+//!
 //! # The PROXY protocol
 //!
 //! Behind HAProxy, an AWS NLB or Envoy, every connection comes from the balancer. With
@@ -108,14 +98,16 @@
 //! it is believed: its declared length must be exactly what follows its fixed part, its
 //! family's address block must fit in it, the rest must be whole TLVs, and a CRC32c TLV must
 //! match; one that does not is malformed (`proxy_header_invalid`). Headers are read in tasks of
-//! their own, at most
-//! [`max_pending_proxy_headers`](ConnLimitListener::max_pending_proxy_headers) at once, so a
-//! slow proxy connection never stalls accepting.
+//! their own, at most `max_pending_proxy_headers` (a builder method, 1024 by default) at once,
+//! so a slow proxy connection never stalls accepting. The guide's
+//! [behind proxies](crate::guide::behind_proxies) puts this together with client address
+//! headers and trusted proxies.
 //!
 //! [`Stats::closed`]: crate::Stats::closed
 //! [`Stats::rejected`]: crate::Stats::rejected
 
 mod accept;
+mod accept_trait;
 #[cfg(feature = "axum")]
 mod axum;
 mod deadlines;
@@ -134,9 +126,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-
 use self::accept::{AcceptPath, Outcome};
+pub use self::accept_trait::Accept;
 #[cfg(feature = "axum")]
 pub use self::axum::AxumListener;
 pub use self::deadlines::MinReceiveRate;
@@ -168,30 +159,6 @@ static REFUSALS: [&ReasonInfo; 4] = [
 #[cfg(not(feature = "proxy-protocol"))]
 static REFUSALS: [&ReasonInfo; 1] = [&NO_CLIENT_ADDRESS];
 
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// What a [`ConnLimitListener`] can wrap: tokio's `TcpListener`, any axum `Listener` (feature
-/// `axum`), or a stream of connections ([`Incoming`], made by
-/// [`ConnLimitListener::from_stream`]). Sealed.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a listener that `ConnLimitListener::new` can wrap",
-    note = "for a stream of accepted connections (tonic's `TcpIncoming`), use `ConnLimitListener::from_stream`"
-)]
-pub trait Accept: sealed::Sealed {
-    /// The connections it accepts.
-    type Io: RejectableIo;
-}
-
-#[cfg(not(feature = "axum"))]
-impl sealed::Sealed for TcpListener {}
-
-#[cfg(not(feature = "axum"))]
-impl Accept for TcpListener {
-    type Io = TcpStream;
-}
-
 pin_project_lite::pin_project! {
     /// A listener that admits connections through a [`Limiter`]. See the [module docs](self).
     ///
@@ -205,7 +172,11 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<L: Accept> ConnLimitListener<L> {
+impl<L> ConnLimitListener<L>
+where
+    L: Accept,
+    L::Io: RejectableIo,
+{
     /// Wraps `inner`, admitting its connections through `limiter`.
     pub fn new(inner: L, limiter: Limiter) -> Self {
         ConnLimitListener {
@@ -267,36 +238,74 @@ impl<L: Accept> ConnLimitListener<L> {
     }
 }
 
-impl ConnLimitListener<TcpListener> {
-    /// Accepts the next connection that is under the limits, refusing the others as configured.
-    /// The address returned is the client's: the peer's, or with
-    /// [`ProxyProtocol::Required`] the one its PROXY header names.
+impl<L> ConnLimitListener<L>
+where
+    L: Accept,
+    L::Io: RejectableIo,
+    L::Addr: PeerAddr,
+{
+    /// Accepts the next connection that is under the limits, refusing the others as configured:
+    /// [`Accept::accept`], callable without the trait in scope. The address returned is the
+    /// client's: the peer's, or with [`ProxyProtocol::Required`] the one its PROXY header names.
     ///
     /// # Errors
     ///
-    /// The inner listener's accept error, as `TcpListener::accept` returns it (for example
-    /// `EMFILE` when out of file descriptors); the caller decides whether to back off and retry.
+    /// The inner listener's accept error, as it returns it (for example `EMFILE` when out of
+    /// file descriptors); the caller decides whether to back off and retry.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe, like `TcpListener::accept`: a connection is either returned or, if it was
-    /// refused, already dealt with.
-    pub async fn accept(&self) -> io::Result<(TrackedIo<TcpStream>, SocketAddr)> {
+    /// Cancel safe when the inner listener's `accept` is, as tokio's are: a connection is either
+    /// returned or, if it was refused, already dealt with.
+    pub async fn accept(&mut self) -> io::Result<(TrackedIo<L::Io>, SocketAddr)> {
+        Accept::accept(self).await
+    }
+
+    /// The address the inner listener is bound to, as its peers are counted: for a Unix socket,
+    /// `127.0.0.1:0` (see [`PeerAddr`]); its path is `get_ref().local_addr()`.
+    ///
+    /// # Errors
+    ///
+    /// The inner listener's.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        Accept::local_addr(self)
+    }
+}
+
+/// The one accept loop: every form of the listener but the stream of connections (whose
+/// `poll_next` walks the same path, `incoming.rs`) admits here.
+impl<L> Accept for ConnLimitListener<L>
+where
+    L: Accept,
+    L::Io: RejectableIo,
+    L::Addr: PeerAddr,
+{
+    type Io = TrackedIo<L::Io>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, Self::Addr)> {
         loop {
-            let accepted =
-                async { Some(self.inner.accept().await.map(|(io, peer)| (io, Some(peer)))) };
-            match self.path.arrive(self.path.next(accepted).await) {
+            let ConnLimitListener { inner, path } = &mut *self;
+            let accepted = async {
+                let (io, addr) = inner.accept().await?;
+                Ok((io, addr.peer_addr()))
+            };
+            match path.arrive(path.next(accepted).await) {
                 Outcome::Wait => {}
                 Outcome::Admitted(io, client) => return Ok((io, client)),
                 Outcome::Failed(error) => return Err(error),
-                Outcome::Ended => unreachable!("a TcpListener never ends"),
             }
         }
     }
 
-    /// The local address the inner listener is bound to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        let addr = self.inner.local_addr()?;
+        addr.peer_addr()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no IP address"))
+    }
+
+    fn permit(io: &Self::Io) -> Option<&crate::ConnPermit> {
+        Some(io.permit())
     }
 }
 
