@@ -117,7 +117,7 @@ pub use layer::{
     ClientAddr, ClientIp, ConnLimit, ConnLimitLayer, LimitedConnection, MakeTarget, ResponseBody,
 };
 pub use limiter::{
-    AdmissionPoint, ByReason, Checkpoint, ClientStats, ConnPermit, FleetHealth, Limiter,
+    AdmissionPoint, ByReason, Checkpoint, ClientStats, ConnPermit, FleetError, FleetStatus, Limiter,
     PointStats, RequestPermit, Stats,
 };
 pub use limits::{CidrLimit, PathMatch, PathRule, WhenFull};

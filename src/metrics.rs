@@ -70,7 +70,11 @@
 //! | `connlimit_unidentified_requests_total` | counter | — | requests a trusted proxy sent without naming a usable client ([`Stats::unidentified_requests`]): worth an alert when it rises |
 //! | `connlimit_fleet_connected` | gauge | — | with a fleet joined: 1 while its Redis answers, else 0 |
 //! | `connlimit_fleet_last_sync_age_seconds` | gauge | — | with a fleet joined: seconds since the last successful sync |
-//! | `connlimit_fleet_sync_errors_total` | counter | — | with a fleet joined: failed syncs |
+//! | `connlimit_fleet_sync_errors_total` | counter | — | with a fleet joined: syncs in which something failed |
+//! | `connlimit_fleet_errors_total` | counter | `reason` | with a fleet joined: syncs in which a failure of this kind happened (`connection`, `timeout`, `auth`, `oom`, `cluster`, `tls`, `other`) |
+//! | `connlimit_fleet_bans_published_total` | counter | — | with a fleet joined: bans and lifts this node published |
+//! | `connlimit_fleet_bans_applied_total` | counter | — | with a fleet joined: bans and lifts this node applied from the fleet |
+//! | `connlimit_fleet_duplicate_name` | gauge | — | with a fleet joined: 1 while another live node uses this node's name |
 //!
 //! [`METRIC_NAMES`] lists every name.
 //!

@@ -101,8 +101,30 @@ pub(crate) static FLEET_SYNC_ERRORS: Family = family(
     "With a fleet joined: syncs with its Redis that failed.",
 );
 
+pub(crate) static FLEET_ERRORS: Family = family(
+    "connlimit_fleet_errors_total",
+    Kind::Counter,
+    "With a fleet joined: syncs in which a failure of this kind happened (connection, timeout, \
+     auth, oom, cluster, tls, other).",
+);
+pub(crate) static FLEET_BANS_PUBLISHED: Family = family(
+    "connlimit_fleet_bans_published_total",
+    Kind::Counter,
+    "With a fleet joined: bans and lifts this node published to the fleet.",
+);
+pub(crate) static FLEET_BANS_APPLIED: Family = family(
+    "connlimit_fleet_bans_applied_total",
+    Kind::Counter,
+    "With a fleet joined: bans and lifts this node applied from the fleet.",
+);
+pub(crate) static FLEET_DUPLICATE_NAME: Family = family(
+    "connlimit_fleet_duplicate_name",
+    Kind::Gauge,
+    "With a fleet joined: 1 while another live node uses this node's name, 0 otherwise.",
+);
+
 /// Every series, in the order the outputs write them.
-pub(crate) static FAMILIES: [&Family; 13] = [
+pub(crate) static FAMILIES: [&Family; 17] = [
     &OPEN_CONNECTIONS,
     &IN_FLIGHT_REQUESTS,
     &TRACKED_CLIENTS,
@@ -116,6 +138,10 @@ pub(crate) static FAMILIES: [&Family; 13] = [
     &FLEET_CONNECTED,
     &FLEET_LAST_SYNC_AGE,
     &FLEET_SYNC_ERRORS,
+    &FLEET_ERRORS,
+    &FLEET_BANS_PUBLISHED,
+    &FLEET_BANS_APPLIED,
+    &FLEET_DUPLICATE_NAME,
 ];
 
 /// One value of a series: its family, its labels (`point`, then `reason`, when it has them)
@@ -194,6 +220,13 @@ pub(crate) fn samples(stats: &Stats) -> Vec<Sample> {
             push(&FLEET_LAST_SYNC_AGE, None, None, age.as_secs_f64());
         }
         push(&FLEET_SYNC_ERRORS, None, None, fleet.sync_errors as f64);
+        for error in &fleet.errors {
+            push(&FLEET_ERRORS, None, Some(error.kind), error.count as f64);
+        }
+        push(&FLEET_BANS_PUBLISHED, None, None, fleet.bans_published as f64);
+        push(&FLEET_BANS_APPLIED, None, None, fleet.bans_applied as f64);
+        let duplicate = f64::from(u8::from(fleet.duplicate_name.is_some()));
+        push(&FLEET_DUPLICATE_NAME, None, None, duplicate);
     }
     samples
 }

@@ -47,133 +47,90 @@
 //! `TIME`), with no scripts, so Valkey and Dragonfly serve them too. AUTH goes in the URL
 //! (`redis://user:password@host/`); TLS (`rediss://`) needs the `redis-tls` feature.
 
-mod status;
+mod bans;
+mod config;
+mod failure;
+mod keys;
+mod link;
+mod names;
+mod rates;
+mod redact;
+mod rules;
 mod sync;
-
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+#[cfg(feature = "redis-tls")]
+mod tls;
+mod value;
 
 use tokio::task::JoinHandle;
 
-pub use self::status::FleetStatus;
+pub use self::config::{Endpoint, FleetConfig};
+pub use crate::limiter::{FleetError, FleetStatus};
 use crate::error::ConfigError;
 use crate::limiter::Limiter;
-
-/// How a node joins a fleet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FleetConfig {
-    /// The Redis (or Valkey) to meet on: `redis://[user:password@]host[:port][/db]`, or
-    /// `rediss://` for TLS (feature `redis-tls`).
-    pub url: String,
-    /// This node's name, unique in the fleet: its field in the shared rate counts.
-    pub node: String,
-    /// What every key starts with, so that two fleets can share one Redis. Default `connlimit`.
-    pub prefix: String,
-    /// How often the node sends its news and hears the fleet's. Default 100 ms.
-    pub sync_interval: Duration,
-    /// How long one sync may wait for Redis before it counts as failed. Default 1 s.
-    pub sync_timeout: Duration,
-}
-
-impl FleetConfig {
-    /// Joining the Redis at `url` as `node`, with the default prefix and intervals.
-    pub fn new(url: impl Into<String>, node: impl Into<String>) -> Self {
-        FleetConfig {
-            url: url.into(),
-            node: node.into(),
-            prefix: "connlimit".to_owned(),
-            sync_interval: Duration::from_millis(100),
-            sync_timeout: Duration::from_secs(1),
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let name_ok = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        };
-        if !name_ok(&self.node) {
-            return Err(ConfigError::new(
-                "fleet.node",
-                "must be letters, digits, '-', '_' or '.', and not empty",
-            ));
-        }
-        if !name_ok(&self.prefix) {
-            return Err(ConfigError::new(
-                "fleet.prefix",
-                "must be letters, digits, '-', '_' or '.', and not empty",
-            ));
-        }
-        if self.sync_interval < Duration::from_millis(1)
-            || self.sync_interval > Duration::from_secs(60)
-        {
-            return Err(ConfigError::new(
-                "fleet.sync_interval",
-                "must be between 1 ms and 60 s",
-            ));
-        }
-        if self.sync_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "fleet.sync_timeout",
-                "must be longer than zero",
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// A limiter's membership of a fleet: see the [module docs](self). Dropping it leaves the
 /// fleet (the node keeps its bans, and decides alone from then on).
 #[derive(Debug)]
 pub struct Fleet {
     task: JoinHandle<()>,
-    status: Arc<Mutex<FleetStatus>>,
     limiter: Limiter,
 }
 
 impl Fleet {
     /// Joins `limiter` to the fleet `config` describes, and starts the task that syncs with it.
-    /// Returns at once: the connection is made in the background, and retried while Redis is
-    /// down, the node deciding alone meanwhile. Call it from within a tokio runtime.
+    /// Call it from within a tokio runtime, at start-up: it waits for Redis's first answer (at
+    /// most `sync_timeout`), and, when another node holds this node's name, for one name TTL
+    /// (ten sync intervals, at least 2 s) in case that node is this one restarted.
+    ///
+    /// A Redis that cannot be reached now is not an error: the node starts on its local limits
+    /// and joins when Redis answers, as after an outage.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] for a URL that cannot be a Redis URL (`fleet.url`), a bad node name or
-    /// prefix, an interval out of range, or a limiter already in a fleet.
-    pub fn join(limiter: &Limiter, config: FleetConfig) -> Result<Fleet, ConfigError> {
+    /// A [`ConfigError`] naming the field: a URL the fleet cannot use (`fleet.redis`: not
+    /// `redis://` or `rediss://`, Sentinel, a Unix socket, `rediss://` without the `redis-tls`
+    /// feature), credentials Redis refuses or a TLS handshake that fails (`fleet.redis`), a CA
+    /// file that cannot be read (`fleet.ca_file`), a name another live node holds
+    /// (`fleet.node`), a bad prefix or interval, or a limiter already in a fleet (`fleet`).
+    pub async fn join(limiter: &Limiter, config: FleetConfig) -> Result<Fleet, ConfigError> {
         config.validate()?;
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|err| ConfigError::new("fleet.url", err.to_string()))?;
-        if limiter.start_sharing() {
+        if limiter.fleet_status().is_some() {
             return Err(ConfigError::new(
                 "fleet",
                 "this limiter is already in a fleet",
             ));
         }
-        let status = Arc::new(Mutex::new(FleetStatus::new(&config)));
-        let task = tokio::spawn(sync::run(
-            limiter.clone(),
-            client,
-            config,
-            Arc::clone(&status),
-        ));
+        let mut link = link::Link::open(&config)?;
+        let instance = bans::new_id();
+        let keys = keys::Keys::new(&config.prefix);
+        let name = names::NameTag::new(&config, &keys, &instance);
+        name.claim(&mut link, config.sync_interval).await?;
+        let status = FleetStatus {
+            node: config.node.clone(),
+            errors: failure::Kind::ALL
+                .iter()
+                .map(|kind| FleetError::new(kind.as_str()))
+                .collect(),
+            ..FleetStatus::default()
+        };
+        if limiter.start_sharing(status) {
+            return Err(ConfigError::new(
+                "fleet",
+                "this limiter is already in a fleet",
+            ));
+        }
+        tracing::info!(node = %config.node, redis = %config.redis, "joined the fleet");
+        let syncer = sync::Syncer::new(limiter.clone(), link, &config, &instance);
         Ok(Fleet {
-            task,
-            status,
+            task: tokio::spawn(syncer.run()),
             limiter: limiter.clone(),
         })
     }
 
-    /// Where the node stands with the fleet now.
+    /// Where the node stands with the fleet now: the same record as the limiter's
+    /// [`Stats::fleet`](crate::Stats::fleet).
     pub fn status(&self) -> FleetStatus {
-        let mut status = status::lock(&self.status).clone();
-        if let Some(health) = self.limiter.fleet_health() {
-            status.connected = health.connected;
-            status.last_sync_age = health.last_sync_age;
-            status.sync_errors = health.sync_errors;
-        }
-        status
+        self.limiter.fleet_status().unwrap_or_default()
     }
 }
 

@@ -106,7 +106,7 @@ impl Limiter {
             c.bans.fetch_add(1, Ordering::Relaxed);
             self.shared
                 .outbox
-                .ban(super::sharing::BanNote::Banned(*key, notes.banned_until));
+                .ban(super::sharing::BanNote::Banned(super::sharing::Banned::Client(*key)));
             tracing::info!(client = %key, "client banned after repeated violations");
         }
     }
