@@ -54,9 +54,6 @@ impl Batch {
         self.commands.len() - 1
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.commands.is_empty()
-    }
 }
 
 /// What one command got back.

@@ -29,6 +29,8 @@ pub(super) struct NameTag {
     asked: Option<usize>,
     /// When the duplicate was last logged, while there is one.
     warned: Option<Instant>,
+    /// When another instance was last seen holding the name.
+    other_seen: Option<Instant>,
 }
 
 impl NameTag {
@@ -40,6 +42,7 @@ impl NameTag {
             ttl: config.name_ttl(),
             asked: None,
             warned: None,
+            other_seen: None,
         }
     }
 
@@ -127,8 +130,13 @@ impl NameTag {
         let Some(Some(Ok(previous))) = self.asked.take().map(|i| replies.get(i)) else {
             return;
         };
-        let other = value::text(previous).filter(|id| *id != self.instance);
-        let warning = other.map(|_| {
+        if value::text(previous).is_some_and(|id| id != self.instance) {
+            self.other_seen = Some(Instant::now());
+        }
+        // Two live nodes of one name overwrite each other at every sync; a name TTL without
+        // seeing the other means it is gone.
+        let duplicate = self.other_seen.is_some_and(|at| at.elapsed() < self.ttl);
+        let warning = duplicate.then(|| {
             format!(
                 "another live node of this fleet is named {:?}: the two count their events as \
                  one, doubling the fleet's rates; give each node a name of its own",

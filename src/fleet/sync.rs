@@ -130,13 +130,12 @@ impl Syncer {
             .bans
             .heard(&replies, &self.limiter, now_ms, read_at, &mut second);
         let rates = self.rates.heard(&replies, &self.limiter, &mut second);
-        if !second.is_empty() {
-            let replies = self.link.run(second).await;
-            self.note_failures(&replies);
-            self.bans
-                .followed_up(bans, &replies, &self.limiter, now_ms, read_at);
-            self.rates.followed_up(rates, &replies, &self.limiter);
-        }
+        // Run even when empty: a shard read whole with no bans in it completes here.
+        let replies = self.link.run(second).await;
+        self.note_failures(&replies);
+        self.bans
+            .followed_up(bans, &replies, &self.limiter, now_ms, read_at);
+        self.rates.followed_up(rates, &replies, &self.limiter);
         self.end_sync();
     }
 
