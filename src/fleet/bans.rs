@@ -313,6 +313,7 @@ impl BanBook {
         batch: &mut Batch,
     ) -> FollowUp {
         let mut follow_up = FollowUp::default();
+        let mut emptied = Vec::new();
         let asked = std::mem::take(&mut self.asked);
         for (s, asked) in asked.into_iter().enumerate() {
             for (banned, sent, [a, b, c]) in asked.published {
@@ -326,7 +327,9 @@ impl BanBook {
                 // Nothing is known of the shard this time: its reads are not trusted either.
                 continue;
             };
-            self.check_epoch(s, value::text(epoch), batch, &mut follow_up);
+            if self.check_epoch(s, value::text(epoch), batch, &mut follow_up) {
+                emptied.push(s);
+            }
             if let Some(log) = asked.log {
                 if let Some(Ok(events)) = replies.get(log) {
                     let events = value::entries(events);
@@ -366,44 +369,45 @@ impl BanBook {
                 }
             }
         }
+        if !emptied.is_empty() {
+            tracing::warn!(
+                shards = ?emptied,
+                "the fleet's Redis lost ban shards (emptied, restarted without its data, or failed \
+                 over to an empty replica): this node keeps every ban it knows and puts back those \
+                 the shards lack"
+            );
+        }
         follow_up
     }
 
-    /// Compares shard `s`'s epoch in Redis (`epoch`) with the one adopted.
+    /// Compares shard `s`'s epoch in Redis (`epoch`) with the one adopted; whether the shard
+    /// was emptied or replaced since.
     fn check_epoch(
         &mut self,
         s: usize,
         epoch: Option<String>,
         batch: &mut Batch,
         follow_up: &mut FollowUp,
-    ) {
+    ) -> bool {
         let shard = &mut self.shards[s];
-        match (&shard.epoch, epoch) {
-            (Some(adopted), Some(epoch)) if *adopted == epoch => {}
-            (None, Some(epoch)) => shard.epoch = Some(epoch),
-            (adopted, epoch) => {
-                if adopted.is_some() {
-                    tracing::warn!(
-                        shard = s,
-                        "the fleet's Redis lost a shard of its bans (emptied, restarted without \
-                         its data, or failed over to an empty replica): this node keeps every ban \
-                         it knows and puts back those the shard lacks"
-                    );
-                    shard.needs_snapshot = true;
-                    shard.restore = true;
-                }
-                shard.epoch = epoch.clone();
-                if epoch.is_none() {
-                    let log = self.keys.log(s);
-                    let fresh = new_id();
-                    let set = cmd("SET").arg(self.keys.epoch(s)).arg(fresh).arg("NX").clone();
-                    let get = cmd("GET").arg(self.keys.epoch(s)).clone();
-                    follow_up
-                        .epochs
-                        .push((s, batch.push(&log, set), batch.push(&log, get)));
-                }
-            }
+        let emptied = match (&shard.epoch, &epoch) {
+            (Some(adopted), Some(epoch)) if adopted == epoch => return false,
+            (adopted, _) => adopted.is_some(),
+        };
+        if emptied {
+            shard.needs_snapshot = true;
+            shard.restore = true;
         }
+        if epoch.is_none() {
+            let log = self.keys.log(s);
+            let set = cmd("SET").arg(self.keys.epoch(s)).arg(new_id()).arg("NX").clone();
+            let get = cmd("GET").arg(self.keys.epoch(s)).clone();
+            follow_up
+                .epochs
+                .push((s, batch.push(&log, set), batch.push(&log, get)));
+        }
+        shard.epoch = epoch;
+        emptied
     }
 
     /// Takes in the second round trip's replies: the epochs set, and the shards read whole.
@@ -421,6 +425,7 @@ impl BanBook {
             }
         }
         let mut live: Option<Vec<(Banned, BanSpec)>> = None;
+        let mut restored = 0;
         for (s, top, gets) in follow_up.snapshots {
             let mut found = HashMap::new();
             let mut complete = true;
@@ -447,20 +452,23 @@ impl BanBook {
             shard.needs_snapshot = false;
             if std::mem::take(&mut shard.restore) {
                 let live = live.get_or_insert_with(|| limiter.live_bans());
-                self.restore(s, &found, live, now_ms);
+                restored += self.restore(s, &found, live, now_ms);
             }
+        }
+        if live.is_some() {
+            tracing::info!(restored, "bans put back into the fleet's Redis");
         }
     }
 
     /// Queues for publishing every ban in force here (`live`) that belongs to shard `s` and that
-    /// the shard (`found`) lacks or has ending sooner.
+    /// the shard (`found`) lacks or has ending sooner; how many.
     fn restore(
         &mut self,
         s: usize,
         found: &HashMap<Banned, Shared>,
         live: &[(Banned, BanSpec)],
         now_ms: u64,
-    ) {
+    ) -> usize {
         let mut restored = 0;
         for (banned, ban) in live {
             if Keys::shard_of(banned) != s {
@@ -473,7 +481,7 @@ impl BanBook {
                 restored += 1;
             }
         }
-        tracing::info!(shard = s, restored, "bans put back into the fleet's Redis");
+        restored
     }
 
     /// Applies one log event, unless this node wrote it.

@@ -1,28 +1,46 @@
-//! [`Fleet`]: limiters on many nodes sharing bans and rates through Redis, never on the
-//! admission path (feature `redis`).
+//! [`Fleet`]: limiters on many nodes sharing bans and rates through Redis (or Valkey, or a
+//! Redis Cluster), never on the admission path (feature `redis`).
 //!
 //! Connection and request *concurrency* stay per node: a node's sockets and file descriptors
 //! are its own (nginx, HAProxy's `conn_cur` and go-connlimit count per node too). What is per
 //! *client* is shared:
 //!
-//! - **Bans.** A ban decided on any node (by the ban policy, or [`Limiter::ban`]) and an
-//!   [`Limiter::unban`] reach every node within one sync interval and a round trip. Each ban is a
-//!   Redis key with the ban's time left as its TTL, indexed in a sorted set by its end, so a ban
-//!   ends everywhere at once; a node that joins, or comes back after an outage, loads the bans
-//!   in force and publishes its own.
+//! - **Bans**, of clients and of networks, with their reasons. A ban decided on any node (by
+//!   the ban policy, [`Limiter::ban`] or [`Limiter::ban_network`]) and a lift reach every node
+//!   within one sync interval and a round trip. A ban ends everywhere at once (its end is
+//!   Redis's clock). Only a lift or its end lifts a ban: a Redis that lost its data (`FLUSHALL`,
+//!   a restart without persistence, a failover to an empty replica) is noticed by the epoch of
+//!   each ban shard and filled again from the nodes' own bans, never read as "no bans".
 //! - **Rates.** `connect_rate`, `request_rate` and the path rules count every node's events.
 //!   Each node decides locally, from its own count plus the other nodes' as of the last sync,
-//!   and sends its own new events once per interval, in one pipelined batch, only for the
-//!   clients active on it in that interval (a hash per client, rule and window, one field per
-//!   node, expiring after two windows). So in any window the fleet admits at most the rule's
-//!   events plus what the other nodes admit in one sync interval before they hear of them.
+//!   and once per interval adds its new events to one counter per client, rule and window,
+//!   reading the fleet's total in the same command. So in any window the fleet admits at most
+//!   the rule's events plus what the other nodes admit in one sync interval before they hear
+//!   of them, and each node's Redis work per client is the same whatever the fleet's size.
+//!   Rules are shared under a stable id: a path rule's `name`, or a hash of the rule, so
+//!   nodes on different configs never mix the counts of different rules.
 //!
 //! One task per limiter does all the talking; admission only leaves notes for it (a ban, a
-//! client with new events), so it never waits for Redis, whether Redis is up, down, or
-//! accepting connections and never answering. While Redis cannot be reached, each node keeps
-//! enforcing its own limits alone (fail-open, like Kong's and Envoy's default): the outage is
-//! logged once, with a reminder every minute, shown in [`Fleet::status`], and the connection is
-//! retried with backoff.
+//! client with new events), so it never waits for Redis, whether Redis is up, down, full, or
+//! accepting connections and never answering.
+//!
+//! # Failures
+//!
+//! | what fails | what the node does | what the operator sees |
+//! |---|---|---|
+//! | Redis unreachable at start | starts on its local limits; joins when Redis answers | `connection` errors in [`Fleet::status`] and `connlimit_fleet_errors_total`; one warning |
+//! | Redis stopped, killed, or silent | decides alone, keeps every ban, keeps its rate events (a rule's worth per client) for the first sync after; retries with backoff up to 5 s | `connected: false`, `connection` or `timeout` errors; one warning per kind, then one a minute |
+//! | Redis emptied (`FLUSHALL`, restart without persistence, empty replica) | lifts nothing; adopts the new epoch and puts back every ban it knows | a warning per emptied shard; `bans_published` rises |
+//! | Redis full (`maxmemory`, `noeviction`) | reads go on (bans heard, rate totals read); what it cannot write waits, bounded | `oom` errors; `connected` stays true |
+//! | a cluster slot moved | follows the redirection, retries at the next sync | `cluster` errors while it lasts |
+//! | wrong password, TLS refused | [`Fleet::join`] fails with the reason (no password in it) | the error at start-up |
+//! | two live nodes with one name | refused at join; if it happens later, warned about | `duplicate_name` in the status, `connlimit_fleet_duplicate_name` |
+//!
+//! Each kind of failure is logged in one line of at most 1 KiB, at most once a minute while it
+//! lasts, and the status keeps the last of each kind; a URL's password is shown as `***` in
+//! every log line, error, status and `Debug`.
+//!
+//! # Example
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,22 +48,40 @@
 //! use tower_connlimit::{Config, Limiter};
 //!
 //! let limiter = Limiter::new(Config::default());
-//! let fleet = Fleet::join(&limiter, FleetConfig::new("redis://127.0.0.1:6379/", "node-a"))?;
+//! let fleet = Fleet::join(&limiter, FleetConfig::new("redis://127.0.0.1:6379/", "node-a")).await?;
+//! // A Redis Cluster, by some of its nodes:
+//! // FleetConfig::cluster(["redis://10.0.0.1:7000/", "redis://10.0.0.2:7000/"], "node-a")
 //! // Keep `fleet` for as long as the node is in the fleet; dropping it leaves.
 //! # drop(fleet); Ok(()) }
 //! ```
 //!
-//! Redis keys, under the prefix (default `connlimit`): `{prefix}:ban:{client}` (the node that
-//! banned, with the ban's TTL), `{prefix}:bans` (a sorted set of banned clients by the end of
-//! their ban, in Redis's milliseconds), `{prefix}:bans:version` (a counter bumped on every
-//! change), and `{prefix}:rate:{rule}:{period_ms}:{window}:{client}` (a hash of each node's
-//! events, expiring after two periods). Keys hold client keys (an address, or a network such as
-//! `2001:db8::/64`) and node names only, no request data. Each active client costs, per rule,
-//! one small hash per window (120 bytes with three nodes, by Redis 7's `MEMORY USAGE`), each
-//! kept for two windows; a ban, a key of 88 bytes and its place in the sorted set. The commands are plain
-//! Redis 7 commands (`SET PX`, `ZADD`, `ZRANGE BYSCORE`, `HINCRBY`, `PEXPIRE`, `HGETALL`,
-//! `TIME`), with no scripts, so Valkey and Dragonfly serve them too. AUTH goes in the URL
-//! (`redis://user:password@host/`); TLS (`rediss://`) needs the `redis-tls` feature.
+//! # In Redis
+//!
+//! Keys, under the prefix `P` (default `connlimit`), hash-tagged so that what one sync sends for
+//! one client or one ban shard lands on one Redis Cluster slot:
+//!
+//! | key | what |
+//! |---|---|
+//! | `{P:c:CLIENT}:r:RULE:WINDOW` | a counter of the fleet's events of one client under one rule in one window, expiring after two periods |
+//! | `{P:bS}:ban:c:CLIENT`, `{P:bS}:ban:n:NETWORK` | a ban in force (its end, origin node and reason), expiring at its end; `S` is one of 16 shards |
+//! | `{P:bS}:ends` | the shard's bans by end (a sorted set) |
+//! | `{P:bS}:log` | the shard's bans and lifts (a stream), kept for 60 s; a node away longer reads the shard whole |
+//! | `{P:bS}:epoch` | the shard's epoch: a random id, set once |
+//! | `{P:meta}:node:NAME` | the instance holding a node name, renewed every sync |
+//!
+//! Keys hold client keys (an address, or a network such as `2001:db8::/64`), node names and
+//! ban reasons, no request data. The commands are plain Redis 7.0 commands (`INCRBY`,
+//! `PEXPIRE … NX`, `SET … PXAT`, `SET … GET`, `ZADD GT`, `XADD … MINID`, exclusive
+//! `XRANGE`), with no scripts; Valkey serves them too (not tested here: Debian bookworm packages
+//! no Valkey). Give Redis `maxmemory-policy noeviction` (or leave `maxmemory` unset): an
+//! evicting policy may drop ban keys, which live nodes keep but a node joining later would not
+//! learn. AUTH goes in the URL (`redis://user:password@host/`); TLS (`rediss://`) needs the
+//! `redis-tls` feature, and [`FleetConfig::ca_file`] for a private CA. Redis Sentinel is not
+//! supported: give the master's address behind a name that follows failovers, or use a cluster.
+//!
+//! With `redis-tls`, the fleet installs rustls's ring provider as the process default when no
+//! provider is installed yet, so that a build with several providers never panics; install
+//! your own first to use another.
 
 mod bans;
 mod config;
