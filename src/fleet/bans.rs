@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use super::keys::{Keys, BAN_SHARDS, LOG_KEEP};
 use super::link::{Batch, Reply};
 use super::value;
+use redis::Value;
 use crate::ban::BanReason;
 use crate::limiter::sharing::{BanSpec, Banned};
 use crate::limiter::Limiter;
@@ -37,6 +38,10 @@ const MGET_CHUNK: usize = 500;
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// How long before the log forgets its events a node reads a shard whole instead.
 const LOG_MARGIN: Duration = Duration::from_secs(10);
+/// Every how many syncs a node checks every shard's epoch and log, whatever the fleet's change
+/// counter says. In between, it reads the logs only when the counter moved: a quiet fleet costs
+/// a node one small read per sync, not two per shard.
+const FULL_EVERY: u64 = 10;
 
 /// A ban as the fleet shares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +103,8 @@ impl Shard {
 /// Where the replies of one shard's commands are, in a sync's first round trip.
 #[derive(Debug, Default)]
 struct Asked {
-    epoch: usize,
+    /// The shard's epoch, when the shard is read this sync.
+    epoch: Option<usize>,
     /// The log's newest event and the banned subjects, for a whole read.
     snapshot: Option<(usize, usize)>,
     /// The log since `last_id`.
@@ -114,6 +120,8 @@ pub(super) struct FollowUp {
     epochs: Vec<(usize, usize, usize)>,
     /// Shards read whole: the newest log id, and the `MGET`s of their bans with the subjects.
     snapshots: Vec<(usize, String, Vec<(usize, Vec<Banned>)>)>,
+    /// Shards whose logs are read because the change counter moved: their epoch and log.
+    logs: Vec<(usize, usize, usize)>,
 }
 
 /// The fleet's bans as this node knows them, and what it has yet to publish.
@@ -131,6 +139,15 @@ pub(super) struct BanBook {
     pending: HashMap<Banned, Option<Shared>>,
     /// This sync's first round trip, per shard.
     asked: Vec<Asked>,
+    /// The fleet's change counter (`{P:meta}:bans:seq`, raised by every sync that publishes),
+    /// as last read: `None` before the first read, `Some(None)` while it is missing.
+    seq: Option<Option<i64>>,
+    /// This sync's reading of the counter, and what it should say if only this node changed it.
+    asked_seq: Option<(usize, Option<i64>)>,
+    /// Syncs so far, for [`FULL_EVERY`].
+    syncs: u64,
+    /// Set when the next sync must read every shard.
+    force_full: bool,
     last_prune: Option<Instant>,
     /// Counts for the status, taken at the end of each sync.
     pub(super) published: u64,
@@ -147,6 +164,10 @@ impl BanBook {
             learnt: HashMap::new(),
             pending: HashMap::new(),
             asked: Vec::new(),
+            seq: None,
+            asked_seq: None,
+            syncs: 0,
+            force_full: true,
             last_prune: None,
             published: 0,
             applied: 0,
@@ -205,21 +226,28 @@ impl BanBook {
             }
         }
         let keys = &self.keys;
-        self.asked = Vec::with_capacity(BAN_SHARDS);
-        for (s, publishing) in by_shard.into_iter().enumerate() {
-            let shard = &mut self.shards[s];
+        for shard in &mut self.shards {
             if shard
                 .read_at
                 .is_some_and(|at| at.elapsed() + LOG_MARGIN >= LOG_KEEP)
             {
                 shard.needs_snapshot = true;
             }
+        }
+        let full = std::mem::take(&mut self.force_full)
+            || self.syncs % FULL_EVERY == 0
+            || self.shards.iter().any(|shard| shard.needs_snapshot);
+        self.syncs += 1;
+        let publishes = by_shard.iter().any(|list| !list.is_empty());
+        self.asked = Vec::with_capacity(BAN_SHARDS);
+        for (s, publishing) in by_shard.into_iter().enumerate() {
+            let shard = &mut self.shards[s];
             let log = keys.log(s);
-            let mut asked = Asked {
-                epoch: batch.push(&log, cmd("GET").arg(keys.epoch(s)).clone()),
-                ..Asked::default()
-            };
-            if shard.needs_snapshot {
+            let mut asked = Asked::default();
+            if !full {
+                // Read only if the change counter says so, in the second round trip.
+            } else if shard.needs_snapshot {
+                asked.epoch = Some(batch.push(&log, cmd("GET").arg(keys.epoch(s)).clone()));
                 let top = cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1).clone();
                 let members = cmd("ZRANGE")
                     .arg(keys.ends(s))
@@ -229,14 +257,8 @@ impl BanBook {
                     .clone();
                 asked.snapshot = Some((batch.push(&log, top), batch.push(&log, members)));
             } else {
-                let since = cmd("XRANGE")
-                    .arg(&log)
-                    .arg(format!("({}", shard.last_id))
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(READ_PER_SYNC)
-                    .clone();
-                asked.log = Some(batch.push(&log, since));
+                asked.epoch = Some(batch.push(&log, cmd("GET").arg(keys.epoch(s)).clone()));
+                asked.log = Some(batch.push(&log, read_log(&log, &shard.last_id)));
             }
             let keep_from = now_ms.saturating_sub(millis(LOG_KEEP));
             for (banned, ban) in publishing {
@@ -300,6 +322,16 @@ impl BanBook {
             }
             self.asked.push(asked);
         }
+        let seq_key = keys.bans_seq();
+        let last = self.seq.flatten();
+        let expected = if publishes {
+            batch.push(&seq_key, cmd("INCR").arg(&seq_key).clone());
+            Some(last.unwrap_or(0) + 1)
+        } else {
+            last
+        };
+        let read = batch.push(&seq_key, cmd("GET").arg(&seq_key).clone());
+        self.asked_seq = Some((read, expected));
     }
 
     /// Takes in the first round trip's replies (`replies`, read at `read_at`): applies the
@@ -323,26 +355,16 @@ impl BanBook {
                     self.published += 1;
                 }
             }
-            let Some(Ok(epoch)) = replies.get(asked.epoch) else {
-                // Nothing is known of the shard this time: its reads are not trusted either.
+            let Some(Some(Ok(epoch))) = asked.epoch.map(|i| replies.get(i)) else {
+                // Not read this time, or nothing is known of the shard: its reads are not
+                // trusted either.
                 continue;
             };
             if self.check_epoch(s, value::text(epoch), batch, &mut follow_up) {
                 emptied.push(s);
             }
-            if let Some(log) = asked.log {
-                if let Some(Ok(events)) = replies.get(log) {
-                    let events = value::entries(events);
-                    for (id, fields) in &events {
-                        self.apply_event(fields, limiter, now_ms);
-                        self.shards[s].last_id.clone_from(id);
-                    }
-                    // A full batch leaves more to read: the log was read up to `last_id`, not
-                    // to now.
-                    if events.len() < READ_PER_SYNC {
-                        self.shards[s].read_at = Some(read_at);
-                    }
-                }
+            if let Some(Some(Ok(events))) = asked.log.map(|i| replies.get(i)) {
+                self.take_log(s, events, limiter, now_ms, read_at);
             }
             if let Some((top, members)) = asked.snapshot {
                 if let (Some(Ok(top)), Some(Ok(members))) = (replies.get(top), replies.get(members))
@@ -369,6 +391,20 @@ impl BanBook {
                 }
             }
         }
+        if let Some((read, expected)) = self.asked_seq.take() {
+            match replies.get(read) {
+                Some(Ok(seq)) => {
+                    let seq = value::int(seq);
+                    // Another node published (or the counter is gone): its events may have
+                    // come after this sync's reads, so the logs are read again now.
+                    if seq != expected {
+                        self.read_logs(batch, &mut follow_up);
+                    }
+                    self.seq = Some(seq);
+                }
+                _ => self.force_full = true,
+            }
+        }
         if !emptied.is_empty() {
             tracing::warn!(
                 shards = ?emptied,
@@ -378,6 +414,32 @@ impl BanBook {
             );
         }
         follow_up
+    }
+
+    /// Adds, to the second round trip, every shard's epoch and log since the last event seen.
+    fn read_logs(&self, batch: &mut Batch, follow_up: &mut FollowUp) {
+        for (s, shard) in self.shards.iter().enumerate() {
+            if shard.needs_snapshot {
+                continue;
+            }
+            let log = self.keys.log(s);
+            let epoch = batch.push(&log, cmd("GET").arg(self.keys.epoch(s)).clone());
+            let events = batch.push(&log, read_log(&log, &shard.last_id));
+            follow_up.logs.push((s, epoch, events));
+        }
+    }
+
+    /// Applies shard `s`'s log events (`events`, as `XRANGE` answered, read at `read_at`).
+    fn take_log(&mut self, s: usize, events: &Value, limiter: &Limiter, now_ms: u64, read_at: Instant) {
+        let events = value::entries(events);
+        for (id, fields) in &events {
+            self.apply_event(fields, limiter, now_ms);
+            self.shards[s].last_id.clone_from(id);
+        }
+        // A full batch leaves more to read: the log was read up to `last_id`, not to now.
+        if events.len() < READ_PER_SYNC {
+            self.shards[s].read_at = Some(read_at);
+        }
     }
 
     /// Compares shard `s`'s epoch in Redis (`epoch`) with the one adopted; whether the shard
@@ -422,6 +484,17 @@ impl BanBook {
         for (s, _, get) in follow_up.epochs {
             if let Some(Ok(epoch)) = replies.get(get) {
                 self.shards[s].epoch = value::text(epoch);
+            }
+        }
+        for (s, epoch, events) in follow_up.logs {
+            let epoch = replies.get(epoch).and_then(|r| r.as_ref().ok()).and_then(value::text);
+            match (epoch, replies.get(events)) {
+                // The epoch it had: the log goes on from where it stood.
+                (Some(epoch), Some(Ok(events))) if self.shards[s].epoch.as_ref() == Some(&epoch) => {
+                    self.take_log(s, events, limiter, now_ms, read_at);
+                }
+                // Emptied, replaced, or not read: the next sync looks at every shard.
+                _ => self.force_full = true,
             }
         }
         let mut live: Option<Vec<(Banned, BanSpec)>> = None;
@@ -556,6 +629,17 @@ impl BanBook {
 
 fn cmd(name: &str) -> redis::Cmd {
     redis::cmd(name)
+}
+
+/// `XRANGE` of `log` after `last_id`.
+fn read_log(log: &str, last_id: &str) -> redis::Cmd {
+    cmd("XRANGE")
+        .arg(log)
+        .arg(format!("({last_id}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(READ_PER_SYNC)
+        .clone()
 }
 
 fn millis(d: Duration) -> u64 {

@@ -10,6 +10,7 @@
 //! | `{P:bS}:log` | stream | the shard's bans and lifts, kept for [`LOG_KEEP`] |
 //! | `{P:bS}:epoch` | string | a random id set when the shard is first written: a missing or changed one means the shard was emptied or replaced |
 //! | `{P:meta}:node:NAME` | string | the instance holding a node name, with a TTL renewed every sync |
+//! | `{P:meta}:bans:seq` | counter | raised by every sync that publishes: while it stands still, a node reads no shard's log (but every tenth sync) |
 
 use std::time::Duration;
 
@@ -74,6 +75,11 @@ impl Keys {
     /// The hash tag of the fleet's own keys.
     pub(super) fn meta_tag(&self) -> String {
         format!("{{{}:meta}}", self.prefix)
+    }
+
+    /// The fleet's ban change counter, raised by every sync that publishes a ban or a lift.
+    pub(super) fn bans_seq(&self) -> String {
+        format!("{}:bans:seq", self.meta_tag())
     }
 
     pub(super) fn node(&self, name: &str) -> String {

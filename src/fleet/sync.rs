@@ -19,6 +19,8 @@ use crate::limiter::Limiter;
 
 /// The longest pause between tries while Redis cannot be reached.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Every how many syncs Redis's clock is read again (ours carries it forward in between).
+const TIME_EVERY: u64 = 10;
 
 /// Redis's clock, as read by `TIME` and carried forward by ours: what windows and ban ends are
 /// counted in, so that every node agrees on them whatever its own clock says.
@@ -61,6 +63,10 @@ pub(super) struct Syncer {
     published_own: bool,
     /// Syncs in a row that did not reach Redis, for the backoff.
     unreached: u32,
+    /// Syncs so far.
+    syncs: u64,
+    /// Every how many syncs the name is renewed: four times per name TTL.
+    beat_every: u64,
 }
 
 impl Syncer {
@@ -77,6 +83,9 @@ impl Syncer {
             clock: RedisClock::default(),
             published_own: false,
             unreached: 0,
+            syncs: 0,
+            beat_every: (config.name_ttl().as_millis() / (4 * config.sync_interval.as_millis()).max(1))
+                .max(1) as u64,
         }
     }
 
@@ -117,13 +126,16 @@ impl Syncer {
         }
         let read_at = Instant::now();
         let mut batch = Batch::default();
-        self.name.ask(&mut batch);
+        if self.syncs % self.beat_every == 0 {
+            self.name.ask(&mut batch);
+        }
         self.bans.ask(&mut batch, now_ms);
         self.rates.ask(&self.limiter, &mut batch, now_ms);
-        let time = batch.push("", cmd("TIME"));
+        let time = (self.syncs % TIME_EVERY == 0).then(|| batch.push("", cmd("TIME")));
+        self.syncs += 1;
         let replies = self.link.run(batch).await;
         self.note_failures(&replies);
-        self.clock.set(replies.get(time));
+        self.clock.set(time.and_then(|time| replies.get(time)));
         let mut second = Batch::default();
         self.name.heard(&replies, &self.limiter);
         let bans = self
