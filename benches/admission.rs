@@ -35,7 +35,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use pingora_limits::inflight::Inflight;
 use tokio::sync::Semaphore;
 
-use tower_connlimit::{CidrLimit, Config, Limiter, RateLimit, Strategy};
+use tower_connlimit::{config::CidrLimit, rate::Strategy, Config, Limiter, RateLimit};
 
 /// The per-client limit every implementation enforces (never reached, but for refusals).
 const LIMIT: u32 = 100;

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use redis_server::Redis;
 use tower_connlimit::fleet::{Fleet, FleetConfig};
-use tower_connlimit::{Config, Limiter, PathRule, RateLimit};
+use tower_connlimit::rate::PathRule;
+use tower_connlimit::{Config, Limiter, RateLimit};
 
 /// Requests per client per second, and what the request rate allows.
 const SENDS: u32 = 10;
@@ -150,7 +151,10 @@ async fn run(nodes: usize, rules: usize, clients: u32, seconds: u64) -> Run {
     let elapsed = measured_from.elapsed().as_secs_f64();
     let after = counters(&redis);
     let before = before.unwrap();
-    let calls = |name: &str| after.commands.get(name).copied().unwrap_or(0) - before.commands.get(name).copied().unwrap_or(0);
+    let calls = |name: &str| {
+        after.commands.get(name).copied().unwrap_or(0)
+            - before.commands.get(name).copied().unwrap_or(0)
+    };
     let commands: u64 = after
         .commands
         .keys()
@@ -158,8 +162,9 @@ async fn run(nodes: usize, rules: usize, clients: u32, seconds: u64) -> Run {
         .map(|name| calls(name))
         .sum();
     let windows: Vec<u32> = admitted.iter().flatten().copied().collect();
-    let mean_ratio =
-        windows.iter().map(|n| f64::from(*n)).sum::<f64>() / windows.len() as f64 / f64::from(ALLOWED);
+    let mean_ratio = windows.iter().map(|n| f64::from(*n)).sum::<f64>()
+        / windows.len() as f64
+        / f64::from(ALLOWED);
     let run = Run {
         nodes,
         rules,

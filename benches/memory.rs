@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use tower_connlimit::{Config, FakeClock, Limiter, PathRule, RateLimit};
+use tower_connlimit::{clock::FakeClock, rate::PathRule, Config, Limiter, RateLimit};
 
 /// The heap bytes in use, as the program asked for them (the allocator's own overhead per
 /// block is not counted: see the RSS for that).

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tower_connlimit::{Config, FakeClock, Limiter, RateLimit};
+use tower_connlimit::{clock::FakeClock, Config, Limiter, RateLimit};
 
 const CLIENTS: u32 = 1_000_000;
 const ROUNDS: usize = 5;

@@ -20,8 +20,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tower_connlimit::{
-    BanPolicy, Config, ConnLimitLayer, ConnLimitListener, Limiter, RateLimit, RejectAction,
-    Strategy,
+    ban::BanPolicy, listener::RejectAction, rate::Strategy, Config, ConnLimitLayer,
+    ConnLimitListener, Limiter, RateLimit,
 };
 
 type Sender = http1::SendRequest<Empty<Bytes>>;

@@ -25,7 +25,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{service_fn, Service, ServiceExt};
-use tower_connlimit::{ClientAddr, Config, ConnLimitLayer};
+use tower_connlimit::{layer::ClientAddr, Config, ConnLimitLayer};
 use tower_layer::Layer;
 
 async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

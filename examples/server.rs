@@ -97,8 +97,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_connlimit::serve::Serve;
 use tower_connlimit::{
-    BanPolicy, ByReason, Cidr, ClientIp, ClientIpHeader, Config, ConnLimitLayer, ConnLimitListener,
-    Limiter, MinReceiveRate, ProxyProtocol, RateLimit, RejectAction,
+    ban::BanPolicy, client_ip::ClientIpHeader, layer::ClientIp, listener::MinReceiveRate,
+    listener::ProxyProtocol, listener::RejectAction, stats::ByReason, Cidr, Config, ConnLimitLayer,
+    ConnLimitListener, Limiter, RateLimit,
 };
 use tower_layer::Layer;
 
@@ -372,10 +373,20 @@ fn default_node(addr: SocketAddr) -> String {
     let host: String = host
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(48)
         .collect();
-    let host = if host.is_empty() { "node".to_owned() } else { host };
+    let host = if host.is_empty() {
+        "node".to_owned()
+    } else {
+        host
+    };
     format!("{host}-{}", addr.port())
 }
 
@@ -383,9 +394,11 @@ fn default_node(addr: SocketAddr) -> String {
 async fn join_fleet(args: &Args, _limiter: &Limiter) -> Result<(), String> {
     match (&args.redis, args.redis_cluster.is_empty()) {
         (None, true) => Ok(()),
-        _ => Err("--redis needs the `redis` feature: rebuild with --features redis, as in\n  \
+        _ => Err(
+            "--redis needs the `redis` feature: rebuild with --features redis, as in\n  \
                   cargo run --example server --features redis -- --redis redis://127.0.0.1:6379/"
-            .to_owned()),
+                .to_owned(),
+        ),
     }
 }
 
@@ -434,7 +447,12 @@ fn fleet_state() -> Value {
         let errors: serde_json::Map<String, Value> = status
             .errors
             .iter()
-            .map(|e| (e.kind.to_owned(), json!({ "count": e.count, "last": e.last })))
+            .map(|e| {
+                (
+                    e.kind.to_owned(),
+                    json!({ "count": e.count, "last": e.last }),
+                )
+            })
             .collect();
         return json!({
             "node": status.node,
@@ -997,7 +1015,7 @@ async fn stats(State(limiter): State<Limiter>) -> Json<Value> {
                 "rejected": counts(&figures.rejected),
                 "closed": counts(&figures.closed),
             });
-            (figures.point.name().to_owned(), value)
+            (figures.name.to_owned(), value)
         })
         .collect();
     Json(json!({

@@ -62,7 +62,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
-use tower_connlimit::{Config, ConfigError, ConnLimitListener, Limiter, ListenerConfig, TrackedIo};
+use tower_connlimit::{
+    listener::ListenerConfig, Config, ConfigError, ConnLimitListener, Limiter, TrackedIo,
+};
 use tracing::Instrument;
 
 const USAGE: &str = "usage: tcp_proxy --upstream HOST:PORT [--listen ADDR] [--max-per-client N] \
@@ -231,7 +233,7 @@ impl Proxy {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<Snapshot> {
-        let listener = ConnLimitListener::new(listener, self.limiter.clone());
+        let mut listener = ConnLimitListener::new(listener, self.limiter.clone());
         self.stats.listening.store(true, Ordering::Relaxed);
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);

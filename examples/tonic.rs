@@ -56,7 +56,9 @@ use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
-use tower_connlimit::{Config, ConnLimitLayer, ConnLimitListener, Limiter, RejectAction, Stats};
+use tower_connlimit::{
+    listener::RejectAction, Config, ConnLimitLayer, ConnLimitListener, Limiter, Stats,
+};
 
 /// A tonic gRPC server with per-client connection and call limits.
 #[derive(Debug, clap::Parser)]

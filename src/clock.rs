@@ -50,7 +50,7 @@ impl Clock for TokioClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_connlimit::{Clock, FakeClock};
+/// use tower_connlimit::{clock::Clock, clock::FakeClock};
 ///
 /// let clock = FakeClock::new();
 /// let shared = clock.clone();

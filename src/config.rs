@@ -8,14 +8,18 @@
 
 use std::sync::Arc;
 
+pub use crate::cidr::CidrError;
+pub use crate::error::{ConfigError, Location};
+pub use crate::limits::{CidrLimit, WhenFull};
+
 use crate::ban::BanPolicy;
 use crate::cidr::Cidr;
 use crate::client_ip::{ClientIpConfig, ClientIpHeader};
 use crate::clock::{Clock, TokioClock};
-use crate::error::ConfigError;
 use crate::limiter::{Installed, Limiter, Settings};
-use crate::limits::{CidrLimit, Limits, Lookups, PathRule, WhenFull};
+use crate::limits::{Limits, Lookups};
 use crate::listener::{ListenerConfig, ListenerSettings, ProxyProtocol};
+use crate::rate::PathRule;
 use crate::rate::RateLimit;
 
 /// Everything a [`Limiter`] enforces: the limits, and the settings of the listener and the
@@ -26,7 +30,7 @@ use crate::rate::RateLimit;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_connlimit::{CidrLimit, Config, ListenerConfig};
+/// use tower_connlimit::{config::CidrLimit, Config, listener::ListenerConfig};
 ///
 /// let config = Config {
 ///     max_conns_per_client: 10,
@@ -81,7 +85,7 @@ pub struct Config {
     pub overrides: Vec<CidrLimit>,
     /// How fast one client may open connections, checked at every connection admission point
     /// before the concurrency limits. Default `None` (no limit). A typical connection gate
-    /// counts connects with [`Strategy::Cooldown`](crate::Strategy::Cooldown):
+    /// counts connects with [`Strategy::Cooldown`](crate::rate::Strategy::Cooldown):
     /// `RateLimit::new(1, Duration::from_millis(100)).strategy(Strategy::Cooldown)`, which is
     /// also the default strategy of this field in config files.
     #[cfg_attr(
@@ -309,7 +313,7 @@ impl Limiter {
     /// A limiter enforcing `config` on the time of `clock`, or why `config` is invalid.
     ///
     /// Rates are measured on `clock`. The default, [`TokioClock`], follows tokio's paused time;
-    /// a [`FakeClock`](crate::FakeClock) makes time move only when a test says so.
+    /// a [`FakeClock`](crate::clock::FakeClock) makes time move only when a test says so.
     ///
     /// # Errors
     ///

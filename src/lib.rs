@@ -66,18 +66,19 @@
 #[cfg(feature = "admin")]
 #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 pub mod admin;
-mod ban;
+pub mod ban;
 mod cidr;
 mod cidr_table;
-mod client_ip;
-mod clock;
-mod config;
+pub mod client_ip;
+pub mod clock;
+pub mod config;
 #[cfg(feature = "serde")]
 mod config_file;
 mod error;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
+pub mod guide;
 mod key;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
@@ -99,37 +100,23 @@ mod series;
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 pub mod serve;
+pub mod stats;
 #[cfg(test)]
 mod testing;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
-pub use ban::{Ban, BanPolicy, BanReason};
-pub use cidr::{Cidr, CidrError};
-pub use client_ip::{ClientIpConfig, ClientIpHeader, Unidentified, UnknownClientIpHeader};
-pub use clock::{Clock, FakeClock, TokioClock};
-pub use config::Config;
-pub use error::{ConfigError, Location};
+pub use cidr::Cidr;
+pub use config::{Config, ConfigError};
 pub use key::ClientKey;
 #[cfg(feature = "http")]
-pub use layer::{
-    ClientAddr, ClientIp, ConnLimit, ConnLimitLayer, LimitedConnection, MakeTarget, ResponseBody,
-};
-pub use limiter::{
-    AdmissionPoint, ByReason, Checkpoint, ClientStats, ConnPermit, FleetError, FleetStatus, Limiter,
-    PointStats, RequestPermit, Stats,
-};
-pub use limits::{CidrLimit, PathMatch, PathRule, WhenFull};
-#[cfg(feature = "axum")]
-pub use listener::AxumListener;
-pub use listener::{
-    ConnLimitListener, ListenerConfig, MinReceiveRate, ProxyProtocol, RejectAction, RejectableIo,
-    TrackedIo,
-};
-pub use peer::PeerAddr;
-pub use rate::{RateLimit, Strategy};
-pub use reason::{Decision, ReasonInfo, RejectReason, Rejected};
+pub use layer::ConnLimitLayer;
+pub use limiter::{ConnPermit, Limiter, RequestPermit};
+pub use listener::{ConnLimitListener, TrackedIo};
+pub use rate::RateLimit;
+pub use reason::{RejectReason, Rejected};
+pub use stats::Stats;
 
 /// Entry points for the fuzz targets in `fuzz/`, built only by `cargo fuzz` (`--cfg fuzzing`).
 /// Not part of the API.
@@ -166,7 +153,7 @@ pub mod __fuzz {
     #[cfg(feature = "http")]
     pub fn client_from_headers(
         headers: &http::HeaderMap,
-        header: crate::ClientIpHeader,
+        header: crate::client_ip::ClientIpHeader,
         hops: usize,
     ) -> Option<std::net::IpAddr> {
         crate::client_ip::client_from_headers(headers, header, hops)

@@ -32,6 +32,26 @@ impl<T: PeerAddr + ?Sized> PeerAddr for &T {
     }
 }
 
+impl PeerAddr for Option<SocketAddr> {
+    #[inline]
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        *self
+    }
+}
+
+/// A Unix socket's peer is a process on this host, with no IP address of its own: it is counted
+/// as `127.0.0.1`, like a proxy on loopback. All of a socket's peers then share one client's
+/// allowance, unless `127.0.0.1` is one of the config's `trusted_proxies`: a local proxy's
+/// PROXY header (at the listener) or client address header (at the request level) then names
+/// each client, as it would over TCP.
+#[cfg(unix)]
+impl PeerAddr for tokio::net::unix::SocketAddr {
+    #[inline]
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}
+
 impl PeerAddr for tokio::net::TcpStream {
     #[inline]
     fn peer_addr(&self) -> Option<SocketAddr> {

@@ -1,5 +1,5 @@
-//! Why an admission was refused: one table of reasons ([`RejectReason`], [`ReasonInfo`]), the
-//! [`Rejected`] error, and the [`Decision`] a custom server enforces.
+//! Why an admission was refused: one table of reasons ([`RejectReason`] and the rows of
+//! `ReasonInfo` behind it), and the [`Rejected`] error that carries one.
 
 use std::fmt;
 use std::time::Duration;
@@ -21,21 +21,11 @@ pub(crate) mod grpc {
 /// A reason's `message` is what a refused client may see: it must name no limit and no count, so
 /// [`ReasonInfo::new`] accepts only short printable ASCII without digits or `%` (which also makes
 /// it a valid `grpc-message` as it stands), and a `name` in snake_case. Used in a `const` or
-/// `static`, a bad row fails to compile.
-///
-/// ```
-/// use tower_connlimit::{ReasonInfo, RejectReason};
-///
-/// let info = RejectReason::ClientConnections.info();
-/// assert_eq!(info.name(), "client_connections");
-/// assert_eq!(info.message(), "too many requests");
-/// assert_eq!((info.http_status(), info.grpc_code()), (429, 8));
-///
-/// // An admission point of your own may refuse for reasons of its own.
-/// static NOT_ON_THE_LIST: ReasonInfo = ReasonInfo::new("not_on_the_list", "access refused", 403, 7);
-/// ```
+/// `static`, a bad row fails to compile. The limiter's reasons are [`RejectReason`]'s rows; an
+/// admission point that refuses before the limiter can decide (no client address, a bad PROXY
+/// header) brings rows of its own.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct ReasonInfo {
+pub(crate) struct ReasonInfo {
     name: &'static str,
     message: &'static str,
     http_status: u16,
@@ -52,7 +42,7 @@ impl ReasonInfo {
     /// printable ASCII, or a digit or `%`, `http_status` is not an error status (400 to 599), or
     /// `grpc_code` is not a gRPC error code (1 to 16); at compile time, in a `const` or
     /// `static`.
-    pub const fn new(
+    pub(crate) const fn new(
         name: &'static str,
         message: &'static str,
         http_status: u16,
@@ -80,27 +70,28 @@ impl ReasonInfo {
     }
 
     /// The stable snake_case name: the log field, the metric label, the key in the stats.
-    pub const fn name(&self) -> &'static str {
+    pub(crate) const fn name(&self) -> &'static str {
         self.name
     }
 
     /// The generic text a refused client is told.
-    pub const fn message(&self) -> &'static str {
+    pub(crate) const fn message(&self) -> &'static str {
         self.message
     }
 
     /// The HTTP status a refused request is answered with.
-    pub const fn http_status(&self) -> u16 {
+    pub(crate) const fn http_status(&self) -> u16 {
         self.http_status
     }
 
     /// The gRPC status code a refused call is answered with.
-    pub const fn grpc_code(&self) -> u8 {
+    pub(crate) const fn grpc_code(&self) -> u8 {
         self.grpc_code
     }
 
     /// Whether the server as a whole, not this client, is at a limit (answered `503`).
-    pub const fn is_server_wide(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) const fn is_server_wide(&self) -> bool {
         self.http_status == 503
     }
 }
@@ -145,10 +136,10 @@ macro_rules! reasons {
         /// Each reason is one row of facets, side by side in one table ([`RejectReason::info`]):
         /// its stable name (the log field, the metric label and the key in
         /// [`Stats`](crate::Stats)), the generic message a refused client is told, and the HTTP
-        /// status and gRPC code a refused request or call is answered with. An admission point
-        /// that refuses before the limiter can decide (no client address, a bad PROXY header)
-        /// brings rows of its own ([`ReasonInfo`]), declared with its
-        /// [`AdmissionPoint`](crate::AdmissionPoint).
+        /// status and gRPC code a refused request or call is answered with. The admission points
+        /// that refuse before the limiter can decide (no client address, a bad PROXY header)
+        /// count reasons of their own beside these, under their own names in
+        /// [`Stats::rejected`](crate::Stats::rejected).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum RejectReason {
@@ -186,15 +177,41 @@ reasons! {
 }
 
 impl RejectReason {
-    /// This reason's facets: name, message, HTTP status, gRPC code.
+    /// This reason's row of the table.
     #[inline]
-    pub fn info(self) -> &'static ReasonInfo {
+    pub(crate) fn info(self) -> &'static ReasonInfo {
         &TABLE[self as usize]
     }
 
     /// The stable snake_case name, for log fields and metric labels.
+    ///
+    /// ```
+    /// use tower_connlimit::RejectReason;
+    ///
+    /// let reason = RejectReason::ClientConnections;
+    /// assert_eq!(reason.as_str(), "client_connections");
+    /// assert_eq!(reason.message(), "too many requests");
+    /// assert_eq!((reason.http_status(), reason.grpc_code()), (429, 8));
+    /// ```
     pub fn as_str(self) -> &'static str {
         self.info().name()
+    }
+
+    /// The generic text a refused client is told: it names no limit and no count.
+    pub fn message(self) -> &'static str {
+        self.info().message()
+    }
+
+    /// The HTTP status a refused request is answered with: 429 for a client's own limits, 503
+    /// when the server as a whole is full.
+    pub fn http_status(self) -> u16 {
+        self.info().http_status()
+    }
+
+    /// The gRPC status code a refused call is answered with: `RESOURCE_EXHAUSTED` (8), or
+    /// `UNAVAILABLE` (14) when the server as a whole is full.
+    pub fn grpc_code(self) -> u8 {
+        self.info().grpc_code()
     }
 }
 
@@ -274,21 +291,6 @@ impl fmt::Display for Rejected {
 }
 
 impl std::error::Error for Rejected {}
-
-/// A decision for a custom server to enforce, in the manner of a security gate's
-/// `DefenseDecision`: the limiter decides and counts, the caller acts. See
-/// [`Limiter::allow_connect`](crate::Limiter::allow_connect) and
-/// [`Limiter::allow_request`](crate::Limiter::allow_request).
-#[derive(Debug)]
-#[must_use = "a decision does nothing until it is enforced"]
-pub enum Decision<P> {
-    /// Proceed; holding `P` (a permit) keeps the connection or request counted.
-    Allow(P),
-    /// Refuse this request but keep the connection (answer 429, or ignore it).
-    Drop(Rejected),
-    /// Close the connection.
-    Close(Rejected),
-}
 
 #[cfg(test)]
 mod tests {

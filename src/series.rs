@@ -223,7 +223,12 @@ pub(crate) fn samples(stats: &Stats) -> Vec<Sample> {
         for error in &fleet.errors {
             push(&FLEET_ERRORS, None, Some(error.kind), error.count as f64);
         }
-        push(&FLEET_BANS_PUBLISHED, None, None, fleet.bans_published as f64);
+        push(
+            &FLEET_BANS_PUBLISHED,
+            None,
+            None,
+            fleet.bans_published as f64,
+        );
         push(&FLEET_BANS_APPLIED, None, None, fleet.bans_applied as f64);
         let duplicate = f64::from(u8::from(fleet.duplicate_name.is_some()));
         push(&FLEET_DUPLICATE_NAME, None, None, duplicate);

@@ -46,9 +46,9 @@
 //!
 //! # Refusing connections
 //!
-//! Refuse with [`RejectAction::Close`](crate::RejectAction::Close) (the default) or
-//! [`Reset`](crate::RejectAction::Reset): gRPC clients speak HTTP/2 and cannot read
-//! [`HttpResponse`](crate::RejectAction::HttpResponse)'s HTTP/1.1 answer. A client whose
+//! Refuse with [`RejectAction::Close`](crate::listener::RejectAction::Close) (the default) or
+//! [`Reset`](crate::listener::RejectAction::Reset): gRPC clients speak HTTP/2 and cannot read
+//! [`HttpResponse`](crate::listener::RejectAction::HttpResponse)'s HTTP/1.1 answer. A client whose
 //! connection is refused sees its call fail as over any connection that breaks (a tonic 0.14
 //! client reports `CANCELLED` after a close, `UNAVAILABLE` after a reset), and its channel
 //! connects again on the next call.
@@ -70,7 +70,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use crate::listener::TrackedIo;
 
 /// tonic's connect info for an admitted connection: the inner IO's, with the remote address
-/// the limiter admitted, which with [`ProxyProtocol::Required`](crate::ProxyProtocol::Required)
+/// the limiter admitted, which with [`ProxyProtocol::Required`](crate::listener::ProxyProtocol::Required)
 /// is the client the PROXY header named, not the proxy. So `Request::remote_addr()` names the
 /// same client that was counted.
 impl<IO> Connected for TrackedIo<IO>

@@ -5,7 +5,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::IpAddr;
 
-use tower_connlimit::{CidrLimit, Config, Limiter};
+use tower_connlimit::{config::CidrLimit, Config, Limiter};
 
 struct CountingAllocator;
 

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use tower_connlimit::{ClientIpHeader, Config, PathMatch, ProxyProtocol, Strategy, WhenFull};
+use tower_connlimit::{
+    client_ip::ClientIpHeader, config::WhenFull, listener::ProxyProtocol, rate::PathMatch,
+    rate::Strategy, Config,
+};
 
 #[test]
 fn the_documented_example_loads_every_field() {

@@ -13,7 +13,9 @@ use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tower_connlimit::{Config, ConnLimitListener, Limiter, ListenerConfig, MinReceiveRate};
+use tower_connlimit::{
+    listener::ListenerConfig, listener::MinReceiveRate, Config, ConnLimitListener, Limiter,
+};
 
 use support::*;
 
@@ -168,7 +170,7 @@ async fn split_halves_both_see_the_idle_timeout() {
     });
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let listener = ConnLimitListener::new(tcp, limiter.clone());
+    let mut listener = ConnLimitListener::new(tcp, limiter.clone());
     let server = tokio::spawn(async move {
         let (io, _) = listener.accept().await.unwrap();
         let (mut reader, mut writer) = tokio::io::split(io);

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use redis_server::{free_port, Cluster, Options, Redis};
 
+use tower_connlimit::ban::{BanPolicy, BanReason};
 use tower_connlimit::fleet::{Fleet, FleetConfig};
-use tower_connlimit::{BanPolicy, BanReason, Cidr, Config, Limiter, RateLimit, RejectReason};
+use tower_connlimit::{Cidr, Config, Limiter, RateLimit, RejectReason};
 
 const INTERVAL: Duration = Duration::from_millis(100);
 /// How long a test waits for the fleet, at most.
@@ -94,25 +95,37 @@ async fn a_ban_and_its_lifting_reach_every_node_with_its_reason() {
     let nodes = nodes(&redis.url(), &["a", "b", "c"], "bans", Config::default()).await;
     all_connected(&nodes).await;
     let (bad, good) = (ip("203.0.113.66"), ip("203.0.113.7"));
-    nodes[0]
-        .0
-        .ban_with_reason(bad, Duration::from_secs(600), BanReason::given("scraping /login"));
+    nodes[0].0.ban_with_reason(
+        bad,
+        Duration::from_secs(600),
+        BanReason::given("scraping /login"),
+    );
     let network: Cidr = "198.18.0.0/16".parse().unwrap();
     nodes[0].0.ban_network(network, Duration::from_secs(600));
-    let took = wait_for("the bans reach B and C", Duration::from_millis(1500), || {
-        nodes[1..]
-            .iter()
-            .all(|(limiter, _)| banned(limiter, bad) && banned(limiter, ip("198.18.3.4")))
-    })
+    let took = wait_for(
+        "the bans reach B and C",
+        Duration::from_millis(1500),
+        || {
+            nodes[1..]
+                .iter()
+                .all(|(limiter, _)| banned(limiter, bad) && banned(limiter, ip("198.18.3.4")))
+        },
+    )
     .await;
     println!("a manual ban reached the other nodes in {took:?}");
-    assert_eq!(reason_of(&nodes[2].0, bad).as_deref(), Some("scraping /login"));
+    assert_eq!(
+        reason_of(&nodes[2].0, bad).as_deref(),
+        Some("scraping /login")
+    );
     let networks = nodes[1].0.banned_networks();
     assert_eq!(networks.len(), 1, "{networks:?}");
     assert_eq!(networks[0].0, network);
     assert_eq!(networks[0].1.reason.to_string(), "banned by the operator");
     for (limiter, _) in &nodes {
-        assert!(limiter.try_acquire(good).is_ok(), "another client is served");
+        assert!(
+            limiter.try_acquire(good).is_ok(),
+            "another client is served"
+        );
     }
     // Each ban is counted once, by the node that made it; the others count what they applied.
     assert_eq!(nodes[0].0.stats().bans, 2);
@@ -124,11 +137,15 @@ async fn a_ban_and_its_lifting_reach_every_node_with_its_reason() {
     // Lifted on B: lifted everywhere.
     assert!(nodes[1].0.unban(bad));
     assert!(nodes[2].0.unban_network(network));
-    wait_for("the lifts reach every node", Duration::from_millis(1500), || {
-        nodes.iter().all(|(limiter, _)| {
-            limiter.try_acquire(bad).is_ok() && limiter.try_acquire(ip("198.18.3.4")).is_ok()
-        })
-    })
+    wait_for(
+        "the lifts reach every node",
+        Duration::from_millis(1500),
+        || {
+            nodes.iter().all(|(limiter, _)| {
+                limiter.try_acquire(bad).is_ok() && limiter.try_acquire(ip("198.18.3.4")).is_ok()
+            })
+        },
+    )
     .await;
 }
 
@@ -156,12 +173,19 @@ async fn a_policy_ban_on_one_node_refuses_the_client_on_the_others() {
     let took = wait_for(
         "the ban reaches B and C",
         Duration::from_millis(1500),
-        || nodes[1..].iter().all(|(limiter, _)| banned(limiter, client)),
+        || {
+            nodes[1..]
+                .iter()
+                .all(|(limiter, _)| banned(limiter, client))
+        },
     )
     .await;
     println!("a policy ban reached the other nodes in {took:?}");
     let reason = reason_of(&nodes[1].0, client).unwrap();
-    assert!(reason.starts_with("rate limits exceeded 2 times"), "{reason}");
+    assert!(
+        reason.starts_with("rate limits exceeded 2 times"),
+        "{reason}"
+    );
     assert!(nodes[1].0.try_acquire(ip("198.51.100.10")).is_ok());
     assert_eq!((a.stats().bans, nodes[1].0.stats().bans), (1, 0));
 }
@@ -226,7 +250,10 @@ async fn without_redis_each_node_keeps_its_limits_and_bans_flow_again_after() {
     let status = nodes[0].0.stats().fleet.expect("in a fleet");
     assert!(!status.connected && status.sync_errors > 0, "{status:?}");
     let connection = status.error("connection").unwrap();
-    assert!(connection.count > 0 && connection.last.is_some(), "{status:?}");
+    assert!(
+        connection.count > 0 && connection.last.is_some(),
+        "{status:?}"
+    );
     // Each node serves and enforces its own limits, without waiting, and keeps its bans.
     for (i, (limiter, _)) in nodes.iter().enumerate() {
         let client = ip(&format!("192.0.2.{}", 10 + i));
@@ -261,15 +288,26 @@ async fn a_node_started_while_redis_is_away_joins_when_it_answers() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/");
     let started = Instant::now();
-    let (limiter, fleet) = node(&Config::default(), fleet_config(FleetConfig::new(&url, "late"), "late")).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "join waited {:?}", started.elapsed());
+    let (limiter, fleet) = node(
+        &Config::default(),
+        fleet_config(FleetConfig::new(&url, "late"), "late"),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "join waited {:?}",
+        started.elapsed()
+    );
     assert!(!fleet.status().connected);
     let client = ip("203.0.113.30");
     limiter.ban(client, Duration::from_secs(600));
     let redis = Redis::start_on(port);
     wait_for("the node joins", WAIT, || fleet.status().connected).await;
     let other = nodes(&redis.url(), &["other"], "late", Config::default()).await;
-    wait_for("its ban reaches the fleet", WAIT, || banned(&other[0].0, client)).await;
+    wait_for("its ban reaches the fleet", WAIT, || {
+        banned(&other[0].0, client)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -317,7 +355,11 @@ async fn ban_and_spread(nodes: &[(Limiter, Fleet)]) -> Vec<IpAddr> {
     let clients = [ip("203.0.113.50"), ip("203.0.113.51"), ip("198.19.7.7")];
     let a = &nodes[0].0;
     a.ban(clients[0], Duration::from_secs(600));
-    a.ban_with_reason(clients[1], Duration::from_secs(600), BanReason::given("abuse"));
+    a.ban_with_reason(
+        clients[1],
+        Duration::from_secs(600),
+        BanReason::given("abuse"),
+    );
     a.ban_network("198.19.0.0/16".parse().unwrap(), Duration::from_secs(600));
     wait_for("the bans spread", WAIT, || {
         nodes
@@ -338,7 +380,10 @@ async fn no_ban_lifted(nodes: &[(Limiter, Fleet)], clients: &[IpAddr], lasting: 
             for client in clients {
                 assert!(banned(limiter, *client), "{client} was let in");
             }
-            assert!(limiter.try_acquire(ip("192.0.2.200")).is_ok(), "an honest client refused");
+            assert!(
+                limiter.try_acquire(ip("192.0.2.200")).is_ok(),
+                "an honest client refused"
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -363,7 +408,10 @@ async fn an_emptied_or_restarted_redis_lifts_no_ban_and_is_filled_again() {
     // FLUSHALL: nothing is lifted, and the nodes put the bans back.
     redis.cli(&["FLUSHALL"]);
     no_ban_lifted(&nodes, &clients, Duration::from_millis(600)).await;
-    wait_for("the bans are back in Redis", WAIT, || bans_in_redis(&redis, "emptied") == 3).await;
+    wait_for("the bans are back in Redis", WAIT, || {
+        bans_in_redis(&redis, "emptied") == 3
+    })
+    .await;
     // A restart without persistence: the same.
     redis.stop();
     redis = Redis::start_on(port);
@@ -379,7 +427,11 @@ async fn an_emptied_or_restarted_redis_lifts_no_ban_and_is_filled_again() {
     })
     .await;
     assert_eq!(reason_of(&late[0].0, clients[1]).as_deref(), Some("abuse"));
-    assert_eq!(nodes[1].0.stats().bans, 0, "re-applied bans are not counted again");
+    assert_eq!(
+        nodes[1].0.stats().bans,
+        0,
+        "re-applied bans are not counted again"
+    );
 }
 
 #[tokio::test]
@@ -415,7 +467,10 @@ async fn a_full_redis_lifts_no_ban_and_still_shares_what_it_can() {
     assert!(banned(&nodes[0].0, late_ban));
     // Memory again: the ban that waited reaches the other node.
     redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
-    wait_for("the waiting ban is published", WAIT, || banned(&nodes[1].0, late_ban)).await;
+    wait_for("the waiting ban is published", WAIT, || {
+        banned(&nodes[1].0, late_ban)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -430,16 +485,23 @@ async fn rate_events_made_during_an_outage_count_after_it() {
     let nodes = nodes(&redis.url(), &["a", "b"], "carry", config).await;
     all_connected(&nodes).await;
     redis.stop();
-    wait_for("the outage is seen", WAIT, || !nodes[0].1.status().connected).await;
+    wait_for("the outage is seen", WAIT, || {
+        !nodes[0].1.status().connected
+    })
+    .await;
     let client = ip("192.0.2.99");
     for _ in 0..rate {
         assert!(nodes[0].0.try_acquire_request(client).is_ok());
     }
-    assert!(nodes[0].0.try_acquire_request(client).is_err(), "A alone holds its rate");
+    assert!(
+        nodes[0].0.try_acquire_request(client).is_err(),
+        "A alone holds its rate"
+    );
     redis = Redis::start_on(port);
     wait_for("A's events reach Redis", WAIT, || {
         let keys = redis.cli(&["--scan", "--pattern", "{carry:c:192.0.2.99}:r:*"]);
-        keys.lines().any(|key| redis.cli(&["GET", key]) == rate.to_string())
+        keys.lines()
+            .any(|key| redis.cli(&["GET", key]) == rate.to_string())
     })
     .await;
     wait_for("B is connected", WAIT, || nodes[1].1.status().connected).await;
@@ -472,7 +534,10 @@ async fn a_cluster_of_three_masters_shares_bans_and_rates() {
     assert!((30..=45).contains(&admitted), "{admitted}");
     // The keys are spread over the masters by their hash tags.
     let per_node = cluster.keys_per_node();
-    assert!(per_node.iter().filter(|n| **n > 0).count() >= 2, "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|n| **n > 0).count() >= 2,
+        "{per_node:?}"
+    );
     for (_, fleet) in &nodes {
         assert_eq!(fleet.status().error("cluster").unwrap().count, 0);
     }
@@ -496,11 +561,17 @@ async fn a_wrong_password_is_refused_at_join_and_never_shown() {
         .unwrap_err();
     assert_eq!(err.field(), "fleet.redis", "{err}");
     let text = err.to_string();
-    assert!(!text.contains("wrong-pass") && text.contains("credentials"), "{text}");
+    assert!(
+        !text.contains("wrong-pass") && text.contains("credentials"),
+        "{text}"
+    );
     let none = format!("redis://127.0.0.1:{}/", redis.port);
-    let err = Fleet::join(&Limiter::new(Config::default()), FleetConfig::new(none, "a"))
-        .await
-        .unwrap_err();
+    let err = Fleet::join(
+        &Limiter::new(Config::default()),
+        FleetConfig::new(none, "a"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.field(), "fleet.redis", "{err}");
     let nodes = nodes(&redis.url(), &["a"], "auth", Config::default()).await;
     all_connected(&nodes).await;
@@ -518,11 +589,23 @@ async fn two_nodes_with_one_name_are_told_so() {
         .unwrap_err();
     assert_eq!(err.field(), "fleet.node");
     assert!(err.to_string().contains("\"twin\""), "{err}");
-    assert!(started.elapsed() >= Duration::from_secs(2), "waited one name TTL first");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited one name TTL first"
+    );
     // Another instance takes the name later (as a node started while Redis was away would):
     // the node says so, with the name.
-    redis.cli(&["SET", "{twins:meta}:node:twin", "another-instance", "PX", "5000"]);
-    wait_for("the duplicate is seen", WAIT, || nodes[0].1.status().duplicate_name.is_some()).await;
+    redis.cli(&[
+        "SET",
+        "{twins:meta}:node:twin",
+        "another-instance",
+        "PX",
+        "5000",
+    ]);
+    wait_for("the duplicate is seen", WAIT, || {
+        nodes[0].1.status().duplicate_name.is_some()
+    })
+    .await;
     let warning = nodes[0].1.status().duplicate_name.unwrap();
     assert!(warning.contains("\"twin\""), "{warning}");
     // A restarted node takes its name back once the old one's registration expires.

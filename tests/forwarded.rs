@@ -14,7 +14,8 @@ use http_body_util::Empty;
 use hyper::client::conn::http1::SendRequest;
 use tokio::sync::Semaphore;
 use tower_connlimit::{
-    ClientIpConfig, ClientIpHeader, Config, ConnLimitLayer, Limiter, RateLimit, Unidentified,
+    client_ip::ClientIpConfig, client_ip::ClientIpHeader, client_ip::Unidentified, Config,
+    ConnLimitLayer, Limiter, RateLimit,
 };
 
 use support::*;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use http::Method;
 use tower_connlimit::{
-    BanPolicy, BanReason, Config, Decision, FakeClock, Limiter, PathRule, RateLimit, RejectReason,
-    Strategy, WhenFull,
+    ban::BanPolicy, ban::BanReason, clock::FakeClock, config::WhenFull, rate::PathRule,
+    rate::Strategy, Config, Limiter, RateLimit, RejectReason,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -252,28 +252,37 @@ fn manual_bans_and_unbans() {
 }
 
 #[test]
-fn the_decision_api_says_allow_drop_or_close() {
+fn a_custom_server_drops_a_refused_request_and_closes_on_a_ban() {
     let (limiter, _clock) = gate(Config {
         max_requests_per_client: 1,
         ..Config::default()
     });
     let client = ip("192.0.2.1");
-    let Decision::Allow(_conn) = limiter.allow_connect(client) else {
-        panic!("first connection is allowed");
-    };
-    let Decision::Allow(_request) = limiter.allow_request(client, "GET", "/") else {
-        panic!("first request is allowed");
-    };
-    match limiter.allow_request(client, "GET", "/") {
-        Decision::Drop(rejected) => assert_eq!(rejected.reason(), RejectReason::ClientRequests),
-        other => panic!("expected Drop, got {other:?}"),
-    }
+    let _conn = limiter.try_acquire(client).expect("first connection");
+    let _request = limiter
+        .try_acquire_request_to(client, "GET", "/")
+        .expect("first request");
+    let refused = limiter
+        .try_acquire_request_to(client, "GET", "/")
+        .unwrap_err();
+    assert_eq!(
+        refused.reason(),
+        RejectReason::ClientRequests,
+        "answer 429, keep it open"
+    );
     limiter.ban(client, secs(60));
-    assert!(matches!(
-        limiter.allow_request(client, "GET", "/"),
-        Decision::Close(_)
-    ));
-    assert!(matches!(limiter.allow_connect(client), Decision::Close(_)));
+    let refused = limiter
+        .try_acquire_request_to(client, "GET", "/")
+        .unwrap_err();
+    assert_eq!(
+        refused.reason(),
+        RejectReason::Banned,
+        "close the connection"
+    );
+    assert_eq!(
+        limiter.try_acquire(client).unwrap_err().reason(),
+        RejectReason::Banned
+    );
 }
 
 #[test]
@@ -387,7 +396,7 @@ mod support;
 async fn the_listener_closes_a_banned_client_at_accept() {
     let (limiter, clock) = gate(Config::default());
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone());
+    let mut listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone());
     let server = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -457,8 +466,8 @@ async fn the_listeners_http_refusal_of_a_ban_says_when_to_retry() {
     use tokio::io::AsyncWriteExt;
     let (limiter, _clock) = gate(Config::default());
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone())
-        .reject_with(tower_connlimit::RejectAction::HttpResponse);
+    let mut listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone())
+        .reject_with(tower_connlimit::listener::RejectAction::HttpResponse);
     let server = listener.local_addr().unwrap();
     tokio::spawn(async move { while listener.accept().await.is_ok() {} });
     limiter.ban(support::client_ip(53), Duration::from_millis(59_500));

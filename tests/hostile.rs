@@ -27,7 +27,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tower_connlimit::{Config, ConnLimitLayer, Limiter, ListenerConfig, MinReceiveRate};
+use tower_connlimit::{
+    listener::ListenerConfig, listener::MinReceiveRate, Config, ConnLimitLayer, Limiter,
+};
 
 use support::*;
 

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tower::{service_fn, Service, ServiceExt};
-use tower_connlimit::{ClientAddr, Config, ConnLimitLayer, Limiter};
+use tower_connlimit::{layer::ClientAddr, Config, ConnLimitLayer, Limiter};
 use tower_layer::Layer;
 
 use support::*;
@@ -382,11 +382,11 @@ async fn one_layer_applied_per_route_shares_one_limiter() {
 /// A make-service level in front of a trivial per-connection service, driven with fabricated
 /// targets: IPv6 keying needs no IPv6 network.
 async fn admitted(
-    make: &mut tower_connlimit::ConnLimit<
+    make: &mut tower_connlimit::layer::ConnLimit<
         impl Service<SocketAddr, Response = (), Error = Infallible>,
     >,
     peer: &str,
-) -> tower_connlimit::LimitedConnection<()> {
+) -> tower_connlimit::layer::LimitedConnection<()> {
     let peer: SocketAddr = peer.parse().unwrap();
     make.ready().await.unwrap().call(peer).await.unwrap()
 }

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use tower_connlimit::{CidrLimit, Config, Limiter, RejectReason};
+use tower_connlimit::{config::CidrLimit, Config, Limiter, RejectReason};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tower_connlimit::{Config, ConnLimitListener, Limiter, RejectAction};
+use tower_connlimit::{listener::RejectAction, Config, ConnLimitListener, Limiter};
 
 use support::*;
 
@@ -27,7 +27,7 @@ fn limiter(max_conns_per_client: usize) -> Limiter {
 /// An echo server behind `ConnLimitListener` in a plain tokio accept loop.
 async fn echo_server(limiter: Limiter, action: RejectAction) -> SocketAddr {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listener = ConnLimitListener::new(tcp, limiter).reject_with(action);
+    let mut listener = ConnLimitListener::new(tcp, limiter).reject_with(action);
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut io, _peer)) = listener.accept().await {
@@ -190,7 +190,7 @@ async fn a_client_that_never_reads_cannot_stall_accepting() {
     // and never closing, an honest client is still accepted at once.
     let limiter = limiter(1);
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listener = ConnLimitListener::new(tcp, limiter.clone())
+    let mut listener = ConnLimitListener::new(tcp, limiter.clone())
         .reject_with(RejectAction::HttpResponse)
         .max_pending_rejections(2)
         .reject_deadline(std::time::Duration::from_secs(30));
@@ -323,7 +323,7 @@ async fn http2_connections_are_counted() {
 async fn an_http_refusal_to_a_silent_client_ends_at_the_deadline() {
     let limiter = limiter(1);
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listener = ConnLimitListener::new(tcp, limiter.clone())
+    let mut listener = ConnLimitListener::new(tcp, limiter.clone())
         .reject_with(RejectAction::HttpResponse)
         .reject_deadline(std::time::Duration::from_millis(50));
     let server = listener.local_addr().unwrap();
@@ -350,7 +350,7 @@ async fn a_dual_stack_listener_keys_ipv4_clients_as_ipv4() {
     };
     let limiter = limiter(1);
     let port = tcp.local_addr().unwrap().port();
-    let listener = ConnLimitListener::new(tcp, limiter.clone());
+    let mut listener = ConnLimitListener::new(tcp, limiter.clone());
     let (peers_tx, mut peers) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut held = Vec::new();

@@ -22,8 +22,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, TestCaseError};
 use tower_connlimit::{
-    BanPolicy, CidrLimit, Config, ConnPermit, FakeClock, Limiter, PathRule, RateLimit,
-    RejectReason, Rejected, RequestPermit, Strategy as RateStrategy,
+    ban::BanPolicy, clock::FakeClock, config::CidrLimit, rate::PathRule,
+    rate::Strategy as RateStrategy, Config, ConnPermit, Limiter, RateLimit, RejectReason, Rejected,
+    RequestPermit,
 };
 
 /// The clients: four IPv4 hosts (each its own key under the default `/32`) and two addresses

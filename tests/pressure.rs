@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower_connlimit::{
-    BanPolicy, Clock, Config, FakeClock, Limiter, ListenerConfig, PathRule, RateLimit,
-    RejectReason, Strategy,
+    ban::BanPolicy, clock::Clock, clock::FakeClock, listener::ListenerConfig, rate::PathRule,
+    rate::Strategy, Config, Limiter, RateLimit, RejectReason,
 };
 
 const TABLE: usize = 10_000;

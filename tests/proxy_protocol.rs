@@ -12,7 +12,9 @@ use axum::routing::get;
 use axum::Router;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tower_connlimit::{Config, ConnLimitListener, Limiter, ListenerConfig, ProxyProtocol};
+use tower_connlimit::{
+    listener::ListenerConfig, listener::ProxyProtocol, Config, ConnLimitListener, Limiter,
+};
 
 use support::*;
 
@@ -238,14 +240,18 @@ async fn a_header_that_never_comes_times_out_without_stalling_others() {
 async fn several_tasks_accepting_each_get_a_finished_header() {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let listener = std::sync::Arc::new(ConnLimitListener::new(tcp, limiter()));
+    // Shared as a server shares it between acceptor tasks: behind an async mutex.
+    let listener = std::sync::Arc::new(tokio::sync::Mutex::new(ConnLimitListener::new(
+        tcp,
+        limiter(),
+    )));
     let (done, mut accepted) = tokio::sync::mpsc::channel(2);
     // Two acceptors, each taking one connection and then keeping it.
     for _ in 0..2 {
         let listener = std::sync::Arc::clone(&listener);
         let done = done.clone();
         tokio::spawn(async move {
-            let (io, client) = listener.accept().await.unwrap();
+            let (io, client) = listener.lock().await.accept().await.unwrap();
             done.send(client).await.unwrap();
             std::future::pending::<()>().await;
             drop(io);
@@ -276,7 +282,7 @@ async fn when_too_many_headers_are_pending_the_oldest_is_dropped() {
         .unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let listener = ConnLimitListener::new(tcp, limiter.clone()).max_pending_proxy_headers(2);
+    let mut listener = ConnLimitListener::new(tcp, limiter.clone()).max_pending_proxy_headers(2);
     tokio::spawn(async move {
         // Keeps every admitted connection open.
         let mut held = Vec::new();

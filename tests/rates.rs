@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use tower_connlimit::{Config, FakeClock, Limiter, RateLimit, RejectReason, Strategy};
+use tower_connlimit::{clock::FakeClock, rate::Strategy, Config, Limiter, RateLimit, RejectReason};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -187,7 +187,7 @@ async fn the_listener_refuses_a_connect_flood_at_accept() {
     use tokio::io::AsyncWriteExt;
     let (limiter, clock) = with_rates(one_connect_per_second());
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone());
+    let mut listener = tower_connlimit::ConnLimitListener::new(tcp, limiter.clone());
     let server = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut io, _)) = listener.accept().await {

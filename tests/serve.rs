@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tower_connlimit::serve::Serve;
-use tower_connlimit::{ClientIp, Config, ConnLimitLayer, ConnLimitListener, Limiter};
+use tower_connlimit::{layer::ClientIp, Config, ConnLimitLayer, ConnLimitListener, Limiter};
 
 use support::*;
 

@@ -14,7 +14,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 use tower_connlimit::serve::Serve;
 use tower_connlimit::{
-    BanPolicy, Config, ConnLimitLayer, ConnLimitListener, Limiter, RateLimit, RejectReason,
+    ban::BanPolicy, Config, ConnLimitLayer, ConnLimitListener, Limiter, RateLimit, RejectReason,
 };
 
 use server::{limits_line, refusal_report, Args, Mode, Refusals};

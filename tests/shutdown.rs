@@ -162,7 +162,7 @@ async fn hyper_server() -> Server {
     let (stop, mut stop_rx) = oneshot::channel::<()>();
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let listener = ConnLimitListener::new(tcp, limiter.clone());
+    let mut listener = ConnLimitListener::new(tcp, limiter.clone());
     let request_layer = ConnLimitLayer::with_limiter(limiter.clone());
     let app = service_fn(move |request: http::Request<Incoming>| {
         let arrivals = arrivals_tx.clone();

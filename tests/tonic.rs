@@ -22,8 +22,8 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower_connlimit::{
-    Cidr, Config, ConnLimitLayer, ConnLimitListener, Limiter, ListenerConfig, ProxyProtocol,
-    RejectAction, WhenFull,
+    config::WhenFull, listener::ListenerConfig, listener::ProxyProtocol, listener::RejectAction,
+    Cidr, Config, ConnLimitLayer, ConnLimitListener, Limiter,
 };
 
 use support::{bounded, client_ip, connect_from, wait_until, was_refused};

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use axum::{routing::get, Router};
 use tower_connlimit::{
-    ByReason, Config, ConnLimitLayer, FakeClock, Limiter, RateLimit, RejectReason, Stats,
+    clock::FakeClock, stats::ByReason, Config, ConnLimitLayer, Limiter, RateLimit, RejectReason,
+    Stats,
 };
 
 use support::{
@@ -24,7 +25,7 @@ fn nonzero(counts: &ByReason) -> Vec<(&'static str, u64)> {
 }
 
 /// The figures of the admission point `name`, which must be in use.
-fn point<'a>(stats: &'a Stats, name: &str) -> &'a tower_connlimit::PointStats {
+fn point<'a>(stats: &'a Stats, name: &str) -> &'a tower_connlimit::stats::PointStats {
     stats
         .point(name)
         .unwrap_or_else(|| panic!("no point {name}"))

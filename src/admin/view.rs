@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::limiter::{ByReason, ClientStats, Stats};
-use crate::limits::{PathMatch, WhenFull};
+use crate::limits::WhenFull;
 use crate::listener::ProxyProtocol;
+use crate::rate::PathMatch;
 use crate::rate::{RateLimit, Strategy};
 use crate::series;
 use crate::Config;
@@ -42,7 +43,7 @@ pub(super) fn stats(stats: &Stats) -> Value {
                 "rejected": counts(&p.rejected),
                 "closed": counts(&p.closed),
             });
-            (p.point.name().to_owned(), value)
+            (p.name.to_owned(), value)
         })
         .collect();
     json!({
@@ -64,11 +65,16 @@ pub(super) fn stats(stats: &Stats) -> Value {
 }
 
 /// A fleet's status: the node, how its syncs go, its failures by kind and its bans.
-fn fleet(fleet: &crate::FleetStatus) -> Value {
+fn fleet(fleet: &crate::stats::FleetStatus) -> Value {
     let errors: serde_json::Map<String, Value> = fleet
         .errors
         .iter()
-        .map(|e| (e.kind.to_owned(), json!({ "count": e.count, "last": e.last })))
+        .map(|e| {
+            (
+                e.kind.to_owned(),
+                json!({ "count": e.count, "last": e.last }),
+            )
+        })
         .collect();
     json!({
         "node": fleet.node,

@@ -21,7 +21,7 @@ pub(crate) const MAX_TRUSTED_HOPS: usize = 64;
 /// of [`Config`](crate::Config).
 ///
 /// ```
-/// use tower_connlimit::{ClientIpConfig, ClientIpHeader, Config};
+/// use tower_connlimit::{client_ip::ClientIpConfig, client_ip::ClientIpHeader, Config};
 ///
 /// // Behind one nginx at 10.0.0.5 that sets `X-Forwarded-For`.
 /// let config = Config {

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use super::keys::{Keys, BAN_SHARDS, LOG_KEEP};
 use super::link::{Batch, Reply};
 use super::value;
-use redis::Value;
 use crate::ban::BanReason;
 use crate::limiter::sharing::{BanSpec, Banned};
 use crate::limiter::Limiter;
+use redis::Value;
 
 /// The most bans (and lifts) one shard publishes in one sync; the rest wait for the next.
 const PUBLISH_PER_SYNC: usize = 512;
@@ -211,9 +211,7 @@ impl BanBook {
     /// Adds the first round trip's commands: each shard's epoch, its log (or all its bans),
     /// and what this node publishes to it.
     pub(super) fn ask(&mut self, batch: &mut Batch, now_ms: u64) {
-        let prune = self
-            .last_prune
-            .is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+        let prune = self.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
         if prune {
             self.last_prune = Some(Instant::now());
             self.learnt.retain(|_, ban| ban.end_ms > now_ms);
@@ -248,7 +246,13 @@ impl BanBook {
                 // Read only if the change counter says so, in the second round trip.
             } else if shard.needs_snapshot {
                 asked.epoch = Some(batch.push(&log, cmd("GET").arg(keys.epoch(s)).clone()));
-                let top = cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1).clone();
+                let top = cmd("XREVRANGE")
+                    .arg(&log)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .clone();
                 let members = cmd("ZRANGE")
                     .arg(keys.ends(s))
                     .arg(format!("({now_ms}"))
@@ -265,7 +269,12 @@ impl BanBook {
                 let subject = banned.to_string();
                 let key = keys.ban(s, &banned);
                 let mut event = cmd("XADD");
-                event.arg(&log).arg("MINID").arg("~").arg(keep_from).arg("*");
+                event
+                    .arg(&log)
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(keep_from)
+                    .arg("*");
                 let replies = match &ban {
                     Some(ban) => {
                         event
@@ -293,7 +302,11 @@ impl BanBook {
                             .arg(ban.end_ms)
                             .arg(&subject)
                             .clone();
-                        [batch.push(&log, set), batch.push(&log, index), batch.push(&log, event)]
+                        [
+                            batch.push(&log, set),
+                            batch.push(&log, index),
+                            batch.push(&log, event),
+                        ]
                     }
                     None => {
                         event
@@ -307,7 +320,11 @@ impl BanBook {
                             .arg(&self.instance);
                         let del = cmd("DEL").arg(&key).clone();
                         let unindex = cmd("ZREM").arg(keys.ends(s)).arg(&subject).clone();
-                        [batch.push(&log, del), batch.push(&log, unindex), batch.push(&log, event)]
+                        [
+                            batch.push(&log, del),
+                            batch.push(&log, unindex),
+                            batch.push(&log, event),
+                        ]
                     }
                 };
                 asked.published.push((banned, ban, replies));
@@ -349,7 +366,9 @@ impl BanBook {
         let asked = std::mem::take(&mut self.asked);
         for (s, asked) in asked.into_iter().enumerate() {
             for (banned, sent, [a, b, c]) in asked.published {
-                let written = [a, b, c].iter().all(|&i| matches!(replies.get(i), Some(Ok(_))));
+                let written = [a, b, c]
+                    .iter()
+                    .all(|&i| matches!(replies.get(i), Some(Ok(_))));
                 if written && self.pending.get(&banned) == Some(&sent) {
                     self.pending.remove(&banned);
                     self.published += 1;
@@ -430,7 +449,14 @@ impl BanBook {
     }
 
     /// Applies shard `s`'s log events (`events`, as `XRANGE` answered, read at `read_at`).
-    fn take_log(&mut self, s: usize, events: &Value, limiter: &Limiter, now_ms: u64, read_at: Instant) {
+    fn take_log(
+        &mut self,
+        s: usize,
+        events: &Value,
+        limiter: &Limiter,
+        now_ms: u64,
+        read_at: Instant,
+    ) {
         let events = value::entries(events);
         for (id, fields) in &events {
             self.apply_event(fields, limiter, now_ms);
@@ -462,7 +488,11 @@ impl BanBook {
         }
         if epoch.is_none() {
             let log = self.keys.log(s);
-            let set = cmd("SET").arg(self.keys.epoch(s)).arg(new_id()).arg("NX").clone();
+            let set = cmd("SET")
+                .arg(self.keys.epoch(s))
+                .arg(new_id())
+                .arg("NX")
+                .clone();
             let get = cmd("GET").arg(self.keys.epoch(s)).clone();
             follow_up
                 .epochs
@@ -487,10 +517,15 @@ impl BanBook {
             }
         }
         for (s, epoch, events) in follow_up.logs {
-            let epoch = replies.get(epoch).and_then(|r| r.as_ref().ok()).and_then(value::text);
+            let epoch = replies
+                .get(epoch)
+                .and_then(|r| r.as_ref().ok())
+                .and_then(value::text);
             match (epoch, replies.get(events)) {
                 // The epoch it had: the log goes on from where it stood.
-                (Some(epoch), Some(Ok(events))) if self.shards[s].epoch.as_ref() == Some(&epoch) => {
+                (Some(epoch), Some(Ok(events)))
+                    if self.shards[s].epoch.as_ref() == Some(&epoch) =>
+                {
                     self.take_log(s, events, limiter, now_ms, read_at);
                 }
                 // Emptied, replaced, or not read: the next sync looks at every shard.
@@ -548,7 +583,9 @@ impl BanBook {
                 continue;
             }
             let shared = self.as_shared(*banned, ban.clone(), now_ms);
-            let held = found.get(banned).is_some_and(|f| f.end_ms + 1000 >= shared.end_ms);
+            let held = found
+                .get(banned)
+                .is_some_and(|f| f.end_ms + 1000 >= shared.end_ms);
             if !held {
                 self.pending.entry(*banned).or_insert(Some(shared));
                 restored += 1;
@@ -624,7 +661,6 @@ impl BanBook {
             .ban_on(banned)
             .is_some_and(|(held, _)| held + Duration::from_secs(1) >= left)
     }
-
 }
 
 fn cmd(name: &str) -> redis::Cmd {

@@ -31,7 +31,10 @@ impl Endpoint {
 
     /// The passwords in the URLs, to take out of anything printed.
     pub(super) fn secrets(&self) -> Vec<String> {
-        self.urls().iter().filter_map(|u| redact::password(u)).collect()
+        self.urls()
+            .iter()
+            .filter_map(|u| redact::password(u))
+            .collect()
     }
 }
 
@@ -83,7 +86,10 @@ impl FleetConfig {
     }
 
     /// Joining the Redis Cluster that `seeds` are nodes of, as `node`.
-    pub fn cluster<S: Into<String>>(seeds: impl IntoIterator<Item = S>, node: impl Into<String>) -> Self {
+    pub fn cluster<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+        node: impl Into<String>,
+    ) -> Self {
         let seeds = seeds.into_iter().map(Into::into).collect();
         FleetConfig::at(Endpoint::Cluster(seeds), node.into())
     }
@@ -123,7 +129,10 @@ impl FleetConfig {
         }
         let urls = self.redis.urls();
         if urls.is_empty() {
-            return Err(ConfigError::new("fleet.redis", "a cluster needs at least one seed node"));
+            return Err(ConfigError::new(
+                "fleet.redis",
+                "a cluster needs at least one seed node",
+            ));
         }
         for url in urls {
             check_url(url)?;
@@ -207,10 +216,19 @@ mod tests {
         assert_eq!(config.redis.to_string(), "redis://u:***@127.0.0.1:6379/");
         config.validate().unwrap();
         let cases = [
-            (FleetConfig::new("redis+sentinel://:hunter2@h:26379/m", "a"), "fleet.redis"),
-            (FleetConfig::new("redis+cluster://h:7000", "a"), "fleet.redis"),
+            (
+                FleetConfig::new("redis+sentinel://:hunter2@h:26379/m", "a"),
+                "fleet.redis",
+            ),
+            (
+                FleetConfig::new("redis+cluster://h:7000", "a"),
+                "fleet.redis",
+            ),
             (FleetConfig::new("http://h", "a"), "fleet.redis"),
-            (FleetConfig::cluster(Vec::<String>::new(), "a"), "fleet.redis"),
+            (
+                FleetConfig::cluster(Vec::<String>::new(), "a"),
+                "fleet.redis",
+            ),
             (FleetConfig::new("redis://h", "a b"), "fleet.node"),
             (FleetConfig::new("redis://h", ""), "fleet.node"),
             (

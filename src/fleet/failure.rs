@@ -76,7 +76,10 @@ impl Kind {
 
     /// Whether it means that nothing reached Redis.
     pub(super) fn unreached(self) -> bool {
-        matches!(self, Kind::Connection | Kind::Timeout | Kind::Tls | Kind::Auth)
+        matches!(
+            self,
+            Kind::Connection | Kind::Timeout | Kind::Tls | Kind::Auth
+        )
     }
 
     /// The kind of an error from the client.
@@ -237,7 +240,15 @@ mod tests {
         let names: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(
             names,
-            ["connection", "timeout", "auth", "oom", "cluster", "tls", "other"]
+            [
+                "connection",
+                "timeout",
+                "auth",
+                "oom",
+                "cluster",
+                "tls",
+                "other"
+            ]
         );
     }
 }

@@ -134,7 +134,10 @@ mod tests {
         assert_ne!(slot("foo{}{bar}"), slot("bar"));
         let keys = Keys::new("connlimit");
         let tag = keys.client_tag("192.0.2.1");
-        assert_eq!(slot(&keys.rate(&tag, "h:1", 7)), slot(&keys.rate(&tag, "h:2", 8)));
+        assert_eq!(
+            slot(&keys.rate(&tag, "h:1", 7)),
+            slot(&keys.rate(&tag, "h:2", 8))
+        );
         let banned: Banned = "c:192.0.2.1".parse().unwrap();
         let shard = Keys::shard_of(&banned);
         assert_eq!(slot(&keys.ban(shard, &banned)), slot(&keys.epoch(shard)));

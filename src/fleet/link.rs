@@ -53,7 +53,6 @@ impl Batch {
         self.commands.push(Command::new(key, cmd));
         self.commands.len() - 1
     }
-
 }
 
 /// What one command got back.
@@ -189,9 +188,11 @@ fn replies(answer: redis::RedisResult<Vec<Value>>, n: usize, secrets: &[String])
         Ok(values) => values
             .into_iter()
             .map(|value| match value {
-                Value::ServerError(err) => {
-                    Err(Failure::new(Kind::of_server(&err), &err.to_string(), secrets))
-                }
+                Value::ServerError(err) => Err(Failure::new(
+                    Kind::of_server(&err),
+                    &err.to_string(),
+                    secrets,
+                )),
                 value => Ok(value),
             })
             .collect(),

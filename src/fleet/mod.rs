@@ -100,9 +100,9 @@ mod value;
 use tokio::task::JoinHandle;
 
 pub use self::config::{Endpoint, FleetConfig};
-pub use crate::limiter::{FleetError, FleetStatus};
 use crate::error::ConfigError;
 use crate::limiter::Limiter;
+pub use crate::limiter::{FleetError, FleetStatus};
 
 /// A limiter's membership of a fleet: see the [module docs](self). Dropping it leaves the
 /// fleet (the node keeps its bans, and decides alone from then on).

@@ -57,7 +57,11 @@ impl NameTag {
     ///
     /// Redis refused the credentials or TLS failed (`fleet.redis`), or another live node holds
     /// the name (`fleet.node`).
-    pub(super) async fn claim(&self, link: &mut Link, interval: Duration) -> Result<bool, ConfigError> {
+    pub(super) async fn claim(
+        &self,
+        link: &mut Link,
+        interval: Duration,
+    ) -> Result<bool, ConfigError> {
         let started = Instant::now();
         let pause = interval.clamp(Duration::from_millis(50), Duration::from_millis(500));
         loop {
@@ -77,7 +81,11 @@ impl NameTag {
                     return match failure.kind {
                         Kind::Auth | Kind::Tls | Kind::Other => Err(ConfigError::new(
                             "fleet.redis",
-                            format!("the fleet's Redis {}: {}", refusal(failure.kind), failure.text),
+                            format!(
+                                "the fleet's Redis {}: {}",
+                                refusal(failure.kind),
+                                failure.text
+                            ),
                         )),
                         _ => {
                             tracing::warn!(
@@ -92,7 +100,10 @@ impl NameTag {
                 }
                 _ => {}
             }
-            let held_by = replies.get(holder).and_then(|r| r.as_ref().ok()).and_then(value::text);
+            let held_by = replies
+                .get(holder)
+                .and_then(|r| r.as_ref().ok())
+                .and_then(value::text);
             // Another's: wait for it to expire. None: it expired between the two commands, and
             // the next try takes it.
             if held_by.as_deref() == Some(self.instance.as_str()) {

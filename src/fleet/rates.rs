@@ -98,7 +98,12 @@ impl RateBook {
     /// Takes in the totals: each one charges the limiter with the other nodes' events. Events
     /// whose adding failed are kept for the next sync; while Redis is full, their totals are read
     /// in the second round trip.
-    pub(super) fn heard(&mut self, replies: &[Reply], limiter: &Limiter, batch: &mut Batch) -> FollowUp {
+    pub(super) fn heard(
+        &mut self,
+        replies: &[Reply],
+        limiter: &Limiter,
+        batch: &mut Batch,
+    ) -> FollowUp {
         let mut follow_up = FollowUp::default();
         let generation = self.generation.unwrap_or_default();
         for sent in std::mem::take(&mut self.sent) {
@@ -111,7 +116,9 @@ impl RateBook {
                     limiter.keep_rate_events(sent.client, sent.rule, sent.events, generation);
                     if matches!(failed, Some(Err(f)) if f.kind == Kind::Oom) {
                         let read = batch.push(&sent.counter, cmd("GET").arg(&sent.counter).clone());
-                        follow_up.reads.push((sent.client, sent.rule, sent.window, read));
+                        follow_up
+                            .reads
+                            .push((sent.client, sent.rule, sent.window, read));
                     }
                 }
             }

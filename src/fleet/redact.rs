@@ -62,7 +62,11 @@ mod tests {
                 "redis://user:***@host:6379/0",
                 Some("s3cret"),
             ),
-            ("rediss://:p%40ss@host/", "rediss://:***@host/", Some("p%40ss")),
+            (
+                "rediss://:p%40ss@host/",
+                "rediss://:***@host/",
+                Some("p%40ss"),
+            ),
             ("redis://s3cret@host", "redis://***@host", Some("s3cret")),
             ("redis://u:a@b@host/x", "redis://u:***@host/x", Some("a@b")),
             ("not a url", "not a url", None),

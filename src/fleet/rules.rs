@@ -29,7 +29,10 @@ pub(super) fn shared_rules(limits: &Limits) -> Vec<Option<SharedRule>> {
                 .and_then(|i| limits.path_rules[i].name.as_deref());
             let id = match named {
                 Some(name) => format!("n:{name}"),
-                None => format!("h:{:012x}", fnv1a(describe(limits, id, rate).as_bytes()) >> 16),
+                None => format!(
+                    "h:{:012x}",
+                    fnv1a(describe(limits, id, rate).as_bytes()) >> 16
+                ),
             };
             Some(SharedRule {
                 id,
@@ -72,7 +75,8 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Config, PathRule, Strategy};
+    use crate::rate::{PathRule, Strategy};
+    use crate::Config;
 
     fn rules(config: Config) -> Vec<Option<SharedRule>> {
         let limiter = crate::Limiter::new(config);
@@ -100,7 +104,10 @@ mod tests {
         assert_eq!(before[2], after[3]);
         assert_ne!(after[2], after[3]);
         let ids: Vec<_> = after.iter().flatten().map(|r| r.id.clone()).collect();
-        assert!(ids.iter().all(|id| id.len() == 14 && id.starts_with("h:")), "{ids:?}");
+        assert!(
+            ids.iter().all(|id| id.len() == 14 && id.starts_with("h:")),
+            "{ids:?}"
+        );
         // Another count, strategy or method is another rule; a name is the user's word.
         let other = rules(Config {
             request_rate: Some(RateLimit::new(100, minute).strategy(Strategy::FixedWindow)),

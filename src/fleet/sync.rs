@@ -84,8 +84,9 @@ impl Syncer {
             published_own: false,
             unreached: 0,
             syncs: 0,
-            beat_every: (config.name_ttl().as_millis() / (4 * config.sync_interval.as_millis()).max(1))
-                .max(1) as u64,
+            beat_every: (config.name_ttl().as_millis()
+                / (4 * config.sync_interval.as_millis()).max(1))
+            .max(1) as u64,
         }
     }
 

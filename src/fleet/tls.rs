@@ -20,9 +20,8 @@ pub(super) fn ensure_crypto_provider() {
 
 /// The CA certificates of `path`, for the client.
 pub(super) fn certificates(path: &Path) -> Result<redis::TlsCertificates, ConfigError> {
-    let pem = std::fs::read(path).map_err(|err| {
-        ConfigError::new("fleet.ca_file", format!("{}: {err}", path.display()))
-    })?;
+    let pem = std::fs::read(path)
+        .map_err(|err| ConfigError::new("fleet.ca_file", format!("{}: {err}", path.display())))?;
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
         return Err(ConfigError::new(
             "fleet.ca_file",

@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use crate::limiter::RequestPermit;
 
 pin_project! {
-    /// The response body of a [`ConnLimit`](crate::ConnLimit) service: the inner service's body,
+    /// The response body of a [`ConnLimit`](crate::layer::ConnLimit) service: the inner service's body,
     /// or a short static refusal text.
     ///
     /// For a request admitted by the request-level layer, the body holds the request's

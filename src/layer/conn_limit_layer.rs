@@ -68,8 +68,8 @@ impl<S> Layer<S> for ConnLimitLayer {
 ///
 /// What it counts depends on what it wraps (see the [layer docs](crate::layer)): around a
 /// make-service, each call admits a *connection* and yields a
-/// [`LimitedConnection`](crate::LimitedConnection); around a request service, each call admits
-/// a *request*, and the answer's [`ResponseBody`](crate::ResponseBody) keeps it counted.
+/// [`LimitedConnection`](crate::layer::LimitedConnection); around a request service, each call admits
+/// a *request*, and the answer's [`ResponseBody`](crate::layer::ResponseBody) keeps it counted.
 /// Decisions happen in `call`, where the client is known; `poll_ready` only forwards.
 #[derive(Clone, Debug)]
 pub struct ConnLimit<S> {

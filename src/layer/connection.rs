@@ -15,7 +15,7 @@ use super::client::ClientAddr;
 use super::refusal::{Asked, Refusal};
 use crate::limiter::ConnPermit;
 
-/// The per-connection service produced by a [`ConnLimit`](crate::ConnLimit) around a
+/// The per-connection service produced by a [`ConnLimit`](crate::layer::ConnLimit) around a
 /// make-service.
 ///
 /// *Admitted*: holds the connection's [`ConnPermit`] (shared by the clones the server makes per

@@ -36,7 +36,7 @@ mod sealed {
 /// impls can never overlap:
 ///
 /// ```compile_fail
-/// fn target<T: tower_connlimit::MakeTarget>() {}
+/// fn target<T: tower_connlimit::layer::MakeTarget>() {}
 /// target::<http::Request<()>>();
 /// ```
 pub trait MakeTarget: PeerAddr + sealed::Sealed {}

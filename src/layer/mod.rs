@@ -82,8 +82,8 @@
 //! `ConnectInfo<SocketAddr>`, a [`ClientAddr`] (inserted by the connection level, or by you),
 //! a plain `SocketAddr`, and with the `tonic` feature tonic's `TcpConnectInfo` (or, with
 //! `tonic-tls`, `TlsConnectInfo<TcpConnectInfo>`). When that peer is one of the config's
-//! `trusted_proxies` and [`ClientIpConfig::header`](crate::ClientIpConfig::header) is set, the
-//! client is the address the header names ([`ClientIpHeader`](crate::ClientIpHeader)). A request
+//! `trusted_proxies` and [`ClientIpConfig::header`](crate::client_ip::ClientIpConfig::header) is set, the
+//! client is the address the header names ([`ClientIpHeader`](crate::client_ip::ClientIpHeader)). A request
 //! with no address at all is a server misconfiguration: it is answered with
 //! `500 Internal Server Error`, counted as a `no_client_address` refusal, and logged at error
 //! level (once; later ones at debug) with the fix. It never passes unlimited.
@@ -140,11 +140,11 @@ static REFUSALS: [&ReasonInfo; 1] = [&NO_CLIENT_ADDRESS];
 
 /// What the request level refuses before the limiter can decide: besides a missing address, a
 /// trusted proxy's request that names no usable client, with
-/// [`Unidentified::Refuse`](crate::Unidentified::Refuse).
+/// [`Unidentified::Refuse`](crate::client_ip::Unidentified::Refuse).
 static REQUEST_REFUSALS: [&ReasonInfo; 2] = [&NO_CLIENT_ADDRESS, &CLIENT_UNIDENTIFIED];
 
 /// A trusted proxy's request that names no usable client, refused as
-/// [`Unidentified::Refuse`](crate::Unidentified::Refuse) asks.
+/// [`Unidentified::Refuse`](crate::client_ip::Unidentified::Refuse) asks.
 static CLIENT_UNIDENTIFIED: ReasonInfo = ReasonInfo::new(
     "client_unidentified",
     "bad request",

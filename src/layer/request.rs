@@ -79,7 +79,7 @@ where
 
 const FIX: &str = "tower-connlimit cannot tell who the client is, so it refused with 500. \
     Fix: serve the router with `into_make_service_with_connect_info::<SocketAddr>()`, \
-    or put ConnLimitLayer around the make-service, or insert a `tower_connlimit::ClientAddr` \
+    or put ConnLimitLayer around the make-service, or insert a `tower_connlimit::layer::ClientAddr` \
     (or `SocketAddr`) request extension in a custom server. With tonic, enable the `tonic` \
     feature (and `tonic-tls` when TLS is terminated in the incoming stream)";
 

@@ -55,7 +55,9 @@ impl Limiter {
     /// whether it was banned. With a fleet joined, every node lifts it.
     pub fn unban(&self, ip: IpAddr) -> bool {
         let key = self.key_for(ip);
-        self.shared.outbox.ban(BanNote::Unbanned(Banned::Client(key)));
+        self.shared
+            .outbox
+            .ban(BanNote::Unbanned(Banned::Client(key)));
         self.unban_key(key)
     }
 

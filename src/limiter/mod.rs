@@ -30,10 +30,11 @@ mod summary;
 use self::entry::{Entry, Record};
 use self::gate::Route;
 use self::hot::HotConfig;
+#[cfg(feature = "serve")]
 pub(crate) use self::permit::CloseCounter;
 pub use self::permit::{ConnPermit, RequestPermit};
 pub(crate) use self::points::PointId;
-pub use self::points::{AdmissionPoint, Checkpoint};
+pub(crate) use self::points::{AdmissionPoint, Checkpoint};
 use self::points::{Points, DIRECT};
 pub use self::stats::{ByReason, ClientStats, FleetError, FleetStatus, PointStats, Stats};
 use self::summary::Summary;
@@ -41,7 +42,7 @@ use self::summary::Summary;
 use crate::clock::{nanos, Clock};
 use crate::key::ClientKey;
 use crate::limits::Limits;
-use crate::reason::{Decision, RejectReason, Rejected};
+use crate::reason::{RejectReason, Rejected};
 
 /// Counts live connections and in-flight requests per client, and admits or refuses new ones.
 ///
@@ -102,7 +103,7 @@ use crate::reason::{Decision, RejectReason, Rejected};
 /// a client whose rate or ban record can still refuse something, and for a client that left
 /// less than a sweep ago; at most
 /// [`Config::max_tracked_clients`](crate::Config::max_tracked_clients) are held (see
-/// [`WhenFull`](crate::WhenFull)), and a full map first forgets the clients nothing needs
+/// [`WhenFull`](crate::config::WhenFull)), and a full map first forgets the clients nothing needs
 /// remembered. A client's first visit allocates its entry; after that, admissions and releases
 /// allocate nothing, except a client's first request matching a path rule, which allocates its
 /// path states.
@@ -335,6 +336,7 @@ impl Limiter {
 
     /// Whether `ip` lies in one of the config's
     /// [`trusted_proxies`](crate::Config::trusted_proxies).
+    #[doc(hidden)]
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
         self.installed().limits.is_trusted_proxy(ip)
     }
@@ -373,25 +375,6 @@ impl Limiter {
         path: &str,
     ) -> Result<RequestPermit, Rejected> {
         self.request_permit(ip, Some(Route { method, path }), DIRECT)
-    }
-
-    /// A security gate's `allowConnect`: the connection decision as a [`Decision`] for a custom
-    /// server to enforce. `Allow` carries the permit; a refusal is always `Close`.
-    pub fn allow_connect(&self, ip: IpAddr) -> Decision<ConnPermit> {
-        match self.try_acquire(ip) {
-            Ok(permit) => Decision::Allow(permit),
-            Err(rejected) => Decision::Close(rejected),
-        }
-    }
-
-    /// A security gate's `allowRequest`: `Allow` with the permit; `Drop` (ignore or answer 429, keep
-    /// the connection) for a limit or rate; `Close` for a banned client.
-    pub fn allow_request(&self, ip: IpAddr, method: &str, path: &str) -> Decision<RequestPermit> {
-        match self.try_acquire_request_to(ip, method, path) {
-            Ok(permit) => Decision::Allow(permit),
-            Err(rejected) if rejected.reason() == RejectReason::Banned => Decision::Close(rejected),
-            Err(rejected) => Decision::Drop(rejected),
-        }
     }
 
     /// Admits a connection from `ip` at `point`.

@@ -70,7 +70,7 @@ impl ConnPermit {
     /// When `reason` is not one of the closes the point declares (a permit from
     /// [`Limiter::try_acquire`](crate::Limiter::try_acquire) is counted at
     /// [`AdmissionPoint::DIRECT`](crate::AdmissionPoint::DIRECT), which declares none).
-    pub fn count_closed(&self, reason: &'static str) {
+    pub(crate) fn count_closed(&self, reason: &'static str) {
         let slot = &self.slot;
         let entry = &slot.entry;
         entry
@@ -82,6 +82,7 @@ impl ConnPermit {
     /// A handle that counts this connection's early close even after the connection, and this
     /// permit, are gone: for a server that learns of a cut only from the error its connection
     /// ended with (hyper's header read timeout, in `serve::Serve`).
+    #[cfg(feature = "serve")]
     pub(crate) fn close_counter(&self) -> CloseCounter {
         CloseCounter {
             entry: Arc::clone(&self.slot.entry),
@@ -92,13 +93,14 @@ impl ConnPermit {
 
 /// Counts the early close of one admitted connection, after the fact: see
 /// `ConnPermit::close_counter`. It keeps the client's entry alive, not its count.
-#[doc(hidden)]
+#[cfg(feature = "serve")]
 #[derive(Clone)]
-pub struct CloseCounter {
+pub(crate) struct CloseCounter {
     entry: Arc<Entry>,
     point: PointId,
 }
 
+#[cfg(feature = "serve")]
 impl CloseCounter {
     /// As [`ConnPermit::count_closed`].
     pub(crate) fn count(&self, reason: &'static str) {
@@ -110,6 +112,7 @@ impl CloseCounter {
     }
 }
 
+#[cfg(feature = "serve")]
 impl fmt::Debug for CloseCounter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CloseCounter")

@@ -20,30 +20,14 @@ use crate::reason::{ReasonInfo, RejectReason, Rejected};
 /// `listener` ([`ConnLimitListener`](crate::ConnLimitListener), connections), `make_service` and
 /// `request_layer` (the two levels of [`ConnLimitLayer`](crate::ConnLimitLayer)), and
 /// [`DIRECT`](AdmissionPoint::DIRECT), your own calls to [`Limiter::try_acquire`] and the other
-/// `try_acquire*` and `allow_*` methods.
+/// `try_acquire*` methods.
 ///
 /// A point may refuse for reasons of its own before the limiter can decide (the listener: no IP
 /// peer, an untrusted or late PROXY header), and close admitted connections early (the
 /// listener's deadlines); it lists them here, so their counts appear in [`Stats`](crate::Stats)
 /// from the start.
-///
-/// ```
-/// use tower_connlimit::{AdmissionPoint, Config, Limiter, ReasonInfo};
-///
-/// static NOT_ON_THE_LIST: ReasonInfo = ReasonInfo::new("not_on_the_list", "access refused", 403, 7);
-/// static QUIC: AdmissionPoint = AdmissionPoint::connections("quic").refusing(&[&NOT_ON_THE_LIST]);
-///
-/// let limiter = Limiter::new(Config::default());
-/// let quic = limiter.checkpoint(&QUIC);
-/// let permit = quic.try_acquire("192.0.2.1".parse().unwrap()).unwrap();
-/// quic.refuse_connection(&NOT_ON_THE_LIST, Some("192.0.2.9".parse().unwrap()));
-/// let stats = limiter.stats();
-/// let point = stats.point("quic").unwrap();
-/// assert_eq!((point.open_connections, point.rejected["not_on_the_list"]), (1, 1));
-/// # drop(permit);
-/// ```
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct AdmissionPoint {
+pub(crate) struct AdmissionPoint {
     name: &'static str,
     connections: bool,
     requests: bool,
@@ -53,7 +37,7 @@ pub struct AdmissionPoint {
 
 impl AdmissionPoint {
     /// Your own calls to the limiter: connections and requests.
-    pub const DIRECT: AdmissionPoint = AdmissionPoint {
+    pub(crate) const DIRECT: AdmissionPoint = AdmissionPoint {
         name: "direct",
         connections: true,
         requests: true,
@@ -62,7 +46,7 @@ impl AdmissionPoint {
     };
 
     /// A point named `name` that admits connections.
-    pub const fn connections(name: &'static str) -> Self {
+    pub(crate) const fn connections(name: &'static str) -> Self {
         AdmissionPoint {
             name,
             connections: true,
@@ -73,7 +57,7 @@ impl AdmissionPoint {
     }
 
     /// A point named `name` that admits requests.
-    pub const fn requests(name: &'static str) -> Self {
+    pub(crate) const fn requests(name: &'static str) -> Self {
         AdmissionPoint {
             connections: false,
             requests: true,
@@ -82,7 +66,7 @@ impl AdmissionPoint {
     }
 
     /// The same point, refusing for `reasons` of its own besides the limiter's.
-    pub const fn refusing(self, reasons: &'static [&'static ReasonInfo]) -> Self {
+    pub(crate) const fn refusing(self, reasons: &'static [&'static ReasonInfo]) -> Self {
         AdmissionPoint {
             refusals: reasons,
             ..self
@@ -90,7 +74,7 @@ impl AdmissionPoint {
     }
 
     /// The same point, closing admitted connections early for `reasons` (snake_case names).
-    pub const fn closing(self, reasons: &'static [&'static str]) -> Self {
+    pub(crate) const fn closing(self, reasons: &'static [&'static str]) -> Self {
         AdmissionPoint {
             closes: reasons,
             ..self
@@ -98,27 +82,24 @@ impl AdmissionPoint {
     }
 
     /// The point's stable name, for log fields and metric labels.
-    pub const fn name(&self) -> &'static str {
+    pub(crate) const fn name(&self) -> &'static str {
         self.name
     }
 
     /// Whether the point admits connections.
-    pub const fn counts_connections(&self) -> bool {
+    #[cfg_attr(not(any(feature = "metrics", feature = "admin")), allow(dead_code))]
+    pub(crate) const fn counts_connections(&self) -> bool {
         self.connections
     }
 
     /// Whether the point admits requests.
-    pub const fn counts_requests(&self) -> bool {
+    #[cfg_attr(not(any(feature = "metrics", feature = "admin")), allow(dead_code))]
+    pub(crate) const fn counts_requests(&self) -> bool {
         self.requests
     }
 
-    /// The reasons the point refuses for on its own, before the limiter decides.
-    pub const fn refusals(&self) -> &'static [&'static ReasonInfo] {
-        self.refusals
-    }
-
     /// Why the point may close an admitted connection early.
-    pub const fn closes(&self) -> &'static [&'static str] {
+    pub(crate) const fn closes(&self) -> &'static [&'static str] {
         self.closes
     }
 
@@ -142,19 +123,19 @@ impl AdmissionPoint {
 /// is counted under the point; see [`Limiter::checkpoint`]. Cloning it is as cheap as cloning
 /// the [`Limiter`].
 #[derive(Clone)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     limiter: Limiter,
     point: PointId,
 }
 
 impl Checkpoint {
     /// The limiter this checkpoint admits through.
-    pub fn limiter(&self) -> &Limiter {
+    pub(crate) fn limiter(&self) -> &Limiter {
         &self.limiter
     }
 
     /// The admission point everything here is counted under.
-    pub fn point(&self) -> &'static AdmissionPoint {
+    pub(crate) fn point(&self) -> &'static AdmissionPoint {
         self.limiter.shared.home.points.get(self.point).point
     }
 
@@ -163,19 +144,9 @@ impl Checkpoint {
     /// # Panics
     ///
     /// When the point does not [admit connections](AdmissionPoint::counts_connections).
-    pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnPermit, Rejected> {
+    pub(crate) fn try_acquire(&self, ip: IpAddr) -> Result<ConnPermit, Rejected> {
         self.expect(Kind::Connection);
         self.limiter.connection_permit(ip, self.point)
-    }
-
-    /// [`Limiter::try_acquire_request`], counted under this point.
-    ///
-    /// # Panics
-    ///
-    /// When the point does not [admit requests](AdmissionPoint::counts_requests).
-    pub fn try_acquire_request(&self, ip: IpAddr) -> Result<RequestPermit, Rejected> {
-        self.expect(Kind::Request);
-        self.limiter.request_permit(ip, None, self.point)
     }
 
     /// [`Limiter::try_acquire_request_to`], counted under this point.
@@ -183,7 +154,7 @@ impl Checkpoint {
     /// # Panics
     ///
     /// When the point does not [admit requests](AdmissionPoint::counts_requests).
-    pub fn try_acquire_request_to(
+    pub(crate) fn try_acquire_request_to(
         &self,
         ip: IpAddr,
         method: &str,
@@ -216,17 +187,13 @@ impl Checkpoint {
     /// # Panics
     ///
     /// When `reason` is not one of the [refusals](AdmissionPoint::refusals) the point declares.
-    pub fn refuse_connection(&self, reason: &'static ReasonInfo, client: Option<IpAddr>) -> bool {
+    #[cfg_attr(not(feature = "proxy-protocol"), allow(dead_code))]
+    pub(crate) fn refuse_connection(
+        &self,
+        reason: &'static ReasonInfo,
+        client: Option<IpAddr>,
+    ) -> bool {
         self.refuse(Kind::Connection, reason, client)
-    }
-
-    /// As [`refuse_connection`](Checkpoint::refuse_connection), for a request.
-    ///
-    /// # Panics
-    ///
-    /// When `reason` is not one of the [refusals](AdmissionPoint::refusals) the point declares.
-    pub fn refuse_request(&self, reason: &'static ReasonInfo, client: Option<IpAddr>) -> bool {
-        self.refuse(Kind::Request, reason, client)
     }
 
     /// Counts a request that the trusted proxy `proxy` sent without naming a usable client
@@ -296,7 +263,7 @@ impl Limiter {
     ///
     /// When a point of the same name but a different declaration was registered before, or when
     /// more than 16 distinct points are registered on one limiter.
-    pub fn checkpoint(&self, point: &'static AdmissionPoint) -> Checkpoint {
+    pub(crate) fn checkpoint(&self, point: &'static AdmissionPoint) -> Checkpoint {
         Checkpoint {
             limiter: self.clone(),
             point: self.shared.home.points.register(point),
@@ -525,8 +492,9 @@ mod tests {
             assert!(registered.is_err(), "{point:?}: a name used twice");
         }
         let a = limiter.checkpoint(&A);
-        let request =
-            std::panic::catch_unwind(|| a.try_acquire_request("192.0.2.1".parse().unwrap()));
+        let request = std::panic::catch_unwind(|| {
+            a.try_acquire_request_to("192.0.2.1".parse().unwrap(), "GET", "/")
+        });
         assert!(request.is_err(), "a connections point admits no request");
         let foreign = std::panic::catch_unwind(|| a.refuse_connection(&BANNED_AGAIN, None));
         assert!(foreign.is_err(), "a reason the point does not declare");

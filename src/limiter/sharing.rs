@@ -87,7 +87,9 @@ struct Gathered {
 
 /// Locks `mutex`, which is only ever assigned whole values: a panic elsewhere leaves it usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Outbox {
@@ -231,7 +233,14 @@ impl Limiter {
     /// Counts, for `key` and rule `id`, what the fleet's `total` for the rule's window
     /// `window` says the other nodes admitted, this node having just sent `sent` events into
     /// it: the ones not counted yet are counted now, as if they had just happened here.
-    pub(crate) fn charge_fleet(&self, key: &ClientKey, id: RuleId, window: u64, total: u64, sent: u32) {
+    pub(crate) fn charge_fleet(
+        &self,
+        key: &ClientKey,
+        id: RuleId,
+        window: u64,
+        total: u64,
+        sent: u32,
+    ) {
         let installed = self.installed();
         let Some(rule) = rule(&installed.limits, id) else {
             return;
@@ -308,7 +317,12 @@ mod tests {
 
     #[test]
     fn banned_reads_back_what_it_writes() {
-        for text in ["c:192.0.2.1", "c:2001:db8::/64", "n:10.0.0.0/8", "n:2001:db8::/32"] {
+        for text in [
+            "c:192.0.2.1",
+            "c:2001:db8::/64",
+            "n:10.0.0.0/8",
+            "n:2001:db8::/32",
+        ] {
             let banned: Banned = text.parse().unwrap();
             assert_eq!(banned.to_string(), text);
         }

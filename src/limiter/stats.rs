@@ -37,7 +37,7 @@ pub struct Stats {
     /// Requests a trusted proxy sent without naming a usable client (no header, too few
     /// entries, `unknown`, garbage): each was counted under the proxy's own address, or refused
     /// as `client_unidentified`, as
-    /// [`ClientIpConfig::unidentified`](crate::ClientIpConfig::unidentified) says. A count that
+    /// [`ClientIpConfig::unidentified`](crate::client_ip::ClientIpConfig::unidentified) says. A count that
     /// keeps rising means a proxy route that does not set the header, or a client on the
     /// proxy's own host.
     pub unidentified_requests: u64,
@@ -123,7 +123,7 @@ impl Stats {
     /// The figures of the admission point named `name` (`"listener"`, `"make_service"`,
     /// `"request_layer"`, `"direct"`), if it is in use.
     pub fn point(&self, name: &str) -> Option<&PointStats> {
-        self.points.iter().find(|p| p.point.name() == name)
+        self.points.iter().find(|p| p.name == name)
     }
 }
 
@@ -131,8 +131,11 @@ impl Stats {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PointStats {
-    /// The point.
-    pub point: &'static AdmissionPoint,
+    /// The point's name: `listener`, `make_service`, `request_layer`, or `direct` (your own
+    /// calls to the limiter).
+    pub name: &'static str,
+    /// The point, for the metric series.
+    pub(crate) point: &'static AdmissionPoint,
     /// Connections admitted here and holding a permit now.
     pub open_connections: usize,
     /// Requests admitted here and holding a permit now.
@@ -283,6 +286,7 @@ impl PointStats {
             admitted[k].saturating_sub(released[k]) as usize
         };
         let stats = PointStats {
+            name: point.name(),
             point,
             open_connections: open(Kind::Connection),
             in_flight_requests: open(Kind::Request),

@@ -21,8 +21,8 @@ use super::proxy_protocol::{
 };
 
 /// What an inner listener or stream produced: a connection with its peer's address (if it has
-/// an IP peer), an error, or, for a stream, its end.
-pub(super) type Accepted<IO, E> = Option<Result<(IO, Option<SocketAddr>), E>>;
+/// an IP peer), or an error. (A stream's end never gets here: its form ends there.)
+pub(super) type Accepted<IO, E> = Result<(IO, Option<SocketAddr>), E>;
 
 /// What came in: a connection from the inner listener or stream (or its error, or its end), or
 /// a connection whose PROXY header has been read.
@@ -40,8 +40,6 @@ pub(super) enum Outcome<IO, E> {
     Admitted(TrackedIo<IO>, SocketAddr),
     /// The inner listener or stream failed.
     Failed(E),
-    /// The inner stream ended.
-    Ended,
 }
 
 impl<IO, E> From<Option<(TrackedIo<IO>, SocketAddr)>> for Outcome<IO, E> {
@@ -88,9 +86,8 @@ impl<IO: RejectableIo> AcceptPath<IO> {
     /// takes.
     pub(super) fn arrive<E>(&self, arrival: Arrival<IO, E>) -> Outcome<IO, E> {
         match arrival {
-            Arrival::Accepted(None) => Outcome::Ended,
-            Arrival::Accepted(Some(Err(error))) => Outcome::Failed(error),
-            Arrival::Accepted(Some(Ok((io, peer)))) => self.on_accept(io, peer).into(),
+            Arrival::Accepted(Err(error)) => Outcome::Failed(error),
+            Arrival::Accepted(Ok((io, peer))) => self.on_accept(io, peer).into(),
             #[cfg(feature = "proxy-protocol")]
             Arrival::Identified(read) => self.on_header(read).into(),
         }
@@ -124,17 +121,17 @@ impl<IO: RejectableIo> AcceptPath<IO> {
     }
 
     /// The next arrival for a stream, which owns its listener and polls: a finished PROXY
-    /// header read first, then what `poll_inner` yields.
+    /// header read first, then what `poll_inner` yields; `None` once the stream has ended.
     pub(super) fn poll_next<E>(
         &mut self,
         cx: &mut Context<'_>,
-        poll_inner: impl FnOnce(&mut Context<'_>) -> Poll<Accepted<IO, E>>,
-    ) -> Poll<Arrival<IO, E>> {
+        poll_inner: impl FnOnce(&mut Context<'_>) -> Poll<Option<Accepted<IO, E>>>,
+    ) -> Poll<Option<Arrival<IO, E>>> {
         #[cfg(feature = "proxy-protocol")]
         if let Poll::Ready(read) = self.header_reads.poll_next(cx) {
-            return Poll::Ready(Arrival::Identified(read));
+            return Poll::Ready(Some(Arrival::Identified(read)));
         }
-        poll_inner(cx).map(Arrival::Accepted)
+        poll_inner(cx).map(|accepted| accepted.map(Arrival::Accepted))
     }
 
     /// Deals with a freshly accepted connection: admits it (returning it with its client's

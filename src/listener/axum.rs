@@ -1,82 +1,78 @@
-//! [`ConnLimitListener`] as an axum `Listener`, and around any axum `Listener`.
+//! [`ConnLimitListener`] as an axum `Listener`, for `axum::serve`.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use axum::serve::{Listener, ListenerExt, TapIo};
+use axum::serve::TapIo;
 
-use super::accept::Outcome;
-use super::{sealed, Accept, ConnLimitListener, RejectableIo, TrackedIo};
+use super::{ConnLimitListener, Listener, RejectableIo, TrackedIo};
 use crate::peer::PeerAddr;
 
 /// [`ConnLimitListener`] ready for `axum::serve` with `ConnectInfo`; see
 /// [`ConnLimitListener::for_axum`].
 pub type AxumListener<L> = TapIo<ConnLimitListener<L>, fn(&mut TrackedIo<<L as Listener>::Io>)>;
 
-impl<L> sealed::Sealed for L where L: Listener {}
+/// How long accepting pauses after an error that is not one connection's own (out of file
+/// descriptors, say), as axum's own listeners do.
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-impl<L> Accept for L
+impl<L> axum::serve::Listener for ConnLimitListener<L>
 where
     L: Listener,
     L::Io: RejectableIo,
-{
-    type Io = L::Io;
-}
-
-impl<L> Listener for ConnLimitListener<L>
-where
-    L: Listener,
-    L::Io: RejectableIo,
-    L::Addr: PeerAddr + From<SocketAddr>,
+    L::Addr: PeerAddr,
 {
     type Io = TrackedIo<L::Io>;
-    type Addr = L::Addr;
+    type Addr = SocketAddr;
 
-    /// Accepts the next connection under the limits. Like every axum listener, it never
-    /// fails: the inner listener handles its own accept errors. The address is the client's
-    /// (with [`ProxyProtocol::Required`](crate::ProxyProtocol::Required), the one the PROXY
+    /// Accepts the next connection under the limits ([`Listener::accept`]). Like every axum
+    /// listener, it never fails: an error of one connection is skipped, any other is logged and
+    /// accepting pauses a second, as axum's `TcpListener` does. The address is the client's
+    /// (with [`ProxyProtocol::Required`](super::ProxyProtocol::Required), the one the PROXY
     /// header names).
-    ///
-    /// With `ProxyProtocol::Required`, the inner listener's `accept` must be cancel safe, as
-    /// `TcpListener`'s is: it is raced against the PROXY header reads in progress.
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let ConnLimitListener { inner, path } = &mut *self;
-            let accepted = async {
-                let (io, addr) = inner.accept().await;
-                let peer = addr.peer_addr();
-                Some(Ok::<_, Infallible>((io, peer)))
-            };
-            match path.arrive(path.next(accepted).await) {
-                Outcome::Wait => {}
-                Outcome::Admitted(io, client) => return (io, L::Addr::from(client)),
-                Outcome::Failed(never) => match never {},
-                Outcome::Ended => unreachable!("an axum listener never ends"),
+            match Listener::accept(self).await {
+                Ok(accepted) => return accepted,
+                Err(err) if is_connection_error(&err) => {}
+                Err(err) => {
+                    tracing::error!(%err, "accept failed; pausing before the next accept");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
             }
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        Listener::local_addr(self)
     }
+}
+
+/// Whether `err` is about one connection only (the peer went away while it was accepted).
+fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 impl<L> ConnLimitListener<L>
 where
     L: Listener,
     L::Io: RejectableIo,
-    L::Addr: PeerAddr + From<SocketAddr> + Clone + Sync + 'static,
+    L::Addr: PeerAddr,
 {
-    /// This listener in the form `axum::serve` needs for `ConnectInfo<L::Addr>`
-    /// (`ConnectInfo<SocketAddr>` over TCP).
+    /// This listener in the form `axum::serve` needs for `ConnectInfo<SocketAddr>`.
     ///
     /// axum implements its `Connected` trait for the addresses of `TcpListener` and of its own
     /// `TapIo` wrapper only, and Rust's orphan rule lets no other crate add an impl for
     /// `SocketAddr`. This returns the listener inside a no-op `TapIo`, so
     /// `into_make_service_with_connect_info::<SocketAddr>()` works unchanged.
     pub fn for_axum(self) -> AxumListener<L> {
-        self.tap_io(keep_as_is::<L::Io>)
+        axum::serve::ListenerExt::tap_io(self, keep_as_is::<L::Io>)
     }
 }
 

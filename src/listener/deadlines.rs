@@ -20,7 +20,7 @@ use crate::error::ConfigError;
 
 /// The slowest a client may send while the server waits on it, in the style of Apache
 /// `mod_reqtimeout`'s `MinRate`. Set in
-/// [`ListenerConfig::min_receive_rate`](crate::ListenerConfig::min_receive_rate).
+/// [`ListenerConfig::min_receive_rate`](crate::listener::ListenerConfig::min_receive_rate).
 ///
 /// The rule applies to a connection's *first phase*: from the client's first byte until the
 /// server first writes (for HTTP/1, until the first response starts; for TLS, until the
@@ -33,14 +33,14 @@ use crate::error::ConfigError;
 ///
 /// The rate is checked as bytes arrive that the server was waiting for, so a server slow to
 /// read (busy in a handler) never counts against the client, and a client that stops sending
-/// altogether is left to [`ListenerConfig::idle_timeout`](crate::ListenerConfig::idle_timeout).
+/// altogether is left to [`ListenerConfig::idle_timeout`](crate::listener::ListenerConfig::idle_timeout).
 /// After the phase (keep-alive requests,
 /// WebSocket messages, HTTP/2 streams after the server's SETTINGS) the rule no longer applies;
 /// with hyper, `http1().header_read_timeout(..)` covers later requests' headers.
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_connlimit::MinReceiveRate;
+/// use tower_connlimit::listener::MinReceiveRate;
 ///
 /// // After 10 s, at least 500 bytes a second while the client sends.
 /// let rate = MinReceiveRate::new(500, Duration::from_secs(10));

@@ -53,7 +53,7 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let limiter = Limiter::new(Config { max_conns_per_client: 10, ..Config::default() });
 //! let tcp = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
-//! let listener = ConnLimitListener::new(tcp, limiter);
+//! let mut listener = ConnLimitListener::new(tcp, limiter);
 //! loop {
 //!     // Refused connections are closed inside `accept`; only admitted ones come out.
 //!     let (mut io, peer) = listener.accept().await?;
@@ -122,6 +122,7 @@ mod deadlines;
 #[cfg(feature = "proxy-protocol")]
 mod header_reads;
 mod incoming;
+mod listen;
 // `pub(crate)` for the `__fuzz` entry points in lib.rs.
 #[cfg(feature = "proxy-protocol")]
 pub(crate) mod proxy_protocol;
@@ -134,19 +135,20 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-
 use self::accept::{AcceptPath, Outcome};
 #[cfg(feature = "axum")]
 pub use self::axum::AxumListener;
 pub use self::deadlines::MinReceiveRate;
+#[cfg(feature = "serve")]
 pub(crate) use self::deadlines::HEADER_TIMEOUT;
 pub use self::incoming::Incoming;
+pub use self::listen::Listener;
 pub use self::reject::{RejectAction, RejectableIo};
 pub(crate) use self::settings::ListenerSettings;
 pub use self::settings::{ListenerConfig, ProxyProtocol};
 pub use self::tracked_io::TrackedIo;
 use crate::limiter::{AdmissionPoint, Limiter};
+pub use crate::peer::PeerAddr;
 use crate::peer::NO_CLIENT_ADDRESS;
 use crate::reason::ReasonInfo;
 
@@ -166,44 +168,24 @@ static REFUSALS: [&ReasonInfo; 4] = [
 #[cfg(not(feature = "proxy-protocol"))]
 static REFUSALS: [&ReasonInfo; 1] = [&NO_CLIENT_ADDRESS];
 
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// What a [`ConnLimitListener`] can wrap: tokio's `TcpListener`, any axum `Listener` (feature
-/// `axum`), or a stream of connections ([`Incoming`], made by
-/// [`ConnLimitListener::from_stream`]). Sealed.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a listener that `ConnLimitListener::new` can wrap",
-    note = "for a stream of accepted connections (tonic's `TcpIncoming`), use `ConnLimitListener::from_stream`"
-)]
-pub trait Accept: sealed::Sealed {
-    /// The connections it accepts.
-    type Io: RejectableIo;
-}
-
-#[cfg(not(feature = "axum"))]
-impl sealed::Sealed for TcpListener {}
-
-#[cfg(not(feature = "axum"))]
-impl Accept for TcpListener {
-    type Io = TcpStream;
-}
-
 pin_project_lite::pin_project! {
     /// A listener that admits connections through a [`Limiter`]. See the [module docs](self).
     ///
     /// The wrapper owns the inner listener, or the inner stream of accepted connections; the
     /// limiter is shared, so the same limits and counts can also be enforced by layers elsewhere
     /// in the server.
-    pub struct ConnLimitListener<L: Accept> {
+    pub struct ConnLimitListener<L: Listener> {
         #[pin]
         inner: L,
         path: AcceptPath<L::Io>,
     }
 }
 
-impl<L: Accept> ConnLimitListener<L> {
+impl<L> ConnLimitListener<L>
+where
+    L: Listener,
+    L::Io: RejectableIo,
+{
     /// Wraps `inner`, admitting its connections through `limiter`.
     pub fn new(inner: L, limiter: Limiter) -> Self {
         ConnLimitListener {
@@ -265,40 +247,78 @@ impl<L: Accept> ConnLimitListener<L> {
     }
 }
 
-impl ConnLimitListener<TcpListener> {
-    /// Accepts the next connection that is under the limits, refusing the others as configured.
-    /// The address returned is the client's: the peer's, or with
-    /// [`ProxyProtocol::Required`] the one its PROXY header names.
+impl<L> ConnLimitListener<L>
+where
+    L: Listener,
+    L::Io: RejectableIo,
+    L::Addr: PeerAddr,
+{
+    /// Accepts the next connection that is under the limits, refusing the others as configured:
+    /// [`Listener::accept`], callable without the trait in scope. The address returned is the
+    /// client's: the peer's, or with [`ProxyProtocol::Required`] the one its PROXY header names.
     ///
     /// # Errors
     ///
-    /// The inner listener's accept error, as `TcpListener::accept` returns it (for example
-    /// `EMFILE` when out of file descriptors); the caller decides whether to back off and retry.
+    /// The inner listener's accept error, as it returns it (for example `EMFILE` when out of
+    /// file descriptors); the caller decides whether to back off and retry.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe, like `TcpListener::accept`: a connection is either returned or, if it was
-    /// refused, already dealt with.
-    pub async fn accept(&self) -> io::Result<(TrackedIo<TcpStream>, SocketAddr)> {
+    /// Cancel safe when the inner listener's `accept` is, as tokio's are: a connection is either
+    /// returned or, if it was refused, already dealt with.
+    pub async fn accept(&mut self) -> io::Result<(TrackedIo<L::Io>, SocketAddr)> {
+        Listener::accept(self).await
+    }
+
+    /// The address the inner listener is bound to, as its peers are counted: for a Unix socket,
+    /// `127.0.0.1:0` (see [`PeerAddr`]); its path is `get_ref().local_addr()`.
+    ///
+    /// # Errors
+    ///
+    /// The inner listener's.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        Listener::local_addr(self)
+    }
+}
+
+/// The one accept loop: every form of the listener but the stream of connections (whose
+/// `poll_next` walks the same path, `incoming.rs`) admits here.
+impl<L> Listener for ConnLimitListener<L>
+where
+    L: Listener,
+    L::Io: RejectableIo,
+    L::Addr: PeerAddr,
+{
+    type Io = TrackedIo<L::Io>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, Self::Addr)> {
         loop {
-            let accepted =
-                async { Some(self.inner.accept().await.map(|(io, peer)| (io, Some(peer)))) };
-            match self.path.arrive(self.path.next(accepted).await) {
+            let ConnLimitListener { inner, path } = &mut *self;
+            let accepted = async {
+                let (io, addr) = inner.accept().await?;
+                Ok((io, addr.peer_addr()))
+            };
+            match path.arrive(path.next(accepted).await) {
                 Outcome::Wait => {}
                 Outcome::Admitted(io, client) => return Ok((io, client)),
                 Outcome::Failed(error) => return Err(error),
-                Outcome::Ended => unreachable!("a TcpListener never ends"),
             }
         }
     }
 
-    /// The local address the inner listener is bound to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        let addr = self.inner.local_addr()?;
+        addr.peer_addr()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no IP address"))
+    }
+
+    fn permit(io: &Self::Io) -> Option<&crate::ConnPermit> {
+        Some(io.permit())
     }
 }
 
-impl<L: Accept + fmt::Debug> fmt::Debug for ConnLimitListener<L> {
+impl<L: Listener + fmt::Debug> fmt::Debug for ConnLimitListener<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnLimitListener")
             .field("inner", &self.inner)

@@ -12,7 +12,7 @@ use crate::error::ConfigError;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_connlimit::{Config, ListenerConfig, MinReceiveRate};
+/// use tower_connlimit::{Config, listener::ListenerConfig, listener::MinReceiveRate};
 ///
 /// let config = Config {
 ///     listener: ListenerConfig {

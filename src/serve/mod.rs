@@ -1,4 +1,4 @@
-//! [`Serve`]: serving an axum or tower app from a [`ConnLimitListener`] with every request
+//! [`Serve`]: serving an axum or tower app from a [`ConnLimitListener`](crate::ConnLimitListener) with every request
 //! bounded, not only the first (feature `serve`).
 //!
 //! `axum::serve` is a quick start, but it never arms hyper's header-read timeout, so a client
@@ -54,13 +54,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
 use tower_service::Service;
 
 use self::header_blocks::HeaderDeadline;
 use crate::layer::ClientAddr;
-use crate::limiter::CloseCounter;
-use crate::listener::{ConnLimitListener, HEADER_TIMEOUT};
+use crate::limiter::ConnPermit;
+use crate::listener::{Listener, HEADER_TIMEOUT};
+use crate::peer::PeerAddr;
 
 /// The defaults: nginx's `client_header_timeout` is 60 s, HAProxy's documentation suggests a
 /// few seconds; 10 s lets a slow mobile client through and cuts a trickle short.
@@ -73,65 +73,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// How long accepting pauses after an accept error (out of file descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// What [`Serve`] accepts connections from: a [`ConnLimitListener`] over tokio's
-/// `TcpListener`, or a bare `TcpListener` (no limiter: to measure what the limiter costs, or
-/// for a server that limits only requests). Sealed.
-pub trait Listener: sealed::Sealed + Send + 'static {
-    /// The connections it accepts.
-    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
-
-    /// The next connection and its peer.
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
-
-    /// The address it is bound to.
-    fn local_addr(&self) -> io::Result<SocketAddr>;
-
-    /// What counts a header timeout on `io` in the limiter's stats, if `io` is counted.
-    #[doc(hidden)]
-    fn close_counter(io: &Self::Io) -> Option<CloseCounter>;
-}
-
-mod sealed {
-    pub trait Sealed {}
-}
-
-impl sealed::Sealed for ConnLimitListener<TcpListener> {}
-
-impl Listener for ConnLimitListener<TcpListener> {
-    type Io = crate::listener::TrackedIo<tokio::net::TcpStream>;
-
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send {
-        ConnLimitListener::accept(self)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        ConnLimitListener::local_addr(self)
-    }
-
-    fn close_counter(io: &Self::Io) -> Option<CloseCounter> {
-        Some(io.permit().close_counter())
-    }
-}
-
-impl sealed::Sealed for TcpListener {}
-
-impl Listener for TcpListener {
-    type Io = tokio::net::TcpStream;
-
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send {
-        TcpListener::accept(self)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        TcpListener::local_addr(self)
-    }
-
-    fn close_counter(_io: &Self::Io) -> Option<CloseCounter> {
-        None
-    }
-}
-
-/// Serves an app from a [`ConnLimitListener`], every request bounded: see the
+/// Serves an app from a [`Listener`] (a [`ConnLimitListener`](crate::ConnLimitListener), or TLS on top of one, or a bare
+/// listener for a server with no connection limits), every request bounded: see the
 /// [module docs](self).
 #[derive(Debug)]
 pub struct Serve<L, S> {
@@ -145,7 +88,7 @@ pub struct Serve<L, S> {
 
 impl<L: Listener, S> Serve<L, S> {
     /// Serves `app` (an axum `Router`, or any `Clone` tower service of `http::Request`s) on
-    /// the connections `listener` admits.
+    /// the connections `listener` accepts.
     pub fn new(listener: L, app: S) -> Self {
         Serve {
             listener,
@@ -185,7 +128,11 @@ impl<L: Listener, S> Serve<L, S> {
     }
 
     /// The address the listener is bound to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    ///
+    /// # Errors
+    ///
+    /// The listener's.
+    pub fn local_addr(&self) -> io::Result<L::Addr> {
         self.listener.local_addr()
     }
 
@@ -211,6 +158,7 @@ impl<L: Listener, S> Serve<L, S> {
 impl<L, S, B> Serve<L, S>
 where
     L: Listener,
+    L::Addr: PeerAddr,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -236,7 +184,7 @@ where
     /// # Errors
     ///
     /// As [`Serve::run`].
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> io::Result<()> {
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> io::Result<()> {
         let builder = self.builder();
         let graceful = GracefulShutdown::new();
         let mut signal = std::pin::pin!(signal);
@@ -246,14 +194,14 @@ where
                 () = &mut signal => break,
             };
             let (io, peer) = match accepted {
-                Ok(accepted) => accepted,
+                Ok((io, addr)) => (io, addr.peer_addr()),
                 Err(err) => {
                     tracing::warn!(%err, "accept failed; pausing before the next accept");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };
-            let cuts = L::close_counter(&io);
+            let cuts = L::permit(&io).map(ConnPermit::close_counter);
             let io = TokioIo::new(HeaderDeadline::new(io, self.header_timeout, cuts.clone()));
             let service = WithPeer {
                 app: self.app.clone(),
@@ -268,7 +216,7 @@ where
                     if let (Some(cuts), true) = (&cuts, is_header_timeout(&*err)) {
                         cuts.count(HEADER_TIMEOUT);
                     }
-                    tracing::debug!(%peer, %err, "connection ended with an error");
+                    tracing::debug!(?peer, %err, "connection ended with an error");
                 }
             });
         }
@@ -290,11 +238,12 @@ fn is_header_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(hyper::Error::is_timeout)
 }
 
-/// The app, for one connection: each request gets the peer in its extensions.
+/// The app, for one connection: each request gets the peer in its extensions, when it has an
+/// IP address.
 #[derive(Clone)]
 struct WithPeer<S> {
     app: S,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for WithPeer<S>
@@ -310,10 +259,12 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response<B>, Infallible>> + Send>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        let extensions = request.extensions_mut();
-        extensions.insert(ClientAddr(self.peer));
-        #[cfg(feature = "axum")]
-        extensions.insert(axum::extract::ConnectInfo(self.peer));
+        if let Some(peer) = self.peer {
+            let extensions = request.extensions_mut();
+            extensions.insert(ClientAddr(peer));
+            #[cfg(feature = "axum")]
+            extensions.insert(axum::extract::ConnectInfo(peer));
+        }
         let mut app = self.app.clone();
         Box::pin(async move {
             poll_fn(|cx| app.poll_ready(cx)).await?;

@@ -72,8 +72,12 @@ pub async fn read_to_close(stream: &mut TcpStream) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// An HTTP/1.1 client connection over `stream`; the connection task runs in the background.
-pub async fn http1_client(stream: TcpStream) -> http1::SendRequest<Empty<Bytes>> {
+/// An HTTP/1.1 client connection over `stream` (TCP, TLS, a Unix socket); the connection task
+/// runs in the background.
+pub async fn http1_client<IO>(stream: IO) -> http1::SendRequest<Empty<Bytes>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = bounded(http1::handshake(TokioIo::new(stream)))
         .await
         .unwrap();

@@ -22,6 +22,10 @@
 
 use std::time::Duration;
 
+mod path;
+
+pub use self::path::{PathMatch, PathRule};
+
 use crate::clock::nanos;
 use crate::error::ConfigError;
 
@@ -51,7 +55,7 @@ pub enum Strategy {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_connlimit::{RateLimit, Strategy};
+/// use tower_connlimit::{RateLimit, rate::Strategy};
 ///
 /// // 10 requests a second, in bursts of up to 20.
 /// let rule = RateLimit::new(10, Duration::from_secs(1))
