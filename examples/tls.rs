@@ -36,12 +36,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most handshakes in progress at once; past that, accepting waits for one to end.
 const MAX_HANDSHAKES: usize = 256;
 
+/// A finished handshake: the TLS stream and the peer's address, or `None` if it failed.
+type Handshake<L> = Option<(TlsStream<<L as Listener>::Io>, <L as Listener>::Addr)>;
+
 /// TLS on top of the connections of `L`.
 pub struct TlsListener<L: Listener> {
     inner: L,
     acceptor: TlsAcceptor,
     timeout: Duration,
-    handshakes: JoinSet<Option<(TlsStream<L::Io>, L::Addr)>>,
+    handshakes: JoinSet<Handshake<L>>,
 }
 
 impl<L: Listener> TlsListener<L> {

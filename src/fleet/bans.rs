@@ -113,13 +113,17 @@ struct Asked {
     published: Vec<(Banned, Option<Shared>, [usize; 3])>,
 }
 
+/// A shard read whole: its number, the newest log id, and each `MGET` of its bans (the reply's
+/// index, with the subjects asked for).
+type Snapshot = (usize, String, Vec<(usize, Vec<Banned>)>);
+
 /// What a sync's first round trip leaves to its second: epochs to set, and bans to read.
 #[derive(Debug, Default)]
 pub(super) struct FollowUp {
     /// Shards whose epoch must be set (`SET NX`, then `GET`): their replies' indices.
     epochs: Vec<(usize, usize, usize)>,
-    /// Shards read whole: the newest log id, and the `MGET`s of their bans with the subjects.
-    snapshots: Vec<(usize, String, Vec<(usize, Vec<Banned>)>)>,
+    /// Shards read whole.
+    snapshots: Vec<Snapshot>,
     /// Shards whose logs are read because the change counter moved: their epoch and log.
     logs: Vec<(usize, usize, usize)>,
 }

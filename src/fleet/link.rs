@@ -68,8 +68,9 @@ pub(super) struct Link {
 
 enum Conn {
     Server(ConnectionManager),
-    /// A cluster's client, and its connection once made.
-    Cluster(ClusterClient, Option<ClusterConnection>),
+    /// A cluster's client, and its connection once made (boxed: the client is large, and
+    /// only one link exists per fleet).
+    Cluster(Box<ClusterClient>, Option<ClusterConnection>),
 }
 
 impl std::fmt::Debug for Link {
@@ -131,7 +132,7 @@ impl Link {
                     Some(certs) => builder.certs(certs),
                     None => builder,
                 };
-                Conn::Cluster(builder.build().map_err(refused)?, None)
+                Conn::Cluster(Box::new(builder.build().map_err(refused)?), None)
             }
         };
         Ok(Link {

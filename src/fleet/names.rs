@@ -76,29 +76,26 @@ impl NameTag {
             batch.push(&self.key, claim);
             let holder = batch.push(&self.key, cmd("GET").arg(&self.key).clone());
             let replies = link.run(batch).await;
-            match &replies[..] {
-                [Err(failure), ..] => {
-                    return match failure.kind {
-                        Kind::Auth | Kind::Tls | Kind::Other => Err(ConfigError::new(
-                            "fleet.redis",
-                            format!(
-                                "the fleet's Redis {}: {}",
-                                refusal(failure.kind),
-                                failure.text
-                            ),
-                        )),
-                        _ => {
-                            tracing::warn!(
-                                kind = failure.kind.as_str(),
-                                error = %failure.text,
-                                "cannot reach the fleet's Redis at start: this node starts on its \
-                                 local limits and joins when Redis answers"
-                            );
-                            Ok(false)
-                        }
-                    };
-                }
-                _ => {}
+            if let [Err(failure), ..] = &replies[..] {
+                return match failure.kind {
+                    Kind::Auth | Kind::Tls | Kind::Other => Err(ConfigError::new(
+                        "fleet.redis",
+                        format!(
+                            "the fleet's Redis {}: {}",
+                            refusal(failure.kind),
+                            failure.text
+                        ),
+                    )),
+                    _ => {
+                        tracing::warn!(
+                            kind = failure.kind.as_str(),
+                            error = %failure.text,
+                            "cannot reach the fleet's Redis at start: this node starts on its \
+                             local limits and joins when Redis answers"
+                        );
+                        Ok(false)
+                    }
+                };
             }
             let held_by = replies
                 .get(holder)
