@@ -356,12 +356,10 @@ async fn join_fleet(args: &Args, limiter: &Limiter) -> Result<(), String> {
     };
     config.sync_interval = args.sync_interval;
     config.ca_file = args.redis_ca_file.clone();
-    // The config's `Display` shows URLs with their passwords as `***`.
-    let redis = config.redis.to_string();
+    // The crate logs the join, with the URLs' passwords as `***`, as in its errors.
     let fleet = Fleet::join(limiter, config)
         .await
         .map_err(|err| format!("--redis: {err}"))?;
-    tracing::info!(%node, %redis, "in the fleet: bans and rates shared");
     let _ = FLEET.set(fleet);
     Ok(())
 }

@@ -65,7 +65,7 @@
 //! | `connlimit_rejected_total` | counter | `point`, `reason` | connections and requests refused |
 //! | `connlimit_closed_total` | counter | `point`, `reason` (`handshake_timeout`, `idle_timeout`, `min_receive_rate`, `header_timeout`) | admitted connections cut early, by the listener's deadlines and `serve::Serve`'s header timeout ([`Stats::closed`]) |
 //! | `connlimit_dry_run_total` | counter | — | refusals dry-run rules would have made, but let through ([`Stats::dry_run`]) |
-//! | `connlimit_bans_total` | counter | — | bans imposed, by the ban policy or [`Limiter::ban`] |
+//! | `connlimit_bans_total` | counter | — | bans this node imposed, by the ban policy, [`Limiter::ban`] or `ban_network` (not those applied from a fleet) |
 //! | `connlimit_evictions_total` | counter | — | drained clients forgotten early under `max_tracked_clients` ([`Stats::evictions`]): worth an alert when it rises |
 //! | `connlimit_unidentified_requests_total` | counter | — | requests a trusted proxy sent without naming a usable client ([`Stats::unidentified_requests`]): worth an alert when it rises |
 //! | `connlimit_fleet_connected` | gauge | — | with a fleet joined: 1 while its Redis answers, else 0 |

@@ -73,7 +73,7 @@ pub(crate) static DRY_RUN: Family = family(
 pub(crate) static BANS: Family = family(
     "connlimit_bans_total",
     Kind::Counter,
-    "Bans imposed, by the ban policy or the operator.",
+    "Bans this node imposed, by the ban policy or the operator (not those applied from a fleet).",
 );
 pub(crate) static EVICTIONS: Family = family(
     "connlimit_evictions_total",
@@ -98,7 +98,7 @@ pub(crate) static FLEET_LAST_SYNC_AGE: Family = family(
 pub(crate) static FLEET_SYNC_ERRORS: Family = family(
     "connlimit_fleet_sync_errors_total",
     Kind::Counter,
-    "With a fleet joined: syncs with its Redis that failed.",
+    "With a fleet joined: syncs in which something failed (see connlimit_fleet_errors_total).",
 );
 
 pub(crate) static FLEET_ERRORS: Family = family(

@@ -567,7 +567,7 @@ impl BanBook {
                 restored += self.restore(s, &found, live, now_ms);
             }
         }
-        if live.is_some() {
+        if restored > 0 {
             tracing::info!(restored, "bans put back into the fleet's Redis");
         }
     }
