@@ -15,8 +15,10 @@
 //!   Each node decides locally, from its own count plus the other nodes' as of the last sync,
 //!   and once per interval adds its new events to one counter per client, rule and window,
 //!   reading the fleet's total in the same command. So in any window the fleet admits at most
-//!   the rule's events plus what the other nodes admit in one sync interval before they hear
-//!   of them, and each node's Redis work per client is the same whatever the fleet's size.
+//!   the rule's events plus, for each node the client reaches in that window, what that node
+//!   admits before its next sync (at least its first request there: a node hears of a client's
+//!   window when it sends its own events of it); and each node's Redis work per client is the
+//!   same whatever the fleet's size. BENCHMARKS.md measures both.
 //!   Rules are shared under a stable id: a path rule's `name`, or a hash of the rule, so
 //!   nodes on different configs never mix the counts of different rules.
 //!
