@@ -150,27 +150,37 @@ impl Failure {
 pub(super) struct Failures {
     /// This sync's, one per kind (the first of each).
     this_sync: Vec<Failure>,
+    /// Whether some command of this sync was answered by Redis (with a value or an error of
+    /// its own): on a cluster with one master away, the others still count as reached.
+    answered: bool,
     /// When each kind was last logged, and whether it is going on.
     logged: Vec<(Kind, Instant, bool)>,
 }
 
 impl Failures {
-    /// Notes a failure in this sync.
-    pub(super) fn note(&mut self, failure: Failure) {
-        if !self.this_sync.iter().any(|f| f.kind == failure.kind) {
-            self.this_sync.push(failure);
+    /// Notes how one command of this sync went.
+    pub(super) fn note(&mut self, reply: &Result<redis::Value, Failure>) {
+        match reply {
+            Ok(_) => self.answered = true,
+            Err(failure) => {
+                self.answered |= !failure.kind.unreached();
+                if !self.this_sync.iter().any(|f| f.kind == failure.kind) {
+                    self.this_sync.push(failure.clone());
+                }
+            }
         }
     }
 
-    /// Whether this sync reached Redis: no failure said nothing did.
+    /// Whether this sync reached Redis: some command of it was answered.
     pub(super) fn reached(&self) -> bool {
-        !self.this_sync.iter().any(|f| f.kind.unreached())
+        self.answered
     }
 
     /// Ends the sync: counts its failures in the limiter's fleet status, logs each kind at most
     /// once a minute, and says when a kind that was going on is over.
     pub(super) fn end_sync(&mut self, limiter: &Limiter) {
         let failures = std::mem::take(&mut self.this_sync);
+        self.answered = false;
         for failure in &failures {
             self.log(failure);
         }

@@ -154,9 +154,7 @@ impl Syncer {
 
     fn note_failures(&mut self, replies: &[Reply]) {
         for reply in replies {
-            if let Err(failure) = reply {
-                self.failures.note(failure.clone());
-            }
+            self.failures.note(reply);
         }
     }
 
