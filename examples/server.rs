@@ -441,24 +441,26 @@ async fn serve_admin(args: &Args, _limiter: &Limiter) -> Result<(), String> {
 fn fleet_state() -> Value {
     #[cfg(feature = "redis")]
     if let Some(fleet) = FLEET.get() {
+        // The admin API (`--admin`) gives the whole status; here, what a glance needs.
         let status = fleet.status();
-        let errors: serde_json::Map<String, Value> = status
+        let failing: Vec<String> = status
             .errors
             .iter()
+            .filter(|e| e.count > 0)
             .map(|e| {
-                (
-                    e.kind.to_owned(),
-                    json!({ "count": e.count, "last": e.last }),
+                format!(
+                    "{}: {} syncs, last: {}",
+                    e.kind,
+                    e.count,
+                    e.last.as_deref().unwrap_or("")
                 )
             })
             .collect();
         return json!({
             "node": status.node,
             "connected": status.connected,
-            "last_sync_age_ms": status.last_sync_age.map(|age| age.as_millis() as u64),
             "syncs": status.syncs,
-            "sync_errors": status.sync_errors,
-            "errors": errors,
+            "failures": failing,
             "bans_published": status.bans_published,
             "bans_applied": status.bans_applied,
             "duplicate_name": status.duplicate_name,
