@@ -435,6 +435,49 @@ async fn an_emptied_or_restarted_redis_lifts_no_ban_and_is_filled_again() {
 }
 
 #[tokio::test]
+async fn a_lift_made_while_a_node_was_away_reaches_it_from_redis() {
+    let redis = Redis::start();
+    let config = Config::default();
+    let mut nodes = nodes(&redis.url(), &["a", "b"], "away", config).await;
+    all_connected(&nodes).await;
+    let (lifted, kept, own) = (ip("203.0.113.60"), ip("203.0.113.61"), ip("203.0.113.62"));
+    nodes[0].0.ban(lifted, Duration::from_secs(600));
+    nodes[0].0.ban(kept, Duration::from_secs(600));
+    wait_for("B has the bans", WAIT, || {
+        banned(&nodes[1].0, lifted) && banned(&nodes[1].0, kept)
+    })
+    .await;
+    // B leaves the fleet, keeping its bans, and bans a client of its own meanwhile; A lifts one.
+    let (b, b_fleet) = nodes.pop().unwrap();
+    drop(b_fleet);
+    b.ban(own, Duration::from_secs(600));
+    assert!(nodes[0].0.unban(lifted));
+    wait_for("the lift is in Redis", WAIT, || {
+        redis
+            .cli(&["--scan", "--pattern", "{away:b*}:ban:c:203.0.113.60"])
+            .lines()
+            .any(|key| redis.cli(&["GET", key]).starts_with("0|"))
+    })
+    .await;
+    // Back: B reads the shards whole, lifts what was lifted, keeps the rest, and publishes its
+    // own ban, which the fleet lacked.
+    let rejoined = Fleet::join(&b, fleet_config(FleetConfig::new(redis.url(), "b"), "away"))
+        .await
+        .unwrap();
+    wait_for("B hears of the lift", WAIT, || {
+        b.try_acquire(lifted).is_ok()
+    })
+    .await;
+    assert!(banned(&b, kept));
+    wait_for("B's own ban reaches A", WAIT, || banned(&nodes[0].0, own)).await;
+    assert!(
+        nodes[0].0.try_acquire(lifted).is_ok(),
+        "the lift is not undone"
+    );
+    drop(rejoined);
+}
+
+#[tokio::test]
 async fn a_full_redis_lifts_no_ban_and_still_shares_what_it_can() {
     let redis = Redis::with(
         free_port(),

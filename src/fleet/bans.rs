@@ -16,7 +16,7 @@
 //!   persistence, a failover to an empty replica): the node adopts the new epoch, reads what
 //!   the shard has, and puts back every ban it knows that the shard lacks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::keys::{Keys, BAN_SHARDS, LOG_KEEP};
@@ -38,6 +38,10 @@ const MGET_CHUNK: usize = 500;
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// How long before the log forgets its events a node reads a shard whole instead.
 const LOG_MARGIN: Duration = Duration::from_secs(10);
+/// How long a lift stays in its shard (as the ban's key, marked lifted): a node that was away
+/// for longer than the log keeps, but less than this, still hears of it when it reads the shard
+/// whole.
+const LIFT_KEEP: Duration = Duration::from_secs(24 * 3600);
 /// Every how many syncs a node checks every shard's epoch and log, whatever the fleet's change
 /// counter says. In between, it reads the logs only when the counter moved: a quiet fleet costs
 /// a node one small read per sync, not two per shard.
@@ -52,6 +56,16 @@ struct Shared {
     origin: String,
     /// Why, as text.
     reason: String,
+}
+
+/// `0|LIFTED_AT|NODE|`: the value of a lifted ban's key, kept for [`LIFT_KEEP`].
+fn lift_record(now_ms: u64, node: &str) -> String {
+    format!("0|{now_ms}|{node}|")
+}
+
+/// Whether a ban key's value says the ban was lifted.
+fn is_lift(record: &str) -> bool {
+    record.starts_with("0|")
 }
 
 impl Shared {
@@ -95,7 +109,9 @@ impl Shard {
             last_id: "0-0".to_owned(),
             read_at: None,
             needs_snapshot: true,
-            restore: false,
+            // At join: once the shard is read, the bans this node holds that it lacks are put
+            // in (those it says were lifted are lifted here instead).
+            restore: true,
         }
     }
 }
@@ -189,14 +205,6 @@ impl BanBook {
             self.learnt.remove(&banned);
         }
         self.pending.insert(banned, shared);
-    }
-
-    /// Queues every ban in force on this node (`live`) for publishing, as after joining.
-    pub(super) fn publish_all(&mut self, live: Vec<(Banned, BanSpec)>, now_ms: u64) {
-        for (banned, ban) in live {
-            let shared = self.as_shared(banned, ban, now_ms);
-            self.pending.entry(banned).or_insert(Some(shared));
-        }
     }
 
     /// `ban` on `banned` as the fleet shares it: with the node that decided it, if learnt.
@@ -322,11 +330,21 @@ impl BanBook {
                             .arg(&self.node)
                             .arg("i")
                             .arg(&self.instance);
-                        let del = cmd("DEL").arg(&key).clone();
-                        let unindex = cmd("ZREM").arg(keys.ends(s)).arg(&subject).clone();
+                        let lifted = cmd("SET")
+                            .arg(&key)
+                            .arg(lift_record(now_ms, &self.node))
+                            .arg("PX")
+                            .arg(millis(LIFT_KEEP))
+                            .clone();
+                        let index = cmd("ZADD")
+                            .arg(keys.ends(s))
+                            .arg("GT")
+                            .arg(now_ms.saturating_add(millis(LIFT_KEEP)))
+                            .arg(&subject)
+                            .clone();
                         [
-                            batch.push(&log, del),
-                            batch.push(&log, unindex),
+                            batch.push(&log, lifted),
+                            batch.push(&log, index),
                             batch.push(&log, event),
                         ]
                     }
@@ -540,6 +558,7 @@ impl BanBook {
         let mut restored = 0;
         for (s, top, gets) in follow_up.snapshots {
             let mut found = HashMap::new();
+            let mut lifted = HashSet::new();
             let mut complete = true;
             for (index, subjects) in gets {
                 let Some(Ok(values)) = replies.get(index) else {
@@ -547,13 +566,21 @@ impl BanBook {
                     continue;
                 };
                 for (banned, record) in subjects.into_iter().zip(value::items(values)) {
-                    if let Some(shared) = value::text(record).as_deref().and_then(Shared::decode) {
+                    let Some(record) = value::text(record) else {
+                        continue;
+                    };
+                    if is_lift(&record) {
+                        lifted.insert(banned);
+                    } else if let Some(shared) = Shared::decode(&record) {
                         found.insert(banned, shared);
                     }
                 }
             }
             for (banned, shared) in &found {
                 self.apply_ban(*banned, shared.clone(), limiter, now_ms);
+            }
+            for banned in &lifted {
+                self.apply_lift(*banned, limiter);
             }
             if !complete {
                 continue;
@@ -564,26 +591,31 @@ impl BanBook {
             shard.needs_snapshot = false;
             if std::mem::take(&mut shard.restore) {
                 let live = live.get_or_insert_with(|| limiter.live_bans());
-                restored += self.restore(s, &found, live, now_ms);
+                restored += self.restore(s, &found, &lifted, live, now_ms);
             }
         }
         if restored > 0 {
-            tracing::info!(restored, "bans put back into the fleet's Redis");
+            tracing::info!(
+                restored,
+                "published the bans this node holds that the fleet's Redis lacked"
+            );
         }
     }
 
     /// Queues for publishing every ban in force here (`live`) that belongs to shard `s` and that
-    /// the shard (`found`) lacks or has ending sooner; how many.
+    /// the shard (`found`) lacks or has ending sooner, and that it does not say was lifted
+    /// (`lifted`); how many.
     fn restore(
         &mut self,
         s: usize,
         found: &HashMap<Banned, Shared>,
+        lifted: &HashSet<Banned>,
         live: &[(Banned, BanSpec)],
         now_ms: u64,
     ) -> usize {
         let mut restored = 0;
         for (banned, ban) in live {
-            if Keys::shard_of(banned) != s {
+            if Keys::shard_of(banned) != s || lifted.contains(banned) {
                 continue;
             }
             let shared = self.as_shared(*banned, ban.clone(), now_ms);
@@ -624,17 +656,20 @@ impl BanBook {
                 };
                 self.apply_ban(banned, shared, limiter, now_ms);
             }
-            Some("lift") => {
-                // A ban this node made and has yet to publish is newer than the lift.
-                if matches!(self.pending.get(&banned), Some(Some(_))) {
-                    return;
-                }
-                let learnt = self.learnt.remove(&banned).is_some();
-                if limiter.apply_fleet_unban(banned) || learnt {
-                    self.applied += 1;
-                }
-            }
+            Some("lift") => self.apply_lift(banned, limiter),
             _ => {}
+        }
+    }
+
+    /// Applies a lift the fleet has heard of.
+    fn apply_lift(&mut self, banned: Banned, limiter: &Limiter) {
+        // A ban this node made and has yet to publish is newer than the lift.
+        if matches!(self.pending.get(&banned), Some(Some(_))) {
+            return;
+        }
+        let learnt = self.learnt.remove(&banned).is_some();
+        if limiter.apply_fleet_unban(banned) || learnt {
+            self.applied += 1;
         }
     }
 

@@ -5,7 +5,7 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `{P:c:CLIENT}:r:RULE:WINDOW` | string (counter) | the fleet's events of one client under one rule in one window; expires after two periods |
-//! | `{P:bS}:ban:SUBJECT` | string | a ban in force on a client (`c:…`) or network (`n:…`): its end, origin node and reason; expires at the ban's end |
+//! | `{P:bS}:ban:SUBJECT` | string | a ban in force on a client (`c:…`) or network (`n:…`): its end, origin node and reason; expires at the ban's end. After a lift, the lift, for 24 h |
 //! | `{P:bS}:ends` | sorted set | the shard's banned subjects by the end of their bans |
 //! | `{P:bS}:log` | stream | the shard's bans and lifts, kept for [`LOG_KEEP`] |
 //! | `{P:bS}:epoch` | string | a random id set when the shard is first written: a missing or changed one means the shard was emptied or replaced |

@@ -8,7 +8,8 @@
 //! - **Bans**, of clients and of networks, with their reasons. A ban decided on any node (by
 //!   the ban policy, [`Limiter::ban`] or [`Limiter::ban_network`]) and a lift reach every node
 //!   within one sync interval and a round trip. A ban ends everywhere at once (its end is
-//!   Redis's clock). Only a lift or its end lifts a ban: a Redis that lost its data (`FLUSHALL`,
+//!   Redis's clock). A lift stays in Redis for 24 h, so a node that was away hears of it when it
+//!   is back. Only a lift or its end lifts a ban: a Redis that lost its data (`FLUSHALL`,
 //!   a restart without persistence, a failover to an empty replica) is noticed by the epoch of
 //!   each ban shard and filled again from the nodes' own bans, never read as "no bans".
 //! - **Rates.** `connect_rate`, `request_rate` and the path rules count every node's events.
@@ -65,11 +66,12 @@
 //! | key | what |
 //! |---|---|
 //! | `{P:c:CLIENT}:r:RULE:WINDOW` | a counter of the fleet's events of one client under one rule in one window, expiring after two periods |
-//! | `{P:bS}:ban:c:CLIENT`, `{P:bS}:ban:n:NETWORK` | a ban in force (its end, origin node and reason), expiring at its end; `S` is one of 16 shards |
+//! | `{P:bS}:ban:c:CLIENT`, `{P:bS}:ban:n:NETWORK` | a ban in force (its end, origin node and reason), expiring at its end; after a lift, the lift, kept 24 h; `S` is one of 16 shards |
 //! | `{P:bS}:ends` | the shard's bans by end (a sorted set) |
 //! | `{P:bS}:log` | the shard's bans and lifts (a stream), kept for 60 s; a node away longer reads the shard whole |
 //! | `{P:bS}:epoch` | the shard's epoch: a random id, set once |
-//! | `{P:meta}:node:NAME` | the instance holding a node name, renewed every sync |
+//! | `{P:meta}:node:NAME` | the instance holding a node name, renewed four times per TTL |
+//! | `{P:meta}:bans:seq` | a counter every publishing sync raises: while it stands still, nodes read no log (but every tenth sync) |
 //!
 //! Keys hold client keys (an address, or a network such as `2001:db8::/64`), node names and
 //! ban reasons, no request data. The commands are plain Redis 7.0 commands (`INCRBY`,

@@ -59,8 +59,6 @@ pub(super) struct Syncer {
     name: NameTag,
     failures: Failures,
     clock: RedisClock,
-    /// Whether this node's own bans were queued since it joined.
-    published_own: bool,
     /// Syncs in a row that did not reach Redis, for the backoff.
     unreached: u32,
     /// Syncs so far.
@@ -81,7 +79,6 @@ impl Syncer {
             interval: config.sync_interval,
             failures: Failures::default(),
             clock: RedisClock::default(),
-            published_own: false,
             unreached: 0,
             syncs: 0,
             beat_every: (config.name_ttl().as_millis()
@@ -118,10 +115,6 @@ impl Syncer {
                 }
             }
         };
-        if !self.published_own {
-            self.published_own = true;
-            self.bans.publish_all(self.limiter.live_bans(), now_ms);
-        }
         for (banned, ban) in self.limiter.take_ban_notes() {
             self.bans.note(banned, ban, now_ms);
         }
