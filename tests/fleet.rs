@@ -479,13 +479,7 @@ async fn a_lift_made_while_a_node_was_away_reaches_it_from_redis() {
 
 #[tokio::test]
 async fn a_full_redis_lifts_no_ban_and_still_shares_what_it_can() {
-    let redis = Redis::with(
-        free_port(),
-        Options {
-            maxmemory: Some("4mb".into()),
-            ..Options::default()
-        },
-    );
+    let redis = Redis::with(free_port(), Options::maxmemory("4mb"));
     let nodes = nodes(&redis.url(), &["a", "b"], "full", rate_of(30)).await;
     all_connected(&nodes).await;
     let clients = ban_and_spread(&nodes).await;
@@ -589,13 +583,7 @@ async fn a_cluster_of_three_masters_shares_bans_and_rates() {
 
 #[tokio::test]
 async fn a_wrong_password_is_refused_at_join_and_never_shown() {
-    let redis = Redis::with(
-        free_port(),
-        Options {
-            password: Some("s3cret-pass".into()),
-            ..Options::default()
-        },
-    );
+    let redis = Redis::with(free_port(), Options::password("s3cret-pass"));
     let wrong = format!("redis://:wrong-pass@127.0.0.1:{}/", redis.port);
     let config = fleet_config(FleetConfig::new(&wrong, "a"), "auth");
     assert!(!format!("{config:?}").contains("wrong-pass"));
@@ -664,13 +652,7 @@ async fn two_nodes_with_one_name_are_told_so() {
 async fn tls_with_a_ca_of_its_own() {
     let dir = redis_server::temp_dir("tls");
     redis_server::make_certificates(&dir);
-    let redis = Redis::with(
-        free_port(),
-        Options {
-            tls: Some(dir.clone()),
-            ..Options::default()
-        },
-    );
+    let redis = Redis::with(free_port(), Options::tls(&dir));
     // Without the CA, the server's certificate is not trusted: an error at join.
     let err = Fleet::join(
         &Limiter::new(Config::default()),

@@ -287,38 +287,14 @@ impl BanBook {
                     .arg("~")
                     .arg(keep_from)
                     .arg("*");
-                let replies = match &ban {
+                // The key holds the ban until its end, or the lift for `LIFT_KEEP`; the sorted
+                // set lists it until then.
+                let (record, until_ms) = match &ban {
                     Some(ban) => {
-                        event
-                            .arg("op")
-                            .arg("ban")
-                            .arg("s")
-                            .arg(&subject)
-                            .arg("e")
-                            .arg(ban.end_ms)
-                            .arg("n")
-                            .arg(&ban.origin)
-                            .arg("i")
-                            .arg(&self.instance)
-                            .arg("r")
-                            .arg(&ban.reason);
-                        let set = cmd("SET")
-                            .arg(&key)
-                            .arg(ban.encode())
-                            .arg("PXAT")
-                            .arg(ban.end_ms.max(1))
-                            .clone();
-                        let index = cmd("ZADD")
-                            .arg(keys.ends(s))
-                            .arg("GT")
-                            .arg(ban.end_ms)
-                            .arg(&subject)
-                            .clone();
-                        [
-                            batch.push(&log, set),
-                            batch.push(&log, index),
-                            batch.push(&log, event),
-                        ]
+                        event.arg("op").arg("ban").arg("s").arg(&subject);
+                        event.arg("e").arg(ban.end_ms).arg("n").arg(&ban.origin);
+                        event.arg("r").arg(&ban.reason);
+                        (ban.encode(), ban.end_ms.max(1))
                     }
                     None => {
                         event
@@ -327,28 +303,29 @@ impl BanBook {
                             .arg("s")
                             .arg(&subject)
                             .arg("n")
-                            .arg(&self.node)
-                            .arg("i")
-                            .arg(&self.instance);
-                        let lifted = cmd("SET")
-                            .arg(&key)
-                            .arg(lift_record(now_ms, &self.node))
-                            .arg("PX")
-                            .arg(millis(LIFT_KEEP))
-                            .clone();
-                        let index = cmd("ZADD")
-                            .arg(keys.ends(s))
-                            .arg("GT")
-                            .arg(now_ms.saturating_add(millis(LIFT_KEEP)))
-                            .arg(&subject)
-                            .clone();
-                        [
-                            batch.push(&log, lifted),
-                            batch.push(&log, index),
-                            batch.push(&log, event),
-                        ]
+                            .arg(&self.node);
+                        let until = now_ms.saturating_add(millis(LIFT_KEEP));
+                        (lift_record(now_ms, &self.node), until)
                     }
                 };
+                event.arg("i").arg(&self.instance);
+                let set = cmd("SET")
+                    .arg(&key)
+                    .arg(record)
+                    .arg("PXAT")
+                    .arg(until_ms)
+                    .clone();
+                let index = cmd("ZADD")
+                    .arg(keys.ends(s))
+                    .arg("GT")
+                    .arg(until_ms)
+                    .arg(&subject)
+                    .clone();
+                let replies = [
+                    batch.push(&log, set),
+                    batch.push(&log, index),
+                    batch.push(&log, event),
+                ];
                 asked.published.push((banned, ban, replies));
             }
             if prune {

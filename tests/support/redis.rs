@@ -51,6 +51,32 @@ pub struct Options {
     pub args: Vec<String>,
 }
 
+impl Options {
+    /// A server that wants `password`.
+    pub fn password(password: &str) -> Options {
+        Options {
+            password: Some(password.to_owned()),
+            ..Options::default()
+        }
+    }
+
+    /// A server of at most `maxmemory`, refusing writes beyond it.
+    pub fn maxmemory(maxmemory: &str) -> Options {
+        Options {
+            maxmemory: Some(maxmemory.to_owned()),
+            ..Options::default()
+        }
+    }
+
+    /// A TLS server, with the certificates in `dir` ([`make_certificates`]).
+    pub fn tls(dir: &Path) -> Options {
+        Options {
+            tls: Some(dir.to_owned()),
+            ..Options::default()
+        }
+    }
+}
+
 impl Redis {
     /// A server on a free port.
     pub fn start() -> Redis {
