@@ -6,7 +6,7 @@
 //! curl --cacert tests/data/localhost.crt https://localhost:3443/
 //! ```
 //!
-//! `TlsListener` below is a `listener::Listener` of its own around any other: here a
+//! `TlsListener` below is a listener (`listener::Accept`) of its own around any other: here a
 //! `ConnLimitListener`, so a refused peer is closed before the server spends a handshake on it.
 //! Handshakes run beside accepting, each bounded by a deadline and at most `MAX_HANDSHAKES` at
 //! once, so a client that opens a connection and never says hello stalls nobody. Its
@@ -27,7 +27,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{crypto, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tower_connlimit::listener::Listener;
+use tower_connlimit::listener::Accept;
 use tower_connlimit::serve::Serve;
 use tower_connlimit::{Config, ConnLimitLayer, ConnLimitListener, ConnPermit, Limiter};
 
@@ -36,18 +36,19 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most handshakes in progress at once; past that, accepting waits for one to end.
 const MAX_HANDSHAKES: usize = 256;
 
-/// A finished handshake: the TLS stream and the peer's address, or `None` if it failed.
-type Handshake<L> = Option<(TlsStream<<L as Listener>::Io>, <L as Listener>::Addr)>;
+/// A finished handshake: the TLS connection and where it comes from, or `None` when the
+/// handshake failed or took too long.
+type Handshake<L> = Option<(TlsStream<<L as Accept>::Io>, <L as Accept>::Addr)>;
 
 /// TLS on top of the connections of `L`.
-pub struct TlsListener<L: Listener> {
+pub struct TlsListener<L: Accept> {
     inner: L,
     acceptor: TlsAcceptor,
     timeout: Duration,
     handshakes: JoinSet<Handshake<L>>,
 }
 
-impl<L: Listener> TlsListener<L> {
+impl<L: Accept> TlsListener<L> {
     /// TLS with `config` on the connections `inner` accepts, each handshake within `timeout`.
     pub fn new(inner: L, config: Arc<ServerConfig>, timeout: Duration) -> Self {
         TlsListener {
@@ -59,9 +60,9 @@ impl<L: Listener> TlsListener<L> {
     }
 }
 
-impl<L> Listener for TlsListener<L>
+impl<L> Accept for TlsListener<L>
 where
-    L: Listener,
+    L: Accept,
     L::Addr: 'static,
 {
     type Io = TlsStream<L::Io>;
@@ -158,7 +159,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config,
         HANDSHAKE_TIMEOUT,
     );
-    tracing::info!(addr = %Listener::local_addr(&listener)?, "serving HTTPS");
+    tracing::info!(addr = %Accept::local_addr(&listener)?, "serving HTTPS");
     Serve::new(listener, app)
         .run_until(async { drop(tokio::signal::ctrl_c().await) })
         .await?;

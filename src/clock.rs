@@ -15,21 +15,64 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> Duration;
 }
 
-/// The default clock: tokio's [`Instant`](tokio::time::Instant), which follows paused and
-/// advanced time in `#[tokio::test(start_paused = true)]` tests and is the monotonic system clock
-/// everywhere else.
-#[derive(Clone, Copy, Debug)]
+/// The default clock: the CPU's time-stamp counter, calibrated to nanoseconds (as governor
+/// reads it, through `quanta`), or tokio's paused clock in tests.
+///
+/// A decision with a rate rule reads the clock once; the counter costs a few nanoseconds to
+/// read, where the system clock (`Instant::now`, a `clock_gettime` call) costs several times
+/// that, and tokio's [`Instant`](tokio::time::Instant) more again in a build with tokio's
+/// `test-util` (it looks for a paused clock on every read). Where the counter is not usable
+/// (not invariant, or a virtual machine that hides it), `quanta` falls back to the system clock.
+///
+/// **Paused tokio time.** A clock made inside a tokio runtime whose time is paused (in
+/// `#[tokio::test(start_paused = true)]`, or after `tokio::time::pause()`) follows tokio's
+/// clock instead, so that `tokio::time::advance` and auto-advance move the limiter's time as
+/// they move timers. Which clock to follow is decided once, when the clock is made: make the
+/// [`Limiter`](crate::Limiter) after pausing time.
+#[derive(Clone, Debug)]
 pub struct TokioClock {
-    origin: tokio::time::Instant,
+    source: Source,
+}
+
+/// Where a [`TokioClock`] reads time.
+#[derive(Clone, Debug)]
+enum Source {
+    /// The calibrated counter, from the reading taken when the clock was made.
+    Counter { clock: quanta::Clock, origin: u64 },
+    /// Tokio's paused clock.
+    Paused { origin: tokio::time::Instant },
 }
 
 impl TokioClock {
-    /// A clock whose origin is now.
+    /// A clock whose origin is now: tokio's, when the runtime this is called in has its time
+    /// paused; the counter otherwise.
     pub fn new() -> Self {
-        TokioClock {
-            origin: tokio::time::Instant::now(),
-        }
+        let source = if tokio_time_is_paused() {
+            Source::Paused {
+                origin: tokio::time::Instant::now(),
+            }
+        } else {
+            let clock = quanta::Clock::new();
+            let origin = clock.raw();
+            Source::Counter { clock, origin }
+        };
+        TokioClock { source }
     }
+}
+
+/// Whether the tokio runtime this is called in, if any, has its time paused: paused time stands
+/// still while real time passes and nothing awaits (tokio auto-advances only an idle runtime).
+/// Spins for 50 µs, once per clock made inside a runtime.
+fn tokio_time_is_paused() -> bool {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return false;
+    }
+    let before = tokio::time::Instant::now();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_micros(50) {
+        std::hint::spin_loop();
+    }
+    tokio::time::Instant::now() == before
 }
 
 impl Default for TokioClock {
@@ -41,7 +84,14 @@ impl Default for TokioClock {
 impl Clock for TokioClock {
     #[inline]
     fn now(&self) -> Duration {
-        tokio::time::Instant::now().saturating_duration_since(self.origin)
+        match &self.source {
+            Source::Counter { clock, origin } => {
+                Duration::from_nanos(clock.delta_as_nanos(*origin, clock.raw()))
+            }
+            Source::Paused { origin } => {
+                tokio::time::Instant::now().saturating_duration_since(*origin)
+            }
+        }
     }
 }
 
@@ -118,7 +168,45 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tokio_clock_follows_paused_time() {
         let clock = TokioClock::new();
+        assert!(matches!(clock.source, Source::Paused { .. }));
         tokio::time::advance(Duration::from_secs(90)).await;
         assert_eq!(clock.now(), Duration::from_secs(90));
+    }
+
+    /// Outside paused time, the clock keeps real time: what it counts over 20 ms lies between
+    /// what the system clock counted from just after its first reading to just before its
+    /// last and from just before to just after, give or take 50 µs of calibration.
+    fn keeps_real_time(clock: &TokioClock) {
+        let (t0, origin, t1) = (
+            std::time::Instant::now(),
+            clock.now(),
+            std::time::Instant::now(),
+        );
+        while t0.elapsed() < Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        let (u0, now, u1) = (
+            std::time::Instant::now(),
+            clock.now(),
+            std::time::Instant::now(),
+        );
+        let counted = now - origin;
+        let slack = Duration::from_micros(50);
+        assert!(counted + slack >= u0 - t1, "{counted:?} < {:?}", u0 - t1);
+        assert!(counted <= u1 - t0 + slack, "{counted:?} > {:?}", u1 - t0);
+    }
+
+    #[test]
+    fn tokio_clock_keeps_real_time_outside_a_runtime() {
+        let clock = TokioClock::new();
+        assert!(matches!(clock.source, Source::Counter { .. }));
+        keeps_real_time(&clock);
+    }
+
+    #[tokio::test]
+    async fn tokio_clock_keeps_real_time_in_a_running_runtime() {
+        let clock = TokioClock::new();
+        assert!(matches!(clock.source, Source::Counter { .. }));
+        keeps_real_time(&clock);
     }
 }

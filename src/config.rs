@@ -1,7 +1,7 @@
 //! [`Config`]: the one config — the limits, and each integration's settings — and installing
 //! it in a [`Limiter`].
 //!
-//! The limit fields belong to the core, which checks and prepares them ([`Limits`]); each
+//! The limit fields belong to the core, which checks and prepares them (`Limits`); each
 //! integration keeps its settings in a type of its own, nested here ([`ListenerConfig`],
 //! [`ClientIpConfig`]), and reads them back from the limiter by type (`Settings`), so that the
 //! core names no integration and the listener and client-address code never name this module.

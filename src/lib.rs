@@ -19,40 +19,46 @@
 //! assert!(limiter.try_acquire(ip).is_ok());
 //! ```
 //!
-//! The README is the guide, from the first server to production; these docs are the reference.
+//! A server admits through the same [`Limiter`] at accept ([`ConnLimitListener`]), around its
+//! make-service or on its router ([`ConnLimitLayer`]). **Start with [the guide](guide)**: it
+//! explains the crate chapter by chapter, from [which admission point](guide::admission_points)
+//! to use to [a fleet](guide::a_fleet) in production. These API docs are the reference.
 //!
 //! # Layers
 //!
-//! The crate is a core that every admission point shares, and integrations that admit through
-//! it:
+//! A core that every admission point shares, and integrations that admit through it, with
+//! arrows pointing one way:
 //!
 //! - **The core**: the [`Limiter`] (its docs, [How it works](Limiter#how-it-works), start at the
-//!   two functions that admit and release), [`ClientKey`]s, [`Cidr`]s, [rate] rules, bans
-//!   ([`BanPolicy`]), the [`Clock`], the refusal reasons ([`RejectReason`], [`Rejected`]) and
-//!   the limits of the [`Config`]. It names no integration and no HTTP or network crate.
-//! - **Admission points**, each with its settings nested in the one [`Config`]:
-//!   - [`listener`]: [`ConnLimitListener`] at accept, with deadlines and the PROXY protocol
-//!     ([`ListenerConfig`]);
+//!   two functions that admit and release), [`ClientKey`]s, [`Cidr`]s, [rate] rules, [bans](ban),
+//!   the [clock], the refusal reasons ([`RejectReason`], [`Rejected`]) and [stats]. It names no
+//!   integration and no HTTP or network crate.
+//! - **The one [`Config`]**: the limits, and a settings section for each integration that needs
+//!   one ([`ListenerConfig`](listener::ListenerConfig),
+//!   [`ClientIpConfig`](client_ip::ClientIpConfig)).
+//! - **The admission points**, each counted apart in [`Stats`]:
+//!   - [`listener`]: [`ConnLimitListener`] at accept, yielding [`TrackedIo`], with deadlines and
+//!     the PROXY protocol;
 //!   - [`layer`] (feature `http`): [`ConnLimitLayer`] around a make-service (connections) or on
 //!     a router (in-flight requests), with the client read behind trusted proxies
-//!     ([`ClientIpConfig`]);
+//!     ([`client_ip`]);
 //!   - `tonic` (feature `tonic`): the listener and the request level in a gRPC server.
-//! - **Around them**: `metrics` (feature `metrics`), config files (`Config::from_file` and
-//!   `Config::from_toml_str`, feature `serde`) reloaded live ([`reload`], feature `reload`), a
-//!   server with every
-//!   request bounded ([`serve::Serve`], feature `serve`), an operator's API and live page
-//!   ([`admin`], feature `admin`), and a fleet of nodes sharing bans and rates through Redis
-//!   ([`fleet`], feature `redis`).
+//! - **Around them**: `serve` (an app served with every request bounded), config files and
+//!   `reload`, `metrics`, `admin` (an operator's API and live page) and `fleet` (bans and rates
+//!   shared through Redis), each behind the feature of its name (the fleet's is `redis`) and
+//!   each with [its chapter](guide) in the guide.
 //!
-//! Each admission point declares itself to the limiter as data ([`AdmissionPoint`]), so
-//! [`Limiter::stats`] reports what each one admitted, refused and closed.
+//! `tests/layers.rs` checks on every test run that no module depends on one above it; `cargo
+//! test --test layers -- --nocapture` prints the module graph.
 //!
 //! # Features
 //!
-//! `http` (the layers), `axum`, `proxy-protocol` and `serve` are on by default; `serde`,
-//! `reload`, `admin`, `redis` (and `redis-tls`), `tonic`, `tonic-tls` (or `tonic-tls-ring`) and
-//! `metrics` are off. The README's Features section says what each brings and costs; with `default-features = false` the crate is go-connlimit's core: the [`Limiter`], the
-//! listener with its deadlines, and [`TrackedIo`], on tokio.
+//! The default is `http` (the layers); `axum`, `proxy-protocol`, `serve`, `serde`, `reload`,
+//! `metrics`, `tonic` (and `tonic-tls` or `tonic-tls-ring`), `redis` (and `redis-tls`) and
+//! `admin` are named by you, and `full` has them all but the TLS variants. With
+//! `default-features = false` the crate is go-connlimit's core: the [`Limiter`], the listener
+//! with its deadlines, and [`TrackedIo`], on tokio. The README's table says what each feature
+//! brings and what it costs in crates.
 
 #![warn(
     missing_docs,

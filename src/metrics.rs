@@ -78,7 +78,7 @@
 //!
 //! [`METRIC_NAMES`] lists every name.
 //!
-//! - `point` is the name of an [`AdmissionPoint`] in use: `listener`, `make_service`,
+//! - `point` is the name of an admission point in use: `listener`, `make_service`,
 //!   `request_layer`, `direct` (your own calls to the limiter). A point appears once a listener
 //!   or layer is built on the limiter (a `ConnLimitLayer` brings both of its levels; `direct` is
 //!   always there), so its series are there from the first scrape.

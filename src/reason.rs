@@ -7,7 +7,17 @@ use std::time::Duration;
 /// gRPC status codes, as they are sent in `grpc-status`.
 pub(crate) mod grpc {
     /// `INVALID_ARGUMENT`: the request is malformed, or says nothing usable.
+    #[cfg_attr(
+        not(any(feature = "http", feature = "proxy-protocol")),
+        allow(dead_code)
+    )]
     pub(crate) const INVALID_ARGUMENT: u8 = 3;
+    /// `DEADLINE_EXCEEDED`: it did not arrive in time.
+    #[cfg_attr(not(feature = "proxy-protocol"), allow(dead_code))]
+    pub(crate) const DEADLINE_EXCEEDED: u8 = 4;
+    /// `PERMISSION_DENIED`: the peer may not ask this.
+    #[cfg_attr(not(feature = "proxy-protocol"), allow(dead_code))]
+    pub(crate) const PERMISSION_DENIED: u8 = 7;
     /// `RESOURCE_EXHAUSTED`: the client used up its allowance.
     pub(crate) const RESOURCE_EXHAUSTED: u8 = 8;
     /// `INTERNAL`: the server is misconfigured.
@@ -133,7 +143,7 @@ macro_rules! reasons {
     ($($(#[$doc:meta])* $variant:ident = $name:literal, $message:literal, $http:literal, $grpc:expr;)+) => {
         /// Which of the limiter's limits refused an admission.
         ///
-        /// Each reason is one row of facets, side by side in one table ([`RejectReason::info`]):
+        /// Each reason is one row of facets, side by side in one table:
         /// its stable name (the log field, the metric label and the key in
         /// [`Stats`](crate::Stats)), the generic message a refused client is told, and the HTTP
         /// status and gRPC code a refused request or call is answered with. The admission points
@@ -250,9 +260,9 @@ impl Rejected {
         self.retry_after
     }
 
-    /// [`retry_after`](Rejected::retry_after) as the client is told it; see [`told_secs`].
+    /// [`retry_after`](Rejected::retry_after) as the client is told it; see [`coarse_secs`].
     pub(crate) fn retry_after_secs(&self) -> Option<u64> {
-        self.retry_after.map(told_secs)
+        self.retry_after.map(coarse_secs)
     }
 }
 
@@ -266,7 +276,7 @@ const TOLD_STEPS: [u64; 13] = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800
 /// whose wait is 8.57 s, is told as 10 to 12 s; a ban's time left as its step, so neither the
 /// rule nor the ban's exact end can be read off the header. Whole seconds, never 0 (which
 /// would invite an immediate, doomed retry).
-pub(crate) fn told_secs(wait: Duration) -> u64 {
+pub(crate) fn coarse_secs(wait: Duration) -> u64 {
     let exact = wait
         .as_secs()
         .saturating_add(u64::from(wait.subsec_nanos() > 0))
@@ -306,7 +316,7 @@ mod tests {
 
     #[test]
     fn told_waits_are_coarse_and_never_short() {
-        let told = |d: Duration| told_secs(d);
+        let told = |d: Duration| coarse_secs(d);
         for (wait, least, most) in [
             (Duration::ZERO, 1, 1),
             (Duration::from_millis(1001), 2, 2),

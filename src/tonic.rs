@@ -46,12 +46,14 @@
 //!
 //! # Refusing connections
 //!
-//! Refuse with [`RejectAction::Close`](crate::listener::RejectAction::Close) (the default) or
-//! [`Reset`](crate::listener::RejectAction::Reset): gRPC clients speak HTTP/2 and cannot read
-//! [`HttpResponse`](crate::listener::RejectAction::HttpResponse)'s HTTP/1.1 answer. A client whose
-//! connection is refused sees its call fail as over any connection that breaks (a tonic 0.14
-//! client reports `CANCELLED` after a close, `UNAVAILABLE` after a reset), and its channel
-//! connects again on the next call.
+//! Refuse with [`RejectAction::Reset`](crate::listener::RejectAction::Reset) or
+//! [`Close`](crate::listener::RejectAction::Close) (the default): gRPC clients speak HTTP/2 and
+//! cannot read [`HttpResponse`](crate::listener::RejectAction::HttpResponse)'s HTTP/1.1 answer.
+//! A client whose connection is refused sees its call fail as over any connection that breaks (a
+//! tonic 0.14 client reports `UNAVAILABLE` after a reset, which standard retry policies retry,
+//! and `CANCELLED` after a close, which they do not), and its channel connects again on the next
+//! call; so prefer `Reset`. The guide's table of [what gRPC clients
+//! see](crate::guide::the_gate#grpc-clients) has every case.
 //!
 //! # TLS
 //!

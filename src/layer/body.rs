@@ -18,14 +18,14 @@ pin_project! {
     /// response (server-sent events, a large download) counts as in flight until it is done.
     pub struct ResponseBody<B> {
         #[pin]
-        kind: Kind<B>,
+        contents: Contents<B>,
         permit: Option<RequestPermit>,
     }
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
+    #[project = ContentsProj]
+    enum Contents<B> {
         Inner { #[pin] body: B },
         Refusal { text: Option<&'static str> },
     }
@@ -34,7 +34,7 @@ pin_project! {
 impl<B> ResponseBody<B> {
     pub(crate) fn new(body: B, permit: Option<RequestPermit>) -> Self {
         ResponseBody {
-            kind: Kind::Inner { body },
+            contents: Contents::Inner { body },
             permit,
         }
     }
@@ -46,7 +46,7 @@ impl<B> From<&'static str> for ResponseBody<B> {
     /// from the start, so a gRPC refusal goes out as one trailers-only HEADERS frame.
     fn from(text: &'static str) -> Self {
         ResponseBody {
-            kind: Kind::Refusal {
+            contents: Contents::Refusal {
                 text: (!text.is_empty()).then_some(text),
             },
             permit: None,
@@ -67,8 +67,8 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        match this.kind.project() {
-            KindProj::Inner { body } => {
+        match this.contents.project() {
+            ContentsProj::Inner { body } => {
                 let frame = ready!(body.poll_frame(cx));
                 if !matches!(frame, Some(Ok(_))) {
                     // The body ended or failed: the request is no longer in flight.
@@ -76,7 +76,7 @@ where
                 }
                 Poll::Ready(frame)
             }
-            KindProj::Refusal { text } => Poll::Ready(
+            ContentsProj::Refusal { text } => Poll::Ready(
                 text.take()
                     .map(|text| Ok(Frame::data(Bytes::from_static(text.as_bytes()).into()))),
             ),
@@ -84,28 +84,28 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
-            Kind::Refusal { text } => text.is_none(),
+        match &self.contents {
+            Contents::Inner { body } => body.is_end_stream(),
+            Contents::Refusal { text } => text.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
-            Kind::Refusal { text } => SizeHint::with_exact(text.map_or(0, |t| t.len() as u64)),
+        match &self.contents {
+            Contents::Inner { body } => body.size_hint(),
+            Contents::Refusal { text } => SizeHint::with_exact(text.map_or(0, |t| t.len() as u64)),
         }
     }
 }
 
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match &self.kind {
-            Kind::Inner { .. } => "inner",
-            Kind::Refusal { .. } => "refusal",
+        let contents = match &self.contents {
+            Contents::Inner { .. } => "inner",
+            Contents::Refusal { .. } => "refusal",
         };
         f.debug_struct("ResponseBody")
-            .field("kind", &kind)
+            .field("contents", &contents)
             .field("counted", &self.permit.is_some())
             .finish()
     }

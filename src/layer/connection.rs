@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::client::ClientAddr;
-use super::refusal::{Asked, Refusal};
+use super::refusal::{Refusal, RequestShape};
 use crate::limiter::ConnPermit;
 
 /// The per-connection service produced by a [`ConnLimit`](crate::layer::ConnLimit) around a
@@ -120,7 +120,9 @@ where
                 request.extensions_mut().insert(ClientAddr(*peer));
                 ConnectionFuture::called(inner.call(request))
             }
-            State::Refused(refusal) => ConnectionFuture::refused(*refusal, Asked::by(&request)),
+            State::Refused(refusal) => {
+                ConnectionFuture::refused(*refusal, RequestShape::of(&request))
+            }
         }
     }
 }
@@ -157,7 +159,7 @@ pin_project! {
     #[project = ConnectionStateProj]
     enum ConnectionState<F> {
         Called { #[pin] fut: F },
-        Refused { refusal: Refusal, asked: Asked },
+        Refused { refusal: Refusal, shape: RequestShape },
     }
 }
 
@@ -168,9 +170,9 @@ impl<F> ConnectionFuture<F> {
         }
     }
 
-    fn refused(refusal: Refusal, asked: Asked) -> Self {
+    fn refused(refusal: Refusal, shape: RequestShape) -> Self {
         ConnectionFuture {
-            state: ConnectionState::Refused { refusal, asked },
+            state: ConnectionState::Refused { refusal, shape },
         }
     }
 }
@@ -185,8 +187,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             ConnectionStateProj::Called { fut } => fut.poll(cx),
-            ConnectionStateProj::Refused { refusal, asked } => {
-                Poll::Ready(Ok(refusal.response(B::from, *asked, true)))
+            ConnectionStateProj::Refused { refusal, shape } => {
+                Poll::Ready(Ok(refusal.response(B::from, *shape, true)))
             }
         }
     }

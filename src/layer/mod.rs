@@ -10,7 +10,8 @@
 //!   `request.rs`), it counts *in-flight requests* under the admission point `request_layer`.
 //!
 //! The two can never be confused: [`MakeTarget`] is a sealed trait that `http::Request` does not
-//! implement. The README's table compares the two with the listener.
+//! implement. The guide's [which admission point](crate::guide::admission_points) compares
+//! the two with the listener and sets each one up.
 //!
 //! # Connection level
 //!

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Version};
 
-use crate::reason::{told_secs, ReasonInfo, Rejected};
+use crate::reason::{coarse_secs, ReasonInfo, Rejected};
 
 /// Why a layer answers a request itself: the reason, and when the client may come back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,14 +33,14 @@ impl From<Rejected> for Refusal {
 /// What a refusal needs to know about the request it answers: its HTTP version, and whether it
 /// is a gRPC call, which gets a gRPC status instead of an HTTP error. Taken only when refusing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Asked {
+pub(crate) struct RequestShape {
     version: Version,
     grpc: Option<&'static HeaderValue>,
 }
 
-impl Asked {
-    pub(crate) fn by<B>(request: &Request<B>) -> Self {
-        Asked {
+impl RequestShape {
+    pub(crate) fn of<B>(request: &Request<B>) -> Self {
+        RequestShape {
             version: request.version(),
             grpc: grpc_content_type(request.method(), request.headers()),
         }
@@ -94,12 +94,12 @@ impl Refusal {
     pub(crate) fn response<B>(
         self,
         body: impl FnOnce(&'static str) -> B,
-        asked: Asked,
+        shape: RequestShape,
         close_connection: bool,
     ) -> Response<B> {
         let reason = self.reason;
         let mut response;
-        if let Some(content_type) = asked.grpc {
+        if let Some(content_type) = shape.grpc {
             response = Response::new(body(""));
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, content_type.clone());
@@ -114,7 +114,7 @@ impl Refusal {
             if let Some(wait) = self.retry_after {
                 headers.insert(
                     GRPC_RETRY_PUSHBACK_MS.clone(),
-                    HeaderValue::from(told_secs(wait).saturating_mul(1000)),
+                    HeaderValue::from(coarse_secs(wait).saturating_mul(1000)),
                 );
             }
         } else {
@@ -124,10 +124,10 @@ impl Refusal {
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, TEXT_PLAIN.clone());
             if let Some(wait) = self.retry_after {
-                headers.insert(RETRY_AFTER, HeaderValue::from(told_secs(wait)));
+                headers.insert(RETRY_AFTER, HeaderValue::from(coarse_secs(wait)));
             }
         }
-        if close_connection && asked.version <= Version::HTTP_11 {
+        if close_connection && shape.version <= Version::HTTP_11 {
             response.headers_mut().insert(CONNECTION, CLOSE.clone());
         }
         response
@@ -147,21 +147,25 @@ mod tests {
         Refusal::from(limiter.try_acquire(ip).unwrap_err())
     }
 
-    fn asked(content_type: Option<&'static str>, version: Version) -> Asked {
+    fn shape(content_type: Option<&'static str>, version: Version) -> RequestShape {
         asked_with(Method::POST, content_type, version)
     }
 
-    fn asked_with(method: Method, content_type: Option<&'static str>, version: Version) -> Asked {
+    fn asked_with(
+        method: Method,
+        content_type: Option<&'static str>,
+        version: Version,
+    ) -> RequestShape {
         let mut request = Request::builder().method(method).version(version);
         if let Some(content_type) = content_type {
             request = request.header(CONTENT_TYPE, content_type);
         }
-        Asked::by(&request.body(()).unwrap())
+        RequestShape::of(&request.body(()).unwrap())
     }
 
     #[test]
     fn grpc_calls_are_recognised_by_method_and_content_type() {
-        let grpc = |content_type| asked(Some(content_type), Version::HTTP_2).grpc;
+        let grpc = |content_type| shape(Some(content_type), Version::HTTP_2).grpc;
         for (content_type, answered) in [
             ("application/grpc", "application/grpc"),
             ("application/grpc+proto", "application/grpc"),
@@ -184,7 +188,7 @@ mod tests {
         ] {
             assert_eq!(grpc(other), None, "{other}");
         }
-        assert_eq!(asked(None, Version::HTTP_2).grpc, None);
+        assert_eq!(shape(None, Version::HTTP_2).grpc, None);
         // Only a POST is a gRPC call: a GET can never turn its refusal into a `200 OK`.
         let get = asked_with(Method::GET, Some("application/grpc"), Version::HTTP_11);
         assert_eq!(get.grpc, None);
@@ -200,7 +204,7 @@ mod tests {
             max_conns_total: 1,
             ..Config::default()
         });
-        let grpc = asked(Some("application/grpc"), Version::HTTP_2);
+        let grpc = shape(Some("application/grpc"), Version::HTTP_2);
         for (refusal, code) in [
             (per_client, "8"),
             (global, "14"),
@@ -227,7 +231,7 @@ mod tests {
             connect_rate: Some(crate::RateLimit::new(1, std::time::Duration::from_secs(60))),
             ..Config::default()
         });
-        let grpc = asked(Some("application/grpc"), Version::HTTP_2);
+        let grpc = shape(Some("application/grpc"), Version::HTTP_2);
         let response = refusal.response(|text| text, grpc, false);
         let pushback: u64 = response.headers()["grpc-retry-pushback-ms"]
             .to_str()
@@ -246,7 +250,7 @@ mod tests {
             max_conns_per_client: 1,
             ..Config::default()
         });
-        let response = refusal.response(|text| text, asked(None, Version::HTTP_11), true);
+        let response = refusal.response(|text| text, shape(None, Version::HTTP_11), true);
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(*response.body(), "too many requests");
         assert_eq!(response.headers()[CONNECTION], "close");

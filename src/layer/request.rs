@@ -15,7 +15,7 @@ use tower_service::Service;
 use super::body::ResponseBody;
 use super::client::{client_of, peer_of, ClientIp, RequestClient};
 use super::conn_limit_layer::ConnLimit;
-use super::refusal::{Asked, Refusal};
+use super::refusal::{Refusal, RequestShape};
 use super::CLIENT_UNIDENTIFIED;
 use crate::client_ip::Unidentified;
 use crate::limiter::Kind;
@@ -53,7 +53,7 @@ where
     let Some(peer) = peer_of(request.extensions()) else {
         refuse_without_address(checkpoint, Kind::Request, FIX);
         let refusal = Refusal::new(&NO_CLIENT_ADDRESS, None);
-        return ResponseFuture::refused(refusal, Asked::by(&request));
+        return ResponseFuture::refused(refusal, RequestShape::of(&request));
     };
     let RequestClient { ip, unidentified } =
         client_of(checkpoint.limiter(), peer.ip(), request.headers());
@@ -63,7 +63,7 @@ where
         if refuse {
             checkpoint.refuse(Kind::Request, &CLIENT_UNIDENTIFIED, Some(ip));
             let refusal = Refusal::new(&CLIENT_UNIDENTIFIED, None);
-            return ResponseFuture::refused(refusal, Asked::by(&request));
+            return ResponseFuture::refused(refusal, RequestShape::of(&request));
         }
     }
     let admitted =
@@ -73,7 +73,9 @@ where
             request.extensions_mut().insert(ClientIp(ip));
             ResponseFuture::called(inner.call(request), Some(permit))
         }
-        Err(rejected) => ResponseFuture::refused(Refusal::from(rejected), Asked::by(&request)),
+        Err(rejected) => {
+            ResponseFuture::refused(Refusal::from(rejected), RequestShape::of(&request))
+        }
     }
 }
 
@@ -96,7 +98,7 @@ pin_project! {
     #[project = ResponseStateProj]
     enum ResponseState<F> {
         Called { #[pin] fut: F, permit: Option<RequestPermit> },
-        Refused { refusal: Refusal, asked: Asked },
+        Refused { refusal: Refusal, shape: RequestShape },
     }
 }
 
@@ -107,9 +109,9 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    fn refused(refusal: Refusal, asked: Asked) -> Self {
+    fn refused(refusal: Refusal, shape: RequestShape) -> Self {
         ResponseFuture {
-            state: ResponseState::Refused { refusal, asked },
+            state: ResponseState::Refused { refusal, shape },
         }
     }
 }
@@ -131,8 +133,8 @@ where
                 )
             }
             // The connection stays open for the client's other requests.
-            ResponseStateProj::Refused { refusal, asked } => {
-                Poll::Ready(Ok(refusal.response(ResponseBody::from, *asked, false)))
+            ResponseStateProj::Refused { refusal, shape } => {
+                Poll::Ready(Ok(refusal.response(ResponseBody::from, *shape, false)))
             }
         }
     }

@@ -10,7 +10,7 @@ use dashmap::mapref::entry::Entry as MapSlot;
 
 use super::entry::{Entry, Record};
 use super::gate::{Denial, Event, Notes, Route};
-use super::permit::Slot;
+use super::permit::Release;
 use super::{stripes, Kind, Limiter, PointId};
 use crate::cidr_table::Overlap;
 use crate::key::ClientKey;
@@ -18,7 +18,7 @@ use crate::limits::Limits;
 use crate::reason::{RejectReason, Rejected};
 
 /// A decision's admission: the client's entry, and whether the connection went into the global
-/// count. Made into a [`Slot`] at once, which releases it.
+/// count. Made into a [`Release`] at once, which releases it.
 struct Admitted {
     entry: Arc<Entry>,
     in_total: bool,
@@ -38,7 +38,7 @@ impl Limiter {
         kind: Kind,
         route: Option<Route<'_>>,
         point: PointId,
-    ) -> Result<Slot, Rejected> {
+    ) -> Result<Release, Rejected> {
         // The common case, on the hot settings alone (`hot.rs`) and with no lock but the map
         // shard's read lock: no rate rule or global cap in force, and a client with an entry, a
         // limit worked out under the config in force, no exempt address and no ban. One
@@ -60,7 +60,7 @@ impl Limiter {
                             let reason = kind.client_limit_reason();
                             return Err(self.refuse_decided(kind, point, &key, reason, None));
                         }
-                        let slot = Slot::new(Arc::clone(entry), kind, point, false);
+                        let slot = Release::new(Arc::clone(entry), kind, point, false);
                         drop(record);
                         self.count_admitted(&key, kind, point);
                         return Ok(slot);
@@ -80,7 +80,7 @@ impl Limiter {
         kind: Kind,
         route: Option<Route<'_>>,
         point: PointId,
-    ) -> Result<Slot, Rejected> {
+    ) -> Result<Release, Rejected> {
         let installed = self.shared.config.load();
         let limits = &installed.limits;
         let mut key = limits.key(ip);
@@ -91,7 +91,7 @@ impl Limiter {
         match verdict {
             Ok(Admitted { entry, in_total }) => {
                 // Made first, so that nothing after it can leave a count behind.
-                let slot = Slot::new(entry, kind, point, in_total);
+                let slot = Release::new(entry, kind, point, in_total);
                 self.count_admitted(&key, kind, point);
                 Ok(slot)
             }
@@ -102,7 +102,7 @@ impl Limiter {
     /// Counts and logs an admission at `point`, once its slot is made.
     #[inline]
     fn count_admitted(&self, key: &ClientKey, kind: Kind, point: PointId) {
-        let counters = self.shared.home.points.get(point);
+        let counters = self.shared.tallies.points.get(point);
         let sample = stripes::up(&counters.mine().admitted[kind as usize]);
         self.admitted(key, kind, counters, sample);
     }
@@ -120,15 +120,15 @@ impl Limiter {
         // The shard's read lock is held while `record` lives: no await, no second map call.
         let record = self.shared.clients.get(key)?;
         let entry = record.key().entry();
-        let facts = entry.facts(limits);
-        if facts.exempt != Overlap::None {
+        let own = entry.own_limits(limits);
+        if own.exempt != Overlap::None {
             return None;
         }
         let decision = Decision {
             entry,
-            limit: facts.limit,
+            limit: own.limit,
             exempt: false,
-            proxy: facts.proxy,
+            proxy: own.proxy,
             limits,
             kind,
         };
@@ -159,8 +159,8 @@ impl Limiter {
             // The shard's read lock is held only inside this block.
             if let Some(record) = shared.clients.get(key) {
                 let entry = record.key().entry();
-                let facts = entry.facts(limits);
-                let exempt = match facts.exempt {
+                let own = entry.own_limits(limits);
+                let exempt = match own.exempt {
                     Overlap::None => false,
                     Overlap::Fully => true,
                     Overlap::Partly => limits.is_exempt(ip),
@@ -172,9 +172,9 @@ impl Limiter {
                 }
                 let decision = Decision {
                     entry,
-                    limit: facts.limit,
+                    limit: own.limit,
                     exempt,
-                    proxy: facts.proxy,
+                    proxy: own.proxy,
                     limits,
                     kind,
                 };
@@ -267,7 +267,7 @@ impl Limiter {
             leave(self);
             return Inserted::TableFull;
         }
-        let entry = Arc::new(Entry::new(key, network_prefix, Arc::clone(&shared.home)));
+        let entry = Arc::new(Entry::new(key, network_prefix, Arc::clone(&shared.tallies)));
         match shared.clients.entry(Record(Arc::clone(&entry))) {
             MapSlot::Vacant(vacant) => {
                 // On the roster before anyone can find it in the map, and so before anyone can
@@ -423,7 +423,7 @@ impl Decision<'_> {
             } else {
                 self.limits.max_conns_total
             };
-            if !reserve(&entry.home.total, cap) {
+            if !reserve(&entry.tallies.total, cap) {
                 entry.uncount(kind, true);
                 return Err((RejectReason::TotalConnections, None));
             }

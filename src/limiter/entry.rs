@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::gate::Gate;
-use super::{Home, Kind};
+use super::{Kind, Tallies};
 use crate::cidr_table::Overlap;
 use crate::key::ClientKey;
 use crate::limits::Limits;
@@ -41,17 +41,17 @@ pub(super) struct Entry {
     /// whether the client may be banned ([`BANNED`]), so that a decision knows without the
     /// lock whether it must look. One word, so that all three change together.
     connections: AtomicU64,
-    /// What this client's limits are under the config of one generation: see [`Facts`].
-    facts: AtomicU64,
+    /// What this client's limits are under the config of one generation: see [`ClientLimits`].
+    own_limits: AtomicU64,
     /// Where the permits count their releases.
-    pub(super) home: Arc<Home>,
+    pub(super) tallies: Arc<Tallies>,
     gate: Mutex<Gate>,
 }
 
 /// What a client's limits are under one config: worked out once per config from its lists of
 /// networks, then read from the entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Facts {
+pub(super) struct ClientLimits {
     /// The per-client connection limit (0: unlimited).
     pub(super) limit: usize,
     /// Whether the client's addresses are exempt: none, some or all of them.
@@ -61,7 +61,7 @@ pub(super) struct Facts {
     pub(super) proxy: bool,
 }
 
-/// The most a limit held in [`Facts`] can say; larger limits are held as this one, more
+/// The most a limit held in [`ClientLimits`] can say; larger limits are held as this one, more
 /// connections than a client can hold.
 const LIMIT_BITS: u32 = 29;
 const LIMIT_MAX: u64 = (1 << LIMIT_BITS) - 1;
@@ -70,7 +70,7 @@ const PROXY: u64 = 1 << LIMIT_BITS;
 /// Where the overlap starts.
 const OVERLAP_SHIFT: u32 = LIMIT_BITS + 1;
 
-impl Facts {
+impl ClientLimits {
     /// `self`, for the config of `generation`, in one word: the generation's low 32 bits, the
     /// overlap, the proxy bit, the limit.
     fn pack(self, generation: u64) -> u64 {
@@ -84,13 +84,13 @@ impl Facts {
         ((generation & u64::from(u32::MAX)) << 32) | (overlap << OVERLAP_SHIFT) | proxy | limit
     }
 
-    /// The facts packed for `generation`, if `word` holds that generation's.
+    /// The limits packed for `generation`, if `word` holds that generation's.
     #[inline]
-    fn unpack(word: u64, generation: u64) -> Option<Facts> {
+    fn unpack(word: u64, generation: u64) -> Option<ClientLimits> {
         // The common case in one comparison: this generation's, no address exempt, no proxy.
         let current = (generation & u64::from(u32::MAX)) << 32;
         if word >> LIMIT_BITS == current >> LIMIT_BITS {
-            return Some(Facts {
+            return Some(ClientLimits {
                 limit: (word & LIMIT_MAX) as usize,
                 exempt: Overlap::None,
                 proxy: false,
@@ -104,7 +104,7 @@ impl Facts {
             1 => Overlap::Partly,
             _ => Overlap::Fully,
         };
-        Some(Facts {
+        Some(ClientLimits {
             limit: (word & LIMIT_MAX) as usize,
             exempt,
             proxy: word & PROXY != 0,
@@ -121,41 +121,41 @@ const UNCOUNTED: u64 = !OPEN & !BANNED;
 const BANNED: u64 = 1 << 63;
 
 impl Entry {
-    pub(super) fn new(key: ClientKey, network_prefix: u8, home: Arc<Home>) -> Self {
+    pub(super) fn new(key: ClientKey, network_prefix: u8, tallies: Arc<Tallies>) -> Self {
         Entry {
             key,
             network_prefix,
             requests: AtomicU32::new(0),
             slot: AtomicU32::new(u32::MAX),
             connections: AtomicU64::new(0),
-            facts: AtomicU64::new(0),
-            home,
+            own_limits: AtomicU64::new(0),
+            tallies,
             gate: Mutex::new(Gate::default()),
         }
     }
 
     /// The client's limits under `limits`, worked out on the first decision under a config.
     #[inline]
-    pub(super) fn facts(&self, limits: &Limits) -> Facts {
+    pub(super) fn own_limits(&self, limits: &Limits) -> ClientLimits {
         let generation = limits.lookups.generation;
-        match Facts::unpack(self.facts.load(Ordering::Relaxed), generation) {
-            Some(facts) => facts,
-            None => self.work_out_facts(limits),
+        match ClientLimits::unpack(self.own_limits.load(Ordering::Relaxed), generation) {
+            Some(own) => own,
+            None => self.work_out_own_limits(limits),
         }
     }
 
     /// Works out the client's limits under `limits`, and keeps them for the next decisions.
     #[cold]
     #[inline(never)]
-    fn work_out_facts(&self, limits: &Limits) -> Facts {
-        let facts = Facts {
+    fn work_out_own_limits(&self, limits: &Limits) -> ClientLimits {
+        let own = ClientLimits {
             limit: limits.conn_limit_for(self.key.network()),
             exempt: limits.exempt_overlap(self.key),
             proxy: limits.is_trusted_proxy_key(self.key),
         };
-        let packed = facts.pack(limits.lookups.generation);
-        self.facts.store(packed, Ordering::Relaxed);
-        facts
+        let packed = own.pack(limits.lookups.generation);
+        self.own_limits.store(packed, Ordering::Relaxed);
+        own
     }
 
     /// The client's connection limit, when its entry worked it out under the config of
@@ -163,9 +163,8 @@ impl Entry {
     /// banned: the common case, which a decision takes without the client's lock.
     #[inline]
     pub(super) fn plain_limit(&self, generation: u64) -> Option<usize> {
-        let facts = Facts::unpack(self.facts.load(Ordering::Relaxed), generation)?;
-        (facts.exempt == Overlap::None && !facts.proxy && !self.may_be_banned())
-            .then_some(facts.limit)
+        let own = ClientLimits::unpack(self.own_limits.load(Ordering::Relaxed), generation)?;
+        (own.exempt == Overlap::None && !own.proxy && !self.may_be_banned()).then_some(own.limit)
     }
 
     /// Counts one more `kind` if the client has fewer than `limit` (0: no limit). A connection
@@ -316,31 +315,31 @@ mod tests {
 
     fn entry() -> Entry {
         let key = ClientKey::new("192.0.2.1".parse().unwrap(), 32, 64);
-        Entry::new(key, 0, Arc::new(Home::new()))
+        Entry::new(key, 0, Arc::new(Tallies::new()))
     }
 
     #[test]
     fn facts_are_kept_per_generation() {
         for proxy in [false, true] {
             for exempt in [Overlap::None, Overlap::Partly, Overlap::Fully] {
-                let facts = Facts {
+                let own = ClientLimits {
                     limit: 7,
                     exempt,
                     proxy,
                 };
-                let word = facts.pack(5);
-                assert_eq!(Facts::unpack(word, 5), Some(facts));
-                assert_eq!(Facts::unpack(word, 6), None);
+                let word = own.pack(5);
+                assert_eq!(ClientLimits::unpack(word, 5), Some(own));
+                assert_eq!(ClientLimits::unpack(word, 6), None);
             }
         }
-        assert_eq!(Facts::unpack(0, 1), None, "a new entry has none");
-        let huge = Facts {
+        assert_eq!(ClientLimits::unpack(0, 1), None, "a new entry has none");
+        let huge = ClientLimits {
             limit: usize::MAX,
             exempt: Overlap::Fully,
             proxy: false,
         };
         assert_eq!(
-            Facts::unpack(huge.pack(1), 1).unwrap().limit,
+            ClientLimits::unpack(huge.pack(1), 1).unwrap().limit,
             LIMIT_MAX as usize
         );
     }

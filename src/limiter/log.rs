@@ -27,7 +27,7 @@ impl Limiter {
         client: Option<&ClientKey>,
     ) {
         let shared = &*self.shared;
-        let counters = shared.home.points.get(point);
+        let counters = shared.tallies.points.get(point);
         let previous = stripes::up(&counters.mine().refused[index]);
         // One load when nobody listens at debug level; the event itself is out of line.
         if tracing::level_enabled!(tracing::Level::DEBUG) {
@@ -130,7 +130,7 @@ impl Limiter {
     /// Every refusal counted so far, at every point: for the summary windows, once per window.
     fn total_refused(&self) -> u64 {
         self.shared
-            .home
+            .tallies
             .points
             .iter()
             .flat_map(|point| point.stripes())

@@ -179,7 +179,7 @@ struct Shared {
     networks: DashMap<ClientKey, u32, ClientHasher>,
     clock: Box<dyn Clock>,
     /// What the entries and their permits count into.
-    home: Arc<Home>,
+    tallies: Arc<Tallies>,
     /// Entries in `clients`, kept exactly (a reservation precedes every insert), so that
     /// `max_tracked_clients` is never passed and `stats()` need not lock every shard.
     tracked: Padded<AtomicUsize>,
@@ -207,7 +207,7 @@ struct NetworkBan {
 
 /// What a client's entry, and each permit through it, reaches without the map: the admission
 /// points' counters and the global count of open connections.
-struct Home {
+struct Tallies {
     points: Points,
     /// Open connections in the global count: those admitted while a global cap is in force (or
     /// being put in force), so the cap is never passed. Without a cap, admissions leave it
@@ -215,9 +215,9 @@ struct Home {
     total: Padded<AtomicUsize>,
 }
 
-impl Home {
+impl Tallies {
     fn new() -> Self {
-        Home {
+        Tallies {
             points: Points::new(),
             total: Padded(AtomicUsize::new(0)),
         }
@@ -260,6 +260,7 @@ struct Counters {
     evictions: AtomicU64,
     unidentified: AtomicU64,
     /// Paces the log line about unidentified requests.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     unidentified_logged: log::Every,
 }
 
@@ -274,7 +275,7 @@ impl Limiter {
             roster: roster::Roster::new(),
             networks: DashMap::with_hasher(ClientHasher::default()),
             clock: Box::new(clock),
-            home: Arc::new(Home::new()),
+            tallies: Arc::new(Tallies::new()),
             tracked: Padded(AtomicUsize::new(0)),
             counters: Counters::default(),
             summary: Summary::new(),
@@ -323,7 +324,7 @@ impl Limiter {
         for record in shared.clients.iter_mut() {
             let absorbed = record.key().entry().absorb();
             shared
-                .home
+                .tallies
                 .total
                 .fetch_add(absorbed as usize, Ordering::Relaxed);
         }
@@ -350,7 +351,7 @@ impl Limiter {
     /// Checks, in order: a ban, `connect_rate`, the per-client limit (`max_conns_per_client`,
     /// or the longest matching override), then the global cap (`max_conns_total`). Exempt
     /// clients are counted but never refused. Concurrent calls never admit past a limit.
-    /// Counted under the admission point [`AdmissionPoint::DIRECT`].
+    /// Counted under the admission point `direct` in [`Stats`](crate::Stats).
     ///
     /// [`TrackedIo`]: crate::TrackedIo
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnPermit, Rejected> {

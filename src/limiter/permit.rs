@@ -11,7 +11,7 @@ use crate::key::ClientKey;
 /// The release half shared by both permit types: gives its unit back exactly once, on drop. It
 /// holds the client's entry, not the limiter, so that a permit costs no write to a line every
 /// thread shares.
-pub(super) struct Slot {
+pub(super) struct Release {
     entry: Arc<Entry>,
     kind: Kind,
     point: PointId,
@@ -19,11 +19,11 @@ pub(super) struct Slot {
     in_total: bool,
 }
 
-impl Slot {
+impl Release {
     /// The release of one `kind` counted on `entry` at `point`.
     #[inline]
     pub(super) fn new(entry: Arc<Entry>, kind: Kind, point: PointId, in_total: bool) -> Self {
-        Slot {
+        Release {
             entry,
             kind,
             point,
@@ -32,7 +32,7 @@ impl Slot {
     }
 }
 
-impl Drop for Slot {
+impl Drop for Release {
     #[inline]
     fn drop(&mut self) {
         release(&self.entry, self.kind, self.point, self.in_total);
@@ -46,11 +46,11 @@ impl Drop for Slot {
 /// with [`std::mem::forget`].
 #[must_use = "the connection is released as soon as the permit is dropped"]
 pub struct ConnPermit {
-    slot: Slot,
+    slot: Release,
 }
 
 impl ConnPermit {
-    pub(super) fn new(slot: Slot) -> Self {
+    pub(super) fn new(slot: Release) -> Self {
         debug_assert_eq!(slot.kind, Kind::Connection);
         ConnPermit { slot }
     }
@@ -74,7 +74,7 @@ impl ConnPermit {
         let slot = &self.slot;
         let entry = &slot.entry;
         entry
-            .home
+            .tallies
             .points
             .count_closed(slot.point, reason, &entry.key);
     }
@@ -106,7 +106,7 @@ impl CloseCounter {
     pub(crate) fn count(&self, reason: &'static str) {
         let entry = &self.entry;
         entry
-            .home
+            .tallies
             .points
             .count_closed(self.point, reason, &entry.key);
     }
@@ -132,11 +132,11 @@ impl fmt::Debug for ConnPermit {
 /// A counted in-flight request. Dropping it releases the count exactly once.
 #[must_use = "the request is released as soon as the permit is dropped"]
 pub struct RequestPermit {
-    slot: Slot,
+    slot: Release,
 }
 
 impl RequestPermit {
-    pub(super) fn new(slot: Slot) -> Self {
+    pub(super) fn new(slot: Release) -> Self {
         debug_assert_eq!(slot.kind, Kind::Request);
         RequestPermit { slot }
     }

@@ -57,6 +57,7 @@ impl AdmissionPoint {
     }
 
     /// A point named `name` that admits requests.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) const fn requests(name: &'static str) -> Self {
         AdmissionPoint {
             connections: false,
@@ -136,7 +137,7 @@ impl Checkpoint {
 
     /// The admission point everything here is counted under.
     pub(crate) fn point(&self) -> &'static AdmissionPoint {
-        self.limiter.shared.home.points.get(self.point).point
+        self.limiter.shared.tallies.points.get(self.point).point
     }
 
     /// [`Limiter::try_acquire`], counted under this point.
@@ -154,6 +155,7 @@ impl Checkpoint {
     /// # Panics
     ///
     /// When the point does not [admit requests](AdmissionPoint::counts_requests).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn try_acquire_request_to(
         &self,
         ip: IpAddr,
@@ -200,6 +202,7 @@ impl Checkpoint {
     /// (`refused`, or counted under the proxy's own address), and logs it at warn, at most once
     /// every 10 seconds for the limiter: a request the layer cannot attribute is never waved
     /// through, and an operator must hear of it.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn note_unidentified(&self, proxy: IpAddr, refused: bool) {
         let counters = &self.limiter.shared.counters;
         let count = counters.unidentified.fetch_add(1, Ordering::Relaxed) + 1;
@@ -241,7 +244,7 @@ impl Checkpoint {
         let key = client.map(|ip| self.limiter.key_for(ip));
         self.limiter
             .refused(kind, self.point, index, reason, key.as_ref());
-        let counters = self.limiter.shared.home.points.get(self.point);
+        let counters = self.limiter.shared.tallies.points.get(self.point);
         !counters.seen[index].swap(true, Ordering::Relaxed)
     }
 }
@@ -266,7 +269,7 @@ impl Limiter {
     pub(crate) fn checkpoint(&self, point: &'static AdmissionPoint) -> Checkpoint {
         Checkpoint {
             limiter: self.clone(),
-            point: self.shared.home.points.register(point),
+            point: self.shared.tallies.points.register(point),
         }
     }
 }
@@ -479,7 +482,7 @@ mod tests {
         let second = limiter.checkpoint(&A);
         assert_eq!(first.point, second.point);
         assert_ne!(first.point, DIRECT);
-        assert_eq!(limiter.shared.home.points.iter().count(), 2);
+        assert_eq!(limiter.shared.tallies.points.iter().count(), 2);
         let caught = std::panic::catch_unwind(|| limiter.checkpoint(&A_AGAIN));
         assert!(caught.is_err(), "a different point of the same name");
     }

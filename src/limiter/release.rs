@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 /// only the client's entry and this thread's stripe of the point's counters: never the map.
 #[inline]
 pub(super) fn release(entry: &Entry, kind: Kind, point: PointId, in_total: bool) {
-    let home = &entry.home;
+    let home = &entry.tallies;
     stripes::up(&home.points.get(point).mine().released[kind as usize]);
     if entry.uncount(kind, in_total) {
         home.total.fetch_sub(1, Ordering::Relaxed);

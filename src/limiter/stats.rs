@@ -31,7 +31,7 @@ pub struct Stats {
     pub rejected: ByReason,
     /// Admitted connections the crate cut early, by cause: the listener's deadlines
     /// (`handshake_timeout`, `idle_timeout`, `min_receive_rate`) and the header timeout of
-    /// [`serve::Serve`](crate::serve) (`header_timeout`). A connection refused before it was
+    /// `serve::Serve` (`header_timeout`). A connection refused before it was
     /// admitted (a late PROXY header: `proxy_header_timeout`) is in `rejected` instead.
     pub closed: ByReason,
     /// Requests a trusted proxy sent without naming a usable client (no header, too few
@@ -321,7 +321,7 @@ impl Limiter {
             ..Stats::default()
         };
         // Every total is a sum of what was read, so the totals agree with the points.
-        for counters in shared.home.points.iter() {
+        for counters in shared.tallies.points.iter() {
             let (point, [connections, requests]) = PointStats::read(counters);
             stats.admitted_connections += connections;
             stats.open_connections += point.open_connections;

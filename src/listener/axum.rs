@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use axum::serve::TapIo;
 
-use super::{ConnLimitListener, Listener, RejectableIo, TrackedIo};
+use super::{Accept, ConnLimitListener, RejectableIo, TrackedIo};
 use crate::peer::PeerAddr;
 
 /// [`ConnLimitListener`] ready for `axum::serve` with `ConnectInfo`; see
 /// [`ConnLimitListener::for_axum`].
-pub type AxumListener<L> = TapIo<ConnLimitListener<L>, fn(&mut TrackedIo<<L as Listener>::Io>)>;
+pub type AxumListener<L> = TapIo<ConnLimitListener<L>, fn(&mut TrackedIo<<L as Accept>::Io>)>;
 
 /// How long accepting pauses after an error that is not one connection's own (out of file
 /// descriptors, say), as axum's own listeners do.
@@ -19,21 +19,21 @@ const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 impl<L> axum::serve::Listener for ConnLimitListener<L>
 where
-    L: Listener,
+    L: Accept,
     L::Io: RejectableIo,
     L::Addr: PeerAddr,
 {
     type Io = TrackedIo<L::Io>;
     type Addr = SocketAddr;
 
-    /// Accepts the next connection under the limits ([`Listener::accept`]). Like every axum
+    /// Accepts the next connection under the limits ([`Accept::accept`]). Like every axum
     /// listener, it never fails: an error of one connection is skipped, any other is logged and
     /// accepting pauses a second, as axum's `TcpListener` does. The address is the client's
     /// (with [`ProxyProtocol::Required`](super::ProxyProtocol::Required), the one the PROXY
     /// header names).
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match Listener::accept(self).await {
+            match Accept::accept(self).await {
                 Ok(accepted) => return accepted,
                 Err(err) if is_connection_error(&err) => {}
                 Err(err) => {
@@ -45,7 +45,7 @@ where
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Listener::local_addr(self)
+        Accept::local_addr(self)
     }
 }
 
@@ -61,7 +61,7 @@ fn is_connection_error(err: &io::Error) -> bool {
 
 impl<L> ConnLimitListener<L>
 where
-    L: Listener,
+    L: Accept,
     L::Io: RejectableIo,
     L::Addr: PeerAddr,
 {

@@ -9,12 +9,12 @@ use std::task::{ready, Context, Poll};
 use futures_core::{Stream, TryStream};
 
 use super::accept::{Accepted, Outcome};
-use super::{ConnLimitListener, Listener, RejectableIo, TrackedIo};
+use super::{Accept, ConnLimitListener, RejectableIo, TrackedIo};
 use crate::limiter::Limiter;
 use crate::peer::PeerAddr;
 
 /// A stream of accepted connections (tonic's `TcpIncoming`, or any
-/// `Stream<Item = Result<IO, E>>`) as a [`Listener`]: see [`ConnLimitListener::from_stream`].
+/// `Stream<Item = Result<IO, E>>`) as an [`Accept`] listener: see [`ConnLimitListener::from_stream`].
 pub struct Incoming<S> {
     stream: Pin<Box<S>>,
 }
@@ -62,7 +62,7 @@ impl<S> std::fmt::Debug for Incoming<S> {
 
 /// A stream as a listener: each item is a connection, the peer its IO's [`PeerAddr`]. A stream
 /// that has ended makes `accept` fail with [`io::ErrorKind::UnexpectedEof`], every time.
-impl<S> Listener for Incoming<S>
+impl<S> Accept for Incoming<S>
 where
     S: TryStream + Send + 'static,
     S::Ok: RejectableIo + PeerAddr,

@@ -8,43 +8,19 @@
 //! TLS, raw TCP), keeps upgraded connections counted, and spends nothing on a refused peer. Its
 //! counts are those of the admission point `listener` in [`Stats`](crate::Stats).
 //!
-//! It comes in three forms, which share one accept path (`accept.rs`):
+//! It wraps anything that implements [`Accept`], the crate's listener trait, and is itself one,
+//! so the one accept path (`accept.rs`) serves every form:
 //!
-//! - around tokio's `TcpListener`, [`ConnLimitListener::accept`], for a plain accept loop;
-//! - around any axum `Listener` (feature `axum`), itself an axum `Listener` for
-//!   `axum::serve`, with [`ConnLimitListener::for_axum`] for `ConnectInfo`;
-//! - around a stream of connections ([`ConnLimitListener::from_stream`]: tonic's
+//! - around tokio's `TcpListener` or `UnixListener`, or a listener of yours:
+//!   [`ConnLimitListener::accept`] in a plain accept loop (below), `serve::Serve` (feature
+//!   `serve`), or any server written over [`Accept`];
+//! - as an axum `Listener` (feature `axum`) for `axum::serve`, with `for_axum()` for
+//!   `ConnectInfo<SocketAddr>` (an `AxumListener`);
+//! - around a stream of accepted connections ([`ConnLimitListener::from_stream`]: tonic's
 //!   `TcpIncoming`, say), itself such a stream, for `serve_with_incoming`.
 //!
-//! # With `axum::serve`
-//!
-//! ```no_run
-//! use std::net::SocketAddr;
-//! use axum::{extract::ConnectInfo, routing::get, Router};
-//! use tower_connlimit::{Config, ConnLimitListener, Limiter};
-//!
-//! # async fn run() -> std::io::Result<()> {
-//! let limiter = Limiter::new(Config { max_conns_per_client: 10, ..Config::default() });
-//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! let app = Router::new().route(
-//!     "/",
-//!     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { format!("hello {peer}") }),
-//! );
-//! axum::serve(
-//!     ConnLimitListener::new(tcp, limiter).for_axum(),
-//!     app.into_make_service_with_connect_info::<SocketAddr>(),
-//! )
-//! .await
-//! # }
-//! ```
-//!
-//! `for_axum()` is what makes `ConnectInfo<SocketAddr>` work: axum implements its `Connected`
-//! trait only for `TcpListener` and its own `TapIo` wrapper, and Rust's orphan rule lets no other
-//! crate add one for `SocketAddr`, so `for_axum()` wraps the listener in a no-op `TapIo`.
-//! Without connection info, `axum::serve(ConnLimitListener::new(tcp, limiter), app)` works as
-//! well. Put TLS *on top of* this listener, so that a refused peer never gets a handshake.
-//!
-//! # With a plain tokio accept loop
+//! The guide's [which admission point](crate::guide::admission_points) sets each one up and
+//! compares this point with the layers.
 //!
 //! ```no_run
 //! use tower_connlimit::{Config, ConnLimitListener, Limiter};
@@ -64,6 +40,16 @@
 //! }
 //! # }
 //! ```
+//!
+//! With `axum::serve`, `for_axum()` is what makes `ConnectInfo<SocketAddr>` work: axum
+//! implements its `Connected` trait only for `TcpListener` and its own `TapIo` wrapper, and
+//! Rust's orphan rule lets no other crate add one for `SocketAddr`, so `for_axum()` wraps the
+//! listener in a no-op `TapIo`. Without connection info, `axum::serve(ConnLimitListener::new(tcp,
+//! limiter), app)` works as well.
+//!
+//! Put TLS *on top of* this listener, as a listener of your own around it (`examples/tls.rs`),
+//! so that a refused peer never gets a handshake. A Unix socket's peer has no IP address: it is
+//! counted as `127.0.0.1` (see [`PeerAddr`]).
 //!
 //! # Refusing
 //!
@@ -96,6 +82,10 @@
 //! sockets can stay established with nobody behind them, and the limiter rightly counts them
 //! until something closes them.
 //!
+//! The deadlines cover a connection's first phase and its idle spells; the guide's
+//! [slow clients](crate::guide::the_gate#slow-clients) says how to choose them, and how
+//! `serve::Serve` bounds every request's headers after the first.
+//!
 //! # The PROXY protocol
 //!
 //! Behind HAProxy, an AWS NLB or Envoy, every connection comes from the balancer. With
@@ -108,21 +98,22 @@
 //! it is believed: its declared length must be exactly what follows its fixed part, its
 //! family's address block must fit in it, the rest must be whole TLVs, and a CRC32c TLV must
 //! match; one that does not is malformed (`proxy_header_invalid`). Headers are read in tasks of
-//! their own, at most
-//! [`max_pending_proxy_headers`](ConnLimitListener::max_pending_proxy_headers) at once, so a
-//! slow proxy connection never stalls accepting.
+//! their own, at most `max_pending_proxy_headers` (a builder method, 1024 by default) at once,
+//! so a slow proxy connection never stalls accepting. The guide's
+//! [behind proxies](crate::guide::behind_proxies) puts this together with client address
+//! headers and trusted proxies.
 //!
 //! [`Stats::closed`]: crate::Stats::closed
 //! [`Stats::rejected`]: crate::Stats::rejected
 
 mod accept;
+mod accept_trait;
 #[cfg(feature = "axum")]
 mod axum;
 mod deadlines;
 #[cfg(feature = "proxy-protocol")]
 mod header_reads;
 mod incoming;
-mod listen;
 // `pub(crate)` for the `__fuzz` entry points in lib.rs.
 #[cfg(feature = "proxy-protocol")]
 pub(crate) mod proxy_protocol;
@@ -136,13 +127,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use self::accept::{AcceptPath, Outcome};
+pub use self::accept_trait::Accept;
 #[cfg(feature = "axum")]
 pub use self::axum::AxumListener;
 pub use self::deadlines::MinReceiveRate;
 #[cfg(feature = "serve")]
 pub(crate) use self::deadlines::HEADER_TIMEOUT;
 pub use self::incoming::Incoming;
-pub use self::listen::Listener;
 pub use self::reject::{RejectAction, RejectableIo};
 pub(crate) use self::settings::ListenerSettings;
 pub use self::settings::{ListenerConfig, ProxyProtocol};
@@ -174,7 +165,7 @@ pin_project_lite::pin_project! {
     /// The wrapper owns the inner listener, or the inner stream of accepted connections; the
     /// limiter is shared, so the same limits and counts can also be enforced by layers elsewhere
     /// in the server.
-    pub struct ConnLimitListener<L: Listener> {
+    pub struct ConnLimitListener<L: Accept> {
         #[pin]
         inner: L,
         path: AcceptPath<L::Io>,
@@ -183,7 +174,7 @@ pin_project_lite::pin_project! {
 
 impl<L> ConnLimitListener<L>
 where
-    L: Listener,
+    L: Accept,
     L::Io: RejectableIo,
 {
     /// Wraps `inner`, admitting its connections through `limiter`.
@@ -249,12 +240,12 @@ where
 
 impl<L> ConnLimitListener<L>
 where
-    L: Listener,
+    L: Accept,
     L::Io: RejectableIo,
     L::Addr: PeerAddr,
 {
     /// Accepts the next connection that is under the limits, refusing the others as configured:
-    /// [`Listener::accept`], callable without the trait in scope. The address returned is the
+    /// [`Accept::accept`], callable without the trait in scope. The address returned is the
     /// client's: the peer's, or with [`ProxyProtocol::Required`] the one its PROXY header names.
     ///
     /// # Errors
@@ -267,7 +258,7 @@ where
     /// Cancel safe when the inner listener's `accept` is, as tokio's are: a connection is either
     /// returned or, if it was refused, already dealt with.
     pub async fn accept(&mut self) -> io::Result<(TrackedIo<L::Io>, SocketAddr)> {
-        Listener::accept(self).await
+        Accept::accept(self).await
     }
 
     /// The address the inner listener is bound to, as its peers are counted: for a Unix socket,
@@ -277,15 +268,15 @@ where
     ///
     /// The inner listener's.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Listener::local_addr(self)
+        Accept::local_addr(self)
     }
 }
 
 /// The one accept loop: every form of the listener but the stream of connections (whose
 /// `poll_next` walks the same path, `incoming.rs`) admits here.
-impl<L> Listener for ConnLimitListener<L>
+impl<L> Accept for ConnLimitListener<L>
 where
-    L: Listener,
+    L: Accept,
     L::Io: RejectableIo,
     L::Addr: PeerAddr,
 {
@@ -318,7 +309,7 @@ where
     }
 }
 
-impl<L: Listener + fmt::Debug> fmt::Debug for ConnLimitListener<L> {
+impl<L: Accept + fmt::Debug> fmt::Debug for ConnLimitListener<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnLimitListener")
             .field("inner", &self.inner)

@@ -14,15 +14,11 @@ use ppp::v2;
 use ppp::HeaderResult;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::reason::grpc::{DEADLINE_EXCEEDED, INVALID_ARGUMENT, PERMISSION_DENIED};
 use crate::reason::ReasonInfo;
 
 // The listener closes these connections without an answer; the statuses and gRPC codes are what
 // an answer would carry, for completeness of the table.
-
-/// gRPC's `INVALID_ARGUMENT`, `DEADLINE_EXCEEDED` and `PERMISSION_DENIED`.
-const INVALID_ARGUMENT: u8 = 3;
-const DEADLINE_EXCEEDED: u8 = 4;
-const PERMISSION_DENIED: u8 = 7;
 
 /// A connection refused because its peer is not one of `trusted_proxies`.
 pub(super) static PROXY_UNTRUSTED: ReasonInfo = ReasonInfo::new(

@@ -59,7 +59,7 @@ use tower_service::Service;
 use self::header_blocks::HeaderDeadline;
 use crate::layer::ClientAddr;
 use crate::limiter::ConnPermit;
-use crate::listener::{Listener, HEADER_TIMEOUT};
+use crate::listener::{Accept, HEADER_TIMEOUT};
 use crate::peer::PeerAddr;
 
 /// The defaults: nginx's `client_header_timeout` is 60 s, HAProxy's documentation suggests a
@@ -73,7 +73,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// How long accepting pauses after an accept error (out of file descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves an app from a [`Listener`] (a [`ConnLimitListener`](crate::ConnLimitListener), or TLS on top of one, or a bare
+/// Serves an app from an [`Accept`] listener (a [`ConnLimitListener`](crate::ConnLimitListener), or TLS on top of one, or a bare
 /// listener for a server with no connection limits), every request bounded: see the
 /// [module docs](self).
 #[derive(Debug)]
@@ -86,7 +86,7 @@ pub struct Serve<L, S> {
     drain_deadline: Duration,
 }
 
-impl<L: Listener, S> Serve<L, S> {
+impl<L: Accept, S> Serve<L, S> {
     /// Serves `app` (an axum `Router`, or any `Clone` tower service of `http::Request`s) on
     /// the connections `listener` accepts.
     pub fn new(listener: L, app: S) -> Self {
@@ -157,7 +157,7 @@ impl<L: Listener, S> Serve<L, S> {
 
 impl<L, S, B> Serve<L, S>
 where
-    L: Listener,
+    L: Accept,
     L::Addr: PeerAddr,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone

@@ -1,6 +1,8 @@
-//! [`Listener`]: where a server's connections come from, as one open trait that the
-//! [`ConnLimitListener`](super::ConnLimitListener) wraps and [`serve::Serve`](crate::serve)
-//! serves, in the manner of axum's `serve::Listener`.
+//! [`Accept`]: where a server's connections come from, as one open trait that the
+//! [`ConnLimitListener`](super::ConnLimitListener) wraps and `serve::Serve`
+//! serves, in the manner of axum's `serve::Listener`. It is named for what a listener does, as
+//! hyper 0.14's was, so that it never collides with axum's `Listener` in a server that uses
+//! both.
 
 use std::future::Future;
 use std::io;
@@ -10,20 +12,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::limiter::ConnPermit;
 
-/// Where a server's connections come from: tokio's `TcpListener` or `UnixListener`, a
+/// A listener: where a server's connections come from. Tokio's `TcpListener` or `UnixListener`, a
 /// [`ConnLimitListener`](super::ConnLimitListener) around one, or one of your own: TLS on top
 /// of a `ConnLimitListener`, say, so that a refused peer never gets a handshake
 /// (`examples/tls.rs`).
 ///
 /// ```
 /// use std::io;
-/// use tower_connlimit::listener::Listener;
+/// use tower_connlimit::listener::Accept;
 /// use tower_connlimit::ConnPermit;
 ///
 /// /// Every connection of `L`, logged as it is accepted.
 /// struct Logged<L>(L);
 ///
-/// impl<L: Listener> Listener for Logged<L>
+/// impl<L: Accept> Accept for Logged<L>
 /// where
 ///     L::Addr: std::fmt::Debug,
 /// {
@@ -46,7 +48,7 @@ use crate::limiter::ConnPermit;
 ///     }
 /// }
 /// ```
-pub trait Listener: Send + 'static {
+pub trait Accept: Send + 'static {
     /// The connections it accepts.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Where they come from.
@@ -57,7 +59,7 @@ pub trait Listener: Send + 'static {
     /// # Errors
     ///
     /// What accepting failed with (out of file descriptors, say); the caller decides whether
-    /// to back off and try again ([`serve::Serve`](crate::serve) pauses and goes on).
+    /// to back off and try again (`serve::Serve` pauses and goes on).
     ///
     /// # Cancel safety
     ///
@@ -73,7 +75,7 @@ pub trait Listener: Send + 'static {
     fn local_addr(&self) -> io::Result<Self::Addr>;
 
     /// The permit that counts `io`, when a limiter admitted it: how a server on top (such as
-    /// [`serve::Serve`](crate::serve), which counts the connections its header timeout cuts)
+    /// `serve::Serve`, which counts the connections its header timeout cuts)
     /// reaches it. `None` by default; a listener wrapping another passes its inner one's on.
     fn permit(io: &Self::Io) -> Option<&ConnPermit> {
         let _ = io;
@@ -81,7 +83,7 @@ pub trait Listener: Send + 'static {
     }
 }
 
-impl Listener for tokio::net::TcpListener {
+impl Accept for tokio::net::TcpListener {
     type Io = tokio::net::TcpStream;
     type Addr = SocketAddr;
 
@@ -95,7 +97,7 @@ impl Listener for tokio::net::TcpListener {
 }
 
 #[cfg(unix)]
-impl Listener for tokio::net::UnixListener {
+impl Accept for tokio::net::UnixListener {
     type Io = tokio::net::UnixStream;
     type Addr = tokio::net::unix::SocketAddr;
 
