@@ -14,6 +14,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// The Prometheus `# TYPE`.
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Gauge => "gauge",
