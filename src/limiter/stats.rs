@@ -110,7 +110,8 @@ pub struct FleetError {
 
 impl FleetError {
     /// No failure of `kind` yet.
-    pub fn new(kind: &'static str) -> Self {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn new(kind: &'static str) -> Self {
         FleetError {
             kind,
             count: 0,
