@@ -71,7 +71,10 @@ fn fleet(c: &mut Criterion) {
         .into_iter()
         .map(|(case, url)| {
             let limiter = limiter();
-            let fleet = url.map(|url| Fleet::join(&limiter, FleetConfig::new(url, case)).unwrap());
+            let fleet = url.map(|url| {
+                let joining = Fleet::join(&limiter, FleetConfig::new(url, case));
+                runtime.block_on(joining).unwrap()
+            });
             (case, limiter, fleet)
         })
         .collect();

@@ -7,7 +7,8 @@
 //!     [--handshake-timeout DURATION] [--idle-timeout DURATION] [--min-rate BYTES_PER_SEC] \
 //!     [--header-timeout DURATION] [--trusted-proxy CIDR]... [--proxy-protocol] \
 //!     [--client-ip-header forwarded|x-forwarded-for|x-real-ip] [--trusted-hops N] \
-//!     [--metrics] [--config FILE] [--admin ADDR --admin-token TOKEN] [--redis URL]
+//!     [--metrics] [--config FILE] [--admin ADDR --admin-token TOKEN]
+//!     [--redis URL | --redis-cluster URL,URL,...] [--node NAME] [--redis-ca-file FILE]
 //! cargo run --example server -- --help
 //! ```
 //!
@@ -44,6 +45,14 @@
 //! refused connection, costing more than the refusal and burying everything else, while the
 //! per-reason lines and the crate's own `warn` summary (every 10 s) say what matters.
 //! `RUST_LOG=info,tower_connlimit=debug` shows each refusal with its client.
+//!
+//! `--redis URL` (or `--redis-cluster URL,URL,...`, a Redis Cluster's seed nodes) joins a
+//! fleet (feature `redis`): bans and rates shared with every node on it. Each node needs a name
+//! of its own (`--node`, by default the host's name and the port): a name another live node
+//! holds is refused at start-up. A wrong password is refused at start-up too; a Redis that
+//! cannot be reached is not: the server starts on its local limits and joins when Redis
+//! answers. `rediss://` URLs need the `redis-tls` feature, and `--redis-ca-file` for a private
+//! CA. Passwords in URLs are never printed.
 //!
 //! `--metrics` serves Prometheus text on `/metrics`; it needs the `metrics` feature:
 //!
@@ -160,14 +169,20 @@ pub struct Args {
     ban: Option<BanPolicy>,
     /// Join a fleet through this Redis: bans and rates shared with every node on it (feature
     /// `redis`).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "redis_cluster")]
     redis: Option<String>,
-    /// This node's name in the fleet.
-    #[arg(long, default_value = "node", value_name = "NAME", requires = "redis")]
-    node: String,
+    /// Join a fleet through this Redis Cluster, given by some of its nodes (feature `redis`).
+    #[arg(long, value_name = "URL,URL,...", value_delimiter = ',')]
+    redis_cluster: Vec<String>,
+    /// This node's name in the fleet, unique in it [default: the host's name and the port].
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
     /// How often the node syncs with the fleet.
-    #[arg(long, value_parser = duration, default_value = "100ms", value_name = "DURATION", requires = "redis")]
+    #[arg(long, value_parser = duration, default_value = "100ms", value_name = "DURATION")]
     sync_interval: Duration,
+    /// A PEM file of the CA certificates to trust for `rediss://` (feature `redis-tls`).
+    #[arg(long, value_name = "FILE")]
+    redis_ca_file: Option<std::path::PathBuf>,
     /// Serve the admin API and live page on this address (feature `admin`), and take `/stats`
     /// off the public port.
     #[arg(long, value_name = "ADDR", requires = "admin_token")]
@@ -329,28 +344,59 @@ fn config_file(_path: &std::path::Path) -> Result<Config, String> {
 #[cfg(feature = "redis")]
 static FLEET: std::sync::OnceLock<tower_connlimit::fleet::Fleet> = std::sync::OnceLock::new();
 
-/// Joins the fleet at `--redis`, if given.
+/// Joins the fleet at `--redis` or `--redis-cluster`, if given.
 #[cfg(feature = "redis")]
-fn join_fleet(args: &Args, limiter: &Limiter) -> Result<(), String> {
-    let Some(url) = &args.redis else {
-        return Ok(());
+async fn join_fleet(args: &Args, limiter: &Limiter) -> Result<(), String> {
+    use tower_connlimit::fleet::{Fleet, FleetConfig};
+    let node = args.node.clone().unwrap_or_else(|| default_node(args.addr));
+    let mut config = match (&args.redis, args.redis_cluster.is_empty()) {
+        (Some(url), _) => FleetConfig::new(url, &node),
+        (None, false) => FleetConfig::cluster(args.redis_cluster.iter(), &node),
+        (None, true) => return Ok(()),
     };
-    let mut config = tower_connlimit::fleet::FleetConfig::new(url, &args.node);
     config.sync_interval = args.sync_interval;
-    let fleet = tower_connlimit::fleet::Fleet::join(limiter, config)
+    config.ca_file = args.redis_ca_file.clone();
+    // The crate logs the join, with the URLs' passwords as `***`, as in its errors.
+    let fleet = Fleet::join(limiter, config)
+        .await
         .map_err(|err| format!("--redis: {err}"))?;
-    tracing::info!(node = %args.node, redis = %url, "joined the fleet: bans and rates shared");
     let _ = FLEET.set(fleet);
     Ok(())
 }
 
+/// A node name for this host and port: `web-1-3000`.
+#[cfg(feature = "redis")]
+fn default_node(addr: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    let host = if host.is_empty() {
+        "node".to_owned()
+    } else {
+        host
+    };
+    format!("{host}-{}", addr.port())
+}
+
 #[cfg(not(feature = "redis"))]
-fn join_fleet(args: &Args, _limiter: &Limiter) -> Result<(), String> {
-    match args.redis {
-        Some(_) => Err("--redis needs the `redis` feature: rebuild with --features redis, as in\n  \
-                        cargo run --example server --features redis -- --redis redis://127.0.0.1:6379/"
-            .to_owned()),
-        None => Ok(()),
+async fn join_fleet(args: &Args, _limiter: &Limiter) -> Result<(), String> {
+    match (&args.redis, args.redis_cluster.is_empty()) {
+        (None, true) => Ok(()),
+        _ => Err(
+            "--redis needs the `redis` feature: rebuild with --features redis, as in\n  \
+                  cargo run --example server --features redis -- --redis redis://127.0.0.1:6379/"
+                .to_owned(),
+        ),
     }
 }
 
@@ -395,16 +441,29 @@ async fn serve_admin(args: &Args, _limiter: &Limiter) -> Result<(), String> {
 fn fleet_state() -> Value {
     #[cfg(feature = "redis")]
     if let Some(fleet) = FLEET.get() {
+        // The admin API (`--admin`) gives the whole status; here, what a glance needs.
         let status = fleet.status();
+        let failing: Vec<String> = status
+            .errors
+            .iter()
+            .filter(|e| e.count > 0)
+            .map(|e| {
+                format!(
+                    "{}: {} syncs, last: {}",
+                    e.kind,
+                    e.count,
+                    e.last.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
         return json!({
             "node": status.node,
             "connected": status.connected,
-            "last_sync_age_ms": status.last_sync_age.map(|age| age.as_millis() as u64),
             "syncs": status.syncs,
-            "sync_errors": status.sync_errors,
+            "failures": failing,
             "bans_published": status.bans_published,
             "bans_applied": status.bans_applied,
-            "last_error": status.last_error,
+            "duplicate_name": status.duplicate_name,
         });
     }
     Value::Null
@@ -463,7 +522,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) = join_fleet(&args, &limiter) {
+    if let Err(err) = join_fleet(&args, &limiter).await {
         eprintln!("{err}");
         return ExitCode::from(2);
     }

@@ -184,6 +184,13 @@ impl Limits {
         }
         for (i, rule) in self.path_rules.iter().enumerate() {
             rule.validate(i)?;
+            let named_before = |other: &PathRule| other.name.is_some() && other.name == rule.name;
+            if self.path_rules[..i].iter().any(named_before) {
+                return Err(ConfigError::new(
+                    format!("path_rules[{i}].name"),
+                    "another path rule has this name",
+                ));
+            }
         }
         if let Some(ban) = &self.ban {
             ban.validate()?;

@@ -65,12 +65,16 @@
 //! | `connlimit_rejected_total` | counter | `point`, `reason` | connections and requests refused |
 //! | `connlimit_closed_total` | counter | `point`, `reason` (`handshake_timeout`, `idle_timeout`, `min_receive_rate`, `header_timeout`) | admitted connections cut early, by the listener's deadlines and `serve::Serve`'s header timeout ([`Stats::closed`]) |
 //! | `connlimit_dry_run_total` | counter | — | refusals dry-run rules would have made, but let through ([`Stats::dry_run`]) |
-//! | `connlimit_bans_total` | counter | — | bans imposed, by the ban policy or [`Limiter::ban`] |
+//! | `connlimit_bans_total` | counter | — | bans this node imposed, by the ban policy, [`Limiter::ban`] or `ban_network` (not those applied from a fleet) |
 //! | `connlimit_evictions_total` | counter | — | drained clients forgotten early under `max_tracked_clients` ([`Stats::evictions`]): worth an alert when it rises |
 //! | `connlimit_unidentified_requests_total` | counter | — | requests a trusted proxy sent without naming a usable client ([`Stats::unidentified_requests`]): worth an alert when it rises |
 //! | `connlimit_fleet_connected` | gauge | — | with a fleet joined: 1 while its Redis answers, else 0 |
 //! | `connlimit_fleet_last_sync_age_seconds` | gauge | — | with a fleet joined: seconds since the last successful sync |
-//! | `connlimit_fleet_sync_errors_total` | counter | — | with a fleet joined: failed syncs |
+//! | `connlimit_fleet_sync_errors_total` | counter | — | with a fleet joined: syncs in which something failed |
+//! | `connlimit_fleet_errors_total` | counter | `reason` | with a fleet joined: syncs in which a failure of this kind happened (`connection`, `timeout`, `auth`, `oom`, `cluster`, `tls`, `other`) |
+//! | `connlimit_fleet_bans_published_total` | counter | — | with a fleet joined: bans and lifts this node published |
+//! | `connlimit_fleet_bans_applied_total` | counter | — | with a fleet joined: bans and lifts this node applied from the fleet |
+//! | `connlimit_fleet_duplicate_name` | gauge | — | with a fleet joined: 1 while another live node uses this node's name |
 //!
 //! [`METRIC_NAMES`] lists every name.
 //!

@@ -74,7 +74,7 @@ pub(crate) static DRY_RUN: Family = family(
 pub(crate) static BANS: Family = family(
     "connlimit_bans_total",
     Kind::Counter,
-    "Bans imposed, by the ban policy or the operator.",
+    "Bans this node imposed, by the ban policy or the operator (not those applied from a fleet).",
 );
 pub(crate) static EVICTIONS: Family = family(
     "connlimit_evictions_total",
@@ -99,11 +99,33 @@ pub(crate) static FLEET_LAST_SYNC_AGE: Family = family(
 pub(crate) static FLEET_SYNC_ERRORS: Family = family(
     "connlimit_fleet_sync_errors_total",
     Kind::Counter,
-    "With a fleet joined: syncs with its Redis that failed.",
+    "With a fleet joined: syncs in which something failed (see connlimit_fleet_errors_total).",
+);
+
+pub(crate) static FLEET_ERRORS: Family = family(
+    "connlimit_fleet_errors_total",
+    Kind::Counter,
+    "With a fleet joined: syncs in which a failure of this kind happened (connection, timeout, \
+     auth, oom, cluster, tls, other).",
+);
+pub(crate) static FLEET_BANS_PUBLISHED: Family = family(
+    "connlimit_fleet_bans_published_total",
+    Kind::Counter,
+    "With a fleet joined: bans and lifts this node published to the fleet.",
+);
+pub(crate) static FLEET_BANS_APPLIED: Family = family(
+    "connlimit_fleet_bans_applied_total",
+    Kind::Counter,
+    "With a fleet joined: bans and lifts this node applied from the fleet.",
+);
+pub(crate) static FLEET_DUPLICATE_NAME: Family = family(
+    "connlimit_fleet_duplicate_name",
+    Kind::Gauge,
+    "With a fleet joined: 1 while another live node uses this node's name, 0 otherwise.",
 );
 
 /// Every series, in the order the outputs write them.
-pub(crate) static FAMILIES: [&Family; 13] = [
+pub(crate) static FAMILIES: [&Family; 17] = [
     &OPEN_CONNECTIONS,
     &IN_FLIGHT_REQUESTS,
     &TRACKED_CLIENTS,
@@ -117,6 +139,10 @@ pub(crate) static FAMILIES: [&Family; 13] = [
     &FLEET_CONNECTED,
     &FLEET_LAST_SYNC_AGE,
     &FLEET_SYNC_ERRORS,
+    &FLEET_ERRORS,
+    &FLEET_BANS_PUBLISHED,
+    &FLEET_BANS_APPLIED,
+    &FLEET_DUPLICATE_NAME,
 ];
 
 /// One value of a series: its family, its labels (`point`, then `reason`, when it has them)
@@ -195,6 +221,18 @@ pub(crate) fn samples(stats: &Stats) -> Vec<Sample> {
             push(&FLEET_LAST_SYNC_AGE, None, None, age.as_secs_f64());
         }
         push(&FLEET_SYNC_ERRORS, None, None, fleet.sync_errors as f64);
+        for error in &fleet.errors {
+            push(&FLEET_ERRORS, None, Some(error.kind), error.count as f64);
+        }
+        push(
+            &FLEET_BANS_PUBLISHED,
+            None,
+            None,
+            fleet.bans_published as f64,
+        );
+        push(&FLEET_BANS_APPLIED, None, None, fleet.bans_applied as f64);
+        let duplicate = f64::from(u8::from(fleet.duplicate_name.is_some()));
+        push(&FLEET_DUPLICATE_NAME, None, None, duplicate);
     }
     samples
 }

@@ -54,8 +54,8 @@
 //! - Serve it on a listener of its own, bound to an address only operators reach: it shows
 //!   clients' addresses and the limits.
 //!
-//! With a fleet joined (feature `redis`), a client's ban or unban made here reaches every node;
-//! network bans stay on this node.
+//! With a fleet joined (feature `redis`), a ban or unban made here, of a client or a network,
+//! reaches every node with its reason.
 
 mod audit;
 mod view;

@@ -50,11 +50,32 @@ pub(super) fn stats(stats: &Stats) -> Value {
         "evictions": stats.evictions,
         "unidentified_requests": stats.unidentified_requests,
         "points": points,
-        "fleet": stats.fleet.map(|fleet| json!({
-            "connected": fleet.connected,
-            "last_sync_age_ms": fleet.last_sync_age.map(|age| age.as_millis() as u64),
-            "sync_errors": fleet.sync_errors,
-        })),
+        "fleet": stats.fleet.as_ref().map(fleet),
+    })
+}
+
+/// A fleet's status: the node, how its syncs go, its failures by kind and its bans.
+fn fleet(fleet: &crate::stats::FleetStatus) -> Value {
+    let errors: serde_json::Map<String, Value> = fleet
+        .errors
+        .iter()
+        .map(|e| {
+            (
+                e.kind.to_owned(),
+                json!({ "count": e.count, "last": e.last }),
+            )
+        })
+        .collect();
+    json!({
+        "node": fleet.node,
+        "connected": fleet.connected,
+        "last_sync_age_ms": fleet.last_sync_age.map(|age| age.as_millis() as u64),
+        "syncs": fleet.syncs,
+        "sync_errors": fleet.sync_errors,
+        "errors": errors,
+        "bans_published": fleet.bans_published,
+        "bans_applied": fleet.bans_applied,
+        "duplicate_name": fleet.duplicate_name,
     })
 }
 

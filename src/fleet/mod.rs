@@ -1,28 +1,49 @@
-//! [`Fleet`]: limiters on many nodes sharing bans and rates through Redis, never on the
-//! admission path (feature `redis`).
+//! [`Fleet`]: limiters on many nodes sharing bans and rates through Redis (or Valkey, or a
+//! Redis Cluster), never on the admission path (feature `redis`).
 //!
 //! Connection and request *concurrency* stay per node: a node's sockets and file descriptors
 //! are its own (nginx, HAProxy's `conn_cur` and go-connlimit count per node too). What is per
 //! *client* is shared:
 //!
-//! - **Bans.** A ban decided on any node (by the ban policy, or [`Limiter::ban`]) and an
-//!   [`Limiter::unban`] reach every node within one sync interval and a round trip. Each ban is a
-//!   Redis key with the ban's time left as its TTL, indexed in a sorted set by its end, so a ban
-//!   ends everywhere at once; a node that joins, or comes back after an outage, loads the bans
-//!   in force and publishes its own.
+//! - **Bans**, of clients and of networks, with their reasons. A ban decided on any node (by
+//!   the ban policy, [`Limiter::ban`] or [`Limiter::ban_network`]) and a lift reach every node
+//!   within one sync interval and a round trip. A ban ends everywhere at once (its end is
+//!   Redis's clock). A lift stays in Redis for 24 h, so a node that was away hears of it when it
+//!   is back. Only a lift or its end lifts a ban: a Redis that lost its data (`FLUSHALL`,
+//!   a restart without persistence, a failover to an empty replica) is noticed by the epoch of
+//!   each ban shard and filled again from the nodes' own bans, never read as "no bans".
 //! - **Rates.** `connect_rate`, `request_rate` and the path rules count every node's events.
 //!   Each node decides locally, from its own count plus the other nodes' as of the last sync,
-//!   and sends its own new events once per interval, in one pipelined batch, only for the
-//!   clients active on it in that interval (a hash per client, rule and window, one field per
-//!   node, expiring after two windows). So in any window the fleet admits at most the rule's
-//!   events plus what the other nodes admit in one sync interval before they hear of them.
+//!   and once per interval adds its new events to one counter per client, rule and window,
+//!   reading the fleet's total in the same command. So in any window the fleet admits at most
+//!   the rule's events plus, for each node the client reaches in that window, what that node
+//!   admits before its next sync (at least its first request there: a node hears of a client's
+//!   window when it sends its own events of it); and each node's Redis work per client is the
+//!   same whatever the fleet's size. BENCHMARKS.md measures both.
+//!   Rules are shared under a stable id: a path rule's `name`, or a hash of the rule, so
+//!   nodes on different configs never mix the counts of different rules.
 //!
 //! One task per limiter does all the talking; admission only leaves notes for it (a ban, a
-//! client with new events), so it never waits for Redis, whether Redis is up, down, or
-//! accepting connections and never answering. While Redis cannot be reached, each node keeps
-//! enforcing its own limits alone (fail-open, like Kong's and Envoy's default): the outage is
-//! logged once, with a reminder every minute, shown in [`Fleet::status`], and the connection is
-//! retried with backoff.
+//! client with new events), so it never waits for Redis, whether Redis is up, down, full, or
+//! accepting connections and never answering.
+//!
+//! # Failures
+//!
+//! | what fails | what the node does | what the operator sees |
+//! |---|---|---|
+//! | Redis unreachable at start | starts on its local limits; joins when Redis answers | `connection` errors in [`Fleet::status`] and `connlimit_fleet_errors_total`; one warning |
+//! | Redis stopped, killed, or silent | decides alone, keeps every ban, keeps its rate events (a rule's worth per client) for the first sync after; retries with backoff up to 5 s | `connected: false`, `connection` or `timeout` errors; one warning per kind, then one a minute |
+//! | Redis emptied (`FLUSHALL`, restart without persistence, empty replica) | lifts nothing; adopts the new epoch and puts back every ban it knows | a warning per emptied shard; `bans_published` rises |
+//! | Redis full (`maxmemory`, `noeviction`) | reads go on (bans heard, rate totals read); what it cannot write waits, bounded | `oom` errors; `connected` stays true |
+//! | a cluster slot moved | follows the redirection, retries at the next sync | `cluster` errors while it lasts |
+//! | wrong password, TLS refused | [`Fleet::join`] fails with the reason (no password in it) | the error at start-up |
+//! | two live nodes with one name | refused at join; if it happens later, warned about | `duplicate_name` in the status, `connlimit_fleet_duplicate_name` |
+//!
+//! Each kind of failure is logged in one line of at most 1 KiB, at most once a minute while it
+//! lasts, and the status keeps the last of each kind; a URL's password is shown as `***` in
+//! every log line, error, status and `Debug`.
+//!
+//! # Example
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,150 +51,126 @@
 //! use tower_connlimit::{Config, Limiter};
 //!
 //! let limiter = Limiter::new(Config::default());
-//! let fleet = Fleet::join(&limiter, FleetConfig::new("redis://127.0.0.1:6379/", "node-a"))?;
+//! let fleet = Fleet::join(&limiter, FleetConfig::new("redis://127.0.0.1:6379/", "node-a")).await?;
+//! // A Redis Cluster, by some of its nodes:
+//! // FleetConfig::cluster(["redis://10.0.0.1:7000/", "redis://10.0.0.2:7000/"], "node-a")
 //! // Keep `fleet` for as long as the node is in the fleet; dropping it leaves.
 //! # drop(fleet); Ok(()) }
 //! ```
 //!
-//! Redis keys, under the prefix (default `connlimit`): `{prefix}:ban:{client}` (the node that
-//! banned, with the ban's TTL), `{prefix}:bans` (a sorted set of banned clients by the end of
-//! their ban, in Redis's milliseconds), `{prefix}:bans:version` (a counter bumped on every
-//! change), and `{prefix}:rate:{rule}:{period_ms}:{window}:{client}` (a hash of each node's
-//! events, expiring after two periods). Keys hold client keys (an address, or a network such as
-//! `2001:db8::/64`) and node names only, no request data. Each active client costs, per rule,
-//! one small hash per window (120 bytes with three nodes, by Redis 7's `MEMORY USAGE`), each
-//! kept for two windows; a ban, a key of 88 bytes and its place in the sorted set. The commands are plain
-//! Redis 7 commands (`SET PX`, `ZADD`, `ZRANGE BYSCORE`, `HINCRBY`, `PEXPIRE`, `HGETALL`,
-//! `TIME`), with no scripts, so Valkey and Dragonfly serve them too. AUTH goes in the URL
-//! (`redis://user:password@host/`); TLS (`rediss://`) needs the `redis-tls` feature.
+//! # In Redis
+//!
+//! Keys, under the prefix `P` (default `connlimit`), hash-tagged so that what one sync sends for
+//! one client or one ban shard lands on one Redis Cluster slot:
+//!
+//! | key | what |
+//! |---|---|
+//! | `{P:c:CLIENT}:r:RULE:WINDOW` | a counter of the fleet's events of one client under one rule in one window, expiring after two periods |
+//! | `{P:bS}:ban:c:CLIENT`, `{P:bS}:ban:n:NETWORK` | a ban in force (its end, origin node and reason), expiring at its end; after a lift, the lift, kept 24 h; `S` is one of 16 shards |
+//! | `{P:bS}:ends` | the shard's bans by end (a sorted set) |
+//! | `{P:bS}:log` | the shard's bans and lifts (a stream), kept for 60 s; a node away longer reads the shard whole |
+//! | `{P:bS}:epoch` | the shard's epoch: a random id, set once |
+//! | `{P:meta}:node:NAME` | the instance holding a node name, renewed four times per TTL |
+//! | `{P:meta}:bans:seq` | a counter every publishing sync raises: while it stands still, nodes read no log (but every tenth sync) |
+//!
+//! Keys hold client keys (an address, or a network such as `2001:db8::/64`), node names and
+//! ban reasons, no request data. The commands are plain Redis 7.0 commands (`INCRBY`,
+//! `PEXPIRE … NX`, `SET … PXAT`, `SET … GET`, `ZADD GT`, `XADD … MINID`, exclusive
+//! `XRANGE`), with no scripts; Valkey serves them too (not tested here: Debian bookworm packages
+//! no Valkey). Give Redis `maxmemory-policy noeviction` (or leave `maxmemory` unset): an
+//! evicting policy may drop ban keys, which live nodes keep but a node joining later would not
+//! learn. AUTH goes in the URL (`redis://user:password@host/`); TLS (`rediss://`) needs the
+//! `redis-tls` feature, and [`FleetConfig::ca_file`] for a private CA. Redis Sentinel is not
+//! supported: give the master's address behind a name that follows failovers, or use a cluster.
+//!
+//! With `redis-tls`, the fleet installs rustls's ring provider as the process default when no
+//! provider is installed yet, so that a build with several providers never panics; install
+//! your own first to use another.
 
-mod status;
+mod bans;
+mod config;
+mod failure;
+mod keys;
+mod link;
+mod names;
+mod rates;
+mod redact;
+mod rules;
 mod sync;
-
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+#[cfg(feature = "redis-tls")]
+mod tls;
+mod value;
 
 use tokio::task::JoinHandle;
 
-pub use self::status::FleetStatus;
+pub use self::config::{Endpoint, FleetConfig};
 use crate::error::ConfigError;
 use crate::limiter::Limiter;
-
-/// How a node joins a fleet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FleetConfig {
-    /// The Redis (or Valkey) to meet on: `redis://[user:password@]host[:port][/db]`, or
-    /// `rediss://` for TLS (feature `redis-tls`).
-    pub url: String,
-    /// This node's name, unique in the fleet: its field in the shared rate counts.
-    pub node: String,
-    /// What every key starts with, so that two fleets can share one Redis. Default `connlimit`.
-    pub prefix: String,
-    /// How often the node sends its news and hears the fleet's. Default 100 ms.
-    pub sync_interval: Duration,
-    /// How long one sync may wait for Redis before it counts as failed. Default 1 s.
-    pub sync_timeout: Duration,
-}
-
-impl FleetConfig {
-    /// Joining the Redis at `url` as `node`, with the default prefix and intervals.
-    pub fn new(url: impl Into<String>, node: impl Into<String>) -> Self {
-        FleetConfig {
-            url: url.into(),
-            node: node.into(),
-            prefix: "connlimit".to_owned(),
-            sync_interval: Duration::from_millis(100),
-            sync_timeout: Duration::from_secs(1),
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let name_ok = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        };
-        if !name_ok(&self.node) {
-            return Err(ConfigError::new(
-                "fleet.node",
-                "must be letters, digits, '-', '_' or '.', and not empty",
-            ));
-        }
-        if !name_ok(&self.prefix) {
-            return Err(ConfigError::new(
-                "fleet.prefix",
-                "must be letters, digits, '-', '_' or '.', and not empty",
-            ));
-        }
-        if self.sync_interval < Duration::from_millis(1)
-            || self.sync_interval > Duration::from_secs(60)
-        {
-            return Err(ConfigError::new(
-                "fleet.sync_interval",
-                "must be between 1 ms and 60 s",
-            ));
-        }
-        if self.sync_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "fleet.sync_timeout",
-                "must be longer than zero",
-            ));
-        }
-        Ok(())
-    }
-}
+pub use crate::limiter::{FleetError, FleetStatus};
 
 /// A limiter's membership of a fleet: see the [module docs](self). Dropping it leaves the
 /// fleet (the node keeps its bans, and decides alone from then on).
 #[derive(Debug)]
 pub struct Fleet {
     task: JoinHandle<()>,
-    status: Arc<Mutex<FleetStatus>>,
     limiter: Limiter,
 }
 
 impl Fleet {
     /// Joins `limiter` to the fleet `config` describes, and starts the task that syncs with it.
-    /// Returns at once: the connection is made in the background, and retried while Redis is
-    /// down, the node deciding alone meanwhile. Call it from within a tokio runtime.
+    /// Call it from within a tokio runtime, at start-up: it waits for Redis's first answer (at
+    /// most `sync_timeout`), and, when another node holds this node's name, for one name TTL
+    /// (ten sync intervals, at least 2 s) in case that node is this one restarted.
+    ///
+    /// A Redis that cannot be reached now is not an error: the node starts on its local limits
+    /// and joins when Redis answers, as after an outage.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] for a URL that cannot be a Redis URL (`fleet.url`), a bad node name or
-    /// prefix, an interval out of range, or a limiter already in a fleet.
-    pub fn join(limiter: &Limiter, config: FleetConfig) -> Result<Fleet, ConfigError> {
+    /// A [`ConfigError`] naming the field: a URL the fleet cannot use (`fleet.redis`: not
+    /// `redis://` or `rediss://`, Sentinel, a Unix socket, `rediss://` without the `redis-tls`
+    /// feature), credentials Redis refuses or a TLS handshake that fails (`fleet.redis`), a CA
+    /// file that cannot be read (`fleet.ca_file`), a name another live node holds
+    /// (`fleet.node`), a bad prefix or interval, or a limiter already in a fleet (`fleet`).
+    pub async fn join(limiter: &Limiter, config: FleetConfig) -> Result<Fleet, ConfigError> {
         config.validate()?;
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|err| ConfigError::new("fleet.url", err.to_string()))?;
-        if limiter.start_sharing() {
+        if limiter.fleet_status().is_some() {
             return Err(ConfigError::new(
                 "fleet",
                 "this limiter is already in a fleet",
             ));
         }
-        let status = Arc::new(Mutex::new(FleetStatus::new(&config)));
-        let task = tokio::spawn(sync::run(
-            limiter.clone(),
-            client,
-            config,
-            Arc::clone(&status),
-        ));
+        let mut link = link::Link::open(&config)?;
+        let instance = bans::new_id();
+        let keys = keys::Keys::new(&config.prefix);
+        let name = names::NameTag::new(&config, &keys, &instance);
+        name.claim(&mut link, config.sync_interval).await?;
+        let status = FleetStatus {
+            node: config.node.clone(),
+            errors: failure::Kind::ALL
+                .iter()
+                .map(|kind| FleetError::new(kind.as_str()))
+                .collect(),
+            ..FleetStatus::default()
+        };
+        if limiter.start_sharing(status) {
+            return Err(ConfigError::new(
+                "fleet",
+                "this limiter is already in a fleet",
+            ));
+        }
+        tracing::info!(node = %config.node, redis = %config.redis, "joined the fleet");
+        let syncer = sync::Syncer::new(limiter.clone(), link, &config, &instance);
         Ok(Fleet {
-            task,
-            status,
+            task: tokio::spawn(syncer.run()),
             limiter: limiter.clone(),
         })
     }
 
-    /// Where the node stands with the fleet now.
+    /// Where the node stands with the fleet now: the same record as the limiter's
+    /// [`Stats::fleet`](crate::Stats::fleet).
     pub fn status(&self) -> FleetStatus {
-        let mut status = status::lock(&self.status).clone();
-        if let Some(health) = self.limiter.fleet_health() {
-            status.connected = health.connected;
-            status.last_sync_age = health.last_sync_age;
-            status.sync_errors = health.sync_errors;
-        }
-        status
+        self.limiter.fleet_status().unwrap_or_default()
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::sharing::BanNote;
+use super::sharing::{BanNote, Banned};
 use super::{ClientStats, Limiter, NetworkBan};
 use crate::ban::{Ban, BanReason};
 use crate::cidr::Cidr;
@@ -30,7 +30,8 @@ impl Limiter {
         let until = now.saturating_add(nanos(duration));
         tracing::info!(client = %key, ?duration, reason = %reason, "client banned by the operator");
         self.ban_key(key, now, until, reason);
-        self.shared.outbox.ban(BanNote::Banned(key, until));
+        self.shared.counters.bans.fetch_add(1, Ordering::Relaxed);
+        self.shared.outbox.ban(BanNote::Banned(Banned::Client(key)));
     }
 
     /// Bans `key` until `until` (clock nanoseconds), decided at `now`, for `reason`.
@@ -48,14 +49,15 @@ impl Limiter {
             // network's keys.
             self.insert(key, 0, None);
         }
-        shared.counters.bans.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Lifts the ban on `ip`'s client key and forgets its violations and earlier bans. Returns
     /// whether it was banned. With a fleet joined, every node lifts it.
     pub fn unban(&self, ip: IpAddr) -> bool {
         let key = self.key_for(ip);
-        self.shared.outbox.ban(BanNote::Unbanned(key));
+        self.shared
+            .outbox
+            .ban(BanNote::Unbanned(Banned::Client(key)));
         self.unban_key(key)
     }
 
@@ -91,13 +93,28 @@ impl Limiter {
         let now = self.now();
         let until = now.saturating_add(nanos(duration));
         tracing::info!(%network, ?duration, reason = %reason, "network banned by the operator");
+        self.ban_network_until(network, now, until, reason);
+        self.shared.counters.bans.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .outbox
+            .ban(BanNote::Banned(Banned::Network(network)));
+    }
+
+    /// Bans `network` and the clients tracked in it until `until` (clock nanoseconds), decided
+    /// at `now`, for `reason`.
+    pub(super) fn ban_network_until(&self, network: Cidr, now: u64, until: u64, reason: BanReason) {
         {
             let mut bans = self.network_bans();
+            let longer = bans
+                .iter()
+                .find(|ban| ban.network == network && ban.until > until)
+                .map(|ban| (ban.until, ban.reason.clone()));
             bans.retain(|ban| ban.network != network && ban.until > now);
+            let (until, reason) = longer.unwrap_or((until, reason.clone()));
             bans.push(NetworkBan {
                 network,
                 until,
-                reason: reason.clone(),
+                reason,
             });
             self.shared.any_network_ban.store(true, Ordering::Relaxed);
         }
@@ -107,8 +124,16 @@ impl Limiter {
     }
 
     /// Lifts the ban on `network` (as [`Limiter::ban_network`] made it) and on every client in
-    /// it. Returns whether the network was banned.
+    /// it. Returns whether the network was banned. With a fleet joined, every node lifts it.
     pub fn unban_network(&self, network: Cidr) -> bool {
+        self.shared
+            .outbox
+            .ban(BanNote::Unbanned(Banned::Network(network)));
+        self.lift_network(network)
+    }
+
+    /// Lifts the ban on `network` and its clients; whether the network was banned.
+    pub(super) fn lift_network(&self, network: Cidr) -> bool {
         let now = self.now();
         let was_banned = {
             let mut bans = self.network_bans();
@@ -267,7 +292,7 @@ impl Limiter {
 }
 
 /// Whether every address of `key` lies in `network`.
-fn within(key: &ClientKey, network: Cidr) -> bool {
+pub(super) fn within(key: &ClientKey, network: Cidr) -> bool {
     key.prefix_len() >= network.prefix_len() && network.contains(key.network())
 }
 

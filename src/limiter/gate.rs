@@ -61,20 +61,33 @@ impl Extra {
     }
 }
 
-/// A client's rate events as a fleet shares them, per rule (`sharing::RuleId`).
+/// A client's rate events as a fleet shares them, per rule (`sharing::RuleId`), under the config
+/// of one generation: a new config starts them afresh, so that an event is never sent under
+/// another rule's name.
 #[derive(Debug, Default)]
 struct FleetCounts {
+    /// The config generation the rules are numbered by.
+    generation: u64,
     /// Events admitted here and not yet sent.
     unsent: Vec<u32>,
+    /// The events this node sent in a rule's fleet window (its number).
+    sent: Vec<(u64, u32)>,
     /// The other nodes' events in a rule's window (its number), as counted here so far.
     seen: Vec<(u64, u32)>,
 }
 
 impl FleetCounts {
-    /// Room for `rules` rules.
-    fn fit(&mut self, rules: usize) {
+    /// Room for `rules` rules of the config of `generation`.
+    fn fit(&mut self, rules: usize, generation: u64) {
+        if self.generation != generation {
+            *self = FleetCounts {
+                generation,
+                ..FleetCounts::default()
+            };
+        }
         if self.unsent.len() < rules {
             self.unsent.resize(rules, 0);
+            self.sent.resize(rules, (0, 0));
             self.seen.resize(rules, (0, 0));
         }
     }
@@ -103,8 +116,6 @@ pub(super) struct Notes {
     pub(super) ban_over: bool,
     /// Set when a dry-run ban policy would have banned the client.
     pub(super) would_ban: bool,
-    /// Until when the ban this decision made runs (clock nanoseconds).
-    pub(super) banned_until: u64,
 }
 
 impl Notes {
@@ -258,7 +269,7 @@ impl Gate {
         let limits = d.limits;
         let rules = 2 + limits.path_rules.len();
         let fleet = self.extra().fleet.get_or_insert_with(Box::default);
-        fleet.fit(rules);
+        fleet.fit(rules, limits.lookups.generation);
         let was_quiet = fleet.unsent.iter().all(|n| *n == 0);
         let kind_rule = match d.kind {
             Kind::Connection => (0, limits.connect_rate.is_some()),
@@ -279,12 +290,17 @@ impl Gate {
         }
     }
 
-    /// The events admitted here and not yet sent, per rule; none are left unsent.
+    /// The events admitted here under the config of `generation` and not yet sent, per rule;
+    /// none are left unsent (events counted under another config are dropped).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(super) fn take_unsent(&mut self) -> Vec<(usize, u32)> {
+    pub(super) fn take_unsent(&mut self, generation: u64) -> Vec<(usize, u32)> {
         let Some(fleet) = self.extra.as_mut().and_then(|extra| extra.fleet.as_mut()) else {
             return Vec::new();
         };
+        if fleet.generation != generation {
+            fleet.unsent.iter_mut().for_each(|n| *n = 0);
+            return Vec::new();
+        }
         fleet
             .unsent
             .iter_mut()
@@ -294,24 +310,50 @@ impl Gate {
             .collect()
     }
 
-    /// Counts the events the other nodes admitted under rule `id` (`rule`) in its window
-    /// `window` (`others` in all, as the fleet last saw them) that were not counted here yet,
-    /// as if they had happened `now`. Forced: they happened.
+    /// Takes back events that could not be sent (rule `id`, `n` of them, under the config of
+    /// `generation`), to send at the next sync, keeping at most `cap` unsent for the rule.
+    /// Whether any are kept.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(super) fn charge_others(
+    pub(super) fn keep_unsent(&mut self, id: usize, n: u32, cap: u32, generation: u64) -> bool {
+        let Some(fleet) = self.extra.as_mut().and_then(|extra| extra.fleet.as_mut()) else {
+            return false;
+        };
+        match fleet.unsent.get_mut(id) {
+            Some(unsent) if fleet.generation == generation => {
+                *unsent = unsent.saturating_add(n).min(cap);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Counts what the fleet's total says the other nodes admitted under rule `id` (`rule`) in
+    /// its window `window`: `total` events in all, of which this node had sent what it sent in
+    /// that window before, plus `sent` now. The events not counted here yet are counted as if
+    /// they had happened `now`. Forced: they happened.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn charge_fleet(
         &mut self,
         rule: &RateLimit,
         id: usize,
         window: u64,
-        others: u32,
+        total: u64,
+        sent: u32,
         now: u64,
         limits: &Limits,
     ) {
+        let generation = limits.lookups.generation;
         let fleet = self.extra().fleet.get_or_insert_with(Box::default);
-        fleet.fit(2 + limits.path_rules.len());
-        let Some(seen) = fleet.seen.get_mut(id) else {
+        fleet.fit(2 + limits.path_rules.len(), generation);
+        let (Some(mine), Some(seen)) = (fleet.sent.get_mut(id), fleet.seen.get_mut(id)) else {
             return;
         };
+        if mine.0 != window {
+            *mine = (window, 0);
+        }
+        mine.1 = mine.1.saturating_add(sent);
+        let others = u32::try_from(total.saturating_sub(u64::from(mine.1))).unwrap_or(u32::MAX);
         if seen.0 != window {
             *seen = (window, 0);
         }
@@ -320,7 +362,6 @@ impl Gate {
         if new == 0 {
             return;
         }
-        let generation = limits.lookups.generation;
         let state = match id {
             0 => &mut self.connect_rate,
             1 => &mut self.request_rate,
@@ -409,7 +450,6 @@ impl Gate {
             within: policy.within,
         };
         self.ban_until(until, now, why);
-        notes.banned_until = until;
         // Remember the record of bans for one longest ban after this one ends, for escalation.
         self.remember_until(until.saturating_add(nanos(policy.max_ban_for)));
         notes.banned = true;

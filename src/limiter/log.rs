@@ -104,9 +104,9 @@ impl Limiter {
         if notes.banned {
             // At most one line per client per ban.
             c.bans.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .outbox
-                .ban(super::sharing::BanNote::Banned(*key, notes.banned_until));
+            self.shared.outbox.ban(super::sharing::BanNote::Banned(
+                super::sharing::Banned::Client(*key),
+            ));
             tracing::info!(client = %key, "client banned after repeated violations");
         }
     }

@@ -35,7 +35,7 @@ pub use self::permit::{ConnPermit, RequestPermit};
 pub(crate) use self::points::PointId;
 pub(crate) use self::points::{AdmissionPoint, Checkpoint};
 use self::points::{Points, DIRECT};
-pub use self::stats::{ByReason, ClientStats, FleetHealth, PointStats, Stats};
+pub use self::stats::{ByReason, ClientStats, FleetError, FleetStatus, PointStats, Stats};
 use self::summary::Summary;
 
 use crate::clock::{nanos, Clock};

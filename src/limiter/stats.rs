@@ -43,7 +43,9 @@ pub struct Stats {
     pub unidentified_requests: u64,
     /// Refusals that dry-run rules (and dry-run ban policies) would have made, but let through.
     pub dry_run: u64,
-    /// Bans imposed, by the ban policy or by [`Limiter::ban`].
+    /// Bans this node imposed: by the ban policy, by [`Limiter::ban`], and one for each
+    /// [`Limiter::ban_network`]. Bans applied from a fleet are counted in
+    /// [`FleetStatus::bans_applied`] instead, so each ban is counted once, by the node that made it.
     pub bans: u64,
     /// Drained clients forgotten early to make room under `max_tracked_clients`: each may come
     /// back with a fresh record, so a rising count under a flood is worth an alert.
@@ -54,19 +56,68 @@ pub struct Stats {
     /// always there. [`Stats::point`] finds one by name.
     pub points: Vec<PointStats>,
     /// With a fleet joined (feature `redis`), how the node's syncs with it go; `None` without.
-    pub fleet: Option<FleetHealth>,
+    pub fleet: Option<FleetStatus>,
 }
 
-/// How a node's syncs with its fleet go: [`Stats::fleet`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Where a node stands with its fleet: [`Stats::fleet`], and the fleet module's
+/// `Fleet::status()` (feature `redis`), which return the same record. The fleet's task writes
+/// it after every sync; `last_sync_age` is worked out when it is read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct FleetHealth {
-    /// Whether the last sync reached the fleet.
+pub struct FleetStatus {
+    /// This node's name in the fleet.
+    pub node: String,
+    /// Whether the last sync reached the fleet's Redis and had its answers.
     pub connected: bool,
     /// How long ago the last successful sync ended, if one did.
     pub last_sync_age: Option<Duration>,
-    /// Syncs that failed.
+    /// Syncs that reached Redis.
+    pub syncs: u64,
+    /// Syncs in which something failed: Redis unreachable or silent, or some of its commands
+    /// refused (see `errors` for which kind).
     pub sync_errors: u64,
+    /// Failures by kind (`connection`, `timeout`, `auth`, `oom`, `cluster`, `tls`, `other`),
+    /// each listed from the start, zeros included.
+    pub errors: Vec<FleetError>,
+    /// Bans (and lifts) this node published to the fleet: its own, and those it put back into
+    /// an emptied Redis.
+    pub bans_published: u64,
+    /// Bans (and lifts) this node applied from the fleet.
+    pub bans_applied: u64,
+    /// Set while another live node uses this node's name: what it says, with the name. Two
+    /// nodes of one name count their events as one, doubling the fleet's rates.
+    pub duplicate_name: Option<String>,
+}
+
+impl FleetStatus {
+    /// The failures of kind `kind`, if it is one the fleet counts.
+    pub fn error(&self, kind: &str) -> Option<&FleetError> {
+        self.errors.iter().find(|e| e.kind == kind)
+    }
+}
+
+/// One kind of failure a fleet's syncs met: [`FleetStatus::errors`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetError {
+    /// The kind, a stable name (also the `reason` label of `connlimit_fleet_errors_total`).
+    pub kind: &'static str,
+    /// Syncs in which a failure of this kind happened.
+    pub count: u64,
+    /// The last such failure, at most 1 KiB, with any password taken out.
+    pub last: Option<String>,
+}
+
+impl FleetError {
+    /// No failure of `kind` yet.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn new(kind: &'static str) -> Self {
+        FleetError {
+            kind,
+            count: 0,
+            last: None,
+        }
+    }
 }
 
 impl Stats {
@@ -267,7 +318,7 @@ impl Limiter {
             bans: shared.counters.bans.load(Ordering::Relaxed),
             evictions: shared.counters.evictions.load(Ordering::Relaxed),
             unidentified_requests: shared.counters.unidentified.load(Ordering::Relaxed),
-            fleet: self.fleet_health(),
+            fleet: self.fleet_status(),
             ..Stats::default()
         };
         // Every total is a sum of what was read, so the totals agree with the points.

@@ -16,7 +16,12 @@ use crate::rate::RateLimit;
 /// ```
 ///
 /// In a config file (feature `serde`): `path`, `match` (`"exact"`, the default, or `"prefix"`),
-/// an optional `method`, and `rate`.
+/// an optional `method`, `rate`, and an optional `name`.
+///
+/// In a fleet (feature `redis`), nodes share a rule's counts under its name when it has one,
+/// and otherwise under a hash of the whole rule (path, match, method and rate): nodes on
+/// different configs, as in a rolling deploy, never mix the counts of different rules, and
+/// a named rule keeps sharing its counts while its rate is changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
@@ -35,6 +40,10 @@ pub struct PathRule {
     pub method: Option<String>,
     /// The rate each client may send matching requests at.
     pub rate: RateLimit,
+    /// A name for the rule, unique among the path rules: what a fleet shares its counts
+    /// under. Letters, digits, `-`, `_` and `.`, at most 64 of them.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub name: Option<String>,
 }
 
 /// How a [`PathRule`] matches a request path.
@@ -61,6 +70,7 @@ impl PathRule {
             matching: PathMatch::Exact,
             method: None,
             rate,
+            name: None,
         }
     }
 
@@ -75,6 +85,12 @@ impl PathRule {
     /// The same rule, for `method` only: a name such as `"POST"`, or an `http::Method`.
     pub fn method(mut self, method: impl AsRef<str>) -> Self {
         self.method = Some(method.as_ref().to_owned());
+        self
+    }
+
+    /// The same rule, named `name`: see [`PathRule::name`](PathRule#structfield.name).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -104,6 +120,15 @@ impl PathRule {
                 return Err(ConfigError::new(
                     format!("path_rules[{i}].method"),
                     format!("{method:?} is not an HTTP method"),
+                ));
+            }
+        }
+        if let Some(name) = &self.name {
+            let fits = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+            if name.is_empty() || name.len() > 64 || !name.bytes().all(fits) {
+                return Err(ConfigError::new(
+                    format!("path_rules[{i}].name"),
+                    format!("{name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"),
                 ));
             }
         }
