@@ -261,16 +261,20 @@ fn path_rule() -> impl Strategy<Value = PathRule> {
     )
     .prop_map(|chars| format!("/{}", chars.into_iter().collect::<String>()));
     let method = proptest::option::of(proptest::sample::select(vec!["GET", "POST", "M-SEARCH"]));
-    (path, any::<bool>(), method, rate_rule()).prop_map(|(path, prefix, method, rate)| PathRule {
-        path,
-        matching: if prefix {
-            PathMatch::Prefix
-        } else {
-            PathMatch::Exact
+    let name = proptest::option::of(proptest::sample::select(vec!["login", "api-v2", "x.y"]));
+    (path, any::<bool>(), method, name, rate_rule()).prop_map(
+        |(path, prefix, method, name, rate)| PathRule {
+            name: name.map(str::to_owned),
+            path,
+            matching: if prefix {
+                PathMatch::Prefix
+            } else {
+                PathMatch::Exact
+            },
+            method: method.map(str::to_owned),
+            rate,
         },
-        method: method.map(str::to_owned),
-        rate,
-    })
+    )
 }
 
 fn ban() -> impl Strategy<Value = BanPolicy> {
@@ -361,7 +365,13 @@ fn config() -> impl Strategy<Value = Config> {
         networks(3),
         proptest::collection::vec((network(), count()), 0..=3),
         networks(3),
-        proptest::collection::vec(path_rule(), 0..=2),
+        proptest::collection::vec(path_rule(), 0..=2).prop_map(|mut rules| {
+            // Names are unique among the path rules.
+            for (i, rule) in rules.iter_mut().enumerate() {
+                rule.name = rule.name.take().map(|name| format!("{name}{i}"));
+            }
+            rules
+        }),
     );
     let rules = (
         proptest::option::of(rate_rule()),
