@@ -11,6 +11,10 @@ use crate::error::ConfigError;
 use crate::key::ClientKey;
 use crate::rate::{PathRule, RateLimit};
 
+/// The most path rules one config may have: a decision notes which of them a request matches in
+/// one 64-bit set.
+pub(crate) const MAX_PATH_RULES: usize = 64;
+
 /// What happens when a new client arrives and [`Config::max_tracked_clients`] are tracked.
 ///
 /// In config files: `evict_stalest`, `refuse_new`.
@@ -181,6 +185,15 @@ impl Limits {
         }
         if let Some(rule) = &self.request_rate {
             rule.validate("request_rate")?;
+        }
+        if self.path_rules.len() > MAX_PATH_RULES {
+            return Err(ConfigError::new(
+                "path_rules",
+                format!(
+                    "at most {MAX_PATH_RULES} rules, got {}: a decision checks each one",
+                    self.path_rules.len()
+                ),
+            ));
         }
         for (i, rule) in self.path_rules.iter().enumerate() {
             rule.validate(i)?;

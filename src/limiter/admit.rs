@@ -9,7 +9,7 @@ use std::time::Duration;
 use dashmap::mapref::entry::Entry as MapSlot;
 
 use super::entry::{Entry, Record};
-use super::gate::{Denial, Event, Notes, Route};
+use super::gate::{Denial, Event, Route, SideEffects};
 use super::permit::Release;
 use super::{stripes, Kind, Limiter, PointId};
 use crate::cidr_table::Overlap;
@@ -84,11 +84,7 @@ impl Limiter {
         let installed = self.shared.config.load();
         let limits = &installed.limits;
         let mut key = limits.key(ip);
-        let verdict = match self.decide_warm(&key, limits, kind, route) {
-            Some(verdict) => verdict,
-            None => self.decide_cold(ip, &mut key, limits, kind, route),
-        };
-        match verdict {
+        match self.decide(ip, &mut key, limits, kind, route) {
             Ok(Admitted { entry, in_total }) => {
                 // Made first, so that nothing after it can leave a count behind.
                 let slot = Release::new(entry, kind, point, in_total);
@@ -107,42 +103,11 @@ impl Limiter {
         self.admitted(key, kind, counters, sample);
     }
 
-    /// A client with an entry, none of whose addresses is exempt: decides without the client's
-    /// lock when no rate, ban or global cap needs it. `None` when it is not that case.
-    #[inline]
-    fn decide_warm(
-        &self,
-        key: &ClientKey,
-        limits: &Limits,
-        kind: Kind,
-        route: Option<Route<'_>>,
-    ) -> Option<Result<Admitted, Denial>> {
-        // The shard's read lock is held while `record` lives: no await, no second map call.
-        let record = self.shared.clients.get(key)?;
-        let entry = record.key().entry();
-        let own = entry.own_limits(limits);
-        if own.exempt != Overlap::None {
-            return None;
-        }
-        let decision = Decision {
-            entry,
-            limit: own.limit,
-            exempt: false,
-            proxy: own.proxy,
-            limits,
-            kind,
-        };
-        if !decision.needs_lock() {
-            return Some(decision.count());
-        }
-        Some(decision.decide_locked(self, key, route))
-    }
-
-    /// Everything but the common case: a client seen for the first time (or under a new key),
-    /// an exempt client, counted under its exact address, and a full table.
-    #[cold]
-    #[inline(never)]
-    fn decide_cold(
+    /// The one decision sequence on the whole config: find the client's entry (making it on the
+    /// client's first visit, or a new config's first for its key; counting an exempt client
+    /// under its exact address; making room in a full table), then decide under the entry's map
+    /// shard's read lock.
+    fn decide(
         &self,
         ip: IpAddr,
         key: &mut ClientKey,
@@ -178,10 +143,7 @@ impl Limiter {
                     limits,
                     kind,
                 };
-                if !decision.needs_lock() {
-                    return decision.count();
-                }
-                return decision.decide_locked(self, key, route);
+                return decision.run(self, key, route);
             }
             // The client's first visit (or a new config's first for its key).
             if *key != exact && limits.is_exempt(ip) {
@@ -348,72 +310,24 @@ impl Decision<'_> {
             && (self.limits.has_rates() || self.entry.may_be_banned())
     }
 
-    /// Whether the decision takes the client's lock: to check a ban or a rate rule, or to take
-    /// a place in the global count, which a failed count must give back.
-    #[inline]
-    fn needs_lock(&self) -> bool {
-        self.gated() || self.in_total()
-    }
-
-    /// The decision without a lock: one compare-and-swap on the client's count.
-    #[inline]
-    fn count(&self) -> Result<Admitted, Denial> {
-        if !self.entry.try_count(self.kind, self.limit(), false) {
-            return Err((self.kind.client_limit_reason(), None));
-        }
-        Ok(Admitted {
-            entry: Arc::clone(self.entry),
-            in_total: false,
-        })
-    }
-
-    /// The decision under the client's lock, so that the client's attempts are checked one at a
-    /// time and none raises a count that it then has to give back: the ban and the rate rules
-    /// (for `route`, when known), then the client's count, then a place in the global count.
+    /// The decision: a ban and the rate rules (for `route`, when known) on the client's record,
+    /// then the client's count, then a place in the global count; none of them takes a lock.
     /// Counts and logs what the checks noticed besides the verdict.
-    #[inline(never)]
-    fn decide_locked(
+    fn run(
         &self,
         limiter: &Limiter,
         key: &ClientKey,
         route: Option<Route<'_>>,
     ) -> Result<Admitted, Denial> {
-        let mut notes = Notes::default();
-        let decided = self.checked_and_counted(limiter, key, route, &mut notes);
-        if notes.any() {
-            limiter.record(key, &notes);
-        }
-        decided
-    }
-
-    fn checked_and_counted(
-        &self,
-        limiter: &Limiter,
-        key: &ClientKey,
-        route: Option<Route<'_>>,
-        notes: &mut Notes,
-    ) -> Result<Admitted, Denial> {
-        let (entry, kind, in_total) = (self.entry, self.kind, self.in_total());
-        let mut gate = entry.gate();
         if self.gated() {
-            // The clock is read at most once per decision, and only if a rule needs it.
-            let reading = OnceCell::new();
-            let now = || *reading.get_or_init(|| limiter.now());
-            let outbox = &limiter.shared.outbox;
-            let event = Event {
-                limits: self.limits,
-                kind,
-                route,
-                key,
-                now: &now,
-                sharing: outbox.enabled().then_some(outbox),
-            };
-            let checked = gate.check(&event, notes);
-            if notes.banned || notes.ban_over {
-                entry.mark_banned(notes.banned);
+            let mut fx = SideEffects::default();
+            let checked = self.check_gate(limiter, key, route, &mut fx);
+            if fx.any() {
+                limiter.record(key, &fx);
             }
             checked?;
         }
+        let (entry, kind, in_total) = (self.entry, self.kind, self.in_total());
         if !entry.try_count(kind, self.limit(), in_total) {
             return Err((kind.client_limit_reason(), None));
         }
@@ -428,11 +342,38 @@ impl Decision<'_> {
                 return Err((RejectReason::TotalConnections, None));
             }
         }
-        drop(gate);
         Ok(Admitted {
             entry: Arc::clone(entry),
             in_total,
         })
+    }
+
+    /// The ban and the rate rules on the client's record.
+    fn check_gate(
+        &self,
+        limiter: &Limiter,
+        key: &ClientKey,
+        route: Option<Route<'_>>,
+        fx: &mut SideEffects,
+    ) -> Result<(), Denial> {
+        // The clock is read at most once per decision, and only if a rule needs it.
+        let reading = OnceCell::new();
+        let now = || *reading.get_or_init(|| limiter.now());
+        let outbox = &limiter.shared.outbox;
+        let event = Event {
+            limits: self.limits,
+            kind: self.kind,
+            route,
+            key,
+            now: &now,
+            sharing: outbox.enabled().then_some(outbox),
+        };
+        let entry = self.entry;
+        let checked = entry.record.check(&event, fx);
+        if fx.banned || fx.ban_over {
+            entry.mark_banned(fx.banned);
+        }
+        checked
     }
 }
 

@@ -40,8 +40,7 @@ impl Limiter {
         loop {
             if let Some(record) = shared.clients.get(&key) {
                 let entry = record.key().entry();
-                let mut gate = entry.gate();
-                gate.ban_until(until, now, reason);
+                entry.record.ban_until(until, now, reason);
                 entry.mark_banned(true);
                 break;
             }
@@ -67,9 +66,8 @@ impl Limiter {
         let was_banned = match self.shared.clients.get(&key) {
             Some(record) => {
                 let entry = record.key().entry();
-                let mut gate = entry.gate();
-                let was_banned = gate.banned_until() > now;
-                gate.unban();
+                let was_banned = entry.record.banned_until() > now;
+                entry.record.unban();
                 entry.mark_banned(false);
                 was_banned
             }
@@ -205,10 +203,9 @@ impl Limiter {
             .iter()
             .filter_map(|record| {
                 let entry = record.key().entry();
-                let gate = entry.gate();
-                let until = gate.banned_until();
-                let reason = gate.ban_reason(now)?.clone();
-                let left = Duration::from_nanos(until - now);
+                let until = entry.record.banned_until();
+                let reason = BanReason::clone(&*entry.record.ban_reason(now)?);
+                let left = Duration::from_nanos(until.saturating_sub(now));
                 Some((entry.key, Ban { left, reason }))
             })
             .collect()

@@ -3,16 +3,16 @@
 //! The counts are atomics: an admission raises one with a compare-and-swap under its map shard's
 //! *read* lock, and a permit lowers it without touching the map at all, so that admissions of
 //! different clients never wait for each other and a release is a few atomic operations on the
-//! client's own record. The rate and ban record sits behind a lock of its own, taken only by the
-//! decisions that need it. An entry outlives its last permit; the sweep (`housekeeping.rs`)
+//! client's own record. The rate and ban record is atomics too (`gate.rs`), so no decision takes
+//! a lock. An entry outlives its last permit; the sweep (`housekeeping.rs`)
 //! removes it once nothing about the client needs remembering.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use super::gate::Gate;
+use super::gate::RateRecord;
 use super::{Kind, Tallies};
 use crate::cidr_table::Overlap;
 use crate::key::ClientKey;
@@ -45,7 +45,8 @@ pub(super) struct Entry {
     own_limits: AtomicU64,
     /// Where the permits count their releases.
     pub(super) tallies: Arc<Tallies>,
-    gate: Mutex<Gate>,
+    /// The rate and ban record.
+    pub(super) record: RateRecord,
 }
 
 /// What a client's limits are under one config: worked out once per config from its lists of
@@ -130,7 +131,7 @@ impl Entry {
             connections: AtomicU64::new(0),
             own_limits: AtomicU64::new(0),
             tallies,
-            gate: Mutex::new(Gate::default()),
+            record: RateRecord::default(),
         }
     }
 
@@ -253,27 +254,18 @@ impl Entry {
     }
 
     /// How forgetting the client to make room ranks at `now`, lowest first; `None` while it
-    /// holds something open or is banned (see `Gate::eviction_rank`).
+    /// holds something open or is banned (see `RateRecord::eviction_rank`).
     pub(super) fn eviction_rank(&self, now: u64) -> Option<u64> {
         if !self.is_idle() {
             return None;
         }
-        self.gate().eviction_rank(now)
-    }
-
-    /// The rate and ban record, locked.
-    pub(super) fn gate(&self) -> MutexGuard<'_, Gate> {
-        // Nothing panics while the lock is held, so it is never poisoned; if it were, the
-        // record is a few integers, consistent after any single update.
-        self.gate
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.record.eviction_rank(now)
     }
 
     /// Whether nothing about the client needs remembering at `now`: nothing open, and no rate or
     /// ban record that could still refuse something.
     pub(super) fn is_forgettable(&self, now: u64) -> bool {
-        self.is_idle() && !self.gate().retains(now)
+        self.is_idle() && !self.record.retains(now)
     }
 }
 

@@ -1,12 +1,25 @@
-//! [`Gate`]: one client's rate and ban record, and the checks made under its lock before the
+//! [`RateRecord`]: one client's rate and ban record, held in atomics so that a decision with a
+//! rate rule or a ban takes no lock; and the checks a decision makes with it before the
 //! concurrency limits.
+//!
+//! Each rate rule's state is one word, decided and counted with a compare-and-swap
+//! (`rate::AtomicRate`); a ban is its end, in one word. The parts few clients have (path rule
+//! states, the ban count and reason, the fleet's counts) are allocated on first use and reached
+//! through one more pointer. What the record must be kept for (`retain_until`) and when a rule
+//! last looked at the client (`last_seen`) move forward only, and only by whole steps, so that
+//! a busy client's decisions seldom write them.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwapOption;
 
 use super::Kind;
-use crate::ban::{noise, BanReason};
+use crate::ban::{noise, BanPolicy, BanReason};
 use crate::clock::nanos;
 use crate::key::ClientKey;
 use crate::limits::Limits;
-use crate::rate::{RateLimit, RateState};
+use crate::rate::{AtomicRate, PathRule, RateLimit};
 use crate::reason::RejectReason;
 
 /// A request's method and path, for path rules.
@@ -16,79 +29,81 @@ pub(crate) struct Route<'a> {
     pub(crate) path: &'a str,
 }
 
+/// How often, at most, a busy client's `last_seen` is written: what making room ranks records
+/// by needs no finer time.
+const SEEN_STEP: u64 = 1_000_000_000;
+
 /// One client's rate states and ban record.
 #[derive(Debug, Default)]
-pub(super) struct Gate {
-    connect_rate: RateState,
-    request_rate: RateState,
+pub(super) struct RateRecord {
+    connect: AtomicRate,
+    request: AtomicRate,
+    /// The ban policy's count of rate refusals.
+    violations: AtomicRate,
+    /// Until when the client is banned (clock nanoseconds); 0 once it is not.
+    banned_until: AtomicU64,
     /// Until when the record can still refuse something: a drained entry is kept until then,
     /// so that leaving does not reset a client's record.
-    retain_until: u64,
-    /// When a rule last looked at the client (clock nanoseconds): what making room for a
-    /// newcomer ranks a drained client's record by, stalest first.
-    last_seen: u64,
-    /// Path states and the ban record, kept only for the clients that need them.
-    extra: Option<Box<Extra>>,
+    retain_until: AtomicU64,
+    /// When a rule last looked at the client (clock nanoseconds, to [`SEEN_STEP`]): what
+    /// making room for a newcomer ranks a drained client's record by, stalest first.
+    last_seen: AtomicU64,
+    /// The parts few clients have, allocated at the first need.
+    rare: OnceLock<Box<RareRecord>>,
 }
 
 /// The parts of a client's record few clients have.
 #[derive(Debug, Default)]
-struct Extra {
-    /// One state per path rule, allocated at the client's first request that matches one.
-    paths: Option<Box<[RateState]>>,
-    /// The config generation `paths` was laid out for; a new config starts them afresh.
-    paths_generation: u64,
-    violations: RateState,
+struct RareRecord {
+    /// One state per path rule of one config, made at the client's first request matching one.
+    paths: ArcSwapOption<PathStates>,
     /// How many times the client was banned, for escalation.
-    bans: u32,
-    /// Until when the client is banned (clock nanoseconds); 0 once it is not.
-    banned_until: u64,
-    /// Why, while it is.
-    ban_reason: Option<BanReason>,
-    /// With a fleet joined: the events to send, and the other nodes' seen so far.
-    fleet: Option<Box<FleetCounts>>,
+    bans: AtomicU32,
+    /// Why the client is banned, while it is.
+    ban_reason: ArcSwapOption<BanReason>,
+    /// With a fleet joined: the events to send, and the fleet's counts seen so far.
+    fleet: ArcSwapOption<FleetCounts>,
 }
 
-impl Extra {
-    /// The client's state for each of `rules` path rules under the config of `generation`:
-    /// allocated at the first use under it, so that a new config starts them afresh.
-    fn path_states(&mut self, generation: u64, rules: usize) -> &mut [RateState] {
-        if self.paths.is_none() || self.paths_generation != generation {
-            self.paths = Some(vec![RateState::default(); rules].into_boxed_slice());
-            self.paths_generation = generation;
-        }
-        self.paths.get_or_insert_with(Box::default)
-    }
+/// A client's path rule states under the config of one generation.
+#[derive(Debug)]
+struct PathStates {
+    generation: u64,
+    states: Box<[AtomicRate]>,
 }
 
 /// A client's rate events as a fleet shares them, per rule (`sharing::RuleId`), under the config
 /// of one generation: a new config starts them afresh, so that an event is never sent under
 /// another rule's name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FleetCounts {
-    /// The config generation the rules are numbered by.
     generation: u64,
     /// Events admitted here and not yet sent.
-    unsent: Vec<u32>,
-    /// The events this node sent in a rule's fleet window (its number).
+    unsent: Box<[AtomicU32]>,
+    /// Whether the client is on the sync task's list of clients with events to send.
+    listed: AtomicBool,
+    /// What only the sync task reads and writes, once per sync.
+    sync: Mutex<SyncCounts>,
+}
+
+/// Per rule: the events this node sent in the rule's fleet window, and the other nodes' events
+/// in it as counted here so far, each with the window's number.
+#[derive(Debug, Default)]
+struct SyncCounts {
     sent: Vec<(u64, u32)>,
-    /// The other nodes' events in a rule's window (its number), as counted here so far.
     seen: Vec<(u64, u32)>,
 }
 
 impl FleetCounts {
-    /// Room for `rules` rules of the config of `generation`.
-    fn fit(&mut self, rules: usize, generation: u64) {
-        if self.generation != generation {
-            *self = FleetCounts {
-                generation,
-                ..FleetCounts::default()
-            };
-        }
-        if self.unsent.len() < rules {
-            self.unsent.resize(rules, 0);
-            self.sent.resize(rules, (0, 0));
-            self.seen.resize(rules, (0, 0));
+    fn new(generation: u64, rules: usize) -> Self {
+        FleetCounts {
+            generation,
+            unsent: (0..rules).map(|_| AtomicU32::new(0)).collect(),
+            listed: AtomicBool::new(false),
+            sync: Mutex::new(SyncCounts {
+                sent: vec![(0, 0); rules],
+                seen: vec![(0, 0); rules],
+            }),
         }
     }
 }
@@ -105,9 +120,33 @@ pub(super) struct Event<'a> {
     pub(super) sharing: Option<&'a super::sharing::Outbox>,
 }
 
-/// How a decision went, beyond the verdict: what the stats and the log should hear.
+impl Event<'_> {
+    /// The rate rule for the event's kind, and the reason it refuses with.
+    fn kind_rule(&self) -> (Option<&RateLimit>, RejectReason) {
+        match self.kind {
+            Kind::Connection => (self.limits.connect_rate.as_ref(), RejectReason::ConnectRate),
+            Kind::Request => (self.limits.request_rate.as_ref(), RejectReason::RequestRate),
+        }
+    }
+
+    /// Which path rules the event's route matches, as a set of their places (at most
+    /// [`MAX_PATH_RULES`](crate::limits::MAX_PATH_RULES)): worked out once per decision.
+    fn matching_paths(&self) -> u64 {
+        let Some(route) = self.route else {
+            return 0;
+        };
+        let rules = &self.limits.path_rules;
+        rules
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| rule.matches(route.method, route.path))
+            .fold(0, |set, (i, _)| set | 1 << i)
+    }
+}
+
+/// What a decision did besides its verdict: what the stats and the log should hear.
 #[derive(Debug, Default)]
-pub(super) struct Notes {
+pub(super) struct SideEffects {
     /// Refusals a dry-run rule would have made.
     pub(super) dry_run: u32,
     /// Set when this decision banned the client.
@@ -118,7 +157,7 @@ pub(super) struct Notes {
     pub(super) would_ban: bool,
 }
 
-impl Notes {
+impl SideEffects {
     /// Whether there is anything to count or log.
     #[inline]
     pub(super) fn any(&self) -> bool {
@@ -130,15 +169,15 @@ impl Notes {
 /// it would pass. (The layer's `Refusal` is the answer sent to a client.)
 pub(super) type Denial = (RejectReason, Option<u64>);
 
-impl Gate {
+impl RateRecord {
     /// Whether the record can still refuse something at `now`, so the client must be kept.
     pub(super) fn retains(&self, now: u64) -> bool {
-        self.retain_until > now
+        self.retain_until.load(Ordering::Relaxed) > now
     }
 
     /// Until when the record is kept, or 0.
     pub(super) fn retained_until(&self) -> u64 {
-        self.retain_until
+        self.retain_until.load(Ordering::Relaxed)
     }
 
     /// How forgetting the client to make room for a newcomer ranks at `now`, lowest first:
@@ -152,179 +191,319 @@ impl Gate {
         if !self.retains(now) {
             return Some(0);
         }
-        Some(self.last_seen.max(1))
+        Some(self.last_seen.load(Ordering::Relaxed).max(1))
     }
 
     /// How many times the client was banned.
     pub(super) fn bans(&self) -> u32 {
-        self.extra.as_ref().map_or(0, |extra| extra.bans)
+        self.rare
+            .get()
+            .map_or(0, |rare| rare.bans.load(Ordering::Relaxed))
     }
 
-    fn extra(&mut self) -> &mut Extra {
-        self.extra.get_or_insert_with(Box::default)
+    fn rare(&self) -> &RareRecord {
+        self.rare.get_or_init(Box::default)
     }
 
-    fn remember_until(&mut self, until: u64) {
-        self.retain_until = self.retain_until.max(until);
+    /// Keeps the record until at least `until`: a read, and a write only when `until` is later.
+    #[inline]
+    fn remember_until(&self, until: u64) {
+        if until > self.retain_until.load(Ordering::Relaxed) {
+            self.retain_until.fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes that a rule looked at the client at `now`.
+    #[inline]
+    fn seen(&self, now: u64) {
+        if now
+            > self
+                .last_seen
+                .load(Ordering::Relaxed)
+                .saturating_add(SEEN_STEP)
+        {
+            self.last_seen.store(now, Ordering::Relaxed);
+        }
     }
 
     /// Until when the client is banned, or 0.
     pub(super) fn banned_until(&self) -> u64 {
-        self.extra.as_ref().map_or(0, |extra| extra.banned_until)
+        self.banned_until.load(Ordering::Relaxed)
     }
 
     /// Why the client is banned, while it is (at `now`).
-    pub(super) fn ban_reason(&self, now: u64) -> Option<&BanReason> {
-        let extra = self.extra.as_ref()?;
-        (extra.banned_until > now)
-            .then_some(extra.ban_reason.as_ref())
-            .flatten()
+    pub(super) fn ban_reason(&self, now: u64) -> Option<Arc<BanReason>> {
+        if self.banned_until() <= now {
+            return None;
+        }
+        self.rare.get()?.ban_reason.load_full()
     }
 
     /// Bans the client until `until`, decided at `now`, for `reason`. An existing ban that
     /// ends later stays, with its own reason.
-    pub(super) fn ban_until(&mut self, until: u64, now: u64, reason: BanReason) {
-        let extra = self.extra();
-        if until >= extra.banned_until || extra.ban_reason.is_none() {
-            extra.ban_reason = Some(reason);
+    pub(super) fn ban_until(&self, until: u64, now: u64, reason: BanReason) {
+        let rare = self.rare();
+        let before = self.banned_until.fetch_max(until, Ordering::Relaxed);
+        if until >= before || rare.ban_reason.load().is_none() {
+            rare.ban_reason.store(Some(Arc::new(reason)));
         }
-        extra.banned_until = extra.banned_until.max(until);
         self.remember_until(until);
-        self.last_seen = self.last_seen.max(now);
+        self.seen(now);
     }
 
     /// Lifts a ban and forgets the violation record.
-    pub(super) fn unban(&mut self) {
-        if let Some(extra) = &mut self.extra {
-            extra.banned_until = 0;
-            extra.ban_reason = None;
-            extra.bans = 0;
-            extra.violations = RateState::default();
+    pub(super) fn unban(&self) {
+        self.banned_until.store(0, Ordering::Relaxed);
+        self.violations.reset();
+        if let Some(rare) = self.rare.get() {
+            rare.ban_reason.store(None);
+            rare.bans.store(0, Ordering::Relaxed);
         }
     }
 
-    /// Everything but the concurrency counts and the global cap: ban, then the rate rules for
-    /// this event, in order. Counts what passes; a violation may ban the client. `notes` says
+    /// Everything but the concurrency counts and the global cap: a ban, then the rate rules
+    /// for this event, in order. Counts what passes; a violation may ban the client. `fx` says
     /// whether the client's ban began or ended here.
-    pub(super) fn check(&mut self, d: &Event<'_>, notes: &mut Notes) -> Result<(), Denial> {
-        if let Some(extra) = &mut self.extra {
-            if extra.banned_until != 0 {
-                let now = (d.now)();
-                self.last_seen = self.last_seen.max(now);
-                if now < extra.banned_until {
-                    return Err((RejectReason::Banned, Some(extra.banned_until - now)));
-                }
-                extra.banned_until = 0;
-                extra.ban_reason = None;
-                notes.ban_over = true;
-            }
-        }
-        let limits = d.limits;
-        let (rule, state, reason) = match d.kind {
-            Kind::Connection => (
-                &limits.connect_rate,
-                &mut self.connect_rate,
-                RejectReason::ConnectRate,
-            ),
-            Kind::Request => (
-                &limits.request_rate,
-                &mut self.request_rate,
-                RejectReason::RequestRate,
-            ),
-        };
-        let mut refusal = rule.as_ref().and_then(|rule| {
-            check_rule(
-                state,
-                rule,
-                reason,
-                d,
-                notes,
-                &mut self.retain_until,
-                &mut self.last_seen,
-            )
-        });
-        if refusal.is_none() {
-            if let Some(route) = d.route {
-                refusal = self.check_paths(route, d, notes);
-            }
+    pub(super) fn check(&self, d: &Event<'_>, fx: &mut SideEffects) -> Result<(), Denial> {
+        self.check_ban(d, fx)?;
+        let (rule, reason) = d.kind_rule();
+        let mut refusal =
+            rule.and_then(|rule| self.check_rule(self.kind_state(d), rule, reason, d, fx));
+        let paths = d.matching_paths();
+        if refusal.is_none() && paths != 0 {
+            refusal = self.check_paths(paths, d, fx);
         }
         match refusal {
             None => {
                 if let Some(outbox) = d.sharing {
-                    self.count_for_fleet(d, outbox);
+                    self.count_for_fleet(d, paths, outbox);
                 }
                 Ok(())
             }
             Some(refusal) => {
-                self.violation(d, notes, refusal.0);
+                self.violation(d, fx, refusal.0);
                 Err(refusal)
             }
         }
     }
 
-    /// Counts the event each rule just admitted, for the fleet to hear at its next sync.
-    #[cold]
-    #[inline(never)]
-    fn count_for_fleet(&mut self, d: &Event<'_>, outbox: &super::sharing::Outbox) {
-        let limits = d.limits;
-        let rules = 2 + limits.path_rules.len();
-        let fleet = self.extra().fleet.get_or_insert_with(Box::default);
-        fleet.fit(rules, limits.lookups.generation);
-        let was_quiet = fleet.unsent.iter().all(|n| *n == 0);
-        let kind_rule = match d.kind {
-            Kind::Connection => (0, limits.connect_rate.is_some()),
-            Kind::Request => (1, limits.request_rate.is_some()),
-        };
-        if kind_rule.1 {
-            fleet.unsent[kind_rule.0] = fleet.unsent[kind_rule.0].saturating_add(1);
+    /// The state of the event's kind's rule.
+    fn kind_state(&self, d: &Event<'_>) -> &AtomicRate {
+        match d.kind {
+            Kind::Connection => &self.connect,
+            Kind::Request => &self.request,
         }
-        if let Some(route) = d.route {
-            for (i, rule) in limits.path_rules.iter().enumerate() {
-                if rule.matches(route.method, route.path) {
-                    fleet.unsent[2 + i] = fleet.unsent[2 + i].saturating_add(1);
-                }
+    }
+
+    /// A ban in force refuses; one that is over is ended here.
+    #[inline]
+    fn check_ban(&self, d: &Event<'_>, fx: &mut SideEffects) -> Result<(), Denial> {
+        let until = self.banned_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return Ok(());
+        }
+        let now = (d.now)();
+        self.seen(now);
+        if now < until {
+            return Err((RejectReason::Banned, Some(until - now)));
+        }
+        let ended = self
+            .banned_until
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if ended {
+            if let Some(rare) = self.rare.get() {
+                rare.ban_reason.store(None);
+            }
+            fx.ban_over = true;
+        }
+        Ok(())
+    }
+
+    /// Checks one rate rule. An enforced refusal is returned; a dry-run refusal is noted and let
+    /// through. The record is kept until the state expires, and the client was seen now.
+    fn check_rule(
+        &self,
+        state: &AtomicRate,
+        rule: &RateLimit,
+        reason: RejectReason,
+        d: &Event<'_>,
+        fx: &mut SideEffects,
+    ) -> Option<Denial> {
+        let now = (d.now)();
+        let result = state.check(rule, now);
+        self.remember_until(state.expires_at(rule, now));
+        self.seen(now);
+        match result {
+            Ok(()) => None,
+            Err(_) if rule.dry_run => {
+                fx.dry_run += 1;
+                None
+            }
+            Err(wait) => Some((reason, Some(wait))),
+        }
+    }
+
+    /// Checks every path rule in `paths` (a set of places), in order; the first enforced
+    /// refusal stops the checks.
+    fn check_paths(&self, paths: u64, d: &Event<'_>, fx: &mut SideEffects) -> Option<Denial> {
+        let rules = &d.limits.path_rules;
+        let states = self.path_states(d.limits);
+        for (i, rule) in places(paths).map(|i| (i, &rules[i])) {
+            let refusal =
+                self.check_rule(&states.states[i], &rule.rate, RejectReason::PathRule, d, fx);
+            if refusal.is_some() {
+                return refusal;
             }
         }
-        if was_quiet && fleet.unsent.iter().any(|n| *n > 0) {
+        None
+    }
+
+    /// The client's path rule states under `limits`, made at the first use under its config.
+    fn path_states(&self, limits: &Limits) -> Arc<PathStates> {
+        let rare = self.rare();
+        let generation = limits.lookups.generation;
+        if let Some(states) = rare.paths.load_full() {
+            if states.generation == generation {
+                return states;
+            }
+        }
+        let fresh = Arc::new(PathStates {
+            generation,
+            states: path_rules_states(&limits.path_rules),
+        });
+        // A racing decision may have made them first: theirs then.
+        let before = rare
+            .paths
+            .compare_and_swap(&None::<Arc<PathStates>>, Some(Arc::clone(&fresh)));
+        match &*before {
+            Some(theirs) if theirs.generation == generation => Arc::clone(theirs),
+            _ => {
+                rare.paths.store(Some(Arc::clone(&fresh)));
+                fresh
+            }
+        }
+    }
+
+    /// Records a violation of the rule that refused for `reason`; crossing the ban policy's
+    /// threshold bans the client.
+    fn violation(&self, d: &Event<'_>, fx: &mut SideEffects, reason: RejectReason) {
+        let Some(policy) = &d.limits.ban else {
+            return;
+        };
+        let now = (d.now)();
+        let rule = policy.violations();
+        let crossed = self.violations.check(&rule, now).is_err();
+        self.remember_until(self.violations.expires_at(&rule, now));
+        if !crossed {
+            return;
+        }
+        // The record starts afresh, as after a real ban, so that a dry-run policy notes a
+        // client that keeps going once per crossing, not at every violation after it.
+        self.violations.reset();
+        if policy.dry_run {
+            fx.would_ban = true;
+            return;
+        }
+        self.ban_by_policy(policy, d.key, now, reason);
+        fx.banned = true;
+    }
+
+    /// Bans the client by `policy`, at `now`, the rule that refused it last refusing for
+    /// `reason`.
+    fn ban_by_policy(&self, policy: &BanPolicy, key: &ClientKey, now: u64, reason: RejectReason) {
+        let earlier = self.rare().bans.fetch_add(1, Ordering::Relaxed);
+        let until = now.saturating_add(policy.length(earlier, noise(key, now)));
+        let why = BanReason::Policy {
+            last: reason,
+            violations: policy.max_violations.saturating_add(1),
+            within: policy.within,
+        };
+        self.ban_until(until, now, why);
+        // Remember the record of bans for one longest ban after this one ends, for escalation.
+        self.remember_until(until.saturating_add(nanos(policy.max_ban_for)));
+    }
+
+    /// Counts the event each rule just admitted (the kind's rule, the path rules in `paths`),
+    /// for the fleet to hear at its next sync; a client with events to send is listed once.
+    #[cold]
+    #[inline(never)]
+    fn count_for_fleet(&self, d: &Event<'_>, paths: u64, outbox: &super::sharing::Outbox) {
+        let limits = d.limits;
+        let counts = self.fleet_counts(limits);
+        let mut counted = false;
+        if d.kind_rule().0.is_some() {
+            let id = match d.kind {
+                Kind::Connection => 0,
+                Kind::Request => 1,
+            };
+            add_one(&counts.unsent[id]);
+            counted = true;
+        }
+        for i in places(paths) {
+            add_one(&counts.unsent[2 + i]);
+            counted = true;
+        }
+        if counted && !counts.listed.swap(true, Ordering::Relaxed) {
             outbox.active(*d.key);
         }
     }
 
+    /// The client's fleet counts under `limits`, made at the first use under its config.
+    fn fleet_counts(&self, limits: &Limits) -> Arc<FleetCounts> {
+        let rare = self.rare();
+        let generation = limits.lookups.generation;
+        if let Some(counts) = rare.fleet.load_full() {
+            if counts.generation == generation {
+                return counts;
+            }
+        }
+        let fresh = Arc::new(FleetCounts::new(generation, 2 + limits.path_rules.len()));
+        rare.fleet.store(Some(Arc::clone(&fresh)));
+        fresh
+    }
+
     /// The events admitted here under the config of `generation` and not yet sent, per rule;
-    /// none are left unsent (events counted under another config are dropped).
+    /// none are left unsent (events counted under another config are dropped), and the client
+    /// may be listed again.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(super) fn take_unsent(&mut self, generation: u64) -> Vec<(usize, u32)> {
-        let Some(fleet) = self.extra.as_mut().and_then(|extra| extra.fleet.as_mut()) else {
+    pub(super) fn take_unsent(&self, generation: u64) -> Vec<(usize, u32)> {
+        let Some(counts) = self.rare.get().and_then(|rare| rare.fleet.load_full()) else {
             return Vec::new();
         };
-        if fleet.generation != generation {
-            fleet.unsent.iter_mut().for_each(|n| *n = 0);
+        counts.listed.store(false, Ordering::Relaxed);
+        if counts.generation != generation {
             return Vec::new();
         }
-        fleet
+        counts
             .unsent
-            .iter_mut()
+            .iter()
             .enumerate()
-            .filter(|(_, n)| **n > 0)
-            .map(|(id, n)| (id, std::mem::take(n)))
+            .filter_map(|(id, n)| {
+                let n = n.swap(0, Ordering::Relaxed);
+                (n > 0).then_some((id, n))
+            })
             .collect()
     }
 
     /// Takes back events that could not be sent (rule `id`, `n` of them, under the config of
     /// `generation`), to send at the next sync, keeping at most `cap` unsent for the rule.
-    /// Whether any are kept.
+    /// Whether any are kept (the caller then lists the client again).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(super) fn keep_unsent(&mut self, id: usize, n: u32, cap: u32, generation: u64) -> bool {
-        let Some(fleet) = self.extra.as_mut().and_then(|extra| extra.fleet.as_mut()) else {
+    pub(super) fn keep_unsent(&self, id: usize, n: u32, cap: u32, generation: u64) -> bool {
+        let Some(counts) = self.rare.get().and_then(|rare| rare.fleet.load_full()) else {
             return false;
         };
-        match fleet.unsent.get_mut(id) {
-            Some(unsent) if fleet.generation == generation => {
-                *unsent = unsent.saturating_add(n).min(cap);
-                true
-            }
-            _ => false,
+        let Some(unsent) = counts.unsent.get(id) else {
+            return false;
+        };
+        if counts.generation != generation {
+            return false;
         }
+        let _ = unsent.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |have| {
+            Some(have.saturating_add(n).min(cap))
+        });
+        !counts.listed.swap(true, Ordering::Relaxed)
     }
 
     /// Counts what the fleet's total says the other nodes admitted under rule `id` (`rule`) in
@@ -334,7 +513,7 @@ impl Gate {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn charge_fleet(
-        &mut self,
+        &self,
         rule: &RateLimit,
         id: usize,
         window: u64,
@@ -343,140 +522,79 @@ impl Gate {
         now: u64,
         limits: &Limits,
     ) {
-        let generation = limits.lookups.generation;
-        let fleet = self.extra().fleet.get_or_insert_with(Box::default);
-        fleet.fit(2 + limits.path_rules.len(), generation);
-        let (Some(mine), Some(seen)) = (fleet.sent.get_mut(id), fleet.seen.get_mut(id)) else {
-            return;
+        let counts = self.fleet_counts(limits);
+        let new = {
+            let mut sync = counts
+                .sync
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let SyncCounts { sent: mine, seen } = &mut *sync;
+            let (Some(mine), Some(seen)) = (mine.get_mut(id), seen.get_mut(id)) else {
+                return;
+            };
+            if mine.0 != window {
+                *mine = (window, 0);
+            }
+            mine.1 = mine.1.saturating_add(sent);
+            let others = u32::try_from(total.saturating_sub(u64::from(mine.1))).unwrap_or(u32::MAX);
+            if seen.0 != window {
+                *seen = (window, 0);
+            }
+            let new = others.saturating_sub(seen.1);
+            seen.1 = seen.1.max(others);
+            new
         };
-        if mine.0 != window {
-            *mine = (window, 0);
-        }
-        mine.1 = mine.1.saturating_add(sent);
-        let others = u32::try_from(total.saturating_sub(u64::from(mine.1))).unwrap_or(u32::MAX);
-        if seen.0 != window {
-            *seen = (window, 0);
-        }
-        let new = others.saturating_sub(seen.1);
-        seen.1 = seen.1.max(others);
         if new == 0 {
             return;
         }
+        let paths;
         let state = match id {
-            0 => &mut self.connect_rate,
-            1 => &mut self.request_rate,
+            0 => &self.connect,
+            1 => &self.request,
             i => {
-                let rules = limits.path_rules.len();
-                let states = self
-                    .extra
-                    .get_or_insert_with(Box::default)
-                    .path_states(generation, rules);
-                match states.get_mut(i - 2) {
+                paths = self.path_states(limits);
+                match paths.states.get(i - 2) {
                     Some(state) => state,
                     None => return,
                 }
             }
         };
         state.charge(rule, now, new);
-        let expires = state.expires_at(rule);
-        self.remember_until(expires);
-        self.last_seen = self.last_seen.max(now);
-    }
-
-    fn check_paths(
-        &mut self,
-        route: Route<'_>,
-        d: &Event<'_>,
-        notes: &mut Notes,
-    ) -> Option<Denial> {
-        let rules = &d.limits.path_rules;
-        let mut matching = rules
-            .iter()
-            .enumerate()
-            .filter(|(_, rule)| rule.matches(route.method, route.path))
-            .peekable();
-        matching.peek()?;
-        let generation = d.limits.lookups.generation;
-        let states = self
-            .extra
-            .get_or_insert_with(Box::default)
-            .path_states(generation, rules.len());
-        for (i, rule) in matching {
-            if let Some(refusal) = check_rule(
-                &mut states[i],
-                &rule.rate,
-                RejectReason::PathRule,
-                d,
-                notes,
-                &mut self.retain_until,
-                &mut self.last_seen,
-            ) {
-                return Some(refusal);
-            }
-        }
-        None
-    }
-
-    /// Records a violation of the rule that refused for `reason`; crossing the ban policy's
-    /// threshold bans the client.
-    fn violation(&mut self, d: &Event<'_>, notes: &mut Notes, reason: RejectReason) {
-        let Some(policy) = &d.limits.ban else {
-            return;
-        };
-        let now = (d.now)();
-        let rule = policy.violations();
-        let extra = self.extra();
-        let crossed = extra.violations.check(&rule, now).is_err();
-        let expires = extra.violations.expires_at(&rule);
-        if crossed {
-            // The record starts afresh, as after a real ban, so that a dry-run policy notes a
-            // client that keeps going once per crossing, not at every violation after it.
-            extra.violations = RateState::default();
-        }
-        self.remember_until(expires);
-        if !crossed {
-            return;
-        }
-        if policy.dry_run {
-            notes.would_ban = true;
-            return;
-        }
-        let extra = self.extra();
-        let until = now.saturating_add(policy.length(extra.bans, noise(d.key, now)));
-        extra.bans = extra.bans.saturating_add(1);
-        let why = BanReason::Policy {
-            last: reason,
-            violations: policy.max_violations.saturating_add(1),
-            within: policy.within,
-        };
-        self.ban_until(until, now, why);
-        // Remember the record of bans for one longest ban after this one ends, for escalation.
-        self.remember_until(until.saturating_add(nanos(policy.max_ban_for)));
-        notes.banned = true;
+        self.remember_until(state.expires_at(rule, now));
+        self.seen(now);
     }
 }
 
-/// Checks one rate rule. An enforced refusal is returned; a dry-run refusal is noted and let
-/// through. The record is kept until the state expires, and the client was seen now.
-fn check_rule(
-    state: &mut RateState,
-    rule: &RateLimit,
-    reason: RejectReason,
-    d: &Event<'_>,
-    notes: &mut Notes,
-    retain_until: &mut u64,
-    last_seen: &mut u64,
-) -> Option<Denial> {
-    let now = (d.now)();
-    let result = state.check(rule, now);
-    *retain_until = (*retain_until).max(state.expires_at(rule));
-    *last_seen = (*last_seen).max(now);
-    match result {
-        Ok(()) => None,
-        Err(_) if rule.dry_run => {
-            notes.dry_run += 1;
-            None
-        }
-        Err(wait) => Some((reason, Some(wait))),
+/// Fresh states for `rules`.
+fn path_rules_states(rules: &[PathRule]) -> Box<[AtomicRate]> {
+    rules.iter().map(|_| AtomicRate::default()).collect()
+}
+
+/// The places in the set `set`, lowest first.
+fn places(mut set: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (set != 0).then(|| {
+            let i = set.trailing_zeros() as usize;
+            set &= set - 1;
+            i
+        })
+    })
+}
+
+/// Adds one to `count`, saturating.
+#[inline]
+fn add_one(count: &AtomicU32) {
+    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_the_set_bits_lowest_first() {
+        assert_eq!(places(0).count(), 0);
+        assert_eq!(places(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
+        assert_eq!(places(1 << 63).collect::<Vec<_>>(), [63]);
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::gate::Notes;
+use super::gate::SideEffects;
 use super::points::PointCounters;
 use super::summary::{Window, SAMPLE};
 use super::{stripes, Kind, Limiter, PointId};
@@ -90,7 +90,7 @@ impl Limiter {
     }
 
     /// Counts what a decision noticed besides its verdict, and logs bans.
-    pub(super) fn record(&self, key: &ClientKey, notes: &Notes) {
+    pub(super) fn record(&self, key: &ClientKey, notes: &SideEffects) {
         let c = &self.shared.counters;
         if notes.dry_run > 0 {
             c.dry_run

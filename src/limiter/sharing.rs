@@ -8,14 +8,13 @@
 // Only the fleet (feature `redis`) drives the sharing side.
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
-use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{FleetStatus, Limiter};
+use super::{stripes, FleetStatus, Limiter};
 use crate::ban::BanReason;
 use crate::cidr::Cidr;
 use crate::clock::nanos;
@@ -71,6 +70,10 @@ pub(super) struct Outbox {
     /// Whether a fleet is joined: decisions leave nothing here otherwise.
     enabled: AtomicBool,
     inner: Mutex<Gathered>,
+    /// Clients with rate events not yet sent, listed by the thread that admitted their first
+    /// event since the last sync, in that thread's stripe: admissions on different threads
+    /// never wait for each other here, and a client is listed once (its entry says so).
+    active: [Mutex<Vec<ClientKey>>; stripes::STRIPES],
     /// Where the node stands with the fleet, as the sync task last wrote it.
     status: Mutex<FleetStatus>,
     /// When the last sync succeeded (clock nanoseconds, plus one; 0: never).
@@ -81,8 +84,6 @@ pub(super) struct Outbox {
 #[derive(Debug, Default)]
 struct Gathered {
     bans: Vec<BanNote>,
-    /// Clients with rate events not yet sent.
-    active: HashSet<ClientKey>,
 }
 
 /// Locks `mutex`, which is only ever assigned whole values: a panic elsewhere leaves it usable.
@@ -106,7 +107,16 @@ impl Outbox {
 
     /// Notes that `key` has events to send (called on its first event since the last sync).
     pub(super) fn active(&self, key: ClientKey) {
-        lock(&self.inner).active.insert(key);
+        lock(&self.active[stripes::stripe()]).push(key);
+    }
+
+    /// Takes every client listed since the last call.
+    fn take_active(&self) -> Vec<ClientKey> {
+        let mut active = Vec::new();
+        for stripe in &self.active {
+            active.append(&mut lock(stripe));
+        }
+        active
     }
 }
 
@@ -141,6 +151,7 @@ impl Limiter {
         let outbox = &self.shared.outbox;
         outbox.enabled.store(false, Ordering::Relaxed);
         *lock(&outbox.inner) = Gathered::default();
+        drop(outbox.take_active());
     }
 
     /// Takes the bans decided since the last call, each with the ban in force on it now
@@ -161,10 +172,11 @@ impl Limiter {
         let now = self.now();
         match banned {
             Banned::Client(key) => {
-                let record = self.shared.clients.get(&key)?;
-                let gate = record.key().entry().gate();
-                let reason = gate.ban_reason(now)?.clone();
-                Some((Duration::from_nanos(gate.banned_until() - now), reason))
+                let found = self.shared.clients.get(&key)?;
+                let record = &found.key().entry().record;
+                let reason = BanReason::clone(&*record.ban_reason(now)?);
+                let left = record.banned_until().saturating_sub(now);
+                Some((Duration::from_nanos(left), reason))
             }
             Banned::Network(network) => self
                 .banned_networks()
@@ -197,12 +209,12 @@ impl Limiter {
     /// Takes the rate events admitted under the config of `generation` since the last call:
     /// for each client, each rule's count.
     pub(crate) fn take_rate_events(&self, generation: u64) -> Vec<(ClientKey, Vec<(RuleId, u32)>)> {
-        let active = std::mem::take(&mut lock(&self.shared.outbox.inner).active);
+        let active = self.shared.outbox.take_active();
         active
             .into_iter()
             .filter_map(|key| {
                 let record = self.shared.clients.get(&key)?;
-                let events = record.key().entry().gate().take_unsent(generation);
+                let events = record.key().entry().record.take_unsent(generation);
                 (!events.is_empty()).then_some((key, events))
             })
             .collect()
@@ -217,15 +229,15 @@ impl Limiter {
             return;
         };
         let cap = rule.events.max(rule.burst);
-        let kept = match self.shared.clients.get(&key) {
+        let relist = match self.shared.clients.get(&key) {
             Some(record) => record
                 .key()
                 .entry()
-                .gate()
+                .record
                 .keep_unsent(id, n, cap, generation),
             None => false,
         };
-        if kept {
+        if relist {
             self.shared.outbox.active(key);
         }
     }
@@ -249,7 +261,7 @@ impl Limiter {
             let now = self.now();
             let entry = record.key().entry();
             entry
-                .gate()
+                .record
                 .charge_fleet(rule, id, window, total, sent, now, &installed.limits);
         }
     }

@@ -251,14 +251,14 @@ impl ClientStats {
     pub(super) fn new(entry: &Entry, now: u64) -> Self {
         let left = |until: u64| (until > now).then(|| Duration::from_nanos(until - now));
         let (open_connections, in_flight_requests) = entry.counts();
-        let gate = entry.gate();
+        let record = &entry.record;
         ClientStats {
             key: entry.key,
             open_connections,
             in_flight_requests,
-            banned_for: left(gate.banned_until()),
-            bans: gate.bans(),
-            remembered_for: left(gate.retained_until()),
+            banned_for: left(record.banned_until()),
+            bans: record.bans(),
+            remembered_for: left(record.retained_until()),
         }
     }
 }

@@ -22,8 +22,10 @@
 
 use std::time::Duration;
 
+mod atomic;
 mod path;
 
+pub(crate) use self::atomic::{AtomicRate, SLIDING_MAX_EVENTS};
 pub use self::path::{PathMatch, PathRule};
 
 use crate::clock::nanos;
@@ -128,6 +130,16 @@ impl RateLimit {
                 "must be longer than zero",
             ));
         }
+        if self.strategy == Strategy::SlidingWindow && self.events > SLIDING_MAX_EVENTS {
+            return Err(ConfigError::new(
+                format!("{field}.events"),
+                format!(
+                    "a sliding window counts at most {SLIDING_MAX_EVENTS} events per period, \
+                     got {}: use a longer period, or a token bucket",
+                    self.events
+                ),
+            ));
+        }
         crate::clock::at_most_longest(&format!("{field}.period"), self.period)?;
         if nanos(self.period) / u64::from(self.events) == 0 {
             return Err(ConfigError::new(
@@ -225,12 +237,15 @@ pub(crate) mod file {
     }
 }
 
-/// The per-client state of one rate rule: sixteen bytes, whatever the strategy.
+/// The per-client state of one rate rule, plainly, as a lock would guard it: the reference the
+/// tests hold [`AtomicRate`], the state the limiter keeps, to (and check against a model of
+/// every strategy).
 ///
 /// - cooldown: `mark` is the last allowed event, `count` whether there was one;
 /// - fixed window: `mark` is the window start, `count` the events allowed in it;
 /// - sliding window: as fixed, with `prev` the count of the window before;
 /// - token bucket: `mark` is the theoretical arrival time (GCRA).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RateState {
     mark: u64,
@@ -238,6 +253,7 @@ pub(crate) struct RateState {
     prev: u32,
 }
 
+#[cfg(test)]
 impl RateState {
     /// Decides an event at `now` (nanoseconds on the limiter's clock) and counts it if allowed.
     /// A refusal carries how long until the same event would be allowed, in nanoseconds (at
@@ -253,7 +269,6 @@ impl RateState {
 
     /// Counts `n` events that happened elsewhere (on other nodes of a fleet) as if they had
     /// happened at `now`, whether or not the rule would have admitted them: they happened.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn charge(&mut self, rule: &RateLimit, now: u64, n: u32) {
         if n == 0 {
             return;
