@@ -35,7 +35,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use pingora_limits::inflight::Inflight;
 use tokio::sync::Semaphore;
 
-use tower_connlimit::{config::CidrLimit, rate::Strategy, Config, Limiter, RateLimit};
+use tower_connlimit::rate::{PathRule, Strategy};
+use tower_connlimit::{config::CidrLimit, Config, Limiter, RateLimit};
 
 /// The per-client limit every implementation enforces (never reached, but for refusals).
 const LIMIT: u32 = 100;
@@ -329,6 +330,57 @@ fn gate(c: &mut Criterion) {
     group.finish();
 }
 
+/// Admission with a rate rule that never refuses here, by strategy, against governor's keyed
+/// `check_key` (which makes only the rate check, with quanta's clock and one compare-and-swap):
+/// connections with a `connect_rate`, and requests with a `request_rate` and one path rule
+/// the request matches.
+fn rated(c: &mut Criterion) {
+    pin_to_first_core();
+    let mut group = c.benchmark_group("rated");
+    group.throughput(Throughput::Elements(1));
+    let never_refuses =
+        |strategy| RateLimit::new(1_000_000, Duration::from_nanos(1_000_000)).strategy(strategy);
+    let cases = [
+        ("one_client", clients_v4(0, 1)),
+        ("10k_clients", clients_v4(0, 10_000)),
+    ];
+    for (case, clients) in &cases {
+        for (name, strategy) in [
+            ("token_bucket", Strategy::TokenBucket),
+            ("sliding_window", Strategy::SlidingWindow),
+            ("cooldown", Strategy::Cooldown),
+        ] {
+            let ours = limiter(Config {
+                connect_rate: Some(never_refuses(strategy)),
+                ..per_client(LIMIT)
+            });
+            each_client(&mut group, name, case, clients, |ip| {
+                drop(black_box(ours.try_acquire(ip).unwrap()))
+            });
+        }
+        let requests = limiter(Config {
+            request_rate: Some(never_refuses(Strategy::SlidingWindow)),
+            path_rules: vec![PathRule::prefix(
+                "/api",
+                never_refuses(Strategy::TokenBucket),
+            )],
+            ..per_client(LIMIT)
+        });
+        each_client(&mut group, "request_and_path", case, clients, |ip| {
+            drop(black_box(
+                requests
+                    .try_acquire_request_to(ip, "GET", "/api/items")
+                    .unwrap(),
+            ))
+        });
+        let governor = governor(unlimited());
+        each_client(&mut group, "governor_check_key", case, clients, |ip| {
+            assert!(governor.check_key(&ip).is_ok())
+        });
+    }
+    group.finish();
+}
+
 /// `n` networks of `prefix` bits, one after the other from `start` (IPv4).
 fn networks(start: u32, prefix: u8, n: u32) -> Vec<tower_connlimit::Cidr> {
     let step = 1u32 << (32 - prefix);
@@ -483,6 +535,16 @@ fn threads(c: &mut Criterion) {
         measure("tower_connlimit", &|t, i| {
             drop(black_box(ours.try_acquire(client(t, i)).unwrap()))
         });
+        let rated = limiter(Config {
+            connect_rate: Some(
+                RateLimit::new(1_000_000, Duration::from_nanos(1_000_000))
+                    .strategy(Strategy::TokenBucket),
+            ),
+            ..per_client(LIMIT)
+        });
+        measure("tower_connlimit_rated", &|t, i| {
+            drop(black_box(rated.try_acquire(client(t, i)).unwrap()))
+        });
         let naive = NaiveLimiter::new(LIMIT);
         measure("naive_mutex_hashmap", &|t, i| {
             assert!(naive.acquire(black_box(client(t, i))));
@@ -524,6 +586,7 @@ criterion_group!(
     rejected,
     full_table,
     gate,
+    rated,
     cidr_lists,
     config_swap,
     threads

@@ -4,7 +4,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::IpAddr;
+use std::time::Duration;
 
+use tower_connlimit::rate::{PathRule, RateLimit, Strategy};
 use tower_connlimit::{config::CidrLimit, Config, Limiter};
 
 struct CountingAllocator;
@@ -112,6 +114,50 @@ fn refusals_allocate_nothing() {
     });
     assert_eq!(allocations, 0);
     assert_eq!(limiter.stats().rejected.total(), 2000);
+}
+
+#[test]
+fn rated_admissions_and_refusals_allocate_nothing() {
+    for strategy in [
+        Strategy::Cooldown,
+        Strategy::FixedWindow,
+        Strategy::SlidingWindow,
+        Strategy::TokenBucket,
+    ] {
+        // Rules that admit the loop's first round and refuse what comes after it.
+        let rule = RateLimit::new(2, Duration::from_secs(3600)).strategy(strategy);
+        let limiter = Limiter::new(Config {
+            connect_rate: Some(rule),
+            request_rate: Some(rule),
+            path_rules: vec![PathRule::prefix("/api", rule)],
+            ..Config::default()
+        });
+        let clients = clients();
+        // Warm-up: each client's entry, and its path rule's state, are made.
+        let held: Vec<_> = clients
+            .iter()
+            .map(|&ip| {
+                let request = limiter.try_acquire_request_to(ip, "GET", "/api/x").unwrap();
+                (limiter.try_acquire(ip).unwrap(), request)
+            })
+            .collect();
+        let allocations = allocations_in(|| {
+            for round in 0..20 {
+                for &ip in &clients {
+                    let connect = limiter.try_acquire(ip);
+                    let request = limiter.try_acquire_request_to(ip, "GET", "/api/x");
+                    if round == 0 && strategy != Strategy::Cooldown {
+                        assert!(connect.is_ok() && request.is_ok(), "{strategy:?}");
+                    }
+                    if round > 0 {
+                        assert!(connect.is_err() && request.is_err(), "{strategy:?}");
+                    }
+                }
+            }
+        });
+        assert_eq!(allocations, 0, "{strategy:?}");
+        drop(held);
+    }
 }
 
 #[test]

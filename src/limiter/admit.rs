@@ -15,6 +15,7 @@ use super::{stripes, Kind, Limiter, PointId};
 use crate::cidr_table::Overlap;
 use crate::key::ClientKey;
 use crate::limits::Limits;
+use crate::rate::RateLimit;
 use crate::reason::{RejectReason, Rejected};
 
 /// A decision's admission: the client's entry, and whether the connection went into the global
@@ -39,31 +40,35 @@ impl Limiter {
         route: Option<Route<'_>>,
         point: PointId,
     ) -> Result<Release, Rejected> {
-        // The common case, on the hot settings alone (`hot.rs`) and with no lock but the map
-        // shard's read lock: no rate rule or global cap in force, and a client with an entry, a
-        // limit worked out under the config in force, no exempt address and no ban. One
-        // compare-and-swap on the client's count.
+        // The common case, on the hot settings alone (`hot.rs`) and with no lock: no global cap
+        // in force and no path rule to match, a client with an entry, a limit worked out under
+        // the config in force, no exempt address and no ban, and no fleet to tell. The rate
+        // rule of the decision's kind, if any, then one compare-and-swap on the client's count.
         let shared = &*self.shared;
-        if let Some(hot) = shared.hot.read() {
+        if let Some(hot) = shared.hot.read(kind, route.is_some()) {
             let key = ClientKey::new(ip, hot.ipv4_prefix, hot.ipv6_prefix);
-            // The shard's read lock is held while `record` lives: no await, no second map call.
-            if let Some(record) = shared.clients.get(&key) {
-                let entry = record.key().entry();
-                if let Some(limit) = entry.plain_limit(hot.generation) {
-                    let limit = match kind {
-                        Kind::Connection => limit,
-                        Kind::Request => hot.max_requests_per_client,
+            // The shard's read lock is held while `found` lives: no await, no second map call.
+            if let Some(found) = shared.clients.get(&key) {
+                let entry = found.key().entry();
+                let plain = entry.plain_limit(hot.generation);
+                if let (Some(limit), true) = (plain, shared.hot.still(&hot)) {
+                    let admits = |rule: &RateLimit| {
+                        !shared.outbox.enabled() && entry.record.admits(kind, rule, self.now())
                     };
-                    if shared.hot.still(&hot) {
+                    if hot.rule.as_ref().is_none_or(admits) {
+                        let limit = match kind {
+                            Kind::Connection => limit,
+                            Kind::Request => hot.max_requests_per_client,
+                        };
                         if !entry.try_count(kind, limit, false) {
-                            drop(record);
+                            drop(found);
                             let reason = kind.client_limit_reason();
                             return Err(self.refuse_decided(kind, point, &key, reason, None));
                         }
-                        let slot = Release::new(Arc::clone(entry), kind, point, false);
-                        drop(record);
+                        let release = Release::new(Arc::clone(entry), kind, point, false);
+                        drop(found);
                         self.count_admitted(&key, kind, point);
-                        return Ok(slot);
+                        return Ok(release);
                     }
                 }
             }

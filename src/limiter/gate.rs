@@ -287,6 +287,23 @@ impl RateRecord {
         }
     }
 
+    /// The common rated decision, on the hot settings: whether `rule`, the rule of `kind`,
+    /// admits an event at `now`, counting it if so. A refusal changes nothing: the decision is
+    /// then made again on the whole config, which counts the violation.
+    #[inline]
+    pub(super) fn admits(&self, kind: Kind, rule: &RateLimit, now: u64) -> bool {
+        let state = match kind {
+            Kind::Connection => &self.connect,
+            Kind::Request => &self.request,
+        };
+        if state.check(rule, now).is_err() {
+            return false;
+        }
+        self.remember_until(state.expires_at(rule, now));
+        self.seen(now);
+        true
+    }
+
     /// The state of the event's kind's rule.
     fn kind_state(&self, d: &Event<'_>) -> &AtomicRate {
         match d.kind {

@@ -3,16 +3,21 @@
 //!
 //! The config in force sits behind an `ArcSwap`, whose every load writes to a slot of the
 //! reading thread's and clears it again: two read-modify-writes, a fifth of a warm admission.
-//! A decision with no rate rule and no global cap to look after reads only the key's prefixes,
-//! the request limit and the config's generation (the client's connection limit is kept in its
-//! entry, per generation), so those are copied here, under a sequence lock: the reader loads a
-//! sequence number, the settings, and the sequence number again, and uses the settings only if
-//! no config was published in between. Other decisions, and a reader that meets a publication,
-//! load the whole config.
+//! A common decision (no global cap, no path rule to match, a client seen before with no ban
+//! and no exempt address) reads only the key's prefixes, the request limit, the config's
+//! generation, and the rate rule of its kind, if there is one (the client's connection limit is
+//! kept in its entry, per generation); so those are copied here, under a sequence lock: the
+//! reader loads a sequence number, the settings, and the sequence number again, and uses the
+//! settings only if no config was published in between. Other decisions, and a reader that
+//! meets a publication, load the whole config.
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
+use std::time::Duration;
+
+use super::Kind;
 use crate::limits::Limits;
+use crate::rate::{RateLimit, Strategy};
 
 /// The hot settings of the config in force, under a sequence lock.
 pub(super) struct HotConfig {
@@ -22,11 +27,17 @@ pub(super) struct HotConfig {
     /// The prefixes, in the low two bytes, and [`SIMPLE`].
     packed: AtomicU64,
     max_requests_per_client: AtomicU64,
+    /// The rate rule of each [`Kind`] (see [`pack_rule`]), or zeros for none.
+    rules: [[AtomicU64; 2]; 2],
 }
 
-/// Set in [`HotConfig::packed`] when a decision needs nothing but the hot settings (no rate rule,
-/// no global count), unless the client's entry says otherwise.
+/// Set in [`HotConfig::packed`] when a decision needs nothing but the hot settings (no global
+/// count), unless the client's entry says otherwise.
 const SIMPLE: u64 = 1 << 16;
+/// Set when the config has path rules: a request with a route needs the whole config.
+const PATHS: u64 = 1 << 17;
+/// Set, per [`Kind`], when its rule runs dry: its refusals are counted, not made.
+const DRY_RUN: [u64; 2] = [1 << 18, 1 << 19];
 
 /// The hot settings of one config, as one reader saw them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +47,8 @@ pub(super) struct Hot {
     pub(super) ipv4_prefix: u8,
     pub(super) ipv6_prefix: u8,
     pub(super) max_requests_per_client: usize,
+    /// The rate rule of the decision's kind.
+    pub(super) rule: Option<RateLimit>,
 }
 
 impl HotConfig {
@@ -45,6 +58,7 @@ impl HotConfig {
             generation: AtomicU64::new(0),
             packed: AtomicU64::new(0),
             max_requests_per_client: AtomicU64::new(0),
+            rules: Default::default(),
         };
         hot.publish(limits);
         hot
@@ -57,10 +71,19 @@ impl HotConfig {
         self.sequence.store(sequence + 1, Ordering::Relaxed);
         // The odd number is seen before any of the new settings.
         fence(Ordering::Release);
-        let simple = !limits.has_rates() && !limits.counts_total();
+        let flag = |set: bool, bit: u64| if set { bit } else { 0 };
+        let rules = [&limits.connect_rate, &limits.request_rate];
         let packed = u64::from(limits.ipv4_prefix)
             | (u64::from(limits.ipv6_prefix) << 8)
-            | if simple { SIMPLE } else { 0 };
+            | flag(!limits.counts_total(), SIMPLE)
+            | flag(!limits.path_rules.is_empty(), PATHS)
+            | flag(rules[0].is_some_and(|r| r.dry_run), DRY_RUN[0])
+            | flag(rules[1].is_some_and(|r| r.dry_run), DRY_RUN[1]);
+        for (words, rule) in self.rules.iter().zip(rules) {
+            let [first, second] = rule.as_ref().map_or([0, 0], pack_rule);
+            words[0].store(first, Ordering::Relaxed);
+            words[1].store(second, Ordering::Relaxed);
+        }
         self.generation
             .store(limits.lookups.generation, Ordering::Relaxed);
         self.packed.store(packed, Ordering::Relaxed);
@@ -69,18 +92,26 @@ impl HotConfig {
         self.sequence.store(sequence + 2, Ordering::Release);
     }
 
-    /// The hot settings, when the config in force is simple and no publication got in the way;
-    /// `None` otherwise, and the decision loads the whole config.
+    /// The hot settings for a decision of `kind` (a request `routed` or not), when they are
+    /// enough for it and no publication got in the way; `None` otherwise, and the decision loads
+    /// the whole config.
     #[inline]
-    pub(super) fn read(&self) -> Option<Hot> {
+    pub(super) fn read(&self, kind: Kind, routed: bool) -> Option<Hot> {
         let sequence = self.sequence.load(Ordering::Acquire);
         let packed = self.packed.load(Ordering::Relaxed);
         let generation = self.generation.load(Ordering::Relaxed);
         let max_requests_per_client = self.max_requests_per_client.load(Ordering::Relaxed) as usize;
+        let words = &self.rules[kind as usize];
+        let rule = [
+            words[0].load(Ordering::Relaxed),
+            words[1].load(Ordering::Relaxed),
+        ];
         // The settings are read before the sequence number is read again.
         fence(Ordering::Acquire);
         let unchanged = self.sequence.load(Ordering::Relaxed) == sequence;
-        if sequence % 2 == 1 || !unchanged || packed & SIMPLE == 0 {
+        let needs_paths = routed && packed & PATHS != 0;
+        let dry_run = packed & DRY_RUN[kind as usize] != 0;
+        if sequence % 2 == 1 || !unchanged || packed & SIMPLE == 0 || needs_paths || dry_run {
             return None;
         }
         Some(Hot {
@@ -89,6 +120,7 @@ impl HotConfig {
             ipv4_prefix: packed as u8,
             ipv6_prefix: (packed >> 8) as u8,
             max_requests_per_client,
+            rule: unpack_rule(rule),
         })
     }
 
@@ -102,6 +134,39 @@ impl HotConfig {
     pub(super) fn still(&self, hot: &Hot) -> bool {
         self.sequence.load(Ordering::Acquire) == hot.sequence
     }
+}
+
+/// A rule in two words: its events and burst; its period in nanoseconds (at most 100 years, so
+/// under 2^62) and its strategy in the top two bits. A rule's events are at least 1, so a first
+/// word of 0 is no rule.
+fn pack_rule(rule: &RateLimit) -> [u64; 2] {
+    let strategy = match rule.strategy {
+        Strategy::Cooldown => 0,
+        Strategy::FixedWindow => 1,
+        Strategy::SlidingWindow => 2,
+        Strategy::TokenBucket => 3,
+    };
+    let period = crate::clock::nanos(rule.period);
+    [
+        u64::from(rule.events) | u64::from(rule.burst) << 32,
+        period | strategy << 62,
+    ]
+}
+
+/// The rule [`pack_rule`] packed, if any.
+#[inline]
+fn unpack_rule([first, second]: [u64; 2]) -> Option<RateLimit> {
+    if first == 0 {
+        return None;
+    }
+    let strategy = match second >> 62 {
+        0 => Strategy::Cooldown,
+        1 => Strategy::FixedWindow,
+        2 => Strategy::SlidingWindow,
+        _ => Strategy::TokenBucket,
+    };
+    let rule = RateLimit::new(first as u32, Duration::from_nanos(second & (u64::MAX >> 2)));
+    Some(rule.strategy(strategy).burst((first >> 32) as u32))
 }
 
 #[cfg(test)]
@@ -121,7 +186,9 @@ mod tests {
             l.ipv6_prefix = 56;
             l.max_requests_per_client = 7;
         });
-        let hot = HotConfig::new(&config).read().expect("simple");
+        let hot = HotConfig::new(&config)
+            .read(Kind::Connection, false)
+            .expect("simple");
         assert_eq!(
             (
                 hot.ipv4_prefix,
@@ -134,24 +201,46 @@ mod tests {
     }
 
     #[test]
-    fn rates_and_a_global_cap_need_the_whole_config() {
-        let rates = limits(|l| {
-            l.connect_rate = Some(crate::RateLimit::new(5, std::time::Duration::from_secs(1)));
-        });
-        assert_eq!(HotConfig::new(&rates).read(), None);
+    fn a_global_cap_path_rules_for_a_route_and_dry_runs_need_the_whole_config() {
+        let rule = crate::RateLimit::new(5, std::time::Duration::from_secs(1));
         let cap = limits(|l| l.max_conns_total = 10);
-        assert_eq!(HotConfig::new(&cap).read(), None);
+        assert_eq!(HotConfig::new(&cap).read(Kind::Connection, false), None);
+        let paths = limits(|l| l.path_rules = vec![crate::rate::PathRule::exact("/a", rule)]);
+        assert_eq!(HotConfig::new(&paths).read(Kind::Request, true), None);
+        assert!(HotConfig::new(&paths).read(Kind::Request, false).is_some());
+        let dry = limits(|l| l.request_rate = Some(rule.dry_run()));
+        assert_eq!(HotConfig::new(&dry).read(Kind::Request, false), None);
+        assert!(HotConfig::new(&dry).read(Kind::Connection, false).is_some());
+    }
+
+    #[test]
+    fn each_kind_reads_its_rate_rule_as_it_was() {
+        let longest = std::time::Duration::from_secs(100 * 365 * 86_400);
+        for rule in [
+            crate::RateLimit::new(1, longest).strategy(Strategy::Cooldown),
+            crate::RateLimit::new(u32::MAX, longest)
+                .strategy(Strategy::TokenBucket)
+                .burst(u32::MAX),
+            crate::RateLimit::new(7, std::time::Duration::from_nanos(700))
+                .strategy(Strategy::FixedWindow),
+            crate::RateLimit::new(3, std::time::Duration::from_millis(1500)),
+        ] {
+            let config = limits(|l| l.request_rate = Some(rule));
+            let hot = HotConfig::new(&config);
+            assert_eq!(hot.read(Kind::Request, false).unwrap().rule, Some(rule));
+            assert_eq!(hot.read(Kind::Connection, false).unwrap().rule, None);
+        }
     }
 
     #[test]
     fn a_publication_makes_earlier_readings_stale() {
         let hot_config = HotConfig::new(&limits(|_| {}));
-        let before = hot_config.read().unwrap();
+        let before = hot_config.read(Kind::Connection, false).unwrap();
         assert!(hot_config.still(&before));
         let next = limits(|l| l.ipv4_prefix = 16);
         hot_config.publish(&next);
         assert!(!hot_config.still(&before));
-        let after = hot_config.read().unwrap();
+        let after = hot_config.read(Kind::Connection, false).unwrap();
         assert_eq!(after.ipv4_prefix, 16);
         assert_eq!(after.generation, next.lookups.generation);
     }
