@@ -246,3 +246,68 @@ async fn a_request_over_the_rate_gets_429_with_retry_after() {
     clock.advance(Duration::from_millis(1500));
     assert_eq!(support::h1_get(&mut client, "/").await.0, 200);
 }
+
+/// The most events a greedy client gets admitted in any window of `period`, trying
+/// `tries_per_tick` times at each of 1,000 ticks per period for `periods` periods, after
+/// staying quiet until `quiet_ticks` (a burst at a window's end when that is just before an
+/// edge). Windows are aligned to the clock's origin, as the limiter's are.
+fn worst_window(rule: RateLimit, quiet_ticks: u64) -> usize {
+    const TICKS: u64 = 1000;
+    let (limiter, clock) = with_rates(Config {
+        request_rate: Some(rule),
+        ..Config::default()
+    });
+    let tick = rule.period / TICKS as u32;
+    let tries_per_tick = 3 * rule.events as usize;
+    let mut admitted_at = Vec::new();
+    clock.advance(tick * quiet_ticks as u32);
+    for t in quiet_ticks..quiet_ticks + 4 * TICKS {
+        for _ in 0..tries_per_tick {
+            match limiter.try_acquire_request(ip("192.0.2.1")) {
+                Ok(_permit) => admitted_at.push(t),
+                Err(_) => break,
+            }
+        }
+        clock.advance(tick);
+    }
+    // The most admissions with times in [t, t + TICKS), over every t at which one was made.
+    let mut worst = 0;
+    let mut start = 0;
+    for end in 0..admitted_at.len() {
+        while admitted_at[end] - admitted_at[start] >= TICKS {
+            start += 1;
+        }
+        worst = worst.max(end + 1 - start);
+    }
+    worst
+}
+
+#[test]
+fn each_strategys_worst_window_under_bursts_at_window_edges() {
+    let events = 20;
+    let rule = |strategy| RateLimit::new(events, Duration::from_secs(10)).strategy(strategy);
+    let worst = |rule| {
+        // Greedy from the start, and quiet until the last tick before the first window's edge.
+        worst_window(rule, 0).max(worst_window(rule, 999))
+    };
+    let events = events as usize;
+    let cooldown = worst(rule(Strategy::Cooldown));
+    let fixed = worst(rule(Strategy::FixedWindow));
+    let sliding = worst(rule(Strategy::SlidingWindow));
+    let bucket = worst(rule(Strategy::TokenBucket));
+    let bucket_of_5 = worst(rule(Strategy::TokenBucket).burst(5));
+    let bucket_of_1 = worst(rule(Strategy::TokenBucket).burst(1));
+    eprintln!(
+        "worst window of 20 per 10 s: cooldown {cooldown}, fixed {fixed}, sliding {sliding}, \
+         token bucket {bucket} (burst 5: {bucket_of_5}, burst 1: {bucket_of_1})"
+    );
+    assert_eq!(cooldown, events);
+    assert_eq!(fixed, 2 * events);
+    // The two-window estimate: a burst at a window's end, then the next window's estimate
+    // discounts it while it is still inside the sliding window.
+    assert_eq!(sliding, 2 * events);
+    // The token bucket: `burst + events - 1` in any window, exactly.
+    assert_eq!(bucket, 2 * events - 1);
+    assert_eq!(bucket_of_5, 5 + events - 1);
+    assert_eq!(bucket_of_1, events);
+}

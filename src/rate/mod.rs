@@ -14,8 +14,28 @@
 //! counters instead of a timestamp per event. It is exact when events are spread evenly over the
 //! previous window. It can err both ways when they are not: it refuses early when the previous
 //! window's events came at its start, and admits more than `events` in a window of length
-//! `period` when they came at its end — but never `2 × events` or more (the admitted count in
-//! the current window plus the whole previous window is below `events + prev × elapsed/period`).
+//! `period` when they came at its end.
+//!
+//! # Each strategy's bound
+//!
+//! The most events one client gets admitted in any window of length `period` (any, not only an
+//! aligned one; from one instant up to, not including, `period` later). Each figure is reached, and never passed, by a client that tries without pause
+//! from a quiet start or bursts at a window's very end; `tests/rates.rs` measures them with
+//! `20 per 10 s` on a fake clock, 1,000 steps per period:
+//!
+//! | strategy | most in any window of `period` | with `20 per 10 s` |
+//! |---|---|---|
+//! | `Cooldown` | `events`, exactly: one every `period / events` | 20 |
+//! | `TokenBucket` | `burst + events − 1`, exactly (GCRA); `events` with `burst(1)` | 39 (burst 5: 24) |
+//! | `SlidingWindow` | `2 × events`: a burst at a window's end, then the next window's estimate discounts it while it is still inside the sliding window | 40 |
+//! | `FixedWindow` | `2 × events`: a burst at the end of a window and another at the start of the next | 40 |
+//!
+//! Outside these edges the sliding window is close to the rule: clients whose events spread over
+//! the period get what the rule says. **For an exact bound choose the token bucket**: it holds
+//! any window of length `t` (from one instant up to, not including, `t` later) to
+//! `burst + ⌈events × t / period⌉ − 1`, so "never more than `M` in any
+//! `period`, in bursts of up to `b`" is `RateLimit::new(M − b + 1, period)` with
+//! `.strategy(Strategy::TokenBucket).burst(b)`. The cooldown is the same bound with no burst.
 //!
 //! Windows are aligned to the limiter clock's origin. Time is kept in nanoseconds; a rule whose
 //! `period / events` is below one nanosecond is refused by validation.
