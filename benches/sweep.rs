@@ -8,6 +8,11 @@
 //! sweep's duration, how many admissions ran during it, and their slowest, 99.9th percentile and
 //! median times, over `ROUNDS` rounds; and writes them to `target/bench-results/sweep.json`.
 //!
+//! Each round then runs a control: the same sweep of a fresh 1,000,000 clients, while the other
+//! thread times an atomic increment in the same loop instead of an admission. A stall the
+//! control sees too (a slowest time of the same size) is the machine's (the thread was
+//! descheduled), not the sweep's.
+//!
 //! Without the sweeper, the same sweep ran inside an admission, which then took the whole
 //! sweep's time.
 
@@ -26,6 +31,15 @@ fn client(i: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
 }
 
+/// What the other thread times while the sweep runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Timed {
+    /// An admission and release of one of its own clients.
+    Admissions,
+    /// An atomic increment: the control.
+    Control,
+}
+
 struct Round {
     sweep: Duration,
     admissions: usize,
@@ -35,7 +49,7 @@ struct Round {
     left: usize,
 }
 
-fn round(cores: &[core_affinity::CoreId]) -> Round {
+fn round(cores: &[core_affinity::CoreId], timed: Timed) -> Round {
     let clock = FakeClock::new();
     let limiter = Limiter::try_with_clock(
         Config {
@@ -59,6 +73,7 @@ fn round(cores: &[core_affinity::CoreId]) -> Round {
     let sweeping = AtomicBool::new(true);
     let mut times = Vec::with_capacity(1 << 20);
     let mut sweep = Duration::ZERO;
+    let control = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| {
         let (limiter, sweeping, sweep) = (&limiter, &sweeping, &mut sweep);
         let sweeper = scope.spawn(move || {
@@ -80,7 +95,13 @@ fn round(cores: &[core_affinity::CoreId]) -> Round {
             }
             let ip = busy[i % busy.len()];
             let started = Instant::now();
-            let permit = limiter.try_acquire(ip);
+            let permit = match timed {
+                Timed::Admissions => Some(limiter.try_acquire(ip)),
+                Timed::Control => {
+                    std::hint::black_box(control.fetch_add(1, Ordering::Relaxed));
+                    None
+                }
+            };
             times.push(started.elapsed());
             drop(permit);
         }
@@ -114,26 +135,32 @@ fn main() {
     );
     let mut json = Vec::new();
     for n in 1..=ROUNDS {
-        let r = round(&cores);
+        let r = round(&cores, Timed::Admissions);
+        let c = round(&cores, Timed::Control);
         println!(
             "round {n}: sweep {:.1} ms; {} admissions during it: slowest {:.1} µs, p99.9 {:.2} µs, \
-             median {:.0} ns; {} clients left",
+             median {:.0} ns; {} clients left; control: slowest {:.1} µs, p99.9 {:.2} µs",
             r.sweep.as_secs_f64() * 1e3,
             r.admissions,
             r.slowest.as_secs_f64() * 1e6,
             r.p999.as_secs_f64() * 1e6,
             r.median.as_secs_f64() * 1e9,
             r.left,
+            c.slowest.as_secs_f64() * 1e6,
+            c.p999.as_secs_f64() * 1e6,
         );
         json.push(format!(
             "{{\"sweep_ms\": {:.3}, \"admissions\": {}, \"slowest_us\": {:.3}, \"p999_us\": {:.3}, \
-             \"median_ns\": {:.1}, \"left\": {}}}",
+             \"median_ns\": {:.1}, \"left\": {}, \"control_slowest_us\": {:.3}, \
+             \"control_p999_us\": {:.3}}}",
             r.sweep.as_secs_f64() * 1e3,
             r.admissions,
             r.slowest.as_secs_f64() * 1e6,
             r.p999.as_secs_f64() * 1e6,
             r.median.as_secs_f64() * 1e9,
-            r.left
+            r.left,
+            c.slowest.as_secs_f64() * 1e6,
+            c.p999.as_secs_f64() * 1e6,
         ));
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");

@@ -7,6 +7,7 @@
 //!     [--handshake-timeout DURATION] [--idle-timeout DURATION] [--min-rate BYTES_PER_SEC] \
 //!     [--header-timeout DURATION] [--trusted-proxy CIDR]... [--proxy-protocol] \
 //!     [--client-ip-header forwarded|x-forwarded-for|x-real-ip] [--trusted-hops N] \
+//!     [--key-header NAME] [--ratelimit-headers] \
 //!     [--metrics] [--config FILE] [--admin ADDR --admin-token TOKEN]
 //!     [--redis URL | --redis-cluster URL,URL,...] [--node NAME] [--redis-ca-file FILE]
 //! cargo run --example server -- --help
@@ -28,6 +29,13 @@
 //! request level (with `--max-requests`). Both trust only the `--trusted-proxy` networks.
 //! `--trusted-hops N` (default 1, with `--client-ip-header`) says how many trusted proxies stand
 //! in front, each adding one entry to the header: behind a CDN and a load balancer, 2.
+//! `--key-header NAME` (such as `x-api-key`) keys requests by that header, falling back to the
+//! address for requests without it: `--request-rate` and `--max-requests` are then each key's
+//! limits, and what one address may do whatever its keys (`keys.max_requests_per_address`,
+//! `keys.request_rate_per_address`), and tiers of limits, come from `--config`. Keys are kept
+//! as fingerprints, `key:` and 16 hex digits, as stats and logs show them.
+//! `--ratelimit-headers` sends the IETF's `RateLimit-Policy` and `RateLimit` fields on every
+//! response at the request level, so that a client can see its quota (`curl -i`).
 //! `--config FILE` takes the limits from a TOML or JSON file instead of the flags (feature
 //! `serde`; `examples/config.toml` documents every field). With the `reload` feature it reloads
 //! the file whenever it changes and on SIGHUP, keeping the running limits when an edit is
@@ -95,6 +103,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tower_connlimit::layer::KeySource;
 use tower_connlimit::serve::Serve;
 use tower_connlimit::{
     ban::BanPolicy, client_ip::ClientIpHeader, layer::ClientIp, listener::MinReceiveRate,
@@ -167,6 +176,14 @@ pub struct Args {
     /// for BAN_FOR, such as 5/1m/10m; bare numbers are seconds (5/60/600).
     #[arg(long, value_parser = ban_policy, value_name = "VIOLATIONS/WITHIN/BAN_FOR")]
     ban: Option<BanPolicy>,
+    /// Key requests by this header (such as x-api-key), falling back to the address: the
+    /// request limits are then each key's; tiers and limits per address come from --config.
+    #[arg(long, value_name = "NAME")]
+    key_header: Option<http::HeaderName>,
+    /// Send the RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers) on
+    /// every response at the request level.
+    #[arg(long)]
+    ratelimit_headers: bool,
     /// Join a fleet through this Redis: bans and rates shared with every node on it (feature
     /// `redis`).
     #[arg(long, value_name = "URL", conflicts_with = "redis_cluster")]
@@ -291,6 +308,18 @@ fn duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Args {
+    /// The request level's layer: keyed by `--key-header`, with `--ratelimit-headers`.
+    fn request_layer(&self, limiter: &Limiter) -> ConnLimitLayer {
+        let mut layer = ConnLimitLayer::with_limiter(limiter.clone());
+        if let Some(name) = &self.key_header {
+            layer = layer.keyed_by(KeySource::header(name.clone()));
+        }
+        if self.ratelimit_headers {
+            layer = layer.ratelimit_headers();
+        }
+        layer
+    }
+
     /// The config the flags describe (`--config` reads a file instead).
     pub fn config(&self) -> Result<Config, String> {
         if let Some(path) = &self.config {
@@ -564,9 +593,7 @@ async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::i
     // `--mode off` serves the same routes with no limiter anywhere, to measure what it costs.
     let app = match args.mode {
         Mode::Off => app,
-        Mode::Listener | Mode::MakeService => {
-            app.layer(ConnLimitLayer::with_limiter(limiter.clone()))
-        }
+        Mode::Listener | Mode::MakeService => app.layer(args.request_layer(&limiter)),
     }
     .with_state(limiter.clone());
 

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --example tonic --features tonic -- [--addr 127.0.0.1:50051] [--max-per-client 4] \
-//!     [--max-requests-per-client 8] [--max-total N]
+//!     [--max-requests-per-client 8] [--max-total N] [--key-metadata x-api-key]
 //! ```
 //!
 //! - `--max-per-client`: concurrent connections per client IP. `ConnLimitListener` wraps tonic's
@@ -12,6 +12,9 @@
 //! - `--max-requests-per-client`: concurrent calls per client IP, across all its connections.
 //!   `ConnLimitLayer` in `Server::builder().layer(..)` answers a refused call with a gRPC status,
 //!   `RESOURCE_EXHAUSTED` (8), and a streaming call (`Watch`) counts until its stream ends.
+//! - `--key-metadata NAME`: calls are keyed by that metadata value (an API key, a tenant) when
+//!   they carry it, and by the client's address otherwise: `--max-requests-per-client` is then
+//!   each key's limit (gRPC metadata are HTTP/2 headers, so `KeySource::header` reads them).
 //! - `--max-total`: connections across all clients (0, the default, is unlimited); past it, new
 //!   connections are closed at accept too.
 //!
@@ -57,7 +60,8 @@ use tokio::time::MissedTickBehavior;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tower_connlimit::{
-    listener::RejectAction, Config, ConnLimitLayer, ConnLimitListener, Limiter, Stats,
+    layer::KeySource, listener::RejectAction, Config, ConnLimitLayer, ConnLimitListener, Limiter,
+    Stats,
 };
 
 /// A tonic gRPC server with per-client connection and call limits.
@@ -76,6 +80,9 @@ struct Args {
     /// Connections across all clients (0: unlimited).
     #[arg(long, default_value_t = 0, value_name = "N")]
     max_total: usize,
+    /// Key calls by this metadata value (such as x-api-key), falling back to the address.
+    #[arg(long, value_name = "NAME")]
+    key_metadata: Option<http::HeaderName>,
 }
 
 /// How long Ctrl-C waits for open calls to finish before exiting.
@@ -123,10 +130,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let incoming =
         ConnLimitListener::from_stream(incoming, limiter.clone()).reject_with(RejectAction::Reset);
 
+    let mut calls = ConnLimitLayer::with_limiter(limiter.clone());
+    if let Some(name) = args.key_metadata.clone() {
+        calls = calls.keyed_by(KeySource::header(name));
+    }
     let stats = tokio::spawn(log_stats(limiter.clone()));
     let stopping = Arc::new(Notify::new());
     let served = Server::builder()
-        .layer(ConnLimitLayer::with_limiter(limiter.clone()))
+        .layer(calls)
         .add_service(health)
         .serve_with_incoming_shutdown(incoming, shutdown_signal(Arc::clone(&stopping)));
     // Graceful shutdown waits for every open connection; a client holding a `Watch` stream open

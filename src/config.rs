@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 pub use crate::cidr::CidrError;
 pub use crate::error::{ConfigError, Location};
+use crate::keys::KeyConfig;
 pub use crate::limits::{CidrLimit, WhenFull};
 
 use crate::ban::BanPolicy;
@@ -132,6 +133,10 @@ pub struct Config {
     /// The network an IPv6 client key is counted in for `max_keys_per_network`. Default 48, a
     /// site's usual assignment. At most 128.
     pub network_ipv6_prefix: u8,
+    /// The limits of requests keyed by an API key, a user or a tenant: tiers, and what one
+    /// address may do whatever its keys. See [`keys`](crate::keys). Default: no tiers, each key
+    /// held to `max_requests_per_client` and `request_rate`, no limit per address.
+    pub keys: KeyConfig,
     /// Proxies whose word on the real client is believed: the peers allowed to send a PROXY
     /// header (see [`ListenerConfig::proxy_protocol`]) or a client address header (see
     /// [`ClientIpConfig::header`]). Default empty.
@@ -164,7 +169,8 @@ macro_rules! with_limit_fields {
             when_full,
             max_keys_per_network,
             network_ipv4_prefix,
-            network_ipv6_prefix
+            network_ipv6_prefix,
+            keys
         )
     };
 }

@@ -11,6 +11,10 @@
 //!
 //! hashicorp/go-connlimit keys by the exact address string; with `ipv6_prefix = 128` this crate
 //! behaves the same way.
+//!
+//! A request can also be keyed by a *name* (an API key, a user, a tenant: see
+//! [`keys`](crate::keys)). A named key holds no name: only a 64-bit fingerprint of it, a keyed
+//! hash under the limiter's secret, which prints as `key:` and 16 hex digits.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -43,8 +47,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub struct ClientKey {
     // The field order is the sort order. A key is 18 bytes with an alignment of 1: it is in every
     // client's entry, and compared and hashed on every decision.
-    v6: bool,
-    /// The masked address, big-endian (an IPv4 address in the last four bytes).
+    family: Family,
+    /// The masked address, big-endian (an IPv4 address in the last four bytes); a name's
+    /// fingerprint, in the last eight.
     bits: [u8; 16],
     prefix_len: u8,
 }
@@ -59,7 +64,7 @@ impl ClientKey {
         let v4 = |bits: u32| {
             let prefix_len = ipv4_prefix.min(32);
             ClientKey {
-                v6: false,
+                family: Family::V4,
                 bits: u128::from(mask_bits(bits, prefix_len)).to_be_bytes(),
                 prefix_len,
             }
@@ -75,7 +80,7 @@ impl ClientKey {
                 }
                 let prefix_len = ipv6_prefix.min(128);
                 ClientKey {
-                    v6: true,
+                    family: Family::V6,
                     bits: mask_bits(bits, prefix_len).to_be_bytes(),
                     prefix_len,
                 }
@@ -89,20 +94,36 @@ impl ClientKey {
         ClientKey::new(ip, 32, 128)
     }
 
-    /// The masked network address (the client's address with the host bits cleared).
-    pub fn network(&self) -> IpAddr {
-        let bits = u128::from_be_bytes(self.bits);
-        if self.v6 {
-            IpAddr::V6(Ipv6Addr::from(bits))
-        } else {
-            // Only the low 32 bits are ever set for IPv4.
-            IpAddr::V4(Ipv4Addr::from(bits as u32))
+    /// The key of a name whose fingerprint is `fingerprint` (see [`keys`](crate::keys)).
+    pub(crate) fn named(fingerprint: u64) -> Self {
+        ClientKey {
+            family: Family::Named,
+            bits: u128::from(fingerprint).to_be_bytes(),
+            prefix_len: 0,
         }
     }
 
-    /// How many leading bits of the address identify the client.
+    /// The masked network address (the client's address with the host bits cleared); for a
+    /// named key, which has no address, the unspecified address `::`.
+    pub fn network(&self) -> IpAddr {
+        let bits = u128::from_be_bytes(self.bits);
+        match self.family {
+            // Only the low 32 bits are ever set for IPv4.
+            Family::V4 => IpAddr::V4(Ipv4Addr::from(bits as u32)),
+            Family::V6 => IpAddr::V6(Ipv6Addr::from(bits)),
+            Family::Named => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        }
+    }
+
+    /// How many leading bits of the address identify the client (0 for a named key).
     pub fn prefix_len(&self) -> u8 {
         self.prefix_len
+    }
+
+    /// The fingerprint of a named key (a request keyed by an API key, a user or a tenant);
+    /// `None` for a key of an address.
+    pub fn fingerprint(&self) -> Option<u64> {
+        (self.family == Family::Named).then(|| u128::from_be_bytes(self.bits) as u64)
     }
 }
 
@@ -111,12 +132,27 @@ impl Hash for ClientKey {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u128(u128::from_ne_bytes(self.bits));
-        state.write_u16(u16::from(self.prefix_len) | (u16::from(self.v6) << 8));
+        state.write_u16(u16::from(self.prefix_len) | ((self.family as u16) << 8));
     }
 }
 
+/// What a [`ClientKey`] identifies. The order is the keys' sort order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[repr(u8)]
+enum Family {
+    V4,
+    V6,
+    Named,
+}
+
+/// How a named key begins when printed.
+const NAMED: &str = "key:";
+
 impl fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.family == Family::Named {
+            return write!(f, "ClientKey({self})");
+        }
         f.debug_struct("ClientKey")
             .field("network", &self.network())
             .field("prefix_len", &self.prefix_len)
@@ -127,8 +163,16 @@ impl fmt::Debug for ClientKey {
 impl std::str::FromStr for ClientKey {
     type Err = std::net::AddrParseError;
 
-    /// Reads a key as it prints: `192.0.2.7` (the whole address) or `2001:db8::/64`.
+    /// Reads a key as it prints: `192.0.2.7` (the whole address), `2001:db8::/64`, or a named
+    /// key's `key:` and 16 hex digits.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(hex) = text.strip_prefix(NAMED) {
+            return match u64::from_str_radix(hex, 16) {
+                Ok(fingerprint) if hex.len() == 16 => Ok(ClientKey::named(fingerprint)),
+                // The address parser's error, for one error type: "invalid IP address syntax".
+                _ => Err("".parse::<IpAddr>().expect_err("an empty address")),
+            };
+        }
         let (address, prefix) = match text.split_once('/') {
             Some((address, prefix)) => (address, prefix.parse::<u8>().ok()),
             None => (text, None),
@@ -141,8 +185,11 @@ impl std::str::FromStr for ClientKey {
 
 impl fmt::Display for ClientKey {
     /// A single address prints as the address (`192.0.2.7`), a wider key as a CIDR
-    /// (`2001:db8::/64`).
+    /// (`2001:db8::/64`), a named key as `key:` and its fingerprint in 16 hex digits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(fingerprint) = self.fingerprint() {
+            return write!(f, "{NAMED}{fingerprint:016x}");
+        }
         let network = self.network();
         if self.prefix_len == full_len(network) {
             write!(f, "{network}")

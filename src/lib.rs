@@ -86,6 +86,7 @@ mod error;
 pub mod fleet;
 pub mod guide;
 mod key;
+pub mod keys;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod layer;

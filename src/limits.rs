@@ -1,14 +1,17 @@
 //! The limits part of the config: the rule types ([`CidrLimit`], [`WhenFull`]), and [`Limits`],
 //! the limits as every decision reads them, checked and prepared once.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::ban::BanPolicy;
 use crate::cidr::Cidr;
 use crate::cidr_table::{CidrTable, Overlap};
 use crate::error::ConfigError;
 use crate::key::ClientKey;
+use crate::keys::{KeyConfig, RequestKey};
 use crate::rate::{PathRule, RateLimit};
 
 /// The most path rules one config may have: a decision notes which of them a request matches in
@@ -91,6 +94,7 @@ pub(crate) struct Limits {
     pub(crate) max_keys_per_network: usize,
     pub(crate) network_ipv4_prefix: u8,
     pub(crate) network_ipv6_prefix: u8,
+    pub(crate) keys: KeyConfig,
     /// What [`Limits::compile`] prepares: empty before.
     pub(crate) lookups: Lookups,
 }
@@ -107,6 +111,48 @@ pub(crate) struct Lookups {
     exempt: CidrTable<()>,
     overrides: CidrTable<usize>,
     trusted_proxies: CidrTable<()>,
+    /// The limits of keyed requests, each tier's and their addresses'.
+    keyed: Arc<KeyedLimits>,
+}
+
+/// The limits a keyed request's decisions are made on: [`Limits`] like the config's, with the
+/// request limit and rate replaced by a tier's, or by those of a keyed request's address.
+/// Everything else (path rules, bans, the generation) is the config's, so that a key's record
+/// is worked out the same way whatever its tier.
+#[derive(Debug, Default)]
+pub(crate) struct KeyedLimits {
+    tiers: Vec<Limits>,
+    by_name: HashMap<String, usize>,
+    assigned: HashMap<ClientKey, usize>,
+    default_tier: Option<usize>,
+    /// A keyed request's address's limits (none but a ban, unless `limits_addresses`).
+    address: Option<Box<Limits>>,
+    limits_addresses: bool,
+}
+
+impl KeyedLimits {
+    /// The limits of `key`: the tier it names, else its assigned tier, else the default tier,
+    /// else `base` itself. Also whether it named a tier the config does not have.
+    pub(crate) fn of<'a>(&'a self, key: &RequestKey, base: &'a Limits) -> (&'a Limits, bool) {
+        let named = key.tier_name().map(|name| self.by_name.get(name));
+        let tier = match named {
+            Some(Some(&tier)) => Some(tier),
+            _ => self
+                .assigned
+                .get(&key.client_key())
+                .copied()
+                .or(self.default_tier),
+        };
+        let limits = tier.map_or(base, |tier| &self.tiers[tier]);
+        (limits, matches!(named, Some(None)))
+    }
+
+    /// The limits a keyed request's address is held to, and whether there is any beyond a
+    /// ban.
+    pub(crate) fn address(&self) -> (&Limits, bool) {
+        let address = self.address.as_deref().expect("compiled limits");
+        (address, self.limits_addresses)
+    }
 }
 
 impl Default for Limits {
@@ -133,6 +179,7 @@ impl Default for Limits {
             max_keys_per_network: 256,
             network_ipv4_prefix: 24,
             network_ipv6_prefix: 48,
+            keys: KeyConfig::default(),
             lookups: Lookups::default(),
         }
     }
@@ -157,8 +204,47 @@ impl Limits {
                     .map(|o| (o.network, o.max_conns_per_client)),
             ),
             trusted_proxies: CidrTable::new(self.trusted_proxies.iter().map(|&c| (c, ()))),
+            keyed: Arc::default(),
         };
+        self.lookups.keyed = Arc::new(self.keyed_limits());
         Ok(self)
+    }
+
+    /// Each tier's limits, and a keyed request's address's, on these (compiled) limits.
+    fn keyed_limits(&self) -> KeyedLimits {
+        let with_requests = |max_requests: usize, rate: Option<RateLimit>| {
+            let mut limits = self.clone();
+            limits.max_requests_per_client = max_requests;
+            limits.request_rate = rate;
+            limits
+        };
+        let keys = &self.keys;
+        let index = |name: &str| keys.tiers.iter().position(|tier| tier.name == name);
+        KeyedLimits {
+            tiers: keys
+                .tiers
+                .iter()
+                .map(|tier| with_requests(tier.max_requests, tier.request_rate))
+                .collect(),
+            by_name: (keys.tiers.iter().enumerate())
+                .map(|(i, tier)| (tier.name.clone(), i))
+                .collect(),
+            assigned: (keys.assigned.iter())
+                .filter_map(|assigned| Some((assigned.key, index(&assigned.tier)?)))
+                .collect(),
+            default_tier: keys.default_tier.as_deref().and_then(index),
+            address: Some(Box::new(with_requests(
+                keys.max_requests_per_address,
+                keys.request_rate_per_address,
+            ))),
+            limits_addresses: keys.limits_addresses(),
+        }
+    }
+
+    /// The limits of keyed requests.
+    #[inline]
+    pub(crate) fn keyed(&self) -> &KeyedLimits {
+        &self.lookups.keyed
     }
 
     /// Checks every limit.
@@ -207,6 +293,21 @@ impl Limits {
         }
         if let Some(ban) = &self.ban {
             ban.validate()?;
+        }
+        self.keys.validate()?;
+        if let (Some(address), Some(own)) =
+            (&self.keys.request_rate_per_address, &self.request_rate)
+        {
+            if address.strategy != own.strategy {
+                return Err(ConfigError::new(
+                    "keys.request_rate_per_address.strategy",
+                    format!(
+                        "must be request_rate's, {:?}: an address's requests, keyed or not, \
+                         share one count",
+                        own.strategy.as_str()
+                    ),
+                ));
+            }
         }
         no_repeats("exempt", &self.exempt, |c| *c)?;
         if let Some((i, o)) = self

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tower_connlimit::admin::Admin;
+use tower_connlimit::keys::{RequestKey, Tier};
 use tower_connlimit::serve::Serve;
 use tower_connlimit::{Config, ConnLimitLayer, ConnLimitListener, Limiter};
 
@@ -424,6 +425,75 @@ async fn a_bad_config_is_refused_by_name_and_changes_nothing() {
     assert_eq!(s.limiter.config().max_conns_per_client, 7);
     let (_, audit) = call(s.admin, "GET", "/api/audit", Some(TOKEN), None).await;
     assert_eq!(json(&audit)["changes"][0]["action"], "config");
+}
+
+#[tokio::test]
+async fn a_keys_tier_and_ban_are_set_through_the_api_and_audited() {
+    let s = servers().await;
+    let key = RequestKey::new("sk_live_admin_test").client_key();
+    let path = format!("/api/keys/{key}/tier");
+    let pro = Some(("application/json", r#"{"tier": "pro"}"#));
+    // No such tier yet: refused by field, nothing changed.
+    let (status, answer) = call(s.admin, "PUT", &path, Some(TOKEN), pro).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(json(&answer)["field"], "keys.assigned[0].tier");
+    let one_at_a_time = Tier::new("pro").max_requests(1);
+    let mut config = (*s.limiter.config()).clone();
+    config.keys.tiers = vec![Tier::new("free"), one_at_a_time];
+    s.limiter.set_config(config).unwrap();
+    let ip = client_ip(40);
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            s.limiter
+                .try_acquire_request_as(ip, &RequestKey::new("sk_live_admin_test"), "GET", "/")
+        })
+        .collect();
+    assert!(held.iter().all(Result::is_ok), "no tier: no limit");
+    drop(held);
+    let (status, answer) = call(s.admin, "PUT", &path, Some(TOKEN), pro).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(json(&answer)["tier"], "pro");
+    // The key's next requests are held to the tier: one in flight.
+    let request = || {
+        s.limiter
+            .try_acquire_request_as(ip, &RequestKey::new("sk_live_admin_test"), "GET", "/")
+    };
+    let first = request().unwrap();
+    assert!(request().is_err());
+    drop(first);
+    let (status, _) = call(
+        s.admin,
+        "PUT",
+        "/api/keys/203.0.113.7/tier",
+        Some(TOKEN),
+        pro,
+    )
+    .await;
+    assert_eq!(status, 400, "an address is no key");
+    // A key's ban, by the name stats give it.
+    let body = format!(r#"{{"client": "{key}", "duration": "10m"}}"#);
+    let (status, answer) = call(
+        s.admin,
+        "POST",
+        "/api/bans",
+        Some(TOKEN),
+        Some(("application/json", &body)),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    assert!(s.limiter.bans().iter().any(|(banned, _)| *banned == key));
+    assert!(request().is_err());
+    let (_, audit) = call(s.admin, "GET", "/api/audit", Some(TOKEN), None).await;
+    let actions: Vec<_> = json(&audit)["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|change| change["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        actions.contains(&"key_tier".to_owned()) && actions.contains(&"ban".to_owned()),
+        "{actions:?}"
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ const CORE: &[&str] = &[
     "clock",
     "error",
     "key",
+    "keys",
     "limiter",
     "limits",
     "rate",

@@ -18,6 +18,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use serde_json::{json, Value};
+use tower_connlimit::keys::{KeyConfig, KeyTier, Tier};
 use tower_connlimit::{
     ban::BanPolicy,
     client_ip::{ClientIpConfig, ClientIpHeader, Unidentified},
@@ -32,7 +33,13 @@ const EXAMPLE: &str = "examples/config.toml";
 
 /// Where rates sit in a config: their fields are documented once, in the reference's table of
 /// rates, not under each of these.
-const RATES: [&str; 3] = ["connect_rate", "request_rate", "path_rules[].rate"];
+const RATES: [&str; 5] = [
+    "connect_rate",
+    "request_rate",
+    "path_rules[].rate",
+    "keys.tiers[].request_rate",
+    "keys.request_rate_per_address",
+];
 
 /// Where the reference's defaults for the fields of a rate are read back: a rate whose strategy
 /// is left out counts by the sliding window here (as everywhere but `connect_rate`).
@@ -378,44 +385,88 @@ fn config() -> impl Strategy<Value = Config> {
         proptest::option::of(rate_rule()),
         proptest::option::of(ban()),
     );
-    (counts, prefixes, lists, rules, listener(), client_ip()).prop_map(
-        |(counts, prefixes, lists, rules, listener, client_ip)| {
-            let (per_client, total, requests, tracked, per_network, refuse_new) = counts;
-            let (ipv4_prefix, ipv6_prefix, network_ipv4_prefix, network_ipv6_prefix) = prefixes;
-            let (exempt, overrides, trusted_proxies, path_rules) = lists;
-            let (connect_rate, request_rate, ban) = rules;
-            let mut config = Config {
-                max_conns_per_client: per_client,
-                max_conns_total: total,
-                max_requests_per_client: requests,
-                ipv4_prefix,
-                ipv6_prefix,
-                exempt,
-                overrides: overrides
-                    .into_iter()
-                    .map(|(network, limit)| CidrLimit::new(network, limit))
-                    .collect(),
-                connect_rate,
-                request_rate,
-                path_rules,
-                ban,
-                max_tracked_clients: tracked,
-                when_full: if refuse_new {
-                    WhenFull::RefuseNew
-                } else {
-                    WhenFull::EvictStalest
-                },
-                max_keys_per_network: per_network,
-                network_ipv4_prefix,
-                network_ipv6_prefix,
-                trusted_proxies,
-                listener,
-                client_ip,
-            };
-            make_consistent(&mut config);
-            config
-        },
+    (
+        counts,
+        prefixes,
+        lists,
+        rules,
+        listener(),
+        client_ip(),
+        keys(),
     )
+        .prop_map(
+            |(counts, prefixes, lists, rules, listener, client_ip, keys)| {
+                let (per_client, total, requests, tracked, per_network, refuse_new) = counts;
+                let (ipv4_prefix, ipv6_prefix, network_ipv4_prefix, network_ipv6_prefix) = prefixes;
+                let (exempt, overrides, trusted_proxies, path_rules) = lists;
+                let (connect_rate, request_rate, ban) = rules;
+                let mut config = Config {
+                    max_conns_per_client: per_client,
+                    max_conns_total: total,
+                    max_requests_per_client: requests,
+                    ipv4_prefix,
+                    ipv6_prefix,
+                    exempt,
+                    overrides: overrides
+                        .into_iter()
+                        .map(|(network, limit)| CidrLimit::new(network, limit))
+                        .collect(),
+                    connect_rate,
+                    request_rate,
+                    path_rules,
+                    ban,
+                    max_tracked_clients: tracked,
+                    when_full: if refuse_new {
+                        WhenFull::RefuseNew
+                    } else {
+                        WhenFull::EvictStalest
+                    },
+                    max_keys_per_network: per_network,
+                    network_ipv4_prefix,
+                    network_ipv6_prefix,
+                    trusted_proxies,
+                    listener,
+                    client_ip,
+                    keys,
+                };
+                make_consistent(&mut config);
+                config
+            },
+        )
+}
+
+/// Keyed requests' limits: up to two tiers, a default one, an assignment, limits per address.
+fn keys() -> impl Strategy<Value = KeyConfig> {
+    let tier = (count(), proptest::option::of(rate_rule()));
+    (
+        proptest::collection::vec(tier, 0..=2),
+        any::<bool>(),
+        any::<u64>(),
+        count(),
+        proptest::option::of(rate_rule()),
+    )
+        .prop_map(|(tiers, default, fingerprint, per_address, rate)| {
+            let tiers: Vec<Tier> = (tiers.into_iter().enumerate())
+                .map(|(i, (max_requests, request_rate))| Tier {
+                    name: format!("tier{i}"),
+                    max_requests,
+                    request_rate,
+                })
+                .collect();
+            let first = tiers.first().map(|tier| tier.name.clone());
+            KeyConfig {
+                default_tier: first.clone().filter(|_| default),
+                assigned: (first.into_iter())
+                    .map(|tier| KeyTier {
+                        key: format!("key:{fingerprint:016x}").parse().unwrap(),
+                        tier,
+                    })
+                    .collect(),
+                tiers,
+                max_requests_per_address: per_address,
+                request_rate_per_address: rate,
+            }
+        })
 }
 
 /// Drops what `Config::validate` would refuse of an otherwise valid config: an override
@@ -437,6 +488,13 @@ fn make_consistent(config: &mut Config) {
     }
     if config.trusted_proxies.is_empty() || config.listener.proxy_protocol != ProxyProtocol::Off {
         config.client_ip.header = ClientIpHeader::None;
+    }
+    // An address's requests share one count, keyed or not: one strategy.
+    if let (Some(own), Some(address)) = (
+        &config.request_rate,
+        &mut config.keys.request_rate_per_address,
+    ) {
+        address.strategy = own.strategy;
     }
 }
 
@@ -477,6 +535,16 @@ fn filled() -> Config {
         listener: ListenerConfig {
             min_receive_rate: Some(MinReceiveRate::new(500, secs(10))),
             ..ListenerConfig::default()
+        },
+        keys: KeyConfig {
+            tiers: vec![Tier::new("pro").max_requests(20).request_rate(rate)],
+            default_tier: Some("pro".into()),
+            assigned: vec![KeyTier {
+                key: "key:00112233445566ff".parse().unwrap(),
+                tier: "pro".into(),
+            }],
+            max_requests_per_address: 50,
+            request_rate_per_address: Some(rate),
         },
         ..Config::default()
     }
@@ -724,18 +792,20 @@ fn table_problems(at: &str, fields: &[(String, Stated)], filled: &Value) -> Vec<
         .filter(|(_, default)| *default == Stated::Required)
         .map(|(name, _)| (name.clone(), sample[name].clone()))
         .collect();
-    let loaded =
-        match Config::from_json_str(&placed(at, Value::Object(required.clone())).to_string()) {
-            Ok(config) => serde_json::to_value(config).unwrap(),
-            Err(err) => return vec![format!("{at} with its required fields only: {err}")],
-        };
+    // A table that names others (a key's tier) is loaded with what it names.
+    let context = referred_to(at, filled);
+    let alone = |table: Value| merged(context.clone(), placed(at, table)).to_string();
+    let loaded = match Config::from_json_str(&alone(Value::Object(required.clone()))) {
+        Ok(config) => serde_json::to_value(config).unwrap(),
+        Err(err) => return vec![format!("{at} with its required fields only: {err}")],
+    };
     let table = find(&loaded, at);
     let mut problems = Vec::new();
     for (name, default) in fields {
         if *default == Stated::Required {
             let mut short = required.clone();
             short.remove(name);
-            if Config::from_json_str(&placed(at, Value::Object(short)).to_string()).is_ok() {
+            if Config::from_json_str(&alone(Value::Object(short))).is_ok() {
                 problems.push(format!(
                     "{at}.{name} is said to be required, but may be left out"
                 ));
@@ -748,6 +818,30 @@ fn table_problems(at: &str, fields: &[(String, Stated)], filled: &Value) -> Vec<
         }
     }
     problems
+}
+
+/// What the table at `at` must find elsewhere in a config to be valid, from `filled`: the
+/// tiers that `keys.assigned[]` and `keys.default_tier` name.
+fn referred_to(at: &str, filled: &Value) -> Value {
+    if at.starts_with("keys.") && !at.starts_with("keys.tiers") {
+        json!({ "keys": { "tiers": filled["keys"]["tiers"] } })
+    } else {
+        json!({})
+    }
+}
+
+/// `over` laid over `base`, objects merged field by field.
+fn merged(base: Value, over: Value) -> Value {
+    match (base, over) {
+        (Value::Object(mut base), Value::Object(over)) => {
+            for (name, value) in over {
+                let inner = base.remove(&name).unwrap_or(Value::Null);
+                base.insert(name, merged(inner, value));
+            }
+            Value::Object(base)
+        }
+        (_, over) => over,
+    }
 }
 
 /// A config's JSON with `value` at `at`, as the only element of a list for `name[]`.

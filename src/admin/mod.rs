@@ -68,7 +68,7 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
@@ -76,6 +76,8 @@ use self::audit::Audit;
 use crate::ban::{Ban, BanReason};
 use crate::cidr::Cidr;
 use crate::error::ConfigError;
+use crate::key::ClientKey;
+use crate::keys::KeyTier;
 use crate::layer::ClientAddr;
 use crate::limiter::Limiter;
 use crate::Config;
@@ -190,6 +192,7 @@ impl Admin {
             .route("/api/clients/{ip}", get(one_client))
             .route("/api/bans", get(bans).post(ban).delete(unban))
             .route("/api/config", get(config).put(put_config))
+            .route("/api/keys/{key}/tier", put(put_key_tier))
             .route("/api/audit", get(audit))
             .route("/metrics", get(metrics))
             .layer(middleware::from_fn_with_state(
@@ -367,19 +370,23 @@ async fn bans(State(admin): State<Arc<AdminState>>) -> Json<Value> {
     Json(json!({ "clients": clients, "networks": networks }))
 }
 
-/// What a ban or unban names: a client or a network.
+/// What a ban or unban names: a client (an address), a request key (`key:…`), or a network.
 enum Target {
     Client(IpAddr),
+    Key(ClientKey),
     Network(Cidr),
 }
 
 impl Target {
     fn from_fields(client: Option<&str>, network: Option<&str>) -> Result<Target, String> {
         match (client, network) {
+            (Some(client), None) if client.starts_with("key:") => {
+                named_key(client).map(Target::Key)
+            }
             (Some(client), None) => client
                 .parse()
                 .map(Target::Client)
-                .map_err(|_| format!("client: {client:?} is not an IP address")),
+                .map_err(|_| format!("client: {client:?} is not an IP address or a key:…")),
             (None, Some(network)) => network
                 .parse()
                 .map(Target::Network)
@@ -421,6 +428,10 @@ async fn ban(
                 .client(ip)
                 .map_or(ip.to_string(), |c| c.key.to_string())
         }
+        Target::Key(key) => {
+            admin.limiter.ban_client(key, duration, reason.clone());
+            key.to_string()
+        }
         Target::Network(network) => {
             admin
                 .limiter
@@ -455,6 +466,7 @@ async fn unban(
                 .map_or(ip.to_string(), |c| c.key.to_string());
             (name, admin.limiter.unban(ip))
         }
+        Target::Key(key) => (key.to_string(), admin.limiter.unban_client(key)),
         Target::Network(network) => (network.to_string(), admin.limiter.unban_network(network)),
     };
     let detail = json!({ "target": name, "was_banned": was_banned });
@@ -481,17 +493,68 @@ async fn put_config(
                 .record(&user.0, "config", json!({ "config": summary }));
             Json(json!({ "installed": true })).into_response()
         }
-        Err(err) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({
-                "error": err.to_string(),
-                "field": err.field(),
-                "reason": err.reason(),
-                "line": err.location().map(|at| at.line),
-                "column": err.location().map(|at| at.column),
-            })),
-        )
-            .into_response(),
+        Err(err) => config_refused(&err),
+    }
+}
+
+/// A 400 naming the field of a config that was refused, and why.
+fn config_refused(err: &ConfigError) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({
+            "error": err.to_string(),
+            "field": err.field(),
+            "reason": err.reason(),
+            "line": err.location().map(|at| at.line),
+            "column": err.location().map(|at| at.column),
+        })),
+    )
+        .into_response()
+}
+
+/// A request key as stats print it, `key:` and 16 hex digits.
+fn named_key(text: &str) -> Result<ClientKey, String> {
+    text.parse::<ClientKey>()
+        .ok()
+        .filter(|key| key.fingerprint().is_some())
+        .ok_or_else(|| format!("{text:?} is not a key: `key:` and 16 hex digits"))
+}
+
+/// `PUT /api/keys/{key}/tier` with `{"tier": "pro"}` assigns the key a tier in the config in
+/// force (`keys.assigned`); `{"tier": null}` takes its assignment away. Audited.
+async fn put_key_tier(
+    State(admin): State<Arc<AdminState>>,
+    Extension(user): Extension<AdminUser>,
+    Path(key): Path<String>,
+    body: String,
+) -> Response {
+    let key = match named_key(&key) {
+        Ok(key) => key,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let tier = match serde_json::from_str::<Value>(&body) {
+        Ok(Value::Object(fields)) => match fields.get("tier") {
+            Some(Value::String(tier)) => Some(tier.clone()),
+            Some(Value::Null) => None,
+            _ => return error(StatusCode::BAD_REQUEST, "tier: give a tier's name, or null"),
+        },
+        _ => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
+    };
+    let mut config = (*admin.limiter.config()).clone();
+    config.keys.assigned.retain(|assigned| assigned.key != key);
+    if let Some(tier) = &tier {
+        config.keys.assigned.push(KeyTier {
+            key,
+            tier: tier.clone(),
+        });
+    }
+    match admin.limiter.set_config(config) {
+        Ok(()) => {
+            let detail = json!({ "key": key.to_string(), "tier": tier });
+            admin.audit.record(&user.0, "key_tier", detail.clone());
+            Json(detail).into_response()
+        }
+        Err(err) => config_refused(&err),
     }
 }
 

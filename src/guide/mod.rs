@@ -45,20 +45,23 @@
 //!    PROXY protocol) or a reverse proxy (client address headers); who is counted under which
 //!    key when a proxy is trusted; Unix sockets behind a local proxy; TLS on top of the
 //!    listener.
-//! 4. [**Config and reload**](config_and_reload): the one [`Config`](crate::Config), installing
+//! 4. [**Keys and tiers**](keys_and_tiers): limiting requests by API key, user or tenant,
+//!    with tiers of limits and a fallback to the address; what one address may do whatever
+//!    its keys; the IETF's `RateLimit` headers, and checking a quota without spending it.
+//! 5. [**Config and reload**](config_and_reload): the one [`Config`](crate::Config), installing
 //!    and replacing it live, config files in TOML or JSON, and reloading a file while the
 //!    server runs. [**Every config field**](config_fields) is the table of fields, their
 //!    defaults and meanings.
-//! 5. [**Observing**](observing): the stats, the clients holding the most, the logs (what is
+//! 6. [**Observing**](observing): the stats, the clients holding the most, the logs (what is
 //!    logged at which level, so that a flood costs a handful of lines) and the metrics.
-//! 6. [**A fleet**](a_fleet): several nodes behind a balancer sharing bans and rates through
+//! 7. [**A fleet**](a_fleet): several nodes behind a balancer sharing bans and rates through
 //!    Redis, without ever waiting on it.
-//! 7. [**The admin**](the_admin): the operator's API and live page, to see who is limited and
+//! 8. [**The admin**](the_admin): the operator's API and live page, to see who is limited and
 //!    why, ban and unban, and change the config without a deploy; its security model.
-//! 8. [**Coming from go-connlimit**](coming_from_go_connlimit): the names that map one to one,
+//! 9. [**Coming from go-connlimit**](coming_from_go_connlimit): the names that map one to one,
 //!    and the differences.
-//! 9. [**Performance and reliability**](performance_and_reliability): what an admission costs,
-//!    what is guaranteed, and where the measurements and the tests that back them are.
+//! 10. [**Performance and reliability**](performance_and_reliability): what an admission costs,
+//!     what is guaranteed, and where the measurements and the tests that back them are.
 //!
 //! # Features
 //!
@@ -83,6 +86,9 @@ pub mod the_gate {}
 
 #[doc = include_str!("behind_proxies.md")]
 pub mod behind_proxies {}
+
+#[doc = include_str!("keys_and_tiers.md")]
+pub mod keys_and_tiers {}
 
 #[doc = include_str!("config_and_reload.md")]
 pub mod config_and_reload {}

@@ -2,6 +2,8 @@
 
 use tower_layer::Layer;
 
+use super::key_source::KeySource;
+use super::request::RequestOptions;
 use super::{MAKE_SERVICE, REQUEST_LAYER};
 use crate::config::Config;
 use crate::error::ConfigError;
@@ -17,6 +19,7 @@ use crate::limiter::{Checkpoint, Limiter};
 pub struct ConnLimitLayer {
     make_service: Checkpoint,
     request: Checkpoint,
+    options: RequestOptions,
 }
 
 impl ConnLimitLayer {
@@ -43,7 +46,27 @@ impl ConnLimitLayer {
         ConnLimitLayer {
             make_service: limiter.checkpoint(&MAKE_SERVICE),
             request: limiter.checkpoint(&REQUEST_LAYER),
+            options: RequestOptions::default(),
         }
+    }
+
+    /// The same layer keying requests by what `source` finds in them (an API key, a bearer
+    /// token, the user an auth layer found), falling back to the client's address: see
+    /// [`KeySource`] and [`keys`](crate::keys). Connections are always keyed by address.
+    pub fn keyed_by(mut self, source: KeySource) -> Self {
+        self.options.keys = Some(source);
+        self
+    }
+
+    /// The same layer sending the IETF's `RateLimit-Policy` and `RateLimit` header fields
+    /// (draft-ietf-httpapi-ratelimit-headers) on every response at the request level, admitted
+    /// or refused: the request rate and the in-flight limit the request is held to (its key's
+    /// tier's, for a keyed request), and what is left of them, so that clients can pace
+    /// themselves. Off by default, since they tell every client its limits; see
+    /// [`Limiter::check_request`] for what they are made of.
+    pub fn ratelimit_headers(mut self) -> Self {
+        self.options.ratelimit_headers = true;
+        self
     }
 
     /// The limiter this layer admits through: read its stats, change its config, or share it.
@@ -60,6 +83,7 @@ impl<S> Layer<S> for ConnLimitLayer {
             inner,
             make_service: self.make_service.clone(),
             request: self.request.clone(),
+            options: self.options.clone(),
         }
     }
 }
@@ -76,6 +100,7 @@ pub struct ConnLimit<S> {
     pub(super) inner: S,
     pub(super) make_service: Checkpoint,
     pub(super) request: Checkpoint,
+    pub(super) options: RequestOptions,
 }
 
 impl<S> ConnLimit<S> {

@@ -114,7 +114,9 @@ mod client;
 mod conn_limit_layer;
 mod connection;
 pub mod future;
+mod key_source;
 mod make_service;
+mod ratelimit_headers;
 mod refusal;
 mod request;
 
@@ -122,6 +124,7 @@ pub use self::body::ResponseBody;
 pub use self::client::{ClientAddr, ClientIp};
 pub use self::conn_limit_layer::{ConnLimit, ConnLimitLayer};
 pub use self::connection::LimitedConnection;
+pub use self::key_source::KeySource;
 pub use self::make_service::MakeTarget;
 
 use crate::limiter::AdmissionPoint;

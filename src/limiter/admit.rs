@@ -10,10 +10,12 @@ use dashmap::mapref::entry::Entry as MapSlot;
 
 use super::entry::{Entry, Record};
 use super::gate::{Denial, Event, Route, SideEffects};
+use super::permit::AddressCount;
 use super::permit::Release;
 use super::{stripes, Kind, Limiter, PointId};
 use crate::cidr_table::Overlap;
 use crate::key::ClientKey;
+use crate::keys::RequestKey;
 use crate::limits::Limits;
 use crate::rate::RateLimit;
 use crate::reason::{RejectReason, Rejected};
@@ -100,6 +102,71 @@ impl Limiter {
         }
     }
 
+    /// Admits a request from `ip` keyed by `key` on the whole config: its address first (a ban,
+    /// and the limits on keyed requests per address when set), then the key, on its tier's
+    /// limits. The address's count, if taken, is given back when the key refuses.
+    pub(super) fn admit_keyed(
+        &self,
+        ip: IpAddr,
+        key: &RequestKey,
+        route: Option<Route<'_>>,
+        point: PointId,
+    ) -> Result<(Release, Option<AddressCount>), Rejected> {
+        let kind = Kind::Request;
+        let installed = self.shared.config.load();
+        let limits = &installed.limits;
+        let keyed = limits.keyed();
+        let (address_limits, limited) = keyed.address();
+        let mut address_key = limits.key(ip);
+        // Without limits per address, only a ban of the address is looked for, and only in an
+        // entry the address has already.
+        let banned = || {
+            let found = self.shared.clients.get(&address_key);
+            found.is_some_and(|found| found.key().entry().may_be_banned())
+        };
+        let address = if limited || banned() {
+            match self.decide(ip, &mut address_key, address_limits, kind, None) {
+                Ok(Admitted { entry, .. }) => Some(AddressCount(entry)),
+                Err((reason, wait)) => {
+                    return Err(self.refuse_decided(kind, point, &address_key, reason, wait))
+                }
+            }
+        } else {
+            None
+        };
+        let (tier_limits, unknown_tier) = keyed.of(key, limits);
+        if unknown_tier {
+            self.unknown_tier(key);
+        }
+        let mut named = key.client_key();
+        match self.decide(ip, &mut named, tier_limits, kind, route) {
+            Ok(Admitted { entry, .. }) => {
+                let slot = Release::new(entry, kind, point, false);
+                self.count_admitted(&named, kind, point);
+                Ok((slot, address))
+            }
+            Err((reason, wait)) => Err(self.refuse_decided(kind, point, &named, reason, wait)),
+        }
+    }
+
+    /// Logs, at most every 10 seconds, a key that named a tier the config does not have: it is
+    /// held to the default tier.
+    #[cold]
+    fn unknown_tier(&self, key: &RequestKey) {
+        if self
+            .shared
+            .counters
+            .unknown_tier_logged
+            .due(super::log::EVENT_LOG_PERIOD)
+        {
+            tracing::warn!(
+                key = %key.client_key(),
+                tier = ?key.tier_name(),
+                "a request key named a tier the config does not have: held to the default tier"
+            );
+        }
+    }
+
     /// Counts and logs an admission at `point`, once its slot is made.
     #[inline]
     fn count_admitted(&self, key: &ClientKey, kind: Kind, point: PointId) {
@@ -122,6 +189,7 @@ impl Limiter {
     ) -> Result<Admitted, Denial> {
         let shared = &*self.shared;
         let exact = ClientKey::exact(ip);
+        let named = key.fingerprint().is_some();
         let mut rooms_made = 0;
         // Bounded: each turn finds the entry, or changes the key (to the exact one, or to the
         // network's, each at most once), or inserts, or makes room at most `MAX_ROOMS` times.
@@ -150,12 +218,13 @@ impl Limiter {
                 };
                 return decision.run(self, key, route);
             }
-            // The client's first visit (or a new config's first for its key).
-            if *key != exact && limits.is_exempt(ip) {
+            // The client's first visit (or a new config's first for its key). A named key is
+            // no address: no exemption, no network.
+            if !named && *key != exact && limits.is_exempt(ip) {
                 *key = exact;
                 continue;
             }
-            let network = if *key == exact && limits.is_exempt(ip) {
+            let network = if named || (*key == exact && limits.is_exempt(ip)) {
                 None
             } else {
                 limits.network_of(key)
@@ -371,7 +440,9 @@ impl Decision<'_> {
             route,
             key,
             now: &now,
-            sharing: outbox.enabled().then_some(outbox),
+            // A named key's events are not shared: its tier's rules are not the ones a fleet
+            // counts by.
+            sharing: (outbox.enabled() && key.fingerprint().is_none()).then_some(outbox),
         };
         let entry = self.entry;
         let checked = entry.record.check(&event, fx);

@@ -25,7 +25,13 @@ impl Limiter {
     /// [`Limiter::ban`], recording `reason` with the ban (see [`BanReason::given`] to make one
     /// from an operator's words): [`Limiter::bans`] shows it while the ban runs.
     pub fn ban_with_reason(&self, ip: IpAddr, duration: Duration, reason: BanReason) {
-        let key = self.key_for(ip);
+        self.ban_client(self.key_for(ip), duration, reason);
+    }
+
+    /// Bans the client `key` for `duration`, from now, for `reason`: an address's key, a
+    /// network's, or a request key's ([`RequestKey::client_key`](crate::keys::RequestKey::client_key),
+    /// or `key:…` as stats print it), whose keyed requests are then refused from any address.
+    pub fn ban_client(&self, key: ClientKey, duration: Duration, reason: BanReason) {
         let now = self.now();
         let until = now.saturating_add(nanos(duration));
         tracing::info!(client = %key, ?duration, reason = %reason, "client banned by the operator");
@@ -53,7 +59,11 @@ impl Limiter {
     /// Lifts the ban on `ip`'s client key and forgets its violations and earlier bans. Returns
     /// whether it was banned. With a fleet joined, every node lifts it.
     pub fn unban(&self, ip: IpAddr) -> bool {
-        let key = self.key_for(ip);
+        self.unban_client(self.key_for(ip))
+    }
+
+    /// Lifts the ban on the client `key` (see [`Limiter::ban_client`]); whether it was banned.
+    pub fn unban_client(&self, key: ClientKey) -> bool {
         self.shared
             .outbox
             .ban(BanNote::Unbanned(Banned::Client(key)));

@@ -149,10 +149,17 @@ impl Entry {
     #[cold]
     #[inline(never)]
     fn work_out_own_limits(&self, limits: &Limits) -> ClientLimits {
+        // A named key (a request's API key, user or tenant) is no address: nothing about
+        // addresses applies to it.
+        let address = self.key.fingerprint().is_none();
         let own = ClientLimits {
             limit: limits.conn_limit_for(self.key.network()),
-            exempt: limits.exempt_overlap(self.key),
-            proxy: limits.is_trusted_proxy_key(self.key),
+            exempt: if address {
+                limits.exempt_overlap(self.key)
+            } else {
+                Overlap::None
+            },
+            proxy: address && limits.is_trusted_proxy_key(self.key),
         };
         let packed = own.pack(limits.lookups.generation);
         self.own_limits.store(packed, Ordering::Relaxed);

@@ -165,6 +165,15 @@ impl SideEffects {
     }
 }
 
+/// What [`RateRecord::peek_request`] found, in nanoseconds.
+#[derive(Debug, Default)]
+pub(super) struct RequestPeek {
+    pub(super) banned_for: Option<u64>,
+    /// The request rate's events left, and until when (see `AtomicRate::remaining`).
+    pub(super) rate: Option<(u32, u64)>,
+    pub(super) path_wait: Option<u64>,
+}
+
 /// A refusal as the limiter decides it: the reason, and for time-bound ones, nanoseconds until
 /// it would pass. (The layer's `Refusal` is the answer sent to a client.)
 pub(super) type Denial = (RejectReason, Option<u64>);
@@ -304,6 +313,42 @@ impl RateRecord {
         true
     }
 
+    /// What the record says of a request at `now` under `limits`, spending nothing: how long
+    /// a ban has to run, what is left of the request rate, and how long until the first path
+    /// rule matching `route` that would refuse it admits again.
+    pub(super) fn peek_request(
+        &self,
+        limits: &Limits,
+        route: Option<Route<'_>>,
+        now: u64,
+    ) -> RequestPeek {
+        let banned_for = self
+            .banned_until()
+            .checked_sub(now)
+            .filter(|&left| left > 0);
+        let rate = (limits.request_rate.as_ref()).map(|rule| self.request.remaining(rule, now));
+        let paths = self.rare.get().map(|rare| rare.paths.load());
+        let states = paths.as_ref().and_then(|paths| paths.as_deref());
+        let path_wait = match (route, states) {
+            (Some(route), Some(states)) if states.generation == limits.lookups.generation => {
+                (limits.path_rules.iter().zip(states.states.iter()))
+                    .filter(|(rule, _)| {
+                        !rule.rate.dry_run && rule.matches(route.method, route.path)
+                    })
+                    .find_map(|(rule, state)| match state.remaining(&rule.rate, now) {
+                        (0, wait) => Some(wait),
+                        _ => None,
+                    })
+            }
+            _ => None,
+        };
+        RequestPeek {
+            banned_for,
+            rate,
+            path_wait,
+        }
+    }
+
     /// The state of the event's kind's rule.
     fn kind_state(&self, d: &Event<'_>) -> &AtomicRate {
         match d.kind {
@@ -365,15 +410,27 @@ impl RateRecord {
     /// refusal stops the checks.
     fn check_paths(&self, paths: u64, d: &Event<'_>, fx: &mut SideEffects) -> Option<Denial> {
         let rules = &d.limits.path_rules;
-        let states = self.path_states(d.limits);
-        for (i, rule) in places(paths).map(|i| (i, &rules[i])) {
-            let refusal =
-                self.check_rule(&states.states[i], &rule.rate, RejectReason::PathRule, d, fx);
-            if refusal.is_some() {
-                return refusal;
+        let check = |states: &PathStates, fx: &mut SideEffects| {
+            places(paths).find_map(|i| {
+                self.check_rule(
+                    &states.states[i],
+                    &rules[i].rate,
+                    RejectReason::PathRule,
+                    d,
+                    fx,
+                )
+            })
+        };
+        // The common case borrows the states made under this config (no reference count
+        // taken); the first request under a config makes them.
+        let current = self.rare().paths.load();
+        match &*current {
+            Some(states) if states.generation == d.limits.lookups.generation => check(states, fx),
+            _ => {
+                drop(current);
+                check(&self.path_states(d.limits), fx)
             }
         }
-        None
     }
 
     /// The client's path rule states under `limits`, made at the first use under its config.

@@ -19,6 +19,7 @@ mod log;
 mod networks;
 mod permit;
 mod points;
+mod quota;
 mod release;
 mod roster;
 pub(crate) mod sharing;
@@ -40,6 +41,7 @@ use self::summary::Summary;
 
 use crate::clock::{nanos, Clock};
 use crate::key::ClientKey;
+use crate::keys::RequestKey;
 use crate::limits::Limits;
 use crate::reason::{RejectReason, Rejected};
 
@@ -281,6 +283,8 @@ struct Counters {
     /// Paces the log line about unidentified requests.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     unidentified_logged: log::Every,
+    /// Paces the log line about keys naming a tier the config does not have.
+    unknown_tier_logged: log::Every,
 }
 
 impl Limiter {
@@ -414,6 +418,35 @@ impl Limiter {
     ) -> Result<RequestPermit, Rejected> {
         let slot = self.admit(ip, Kind::Request, route, point)?;
         Ok(RequestPermit::new(slot))
+    }
+
+    /// Admits a request from `ip` keyed by `key`, for `method` and `path`: against a ban of the
+    /// address and the config's limits on keyed requests per address
+    /// ([`KeyConfig`](crate::keys::KeyConfig)), then against the key's own: a ban, its tier's
+    /// `request_rate`, every matching path rule, its tier's `max_requests`. See
+    /// [`keys`](crate::keys) for the rule that makes invented keys gain nothing.
+    ///
+    /// The permit counts the request under the key ([`RequestPermit::client_key`]), and under
+    /// the address as well while it lives.
+    pub fn try_acquire_request_as(
+        &self,
+        ip: IpAddr,
+        key: &RequestKey,
+        method: &str,
+        path: &str,
+    ) -> Result<RequestPermit, Rejected> {
+        self.keyed_request_permit(ip, key, Some(Route { method, path }), DIRECT)
+    }
+
+    fn keyed_request_permit(
+        &self,
+        ip: IpAddr,
+        key: &RequestKey,
+        route: Option<Route<'_>>,
+        point: PointId,
+    ) -> Result<RequestPermit, Rejected> {
+        let (slot, address) = self.admit_keyed(ip, key, route, point)?;
+        Ok(RequestPermit::new(slot).with_address(address))
     }
 
     /// The key `ip` is counted under now.

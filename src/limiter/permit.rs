@@ -39,6 +39,17 @@ impl Drop for Release {
     }
 }
 
+/// A keyed request's count under its address: given back on drop, without counting a release
+/// at the admission point (the key's [`Release`] does that, once per request).
+pub(super) struct AddressCount(pub(super) Arc<Entry>);
+
+impl Drop for AddressCount {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.uncount(Kind::Request, false);
+    }
+}
+
 /// A counted connection. Dropping it releases the count exactly once.
 ///
 /// Drop runs on every exit path (a returned error, a panic unwinding through the holder, a
@@ -133,12 +144,23 @@ impl fmt::Debug for ConnPermit {
 #[must_use = "the request is released as soon as the permit is dropped"]
 pub struct RequestPermit {
     slot: Release,
+    /// A keyed request's count under its address.
+    address: Option<AddressCount>,
 }
 
 impl RequestPermit {
     pub(super) fn new(slot: Release) -> Self {
         debug_assert_eq!(slot.kind, Kind::Request);
-        RequestPermit { slot }
+        RequestPermit {
+            slot,
+            address: None,
+        }
+    }
+
+    /// The same permit, counting a keyed request under its address too.
+    pub(super) fn with_address(mut self, address: Option<AddressCount>) -> Self {
+        self.address = address;
+        self
     }
 
     /// The client key this request is counted under.

@@ -10,6 +10,7 @@ use super::gate::Route;
 use super::log::{Every, EVENT_LOG_PERIOD};
 use super::{stripes, ConnPermit, Kind, Limiter, RequestPermit};
 use crate::key::ClientKey;
+use crate::keys::RequestKey;
 use crate::reason::{ReasonInfo, RejectReason, Rejected};
 
 /// Where connections or requests meet the limiter: a name for stats, logs and metric labels,
@@ -165,6 +166,24 @@ impl Checkpoint {
         self.expect(Kind::Request);
         self.limiter
             .request_permit(ip, Some(Route { method, path }), self.point)
+    }
+
+    /// [`Limiter::try_acquire_request_as`], counted at this point.
+    ///
+    /// # Panics
+    ///
+    /// When the point does not [admit requests](AdmissionPoint::counts_requests).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn try_acquire_request_as(
+        &self,
+        ip: IpAddr,
+        key: &RequestKey,
+        method: &str,
+        path: &str,
+    ) -> Result<RequestPermit, Rejected> {
+        self.expect(Kind::Request);
+        self.limiter
+            .keyed_request_permit(ip, key, Some(Route { method, path }), self.point)
     }
 
     /// Panics unless the point admits what is asked of it.

@@ -54,6 +54,55 @@ impl AtomicRate {
         }
     }
 
+    /// What is left of the rule at `now`, spending nothing: how many events it would admit in
+    /// a burst now, and nanoseconds until more are admitted (when none is left) or until the
+    /// state is back to a quiet client's (when some are).
+    pub(crate) fn remaining(&self, rule: &RateLimit, now: u64) -> (u32, u64) {
+        let word = self.0.load(Ordering::Relaxed);
+        let until_quiet = expiry(word, rule, now).saturating_sub(now);
+        match rule.strategy {
+            Strategy::Cooldown => match step(word, rule, now) {
+                Ok(_) => (1, until_quiet),
+                Err(wait) => (0, wait),
+            },
+            Strategy::TokenBucket => {
+                let interval = rule.interval_nanos().max(1);
+                let burst = u64::from(rule.burst_or_events());
+                let ahead = word.max(now) - now;
+                // Each token left is `interval` of room under the bucket's depth.
+                let room = (burst * interval).saturating_sub(ahead);
+                let left = (room / interval).min(burst) as u32;
+                if left == 0 {
+                    (0, step(word, rule, now).err().unwrap_or(1))
+                } else {
+                    (left, ahead)
+                }
+            }
+            Strategy::FixedWindow => {
+                let period = rule.period_nanos();
+                let window = Window::at(now, period);
+                let left = rule.events.saturating_sub(fixed_count(word, window.number));
+                (left, window.start + period - now)
+            }
+            Strategy::SlidingWindow => {
+                let period = rule.period_nanos();
+                let window = Window::at(now, period);
+                let (prev, count) = sliding_counts(word, window.number);
+                let elapsed = now - window.start;
+                // The most further events the estimate admits now, one after the other.
+                let weighted = u128::from(prev) * u128::from(period - elapsed);
+                let room = u128::from(rule.events) * u128::from(period);
+                let used = weighted + u128::from(count) * u128::from(period);
+                let left = room.saturating_sub(used).div_ceil(u128::from(period)) as u32;
+                if left == 0 {
+                    (0, sliding_wait(prev, count, rule.events, period, elapsed))
+                } else {
+                    (left, until_quiet)
+                }
+            }
+        }
+    }
+
     /// Counts `n` events that happened elsewhere (on other nodes of a fleet) as if they had
     /// happened at `now`, whether or not the rule would have admitted them: they happened.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -272,6 +321,29 @@ mod tests {
                 now
             })
             .collect()
+    }
+
+    #[test]
+    fn what_is_left_is_what_a_burst_gets_and_spends_nothing() {
+        for rule in rules() {
+            for seed in 1..=4u64 {
+                let state = AtomicRate::default();
+                for now in times(seed, 100, 2 * rule.period_nanos()) {
+                    let (left, wait) = state.remaining(&rule, now);
+                    let word = state.0.load(Ordering::Relaxed);
+                    assert_eq!(state.remaining(&rule, now), (left, wait), "spends nothing");
+                    assert_eq!(word, state.0.load(Ordering::Relaxed));
+                    // A burst now gets exactly `left` (bounded: the rules allow at most 100).
+                    let burst = AtomicRate(AtomicU64::new(word));
+                    let admitted = (0..=left).take_while(|_| burst.check(&rule, now).is_ok());
+                    assert_eq!(admitted.count() as u32, left, "{rule:?} at {now}");
+                    if left == 0 {
+                        assert_eq!(Err(wait), state.check(&rule, now), "{rule:?} at {now}");
+                    }
+                    let _ = state.check(&rule, now);
+                }
+            }
+        }
     }
 
     #[test]

@@ -44,9 +44,11 @@ use std::time::Duration;
 
 mod atomic;
 mod path;
+mod quota;
 
 pub(crate) use self::atomic::{AtomicRate, SLIDING_MAX_EVENTS};
 pub use self::path::{PathMatch, PathRule};
+pub use self::quota::{InFlightQuota, Quota, RateQuota};
 
 use crate::clock::nanos;
 use crate::error::ConfigError;
@@ -71,6 +73,19 @@ pub enum Strategy {
     SlidingWindow,
     /// A bucket of `burst` tokens (default `events`), refilled at `events` per `period`.
     TokenBucket,
+}
+
+impl Strategy {
+    /// The strategy as config files name it: `cooldown`, `fixed_window`, `sliding_window`,
+    /// `token_bucket`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Cooldown => "cooldown",
+            Strategy::FixedWindow => "fixed_window",
+            Strategy::SlidingWindow => "sliding_window",
+            Strategy::TokenBucket => "token_bucket",
+        }
+    }
 }
 
 /// At most `events` events per `period`, counted by `strategy`.
