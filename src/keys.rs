@@ -309,6 +309,15 @@ impl KeyConfig {
         Ok(())
     }
 
+    /// Whether a keyed request is held to the config's own request limits and to nothing per
+    /// address but a ban: no tier of any kind, no limit per address.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.tiers.is_empty()
+            && self.default_tier.is_none()
+            && self.assigned.is_empty()
+            && !self.limits_addresses()
+    }
+
     /// Whether keyed requests are limited per address beyond a ban.
     pub(crate) fn limits_addresses(&self) -> bool {
         self.max_requests_per_address != 0 || self.request_rate_per_address.is_some()

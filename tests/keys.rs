@@ -168,6 +168,10 @@ async fn a_banned_address_is_refused_whatever_key_it_shows() {
     limiter.ban_client(key, Duration::from_secs(60), BanReason::given("a test"));
     assert_eq!(get_with_key(&mut neighbour, "k").await, 429);
     assert_eq!(get_with_key(&mut neighbour, "other").await, 200);
+    // An address of a banned network that was never seen before, with a key never seen.
+    limiter.ban_network("127.0.0.18/32".parse().unwrap(), Duration::from_secs(60));
+    let mut in_banned_network = http1_client(connect_from(18, server).await).await;
+    assert_eq!(get_with_key(&mut in_banned_network, "fresh").await, 429);
 }
 
 #[test]
@@ -201,4 +205,103 @@ fn a_keyed_request_is_counted_under_its_key_and_its_address_while_it_lives() {
     assert!(limiter
         .try_acquire_request_as(ip, &RequestKey::new("c"), "GET", "/")
         .is_ok());
+}
+
+#[tokio::test]
+async fn responses_tell_the_quota_in_ratelimit_headers_and_a_refusal_agrees_with_retry_after() {
+    let limiter = Limiter::new(Config {
+        max_requests_per_client: 2,
+        request_rate: Some(
+            RateLimit::new(3, Duration::from_secs(60))
+                .strategy(tower_connlimit::rate::Strategy::TokenBucket),
+        ),
+        ..Config::default()
+    });
+    let app = Router::new().route("/", get(|| async { "ok" })).layer(
+        ConnLimitLayer::with_limiter(limiter.clone())
+            .keyed_by(KeySource::header("x-api-key".parse().unwrap()))
+            .ratelimit_headers(),
+    );
+    let server = serve_with_connect_info(app).await;
+    let mut client = http1_client(connect_from(19, server).await).await;
+    let header = |headers: &http::HeaderMap, name: &str| headers[name].to_str().unwrap().to_owned();
+    for left in [2, 1, 0] {
+        let (status, headers, _) = h1_get(&mut client, "/").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            header(&headers, "ratelimit-policy"),
+            r#""requests";q=3;w=60, "concurrency";q=2;qu="concurrent-requests""#
+        );
+        let limit = header(&headers, "ratelimit");
+        // This request is in flight while its headers are made: one of the two is taken.
+        assert!(
+            limit.starts_with(&format!("\"requests\";r={left};t="))
+                && limit.ends_with(", \"concurrency\";r=1"),
+            "{limit}"
+        );
+    }
+    let (status, headers, _) = h1_get(&mut client, "/").await;
+    assert_eq!(status, 429);
+    let limit = header(&headers, "ratelimit");
+    let t: u64 = limit["\"requests\";r=0;t=".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let retry_after: u64 = header(&headers, "retry-after").parse().unwrap();
+    assert!(
+        (1..=20).contains(&t) && retry_after >= t,
+        "t={t}, Retry-After: {retry_after}"
+    );
+    // Keyed requests are told their key's quota, which is whole.
+    let mut request = get_request("/");
+    request
+        .headers_mut()
+        .insert("x-api-key", "fresh-key".parse().unwrap());
+    bounded(client.ready()).await.unwrap();
+    let (status, headers, _) = collect(bounded(client.send_request(request)).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(header(&headers, "ratelimit").starts_with("\"requests\";r=2;"));
+    // Without the option, no field at all.
+    let plain = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(ConnLimitLayer::with_limiter(limiter.clone()));
+    let plain_server = serve_with_connect_info(plain).await;
+    let mut plain_client = http1_client(connect_from(20, plain_server).await).await;
+    let (_, headers, _) = h1_get(&mut plain_client, "/").await;
+    assert!(!headers.contains_key("ratelimit") && !headers.contains_key("ratelimit-policy"));
+}
+
+#[test]
+fn check_request_spends_nothing_and_tells_what_the_decision_would() {
+    let limiter = Limiter::new(Config {
+        keys: tiers(),
+        ..Config::default()
+    });
+    let ip = client_ip(21);
+    let key = RequestKey::new("checked");
+    for _ in 0..5 {
+        let quota = limiter.check_request(ip, Some(&key), "GET", "/");
+        assert!(quota.verdict.is_ok());
+        assert_eq!(quota.rate.unwrap().remaining, 2, "free: 2, none spent");
+    }
+    assert_eq!(limiter.stats().tracked_clients, 0, "checking tracks nobody");
+    let _a = limiter
+        .try_acquire_request_as(ip, &key, "GET", "/")
+        .unwrap();
+    let _b = limiter
+        .try_acquire_request_as(ip, &key, "GET", "/")
+        .unwrap();
+    let quota = limiter.check_request(ip, Some(&key), "GET", "/");
+    let refused = quota.verdict.unwrap_err();
+    assert_eq!(refused.reason(), tower_connlimit::RejectReason::RequestRate);
+    assert_eq!(
+        limiter
+            .try_acquire_request_as(ip, &key, "GET", "/")
+            .unwrap_err()
+            .reason(),
+        refused.reason(),
+        "the decision agrees"
+    );
 }

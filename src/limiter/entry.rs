@@ -243,6 +243,7 @@ impl Entry {
     /// Marks the client as banned, or not; called under the gate's lock, with the gate's ban.
     pub(super) fn mark_banned(&self, banned: bool) {
         if banned {
+            self.tallies.any_ban.store(true, Ordering::Relaxed);
             self.connections.fetch_or(BANNED, Ordering::Relaxed);
         } else {
             self.connections.fetch_and(!BANNED, Ordering::Relaxed);

@@ -10,7 +10,7 @@
 //! a busy client's decisions seldom write them.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 
@@ -45,18 +45,21 @@ pub(super) struct RateRecord {
     /// Until when the record can still refuse something: a drained entry is kept until then,
     /// so that leaving does not reset a client's record.
     retain_until: AtomicU64,
-    /// When a rule last looked at the client (clock nanoseconds, to [`SEEN_STEP`]): what
-    /// making room for a newcomer ranks a drained client's record by, stalest first.
-    last_seen: AtomicU64,
-    /// The parts few clients have, allocated at the first need.
-    rare: OnceLock<Box<RareRecord>>,
+    /// When a rule last looked at the client, in whole [`SEEN_STEP`]s (seconds) of the clock:
+    /// what making room for a newcomer ranks a drained client's record by, stalest first.
+    last_seen: AtomicU32,
+    /// One state per path rule of one config, made at the client's first request matching
+    /// one. Here rather than in the rare parts: a path rule's decision reaches its states
+    /// through one pointer fewer (a cache miss fewer, with many clients).
+    paths: ArcSwapOption<PathStates>,
+    /// The parts few clients have, allocated at the first need (a pointer: what a client
+    /// without them pays).
+    rare: ArcSwapOption<RareRecord>,
 }
 
 /// The parts of a client's record few clients have.
 #[derive(Debug, Default)]
 struct RareRecord {
-    /// One state per path rule of one config, made at the client's first request matching one.
-    paths: ArcSwapOption<PathStates>,
     /// How many times the client was banned, for escalation.
     bans: AtomicU32,
     /// Why the client is banned, while it is.
@@ -200,18 +203,30 @@ impl RateRecord {
         if !self.retains(now) {
             return Some(0);
         }
-        Some(self.last_seen.load(Ordering::Relaxed).max(1))
+        Some(u64::from(self.last_seen.load(Ordering::Relaxed)).max(1))
     }
 
     /// How many times the client was banned.
     pub(super) fn bans(&self) -> u32 {
         self.rare
-            .get()
+            .load()
+            .as_ref()
             .map_or(0, |rare| rare.bans.load(Ordering::Relaxed))
     }
 
-    fn rare(&self) -> &RareRecord {
-        self.rare.get_or_init(Box::default)
+    /// The rare parts, made at the first need (a racing decision's, if it made them first).
+    fn rare(&self) -> Arc<RareRecord> {
+        if let Some(rare) = self.rare.load_full() {
+            return rare;
+        }
+        let fresh = Arc::new(RareRecord::default());
+        let before = self
+            .rare
+            .compare_and_swap(&None::<Arc<RareRecord>>, Some(Arc::clone(&fresh)));
+        match &*before {
+            Some(theirs) => Arc::clone(theirs),
+            None => fresh,
+        }
     }
 
     /// Keeps the record until at least `until`: a read, and a write only when `until` is later.
@@ -225,13 +240,10 @@ impl RateRecord {
     /// Notes that a rule looked at the client at `now`.
     #[inline]
     fn seen(&self, now: u64) {
-        if now
-            > self
-                .last_seen
-                .load(Ordering::Relaxed)
-                .saturating_add(SEEN_STEP)
-        {
-            self.last_seen.store(now, Ordering::Relaxed);
+        // Whole steps (seconds) in 32 bits: 136 years of them.
+        let step = u32::try_from(now / SEEN_STEP).unwrap_or(u32::MAX);
+        if step > self.last_seen.load(Ordering::Relaxed) {
+            self.last_seen.store(step, Ordering::Relaxed);
         }
     }
 
@@ -245,7 +257,7 @@ impl RateRecord {
         if self.banned_until() <= now {
             return None;
         }
-        self.rare.get()?.ban_reason.load_full()
+        self.rare.load().as_ref()?.ban_reason.load_full()
     }
 
     /// Bans the client until `until`, decided at `now`, for `reason`. An existing ban that
@@ -264,7 +276,7 @@ impl RateRecord {
     pub(super) fn unban(&self) {
         self.banned_until.store(0, Ordering::Relaxed);
         self.violations.reset();
-        if let Some(rare) = self.rare.get() {
+        if let Some(rare) = &*self.rare.load() {
             rare.ban_reason.store(None);
             rare.bans.store(0, Ordering::Relaxed);
         }
@@ -296,19 +308,19 @@ impl RateRecord {
         }
     }
 
-    /// The common rated decision, on the hot settings: whether `rule`, the rule of `kind`,
-    /// admits an event at `now`, counting it if so. A refusal changes nothing: the decision is
+    /// The common rated decision, on the hot settings: whether `rule`, the rule of `kind` (of
+    /// `interval`), admits an event at `now`, counting it if so. A refusal changes nothing: the decision is
     /// then made again on the whole config, which counts the violation.
     #[inline]
-    pub(super) fn admits(&self, kind: Kind, rule: &RateLimit, now: u64) -> bool {
+    pub(super) fn admits(&self, kind: Kind, rule: &RateLimit, interval: u64, now: u64) -> bool {
         let state = match kind {
             Kind::Connection => &self.connect,
             Kind::Request => &self.request,
         };
-        if state.check(rule, now).is_err() {
+        if state.check_with(rule, Some(interval), now).is_err() {
             return false;
         }
-        self.remember_until(state.expires_at(rule, now));
+        self.remember_until(state.expires_at_with(rule, Some(interval), now));
         self.seen(now);
         true
     }
@@ -327,8 +339,8 @@ impl RateRecord {
             .checked_sub(now)
             .filter(|&left| left > 0);
         let rate = (limits.request_rate.as_ref()).map(|rule| self.request.remaining(rule, now));
-        let paths = self.rare.get().map(|rare| rare.paths.load());
-        let states = paths.as_ref().and_then(|paths| paths.as_deref());
+        let paths = self.paths.load();
+        let states = paths.as_deref();
         let path_wait = match (route, states) {
             (Some(route), Some(states)) if states.generation == limits.lookups.generation => {
                 (limits.path_rules.iter().zip(states.states.iter()))
@@ -374,7 +386,7 @@ impl RateRecord {
             .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok();
         if ended {
-            if let Some(rare) = self.rare.get() {
+            if let Some(rare) = &*self.rare.load() {
                 rare.ban_reason.store(None);
             }
             fx.ban_over = true;
@@ -423,7 +435,7 @@ impl RateRecord {
         };
         // The common case borrows the states made under this config (no reference count
         // taken); the first request under a config makes them.
-        let current = self.rare().paths.load();
+        let current = self.paths.load();
         match &*current {
             Some(states) if states.generation == d.limits.lookups.generation => check(states, fx),
             _ => {
@@ -435,9 +447,8 @@ impl RateRecord {
 
     /// The client's path rule states under `limits`, made at the first use under its config.
     fn path_states(&self, limits: &Limits) -> Arc<PathStates> {
-        let rare = self.rare();
         let generation = limits.lookups.generation;
-        if let Some(states) = rare.paths.load_full() {
+        if let Some(states) = self.paths.load_full() {
             if states.generation == generation {
                 return states;
             }
@@ -447,13 +458,13 @@ impl RateRecord {
             states: path_rules_states(&limits.path_rules),
         });
         // A racing decision may have made them first: theirs then.
-        let before = rare
+        let before = self
             .paths
             .compare_and_swap(&None::<Arc<PathStates>>, Some(Arc::clone(&fresh)));
         match &*before {
             Some(theirs) if theirs.generation == generation => Arc::clone(theirs),
             _ => {
-                rare.paths.store(Some(Arc::clone(&fresh)));
+                self.paths.store(Some(Arc::clone(&fresh)));
                 fresh
             }
         }
@@ -542,7 +553,12 @@ impl RateRecord {
     /// may be listed again.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn take_unsent(&self, generation: u64) -> Vec<(usize, u32)> {
-        let Some(counts) = self.rare.get().and_then(|rare| rare.fleet.load_full()) else {
+        let Some(counts) = self
+            .rare
+            .load()
+            .as_ref()
+            .and_then(|rare| rare.fleet.load_full())
+        else {
             return Vec::new();
         };
         counts.listed.store(false, Ordering::Relaxed);
@@ -565,7 +581,12 @@ impl RateRecord {
     /// Whether any are kept (the caller then lists the client again).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn keep_unsent(&self, id: usize, n: u32, cap: u32, generation: u64) -> bool {
-        let Some(counts) = self.rare.get().and_then(|rare| rare.fleet.load_full()) else {
+        let Some(counts) = self
+            .rare
+            .load()
+            .as_ref()
+            .and_then(|rare| rare.fleet.load_full())
+        else {
             return false;
         };
         let Some(unsent) = counts.unsent.get(id) else {

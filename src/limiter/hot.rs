@@ -27,8 +27,8 @@ pub(super) struct HotConfig {
     /// The prefixes, in the low two bytes, and [`SIMPLE`].
     packed: AtomicU64,
     max_requests_per_client: AtomicU64,
-    /// The rate rule of each [`Kind`] (see [`pack_rule`]), or zeros for none.
-    rules: [[AtomicU64; 2]; 2],
+    /// The rate rule of each [`Kind`] (see [`pack_rule`]), or zeros for none, and its interval.
+    rules: [[AtomicU64; 3]; 2],
 }
 
 /// Set in [`HotConfig::packed`] when a decision needs nothing but the hot settings (no global
@@ -38,6 +38,9 @@ const SIMPLE: u64 = 1 << 16;
 const PATHS: u64 = 1 << 17;
 /// Set, per [`Kind`], when its rule runs dry: its refusals are counted, not made.
 const DRY_RUN: [u64; 2] = [1 << 18, 1 << 19];
+/// Set when keyed requests are held to the config's own request limits, per key, and to
+/// nothing per address but a ban: no tier, no assignment, no limit per address.
+const KEYS_PLAIN: u64 = 1 << 20;
 
 /// The hot settings of one config, as one reader saw them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +50,21 @@ pub(super) struct Hot {
     pub(super) ipv4_prefix: u8,
     pub(super) ipv6_prefix: u8,
     pub(super) max_requests_per_client: usize,
-    /// The rate rule of the decision's kind.
-    pub(super) rule: Option<RateLimit>,
+    /// Whether a keyed request is decided like an address's: see [`KEYS_PLAIN`].
+    pub(super) keys_plain: bool,
+    /// The rate rule of the decision's kind, packed (see [`Hot::rule`]), and its interval.
+    rule: [u64; 3],
+}
+
+impl Hot {
+    /// The rate rule of the decision's kind, if it has one, with its interval (what a decision
+    /// would otherwise divide for). Kept packed until asked for, so that a decision with no
+    /// rule carries three words, not a rule.
+    #[inline]
+    pub(super) fn rule(&self) -> Option<(RateLimit, u64)> {
+        let [first, second, interval] = self.rule;
+        unpack_rule([first, second]).map(|rule| (rule, interval))
+    }
 }
 
 impl HotConfig {
@@ -78,11 +94,14 @@ impl HotConfig {
             | flag(!limits.counts_total(), SIMPLE)
             | flag(!limits.path_rules.is_empty(), PATHS)
             | flag(rules[0].is_some_and(|r| r.dry_run), DRY_RUN[0])
-            | flag(rules[1].is_some_and(|r| r.dry_run), DRY_RUN[1]);
+            | flag(rules[1].is_some_and(|r| r.dry_run), DRY_RUN[1])
+            | flag(limits.keys.is_plain(), KEYS_PLAIN);
         for (words, rule) in self.rules.iter().zip(rules) {
             let [first, second] = rule.as_ref().map_or([0, 0], pack_rule);
             words[0].store(first, Ordering::Relaxed);
             words[1].store(second, Ordering::Relaxed);
+            let interval = rule.as_ref().map_or(0, RateLimit::interval_nanos);
+            words[2].store(interval, Ordering::Relaxed);
         }
         self.generation
             .store(limits.lookups.generation, Ordering::Relaxed);
@@ -105,6 +124,7 @@ impl HotConfig {
         let rule = [
             words[0].load(Ordering::Relaxed),
             words[1].load(Ordering::Relaxed),
+            words[2].load(Ordering::Relaxed),
         ];
         // The settings are read before the sequence number is read again.
         fence(Ordering::Acquire);
@@ -115,12 +135,13 @@ impl HotConfig {
             return None;
         }
         Some(Hot {
+            keys_plain: packed & KEYS_PLAIN != 0,
             sequence,
             generation,
             ipv4_prefix: packed as u8,
             ipv6_prefix: (packed >> 8) as u8,
             max_requests_per_client,
-            rule: unpack_rule(rule),
+            rule,
         })
     }
 
@@ -227,8 +248,11 @@ mod tests {
         ] {
             let config = limits(|l| l.request_rate = Some(rule));
             let hot = HotConfig::new(&config);
-            assert_eq!(hot.read(Kind::Request, false).unwrap().rule, Some(rule));
-            assert_eq!(hot.read(Kind::Connection, false).unwrap().rule, None);
+            assert_eq!(
+                hot.read(Kind::Request, false).unwrap().rule(),
+                Some((rule, rule.interval_nanos()))
+            );
+            assert_eq!(hot.read(Kind::Connection, false).unwrap().rule(), None);
         }
     }
 

@@ -234,6 +234,9 @@ struct Tallies {
     /// being put in force), so the cap is never passed. Without a cap, admissions leave it
     /// alone, and no line is written by every thread.
     total: Padded<AtomicUsize>,
+    /// Set for good when any client is first banned: until then, a keyed request need not
+    /// look for a ban of its address.
+    any_ban: std::sync::atomic::AtomicBool,
 }
 
 impl Tallies {
@@ -241,6 +244,7 @@ impl Tallies {
         Tallies {
             points: Points::new(),
             total: Padded(AtomicUsize::new(0)),
+            any_ban: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

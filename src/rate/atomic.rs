@@ -41,9 +41,21 @@ impl AtomicRate {
     /// least 1).
     #[inline]
     pub(crate) fn check(&self, rule: &RateLimit, now: u64) -> Result<(), u64> {
+        self.check_with(rule, None, now)
+    }
+
+    /// [`AtomicRate::check`], with the rule's [interval](RateLimit::interval_nanos) worked out
+    /// already (a division saved on the hot path), or `None` to work it out if needed.
+    #[inline]
+    pub(crate) fn check_with(
+        &self,
+        rule: &RateLimit,
+        interval: Option<u64>,
+        now: u64,
+    ) -> Result<(), u64> {
         let mut word = self.0.load(Ordering::Relaxed);
         loop {
-            let next = step(word, rule, now)?;
+            let next = step(word, rule, interval, now)?;
             match self
                 .0
                 .compare_exchange_weak(word, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -59,9 +71,9 @@ impl AtomicRate {
     /// state is back to a quiet client's (when some are).
     pub(crate) fn remaining(&self, rule: &RateLimit, now: u64) -> (u32, u64) {
         let word = self.0.load(Ordering::Relaxed);
-        let until_quiet = expiry(word, rule, now).saturating_sub(now);
+        let until_quiet = expiry(word, rule, None, now).saturating_sub(now);
         match rule.strategy {
-            Strategy::Cooldown => match step(word, rule, now) {
+            Strategy::Cooldown => match step(word, rule, None, now) {
                 Ok(_) => (1, until_quiet),
                 Err(wait) => (0, wait),
             },
@@ -73,7 +85,7 @@ impl AtomicRate {
                 let room = (burst * interval).saturating_sub(ahead);
                 let left = (room / interval).min(burst) as u32;
                 if left == 0 {
-                    (0, step(word, rule, now).err().unwrap_or(1))
+                    (0, step(word, rule, None, now).err().unwrap_or(1))
                 } else {
                     (left, ahead)
                 }
@@ -120,7 +132,13 @@ impl AtomicRate {
     /// From when on this state can no longer refuse anything, so it may be forgotten, as seen
     /// at `now`.
     pub(crate) fn expires_at(&self, rule: &RateLimit, now: u64) -> u64 {
-        expiry(self.0.load(Ordering::Relaxed), rule, now)
+        self.expires_at_with(rule, None, now)
+    }
+
+    /// [`AtomicRate::expires_at`], with the rule's interval worked out already, if it is.
+    #[inline]
+    pub(crate) fn expires_at_with(&self, rule: &RateLimit, interval: Option<u64>, now: u64) -> u64 {
+        expiry(self.0.load(Ordering::Relaxed), rule, interval, now)
     }
 
     /// Forgets everything.
@@ -131,10 +149,11 @@ impl AtomicRate {
 
 /// The state after allowing an event at `now`, or the wait until one would be allowed.
 #[inline]
-fn step(word: u64, rule: &RateLimit, now: u64) -> Result<u64, u64> {
+fn step(word: u64, rule: &RateLimit, interval: Option<u64>, now: u64) -> Result<u64, u64> {
+    let interval = || interval.unwrap_or_else(|| rule.interval_nanos());
     match rule.strategy {
         Strategy::Cooldown => {
-            let gap = rule.interval_nanos();
+            let gap = interval();
             let since = now.saturating_sub(word.wrapping_sub(1));
             if word == 0 || since >= gap {
                 Ok(now.saturating_add(1))
@@ -143,7 +162,7 @@ fn step(word: u64, rule: &RateLimit, now: u64) -> Result<u64, u64> {
             }
         }
         Strategy::TokenBucket => {
-            let interval = rule.interval_nanos();
+            let interval = interval();
             let tolerance = interval.saturating_mul(u64::from(rule.burst_or_events() - 1));
             let tat = word.max(now);
             let ahead = tat - now;
@@ -199,13 +218,16 @@ fn charged(word: u64, rule: &RateLimit, now: u64, n: u32) -> u64 {
 }
 
 /// When the state `word` stops refusing anything, seen at `now`.
-fn expiry(word: u64, rule: &RateLimit, now: u64) -> u64 {
+fn expiry(word: u64, rule: &RateLimit, interval: Option<u64>, now: u64) -> u64 {
     if word == 0 {
         return 0;
     }
     let period = rule.period_nanos();
     match rule.strategy {
-        Strategy::Cooldown => (word - 1).saturating_add(rule.interval_nanos()),
+        Strategy::Cooldown => {
+            let interval = interval.unwrap_or_else(|| rule.interval_nanos());
+            (word - 1).saturating_add(interval)
+        }
         Strategy::TokenBucket => word,
         Strategy::FixedWindow => {
             let number = full_number(word >> 32, LOW32, now, period);

@@ -193,7 +193,7 @@ impl RateLimit {
     }
 
     /// The gap between events at the sustained rate: `period / events`, in nanoseconds.
-    fn interval_nanos(&self) -> u64 {
+    pub(crate) fn interval_nanos(&self) -> u64 {
         self.period_nanos() / u64::from(self.events)
     }
 
