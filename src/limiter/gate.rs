@@ -548,17 +548,18 @@ impl RateRecord {
         fresh
     }
 
+    /// The fleet's counts, if they were made (unlike `fleet_counts`, which makes them).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn fleet_counts_made(&self) -> Option<Arc<FleetCounts>> {
+        self.rare.load().as_ref()?.fleet.load_full()
+    }
+
     /// The events admitted here under the config of `generation` and not yet sent, per rule;
     /// none are left unsent (events counted under another config are dropped), and the client
     /// may be listed again.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn take_unsent(&self, generation: u64) -> Vec<(usize, u32)> {
-        let Some(counts) = self
-            .rare
-            .load()
-            .as_ref()
-            .and_then(|rare| rare.fleet.load_full())
-        else {
+        let Some(counts) = self.fleet_counts_made() else {
             return Vec::new();
         };
         counts.listed.store(false, Ordering::Relaxed);
@@ -581,12 +582,7 @@ impl RateRecord {
     /// Whether any are kept (the caller then lists the client again).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn keep_unsent(&self, id: usize, n: u32, cap: u32, generation: u64) -> bool {
-        let Some(counts) = self
-            .rare
-            .load()
-            .as_ref()
-            .and_then(|rare| rare.fleet.load_full())
-        else {
+        let Some(counts) = self.fleet_counts_made() else {
             return false;
         };
         let Some(unsent) = counts.unsent.get(id) else {

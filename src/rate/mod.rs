@@ -531,7 +531,8 @@ mod tests {
             .collect()
     }
 
-    fn rules() -> Vec<RateLimit> {
+    /// Rules of every strategy, of several sizes; a token bucket with its own burst.
+    pub(super) fn rules() -> Vec<RateLimit> {
         let mut rules = Vec::new();
         for strategy in [
             Strategy::Cooldown,
