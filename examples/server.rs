@@ -608,6 +608,21 @@ async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::i
         "limits in force: {}",
         limits_line(&limiter.config(), args.mode, args.header_timeout)
     );
+    if let Some(name) = &args.key_header {
+        let keys = &limiter.config().keys;
+        tracing::info!(
+            key_header = %name,
+            tiers = keys.tiers.len(),
+            max_requests_per_address = keys.max_requests_per_address,
+            "requests keyed by the {name} header (fingerprints, key:…), by address without it: \
+             --max-requests and --request-rate are each key's"
+        );
+    }
+    if args.ratelimit_headers {
+        tracing::info!(
+            "responses carry RateLimit-Policy and RateLimit (they tell clients their limits)"
+        );
+    }
     if args.mode != Mode::Off {
         tokio::spawn(report_refusals(limiter.clone(), args.config.is_some()));
     }
