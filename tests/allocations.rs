@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use tower_connlimit::keys::{KeyConfig, RequestKey, Tier};
 use tower_connlimit::rate::{PathRule, RateLimit, Strategy};
 use tower_connlimit::{config::CidrLimit, Config, Limiter};
 
@@ -157,6 +158,49 @@ fn rated_admissions_and_refusals_allocate_nothing() {
         });
         assert_eq!(allocations, 0, "{strategy:?}");
         drop(held);
+    }
+}
+
+#[test]
+fn keyed_requests_allocate_nothing_for_keys_up_to_64_bytes() {
+    let tiered = KeyConfig {
+        tiers: vec![Tier::new("pro").max_requests(4)],
+        default_tier: Some("pro".into()),
+        max_requests_per_address: 1000,
+        ..KeyConfig::default()
+    };
+    // Keys held to the config's own limits (the fast path), and keys in a tier (the whole way).
+    for keys in [KeyConfig::default(), tiered] {
+        let limiter = Limiter::new(Config {
+            request_rate: Some(RateLimit::new(1_000_000, Duration::from_secs(1))),
+            keys,
+            ..Config::default()
+        });
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        let names: Vec<String> = (0..100).map(|i| format!("{i:0>64}")).collect();
+        let short: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        let all = || names.iter().chain(&short);
+        // Warm-up: each key's entry is made.
+        for name in all() {
+            drop(
+                limiter
+                    .try_acquire_request_as(ip, &RequestKey::new(name), "GET", "/")
+                    .unwrap(),
+            );
+        }
+        let allocations = allocations_in(|| {
+            for _ in 0..10 {
+                for name in all() {
+                    let key = RequestKey::new(name);
+                    drop(
+                        limiter
+                            .try_acquire_request_as(ip, &key, "GET", "/")
+                            .unwrap(),
+                    );
+                }
+            }
+        });
+        assert_eq!(allocations, 0);
     }
 }
 
