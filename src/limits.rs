@@ -113,6 +113,9 @@ pub(crate) struct Lookups {
     trusted_proxies: CidrTable<()>,
     /// The limits of keyed requests, each tier's and their addresses'.
     keyed: Arc<KeyedLimits>,
+    /// Set on a tier's limits, and on those of a keyed request's address: limits whose request
+    /// rule is not the config's, which a fleet does not count by.
+    pub(crate) derived: bool,
 }
 
 /// The limits a keyed request's decisions are made on: [`Limits`] like the config's, with the
@@ -205,6 +208,7 @@ impl Limits {
             ),
             trusted_proxies: CidrTable::new(self.trusted_proxies.iter().map(|&c| (c, ()))),
             keyed: Arc::default(),
+            derived: false,
         };
         self.lookups.keyed = Arc::new(self.keyed_limits());
         Ok(self)
@@ -216,6 +220,7 @@ impl Limits {
             let mut limits = self.clone();
             limits.max_requests_per_client = max_requests;
             limits.request_rate = rate;
+            limits.lookups.derived = true;
             limits
         };
         let keys = &self.keys;

@@ -17,6 +17,7 @@ use redis_server::{free_port, Cluster, Options, Redis};
 
 use tower_connlimit::ban::{BanPolicy, BanReason};
 use tower_connlimit::fleet::{Fleet, FleetConfig};
+use tower_connlimit::keys::RequestKey;
 use tower_connlimit::{Cidr, Config, Limiter, RateLimit, RejectReason};
 
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -219,6 +220,37 @@ async fn round_robin_over_the_nodes_a_client_gets_the_fleet_rate() {
     all_connected(&nodes).await;
     let (admitted, attempts) = round_robin(&nodes, ip("192.0.2.44")).await;
     println!("{admitted} of {attempts} admitted in one window, the rule allowing {rate}");
+    assert!(admitted >= rate as usize, "at least the rate: {admitted}");
+    assert!(
+        admitted * 2 <= rate as usize * 3,
+        "at most 1.5 times the rate: {admitted} (alone, each node would admit {rate})"
+    );
+}
+
+#[tokio::test]
+async fn a_key_gets_the_fleet_rate_over_the_nodes_whatever_addresses_it_comes_from() {
+    let redis = Redis::start();
+    let rate = 30;
+    let nodes = nodes(&redis.url(), &["a", "b", "c"], "keys", rate_of(rate)).await;
+    all_connected(&nodes).await;
+    let key = RequestKey::new("sk_fleet_key");
+    let started = Instant::now();
+    let (mut admitted, mut attempts) = (0, 0);
+    // At most 300 attempts, one 3 s window; each node sees the key from an address of its own.
+    while started.elapsed() < Duration::from_secs(3) && attempts < 300 {
+        let (limiter, _) = &nodes[attempts % nodes.len()];
+        let from = IpAddr::from([192, 0, 2, 100 + (attempts % nodes.len()) as u8]);
+        admitted += usize::from(
+            limiter
+                .try_acquire_request_as(from, &key, "GET", "/")
+                .is_ok(),
+        );
+        attempts += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "{admitted} of {attempts} keyed requests admitted in one window, the rule allowing {rate}"
+    );
     assert!(admitted >= rate as usize, "at least the rate: {admitted}");
     assert!(
         admitted * 2 <= rate as usize * 3,

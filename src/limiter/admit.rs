@@ -476,9 +476,10 @@ impl Decision<'_> {
             route,
             key,
             now: &now,
-            // A named key's events are not shared: its tier's rules are not the ones a fleet
-            // counts by.
-            sharing: (outbox.enabled() && key.fingerprint().is_none()).then_some(outbox),
+            // Events under a tier's rules (or a keyed request's address's) are not shared: a
+            // fleet counts by the config's own rules. A key held to those is shared as an
+            // address is, under its fingerprint.
+            sharing: (outbox.enabled() && !self.limits.lookups.derived).then_some(outbox),
         };
         let entry = self.entry;
         let checked = entry.record.check(&event, fx);
