@@ -31,7 +31,7 @@ struct Admitted {
 impl Limiter {
     /// The one admission decision. Reads the config once, finds the client's entry (making it on
     /// the client's first visit), and under the entry's map shard's *read* lock checks a ban and
-    /// the rate rules (under the client's own lock, only when there are any), then the per-client
+    /// the rate rules (each a compare-and-swap on the rule's state), then the per-client
     /// limit and a place under the global cap, counting the client only if every check passed.
     /// Nothing is counted unless every check passes, so a refused attempt never makes the totals
     /// look higher to concurrent callers. Returns the admission, ready to be released.

@@ -168,7 +168,7 @@ impl Entry {
 
     /// The client's connection limit, when its entry worked it out under the config of
     /// `generation`, none of its addresses is exempt, it is no trusted proxy, and it may not be
-    /// banned: the common case, which a decision takes without the client's lock.
+    /// banned: the common case, which a decision takes on the hot settings alone.
     #[inline]
     pub(super) fn plain_limit(&self, generation: u64) -> Option<usize> {
         let own = ClientLimits::unpack(self.own_limits.load(Ordering::Relaxed), generation)?;
@@ -240,7 +240,8 @@ impl Entry {
         self.connections.load(Ordering::Relaxed) & BANNED != 0
     }
 
-    /// Marks the client as banned, or not; called under the gate's lock, with the gate's ban.
+    /// Marks the client as banned, or not, as its record's ban says; the first ban anywhere also
+    /// tells keyed requests to look for their address's.
     pub(super) fn mark_banned(&self, banned: bool) {
         if banned {
             self.tallies.any_ban.store(true, Ordering::Relaxed);

@@ -84,9 +84,10 @@ use crate::reason::{RejectReason, Rejected};
 /// the counting:
 ///
 /// - **admission** is `Limiter::admit` (`src/limiter/admit.rs`): it loads the config once, finds
-///   the client's entry under its shard's *read* lock, and raises the client's count with one
-///   compare-and-swap when no rate, ban or global cap is in force; otherwise it checks them under
-///   the client's own lock first. Nothing is counted unless every check passes;
+///   the client's entry under its shard's *read* lock, checks the rate rule of its kind with one
+///   compare-and-swap on the rule's state, and raises the client's count with another; a ban, a
+///   path rule or a global cap are checked on the whole config first, in atomics too, with no
+///   lock. Nothing is counted unless every check passes;
 /// - **release** is `release` (`src/limiter/release.rs`), run exactly once by the permit's
 ///   `Drop`: it lowers the count on the entry the permit holds, without touching the map.
 ///
