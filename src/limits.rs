@@ -128,7 +128,9 @@ pub(crate) struct KeyedLimits {
     by_name: HashMap<String, usize>,
     assigned: HashMap<ClientKey, usize>,
     default_tier: Option<usize>,
-    /// A keyed request's address's limits (none but a ban, unless `limits_addresses`).
+    /// A keyed request's address's limits (none but a ban, unless `limits_addresses`). An
+    /// `Option` only so that the default, before compiling, holds no `Limits`, whose own
+    /// default holds a `KeyedLimits`.
     address: Option<Box<Limits>>,
     limits_addresses: bool,
 }

@@ -304,4 +304,23 @@ fn check_request_spends_nothing_and_tells_what_the_decision_would() {
         refused.reason(),
         "the decision agrees"
     );
+    // An address never seen, in a banned network: refused by the check as by the decision.
+    limiter.ban_network("127.0.0.22/32".parse().unwrap(), Duration::from_secs(60));
+    let unseen = client_ip(22);
+    let quota = limiter.check_request(unseen, Some(&RequestKey::new("other")), "GET", "/");
+    let banned = tower_connlimit::RejectReason::Banned;
+    assert_eq!(quota.verdict.unwrap_err().reason(), banned);
+    assert_eq!(
+        limiter
+            .check_request(unseen, None, "GET", "/")
+            .verdict
+            .unwrap_err()
+            .reason(),
+        banned
+    );
+    assert_eq!(
+        limiter.stats().tracked_clients,
+        1,
+        "the key alone (its address had nothing to count): checking tracks nobody"
+    );
 }

@@ -190,19 +190,22 @@ impl Limiter {
     /// Bans a newly tracked `key` if a running network ban covers it, until the latest end of
     /// those that do, with that ban's reason.
     pub(super) fn ban_if_in_banned_network(&self, key: ClientKey) {
-        if !self.shared.any_network_ban.load(Ordering::Relaxed) {
-            return;
-        }
         let now = self.now();
-        let covering = self
-            .network_bans()
-            .iter()
-            .filter(|ban| ban.until > now && within(&key, ban.network))
-            .max_by_key(|ban| ban.until)
-            .map(|ban| (ban.until, ban.reason.clone()));
-        if let Some((until, reason)) = covering {
+        if let Some((until, reason)) = self.network_ban_of(&key, now) {
             self.ban_key(key, now, until, reason);
         }
+    }
+
+    /// The running network ban covering `key` at `now` that ends last: its end and reason.
+    pub(super) fn network_ban_of(&self, key: &ClientKey, now: u64) -> Option<(u64, BanReason)> {
+        if !self.shared.any_network_ban.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.network_bans()
+            .iter()
+            .filter(|ban| ban.until > now && within(key, ban.network))
+            .max_by_key(|ban| ban.until)
+            .map(|ban| (ban.until, ban.reason.clone()))
     }
 
     /// The clients banned now, each with the time its ban has left and its reason.

@@ -91,17 +91,18 @@ impl Limiter {
                 let peek = entry.record.peek_request(limits, route, now);
                 (peek, entry.counts().1)
             }
-            // A client not tracked is a quiet one: every rule's whole quota.
+            // A client not tracked is a quiet one, with every rule's whole quota, unless a
+            // network ban covers it (its first decision would ban it).
             None => {
                 let fresh = AtomicRate::default();
                 let rate = (limits.request_rate.as_ref()).map(|rule| fresh.remaining(rule, now));
-                (
-                    RequestPeek {
-                        rate,
-                        ..RequestPeek::default()
-                    },
-                    0,
-                )
+                let banned_for = (self.network_ban_of(key, now)).map(|(until, _)| until - now);
+                let peek = RequestPeek {
+                    rate,
+                    banned_for,
+                    ..RequestPeek::default()
+                };
+                (peek, 0)
             }
         };
         let rate = limits
