@@ -75,9 +75,10 @@ impl Limiter {
         if !shared.hot.still(hot) {
             return None;
         }
+        // With a fleet joined, a rated decision goes the whole way (its events are shared):
+        // the clock is not read here, to be read there.
         let admits = |(rule, interval): (RateLimit, u64)| {
-            let now = self.now();
-            !shared.outbox.enabled() && entry.record.admits(kind, &rule, interval, now)
+            !shared.outbox.enabled() && entry.record.admits(kind, &rule, interval, self.now())
         };
         if !hot.rule().is_none_or(admits) {
             return None;
