@@ -496,6 +496,35 @@ async fn a_keys_tier_and_ban_are_set_through_the_api_and_audited() {
     );
 }
 
+// Two workers, so that the admin's handlers really run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_put_at_once_for_many_keys_are_all_kept() {
+    let s = servers().await;
+    let mut config = (*s.limiter.config()).clone();
+    config.keys.tiers = vec![Tier::new("pro")];
+    s.limiter.set_config(config).unwrap();
+    let keys: Vec<_> = (0..16)
+        .map(|n| RequestKey::new(format!("sk_live_at_once_{n}")).client_key())
+        .collect();
+    let puts = keys.iter().map(|key| {
+        let path = format!("/api/keys/{key}/tier");
+        async move {
+            let body = Some(("application/json", r#"{"tier": "pro"}"#));
+            call(s.admin, "PUT", &path, Some(TOKEN), body).await.0
+        }
+    });
+    let statuses = futures_util::future::join_all(puts).await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    let assigned = s.limiter.config().keys.assigned.clone();
+    for key in &keys {
+        assert!(
+            assigned.iter().any(|kept| kept.key == *key),
+            "{key} was lost: {} of 16 kept",
+            assigned.len()
+        );
+    }
+}
+
 #[test]
 fn the_router_refuses_to_build_without_a_way_in() {
     let limiter = Limiter::new(Config::default());

@@ -110,6 +110,19 @@ struct AdminState {
     limiter: Limiter,
     auth: Auth,
     audit: Audit,
+    /// Held while the admin replaces the config, so that two edits made at once (two keys' tiers
+    /// put together, say) are applied one after the other and neither is lost.
+    editing: std::sync::Mutex<()>,
+}
+
+impl AdminState {
+    /// Holds off the admin's other config edits while the caller reads the config in force,
+    /// changes it and installs it.
+    fn one_edit_at_a_time(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.editing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl Admin {
@@ -185,6 +198,7 @@ impl Admin {
             limiter: self.limiter,
             auth,
             audit: Audit::new(self.audit_capacity),
+            editing: std::sync::Mutex::new(()),
         });
         let api = Router::new()
             .route("/api/stats", get(stats))
@@ -483,8 +497,10 @@ async fn put_config(
     Extension(user): Extension<AdminUser>,
     body: String,
 ) -> Response {
-    let installed =
-        Config::from_json_str(&body).and_then(|config| admin.limiter.set_config(config));
+    let installed = Config::from_json_str(&body).and_then(|config| {
+        let _edit = admin.one_edit_at_a_time();
+        admin.limiter.set_config(config)
+    });
     match installed {
         Ok(()) => {
             let summary = view::config(&admin.limiter.config());
@@ -540,6 +556,7 @@ async fn put_key_tier(
         },
         _ => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
     };
+    let edit = admin.one_edit_at_a_time();
     let mut config = (*admin.limiter.config()).clone();
     config.keys.assigned.retain(|assigned| assigned.key != key);
     if let Some(tier) = &tier {
@@ -548,7 +565,9 @@ async fn put_key_tier(
             tier: tier.clone(),
         });
     }
-    match admin.limiter.set_config(config) {
+    let installed = admin.limiter.set_config(config);
+    drop(edit);
+    match installed {
         Ok(()) => {
             let detail = json!({ "key": key.to_string(), "tier": tier });
             admin.audit.record(&user.0, "key_tier", detail.clone());
