@@ -382,6 +382,40 @@ fn rated(c: &mut Criterion) {
     group.finish();
 }
 
+/// Fair share against the same budget without it, over 10,000 clients (each admitted and
+/// released at once): with the budget nearly idle, and contended (950 of 1,000 held by other
+/// clients, one each, so that every decision reads the fair level).
+fn fair_share(c: &mut Criterion) {
+    pin_to_first_core();
+    let mut group = c.benchmark_group("fair_share");
+    group.throughput(Throughput::Elements(1));
+    let clients = clients_v4(0, 10_000);
+    let holders = clients_v4(100_000, 950);
+    for (case, budget, held) in [("idle", 100_000, 0), ("contended", 1_000, 950)] {
+        for fair in [false, true] {
+            let limiter = limiter(Config {
+                max_conns_per_client: 10,
+                max_conns_total: budget,
+                fair_share: tower_connlimit::config::FairShare {
+                    enabled: fair,
+                    ..Default::default()
+                },
+                ..Config::default()
+            });
+            let held: Vec<_> = holders[..held]
+                .iter()
+                .map(|&ip| limiter.try_acquire(ip).unwrap())
+                .collect();
+            let name = if fair { "fair_share" } else { "budget_only" };
+            each_client(&mut group, name, case, &clients, |ip| {
+                drop(black_box(limiter.try_acquire(ip).unwrap()))
+            });
+            drop(held);
+        }
+    }
+    group.finish();
+}
+
 /// A request keyed by a 32-byte API key (its hash included) against one keyed by its address,
 /// both with a token-bucket request rate that never refuses here, over 10,000 clients: keys
 /// from 10,000 addresses, and 10,000 keys from one address.
@@ -645,6 +679,7 @@ criterion_group!(
     gate,
     rated,
     keyed,
+    fair_share,
     cidr_lists,
     config_swap,
     threads

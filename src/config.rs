@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 pub use crate::cidr::CidrError;
 pub use crate::error::{ConfigError, Location};
+pub use crate::fair_share::FairShare;
 use crate::keys::KeyConfig;
 pub use crate::limits::{CidrLimit, WhenFull};
 
@@ -75,6 +76,14 @@ pub struct Config {
     /// Concurrent in-flight requests one client may have, enforced by the request-level layer.
     /// Default 0 (unlimited). A request counts until its response body ends.
     pub max_requests_per_client: usize,
+    /// Concurrent in-flight requests across all clients, enforced by the request-level layer.
+    /// Default 0 (unlimited). Exempt clients are counted but never refused; a keyed request
+    /// counts once, under its key.
+    pub max_requests_total: usize,
+    /// Fair sharing of `max_conns_total` and `max_requests_total`: a client may use what is
+    /// idle, up to a ceiling, and is held to its fair share under contention. Off by default;
+    /// see [`FairShare`].
+    pub fair_share: FairShare,
     /// How many leading bits of an IPv4 address identify a client. Default 32 (one address);
     /// at most 32.
     pub ipv4_prefix: u8,
@@ -156,6 +165,8 @@ macro_rules! with_limit_fields {
             max_conns_per_client,
             max_conns_total,
             max_requests_per_client,
+            max_requests_total,
+            fair_share,
             ipv4_prefix,
             ipv6_prefix,
             exempt,

@@ -81,6 +81,7 @@ pub mod config;
 #[cfg(feature = "serde")]
 mod config_file;
 mod error;
+mod fair_share;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;

@@ -10,6 +10,7 @@ use crate::ban::BanPolicy;
 use crate::cidr::Cidr;
 use crate::cidr_table::{CidrTable, Overlap};
 use crate::error::ConfigError;
+use crate::fair_share::{Budget, FairShare};
 use crate::key::ClientKey;
 use crate::keys::{KeyConfig, RequestKey};
 use crate::rate::{PathRule, RateLimit};
@@ -72,6 +73,23 @@ impl CidrLimit {
     }
 }
 
+/// What a connection or request is: what each limit and budget is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Connection,
+    Request,
+}
+
+impl Kind {
+    /// A stable name, for log fields.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Connection => "connection",
+            Kind::Request => "request",
+        }
+    }
+}
+
 /// The limits as every decision reads them: the limit fields of [`Config`](crate::Config),
 /// checked, with the networks prepared for longest-prefix lookups. Built once per installed
 /// config; the field names are the config's, and so are the field paths in its errors.
@@ -80,6 +98,8 @@ pub(crate) struct Limits {
     pub(crate) max_conns_per_client: usize,
     pub(crate) max_conns_total: usize,
     pub(crate) max_requests_per_client: usize,
+    pub(crate) max_requests_total: usize,
+    pub(crate) fair_share: FairShare,
     pub(crate) ipv4_prefix: u8,
     pub(crate) ipv6_prefix: u8,
     pub(crate) exempt: Vec<Cidr>,
@@ -105,9 +125,11 @@ pub(crate) struct Lookups {
     /// Distinct for every compiled config, so that what a client's record worked out under an
     /// earlier config (its limit, its path states) is worked out afresh.
     pub(crate) generation: u64,
-    /// Whether decisions count connections in the limiter's global count: while a global cap is
-    /// in force, or being put in force.
-    count_total: bool,
+    /// Per [`Kind`]: whether decisions count connections (requests) in the limiter's global
+    /// count: while a global budget is in force, or being put in force.
+    count_total: [bool; 2],
+    /// Per [`Kind`]: the global budget, as decisions read it.
+    budgets: [Budget; 2],
     exempt: CidrTable<()>,
     overrides: CidrTable<usize>,
     trusted_proxies: CidrTable<()>,
@@ -116,6 +138,9 @@ pub(crate) struct Lookups {
     /// Set on a tier's limits, and on those of a keyed request's address: limits whose request
     /// rule is not the config's, which a fleet does not count by.
     pub(crate) derived: bool,
+    /// Set on the limits of a keyed request's address: its requests are counted apart from the
+    /// global count, which counts each keyed request under its key.
+    pub(crate) apart: bool,
 }
 
 /// The limits a keyed request's decisions are made on: [`Limits`] like the config's, with the
@@ -170,6 +195,8 @@ impl Default for Limits {
             max_conns_per_client: 100,
             max_conns_total: 0,
             max_requests_per_client: 0,
+            max_requests_total: 0,
+            fair_share: FairShare::default(),
             ipv4_prefix: 32,
             ipv6_prefix: 64,
             exempt: Vec::new(),
@@ -201,7 +228,11 @@ impl Limits {
         static GENERATIONS: AtomicU64 = AtomicU64::new(1);
         self.lookups = Lookups {
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
-            count_total: self.max_conns_total != 0,
+            count_total: [self.max_conns_total != 0, self.max_requests_total != 0],
+            budgets: [
+                (self.fair_share).budget(self.max_conns_total, self.fair_share.ceiling),
+                (self.fair_share).budget(self.max_requests_total, self.fair_share.request_ceiling),
+            ],
             exempt: CidrTable::new(self.exempt.iter().map(|&c| (c, ()))),
             overrides: CidrTable::new(
                 self.overrides
@@ -211,6 +242,7 @@ impl Limits {
             trusted_proxies: CidrTable::new(self.trusted_proxies.iter().map(|&c| (c, ()))),
             keyed: Arc::default(),
             derived: false,
+            apart: false,
         };
         self.lookups.keyed = Arc::new(self.keyed_limits());
         Ok(self)
@@ -223,6 +255,16 @@ impl Limits {
             limits.max_requests_per_client = max_requests;
             limits.request_rate = rate;
             limits.lookups.derived = true;
+            limits
+        };
+        // A keyed request is counted in the request budget once, under its key: its address's
+        // count is no second place in it.
+        let address_limits = |max_requests: usize, rate: Option<RateLimit>| {
+            let mut limits = with_requests(max_requests, rate);
+            limits.max_requests_total = 0;
+            limits.lookups.count_total[Kind::Request as usize] = false;
+            limits.lookups.budgets[Kind::Request as usize] = Budget::default();
+            limits.lookups.apart = true;
             limits
         };
         let keys = &self.keys;
@@ -240,7 +282,7 @@ impl Limits {
                 .filter_map(|assigned| Some((assigned.key, index(&assigned.tier)?)))
                 .collect(),
             default_tier: keys.default_tier.as_deref().and_then(index),
-            address: Some(Box::new(with_requests(
+            address: Some(Box::new(address_limits(
                 keys.max_requests_per_address,
                 keys.request_rate_per_address,
             ))),
@@ -301,6 +343,10 @@ impl Limits {
         if let Some(ban) = &self.ban {
             ban.validate()?;
         }
+        self.fair_share.validate(
+            (self.max_conns_per_client, self.max_conns_total),
+            (self.max_requests_per_client, self.max_requests_total),
+        )?;
         self.keys.validate()?;
         if let (Some(address), Some(own)) =
             (&self.keys.request_rate_per_address, &self.request_rate)
@@ -349,19 +395,38 @@ impl Limits {
         }
     }
 
-    /// Whether decisions count connections in the global count.
+    /// Whether decisions count `kind` in the global count.
     #[inline]
-    pub(crate) fn counts_total(&self) -> bool {
-        self.lookups.count_total
+    pub(crate) fn counts_total(&self, kind: Kind) -> bool {
+        self.lookups.count_total[kind as usize]
     }
 
-    /// The same limits with no global cap, but counting connections in the global count: what
-    /// is in force while a cap is being put in force.
+    /// The global budget of `kind`.
+    #[inline]
+    pub(crate) fn budget(&self, kind: Kind) -> &Budget {
+        &self.lookups.budgets[kind as usize]
+    }
+
+    /// The same limits with no global budget, but counting connections and requests in the
+    /// global counts where `self` has a budget: what is in force while a budget is being put
+    /// in force.
     pub(crate) fn counting_only(&self) -> Limits {
         let mut limits = self.clone();
         limits.max_conns_total = 0;
-        limits.lookups.count_total = true;
+        limits.max_requests_total = 0;
+        limits.lookups.budgets = Default::default();
         limits
+    }
+
+    /// Whether fair share asks heavy clients for idle connections back.
+    pub(crate) fn reclaims(&self) -> bool {
+        self.budget(Kind::Connection).fair && self.fair_share.reclaim
+    }
+
+    /// Whether putting `self` in force after `before` starts a global count: decisions made
+    /// on `before` may have admitted what the count must then take in.
+    pub(crate) fn starts_counting(&self, before: &Limits) -> bool {
+        (0..2).any(|k| self.lookups.count_total[k] && !before.lookups.count_total[k])
     }
 
     /// Whether any rule depends on time, so decisions must read the clock.

@@ -63,7 +63,7 @@
 //! | `connlimit_tracked_clients` | gauge | — | clients with an entry in the limiter's map ([`Stats::tracked_clients`]) |
 //! | `connlimit_admitted_total` | counter | `point` | connections and requests admitted |
 //! | `connlimit_rejected_total` | counter | `point`, `reason` | connections and requests refused |
-//! | `connlimit_closed_total` | counter | `point`, `reason` (`handshake_timeout`, `idle_timeout`, `min_receive_rate`, `header_timeout`) | admitted connections cut early, by the listener's deadlines and `serve::Serve`'s header timeout ([`Stats::closed`]) |
+//! | `connlimit_closed_total` | counter | `point`, `reason` (`handshake_timeout`, `idle_timeout`, `min_receive_rate`, `header_timeout`, `reclaimed_idle`, `reclaimed_goaway`) | admitted connections cut early, by the listener's deadlines, `serve::Serve`'s header timeout and fair share's reclaims ([`Stats::closed`]) |
 //! | `connlimit_dry_run_total` | counter | — | refusals dry-run rules would have made, but let through ([`Stats::dry_run`]) |
 //! | `connlimit_bans_total` | counter | — | bans this node imposed, by the ban policy, [`Limiter::ban`] or `ban_network` (not those applied from a fleet) |
 //! | `connlimit_evictions_total` | counter | — | drained clients forgotten early under `max_tracked_clients` ([`Stats::evictions`]): worth an alert when it rises |
@@ -75,6 +75,11 @@
 //! | `connlimit_fleet_bans_published_total` | counter | — | with a fleet joined: bans and lifts this node published |
 //! | `connlimit_fleet_bans_applied_total` | counter | — | with a fleet joined: bans and lifts this node applied from the fleet |
 //! | `connlimit_fleet_duplicate_name` | gauge | — | with a fleet joined: 1 while another live node uses this node's name |
+//! | `connlimit_fair_level_connections` | gauge | — | with [fair share](crate::config::FairShare) on: the fair level of connections per client, which binds while the budget is contended (the ceiling while every client's demand fits) |
+//! | `connlimit_fair_level_requests` | gauge | — | the same for the request budget |
+//! | `connlimit_fair_over_share_connections` | gauge | — | with fair share on: clients holding more connections than the fair level |
+//! | `connlimit_fair_over_share_requests` | gauge | — | with fair share on: clients wanting more in-flight requests than the fair level |
+//! | `connlimit_fair_reclaims_asked_total` | counter | — | with fair share on: idle connections asked back from clients over their share (those given back are `connlimit_closed_total` with `reclaimed_idle`, `reclaimed_goaway`) |
 //!
 //! [`METRIC_NAMES`] lists every name.
 //!
@@ -84,7 +89,8 @@
 //!   always there), so its series are there from the first scrape.
 //! - `reason` is a stable name from [`Stats::rejected`](crate::Stats::rejected): the limiter's
 //!   `client_connections`, `total_connections`, `client_requests`, `connect_rate`,
-//!   `request_rate`, `path_rule`, `banned`, `tracked_clients_full`, and the points' own:
+//!   `request_rate`, `path_rule`, `banned`, `tracked_clients_full`, `total_requests`, `fair_share`,
+//!   and the points' own:
 //!   `no_client_address` (every point but `direct`), and at the listener `proxy_untrusted`,
 //!   `proxy_header_invalid`, `proxy_header_timeout`.
 //! - Every reason of every point in use is written, zeros included, so that dashboards and

@@ -184,6 +184,11 @@ reasons! {
     /// A new client arrived while `max_tracked_clients` were tracked and none could be
     /// forgotten (or `when_full` is `RefuseNew`).
     TrackedClientsFull = "tracked_clients_full", "server busy", 503, grpc::UNAVAILABLE;
+    /// The server has `max_requests_total` requests in flight.
+    TotalRequests = "total_requests", "server busy", 503, grpc::UNAVAILABLE;
+    /// With [`fair_share`](crate::config::FairShare) on, a budget is contended and the client
+    /// holds its fair share of it or more: the heaviest clients are refused first.
+    FairShare = "fair_share", "server busy", 503, grpc::UNAVAILABLE;
 }
 
 impl RejectReason {
@@ -374,7 +379,9 @@ mod tests {
             server_wide,
             [
                 &RejectReason::TotalConnections,
-                &RejectReason::TrackedClientsFull
+                &RejectReason::TrackedClientsFull,
+                &RejectReason::TotalRequests,
+                &RejectReason::FairShare,
             ]
         );
     }

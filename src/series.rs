@@ -125,7 +125,36 @@ pub(crate) static FLEET_DUPLICATE_NAME: Family = family(
 );
 
 /// Every series, in the order the outputs write them.
-pub(crate) static FAMILIES: [&Family; 17] = [
+pub(crate) static FAIR_LEVEL_CONNECTIONS: Family = family(
+    "connlimit_fair_level_connections",
+    Kind::Gauge,
+    "With fair share on: the fair level of connections per client (the ceiling while every \
+     client's demand fits).",
+);
+pub(crate) static FAIR_LEVEL_REQUESTS: Family = family(
+    "connlimit_fair_level_requests",
+    Kind::Gauge,
+    "With fair share on: the fair level of in-flight requests per client (the ceiling while \
+     every client's demand fits).",
+);
+pub(crate) static FAIR_OVER_CONNECTIONS: Family = family(
+    "connlimit_fair_over_share_connections",
+    Kind::Gauge,
+    "With fair share on: clients holding more connections than the fair level.",
+);
+pub(crate) static FAIR_OVER_REQUESTS: Family = family(
+    "connlimit_fair_over_share_requests",
+    Kind::Gauge,
+    "With fair share on: clients wanting more in-flight requests than the fair level.",
+);
+pub(crate) static FAIR_RECLAIMS_ASKED: Family = family(
+    "connlimit_fair_reclaims_asked_total",
+    Kind::Counter,
+    "With fair share on: idle connections asked back from clients over their share (those given \
+     back are in connlimit_closed_total as reclaimed_idle and reclaimed_goaway).",
+);
+
+pub(crate) static FAMILIES: [&Family; 22] = [
     &OPEN_CONNECTIONS,
     &IN_FLIGHT_REQUESTS,
     &TRACKED_CLIENTS,
@@ -143,6 +172,11 @@ pub(crate) static FAMILIES: [&Family; 17] = [
     &FLEET_BANS_PUBLISHED,
     &FLEET_BANS_APPLIED,
     &FLEET_DUPLICATE_NAME,
+    &FAIR_LEVEL_CONNECTIONS,
+    &FAIR_LEVEL_REQUESTS,
+    &FAIR_OVER_CONNECTIONS,
+    &FAIR_OVER_REQUESTS,
+    &FAIR_RECLAIMS_ASKED,
 ];
 
 /// One value of a series: its family, its labels (`point`, then `reason`, when it has them)
@@ -233,6 +267,26 @@ pub(crate) fn samples(stats: &Stats) -> Vec<Sample> {
         push(&FLEET_BANS_APPLIED, None, None, fleet.bans_applied as f64);
         let duplicate = f64::from(u8::from(fleet.duplicate_name.is_some()));
         push(&FLEET_DUPLICATE_NAME, None, None, duplicate);
+    }
+    if let Some(fair) = &stats.fair_share {
+        let budgets = [
+            (
+                &fair.connections,
+                &FAIR_LEVEL_CONNECTIONS,
+                &FAIR_OVER_CONNECTIONS,
+            ),
+            (&fair.requests, &FAIR_LEVEL_REQUESTS, &FAIR_OVER_REQUESTS),
+        ];
+        for (budget, level, over) in budgets {
+            if budget.budget == 0 {
+                continue;
+            }
+            let value = budget.level.unwrap_or(budget.ceiling) as f64;
+            push(level, None, None, value);
+            push(over, None, None, budget.over_share as f64);
+        }
+        let asked = fair.reclaims_asked as f64;
+        push(&FAIR_RECLAIMS_ASKED, None, None, asked);
     }
     samples
 }

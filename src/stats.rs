@@ -5,4 +5,6 @@
 //! [`Limiter::stats`](crate::Limiter::stats) takes a snapshot without a lock; the `metrics`
 //! feature and the admin's `/metrics` write the same figures as metric series.
 
-pub use crate::limiter::{ByReason, ClientStats, FleetError, FleetStatus, PointStats, Stats};
+pub use crate::limiter::{
+    BudgetStats, ByReason, ClientStats, FairShareStats, FleetError, FleetStatus, PointStats, Stats,
+};

@@ -20,6 +20,7 @@ const CORE: &[&str] = &[
     "cidr_table",
     "clock",
     "error",
+    "fair_share",
     "key",
     "keys",
     "limiter",

@@ -144,7 +144,12 @@ fn series_per_record(limiter: &Limiter) -> usize {
         })
         .sum();
     // Tracked clients, dry runs, bans, evictions and unidentified requests; no fleet here.
-    per_point + 5
+    // With fair share on, each budget's level and clients over it, and the reclaims asked.
+    let fair = limiter.stats().fair_share.map_or(0, |fair| {
+        let budgets = [fair.connections.budget, fair.requests.budget];
+        2 * budgets.iter().filter(|&&budget| budget != 0).count() + 1
+    });
+    per_point + 5 + fair
 }
 
 #[test]
@@ -189,8 +194,8 @@ fn direct_traffic_is_recorded_exactly() {
         series_per_record(&limiter),
         "every series, zeros included"
     );
-    // Only the point in use: direct, with the limiter's eight reasons.
-    assert_eq!(m.0.len(), 16);
+    // Only the point in use: direct, with the limiter's ten reasons.
+    assert_eq!(m.0.len(), 18);
 
     // Two connections and a request of 192.0.2.1, a connection of 192.0.2.2.
     assert_eq!(m.admitted("direct"), 4);
@@ -292,6 +297,14 @@ async fn listener_traffic_is_recorded_under_point_listener() {
 async fn prometheus_text_has_every_documented_name() {
     let limiter = Limiter::new(Config {
         max_conns_per_client: 1,
+        // Budgets shared fairly, so that fair share's series are written too.
+        max_conns_total: 100,
+        max_requests_total: 100,
+        fair_share: tower_connlimit::config::FairShare {
+            enabled: true,
+            ceiling: 1,
+            ..Default::default()
+        },
         ..Config::default()
     });
     // Every point of this crate in use, so that every name has series.

@@ -22,7 +22,7 @@ use tower_connlimit::keys::{KeyConfig, KeyTier, Tier};
 use tower_connlimit::{
     ban::BanPolicy,
     client_ip::{ClientIpConfig, ClientIpHeader, Unidentified},
-    config::{CidrLimit, WhenFull},
+    config::{CidrLimit, FairShare, WhenFull},
     listener::{ListenerConfig, MinReceiveRate, ProxyProtocol},
     rate::{self, PathMatch, PathRule},
     Cidr, ClientKey, Config, RateLimit,
@@ -392,10 +392,18 @@ fn config() -> impl Strategy<Value = Config> {
         rules,
         listener(),
         client_ip(),
-        keys(),
+        (keys(), fair_share(), count()),
     )
         .prop_map(
-            |(counts, prefixes, lists, rules, listener, client_ip, keys)| {
+            |(
+                counts,
+                prefixes,
+                lists,
+                rules,
+                listener,
+                client_ip,
+                (keys, fair_share, requests_total),
+            )| {
                 let (per_client, total, requests, tracked, per_network, refuse_new) = counts;
                 let (ipv4_prefix, ipv6_prefix, network_ipv4_prefix, network_ipv6_prefix) = prefixes;
                 let (exempt, overrides, trusted_proxies, path_rules) = lists;
@@ -404,6 +412,8 @@ fn config() -> impl Strategy<Value = Config> {
                     max_conns_per_client: per_client,
                     max_conns_total: total,
                     max_requests_per_client: requests,
+                    max_requests_total: requests_total,
+                    fair_share,
                     ipv4_prefix,
                     ipv6_prefix,
                     exempt,
@@ -433,6 +443,20 @@ fn config() -> impl Strategy<Value = Config> {
                 config
             },
         )
+}
+
+/// Fair share's settings, on or off; `make_consistent` fits them to the budgets. The watermark
+/// in hundredths, which JSON and TOML write exactly.
+fn fair_share() -> impl Strategy<Value = FairShare> {
+    (any::<bool>(), 1..=100u32, count(), count(), any::<bool>()).prop_map(
+        |(enabled, watermark, ceiling, request_ceiling, reclaim)| FairShare {
+            enabled,
+            watermark: f64::from(watermark) / 100.0,
+            ceiling,
+            request_ceiling,
+            reclaim,
+        },
+    )
 }
 
 /// Keyed requests' limits: up to two tiers, a default one, an assignment, limits per address.
@@ -488,6 +512,29 @@ fn make_consistent(config: &mut Config) {
     }
     if config.trusted_proxies.is_empty() || config.listener.proxy_protocol != ProxyProtocol::Off {
         config.client_ip.header = ClientIpHeader::None;
+    }
+    // Fair share needs a budget, and each ceiling lies between the static cap and the budget.
+    let fair = &mut config.fair_share;
+    if config.max_conns_total == 0 && config.max_requests_total == 0 {
+        fair.enabled = false;
+    }
+    for (ceiling, per_client, total) in [
+        (
+            &mut fair.ceiling,
+            config.max_conns_per_client,
+            config.max_conns_total,
+        ),
+        (
+            &mut fair.request_ceiling,
+            config.max_requests_per_client,
+            config.max_requests_total,
+        ),
+    ] {
+        if per_client > total {
+            *ceiling = 0;
+        } else if *ceiling != 0 && total != 0 {
+            *ceiling = (*ceiling).clamp(per_client, total);
+        }
     }
     // An address's requests share one count, keyed or not: one strategy.
     if let (Some(own), Some(address)) = (

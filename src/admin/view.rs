@@ -51,6 +51,27 @@ pub(super) fn stats(stats: &Stats) -> Value {
         "unidentified_requests": stats.unidentified_requests,
         "points": points,
         "fleet": stats.fleet.as_ref().map(fleet),
+        "fair_share": stats.fair_share.as_ref().map(fair_share),
+    })
+}
+
+/// Fair share: each budget's use, watermark, ceiling and level, and the reclaims.
+fn fair_share(fair: &crate::stats::FairShareStats) -> Value {
+    let budget = |b: &crate::stats::BudgetStats| {
+        json!({
+            "budget": b.budget,
+            "held": b.held,
+            "watermark": b.watermark,
+            "ceiling": b.ceiling,
+            "level": b.level,
+            "over_share": b.over_share,
+        })
+    };
+    json!({
+        "connections": budget(&fair.connections),
+        "requests": budget(&fair.requests),
+        "reclaims_asked": fair.reclaims_asked,
+        "reclaimed": fair.reclaimed,
     })
 }
 

@@ -48,19 +48,22 @@
 //! 4. [**Keys and tiers**](keys_and_tiers): limiting requests by API key, user or tenant,
 //!    with tiers of limits and a fallback to the address; what one address may do whatever
 //!    its keys; the IETF's `RateLimit` headers, and checking a quota without spending it.
-//! 5. [**Config and reload**](config_and_reload): the one [`Config`](crate::Config), installing
+//! 5. [**Fair share**](fair_share): letting a client use what is idle, up to a ceiling, and
+//!    holding the heaviest to their max-min fair share of the budgets under contention, with
+//!    idle connections given back; the picture of a heavy client and twenty light ones.
+//! 6. [**Config and reload**](config_and_reload): the one [`Config`](crate::Config), installing
 //!    and replacing it live, config files in TOML or JSON, and reloading a file while the
 //!    server runs. [**Every config field**](config_fields) is the table of fields, their
 //!    defaults and meanings.
-//! 6. [**Observing**](observing): the stats, the clients holding the most, the logs (what is
+//! 7. [**Observing**](observing): the stats, the clients holding the most, the logs (what is
 //!    logged at which level, so that a flood costs a handful of lines) and the metrics.
-//! 7. [**A fleet**](a_fleet): several nodes behind a balancer sharing bans and rates through
+//! 8. [**A fleet**](a_fleet): several nodes behind a balancer sharing bans and rates through
 //!    Redis, without ever waiting on it.
-//! 8. [**The admin**](the_admin): the operator's API and live page, to see who is limited and
+//! 9. [**The admin**](the_admin): the operator's API and live page, to see who is limited and
 //!    why, ban and unban, and change the config without a deploy; its security model.
-//! 9. [**Coming from go-connlimit**](coming_from_go_connlimit): the names that map one to one,
-//!    and the differences.
-//! 10. [**Performance and reliability**](performance_and_reliability): what an admission costs,
+//! 10. [**Coming from go-connlimit**](coming_from_go_connlimit): the names that map one to one,
+//!     and the differences.
+//! 11. [**Performance and reliability**](performance_and_reliability): what an admission costs,
 //!     what is guaranteed, and where the measurements and the tests that back them are.
 //!
 //! # Features
@@ -89,6 +92,10 @@ pub mod behind_proxies {}
 
 #[doc = include_str!("keys_and_tiers.md")]
 pub mod keys_and_tiers {}
+
+#[doc = include_str!("fair_share.md")]
+#[doc = include_str!("fair_share.svg")]
+pub mod fair_share {}
 
 #[doc = include_str!("config_and_reload.md")]
 pub mod config_and_reload {}

@@ -8,24 +8,25 @@ use std::time::Duration;
 
 use dashmap::mapref::entry::Entry as MapSlot;
 
-use super::entry::{Entry, Record};
+use super::entry::{Entry, Record, Tally};
 use super::gate::{Denial, Event, Route, SideEffects};
 use super::hot::Hot;
 use super::permit::AddressCount;
 use super::permit::Release;
 use super::{stripes, Kind, Limiter, PointId};
 use crate::cidr_table::Overlap;
+use crate::fair_share::Budget;
 use crate::key::ClientKey;
 use crate::keys::RequestKey;
 use crate::limits::Limits;
 use crate::rate::RateLimit;
 use crate::reason::{RejectReason, Rejected};
 
-/// A decision's admission: the client's entry, and whether the connection went into the global
-/// count. Made into a [`Release`] at once, which releases it.
+/// A decision's admission: the client's entry, and how the unit stands to the global count.
+/// Made into a [`Release`] at once, which releases it.
 struct Admitted {
     entry: Arc<Entry>,
-    in_total: bool,
+    tally: Tally,
 }
 
 impl Limiter {
@@ -87,12 +88,12 @@ impl Limiter {
             Kind::Connection => limit,
             Kind::Request => hot.max_requests_per_client,
         };
-        if !entry.try_count(kind, limit, false) {
+        if !entry.try_count(kind, limit, Tally::Outside) {
             drop(found);
             let reason = kind.client_limit_reason();
             return Some(Err(self.refuse_decided(kind, point, &key, reason, None)));
         }
-        let release = Release::new(Arc::clone(entry), kind, point, false);
+        let release = Release::new(Arc::clone(entry), kind, point, Tally::Outside);
         drop(found);
         self.count_admitted(&key, kind, point);
         Some(Ok(release))
@@ -112,9 +113,9 @@ impl Limiter {
         let limits = &installed.limits;
         let mut key = limits.key(ip);
         match self.decide(ip, &mut key, limits, kind, route) {
-            Ok(Admitted { entry, in_total }) => {
+            Ok(Admitted { entry, tally }) => {
                 // Made first, so that nothing after it can leave a count behind.
-                let slot = Release::new(entry, kind, point, in_total);
+                let slot = Release::new(entry, kind, point, tally);
                 self.count_admitted(&key, kind, point);
                 Ok(slot)
             }
@@ -177,8 +178,8 @@ impl Limiter {
         }
         let mut named = key.client_key();
         match self.decide(ip, &mut named, tier_limits, kind, route) {
-            Ok(Admitted { entry, .. }) => {
-                let slot = Release::new(entry, kind, point, false);
+            Ok(Admitted { entry, tally }) => {
+                let slot = Release::new(entry, kind, point, tally);
                 self.count_admitted(&named, kind, point);
                 Ok((slot, address))
             }
@@ -389,16 +390,26 @@ struct Decision<'a> {
 }
 
 impl Decision<'_> {
-    /// The limit for this event (0: none).
+    /// The client's static cap for this event (0: none): its guaranteed share under fair share.
     #[inline]
-    fn limit(&self) -> usize {
-        if self.exempt || self.proxy_connection() {
-            return 0;
-        }
+    fn static_limit(&self) -> usize {
         match self.kind {
             Kind::Connection => self.limit,
             Kind::Request => self.limits.max_requests_per_client,
         }
+    }
+
+    /// The limit for this event (0: none), with the budget's use at `held`: the static cap, or
+    /// under fair share the ceiling or the fair level (`FairShare`).
+    #[inline]
+    fn limit(&self, limiter: &Limiter, budget: &Budget, held: usize) -> usize {
+        if self.exempt || self.proxy_connection() {
+            return 0;
+        }
+        if !budget.fair {
+            return self.static_limit();
+        }
+        budget.limit(self.static_limit(), held, limiter.fair_level(self.kind))
     }
 
     /// Whether this is a trusted proxy's connection, which no per-client limit applies to.
@@ -407,10 +418,17 @@ impl Decision<'_> {
         self.proxy && self.kind == Kind::Connection
     }
 
-    /// Whether this is a connection to count in the global count.
+    /// How this event stands to its kind's global count: in it while the config counts it;
+    /// apart from it for a keyed request's address, whose request is counted under its key.
     #[inline]
-    fn in_total(&self) -> bool {
-        self.kind == Kind::Connection && self.limits.counts_total()
+    fn tally(&self) -> Tally {
+        if self.limits.counts_total(self.kind) {
+            Tally::InTotal
+        } else if self.limits.lookups.apart {
+            Tally::Apart
+        } else {
+            Tally::Outside
+        }
     }
 
     /// Whether a ban or a rate rule must be checked.
@@ -438,25 +456,54 @@ impl Decision<'_> {
             }
             checked?;
         }
-        let (entry, kind, in_total) = (self.entry, self.kind, self.in_total());
-        if !entry.try_count(kind, self.limit(), in_total) {
-            return Err((kind.client_limit_reason(), None));
+        let (entry, kind, tally) = (self.entry, self.kind, self.tally());
+        let budget = self.limits.budget(kind);
+        let total = &entry.tallies.total[kind as usize];
+        // Read only under fair share, whose limit depends on how full the budget is.
+        let held = if budget.fair {
+            total.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        let limit = self.limit(limiter, budget, held);
+        if !entry.try_count(kind, limit, tally) {
+            return Err(self.refused_by_limit(budget, held, limit));
         }
-        if in_total {
-            let cap = if self.exempt {
-                0
-            } else {
-                self.limits.max_conns_total
-            };
-            if !reserve(&entry.tallies.total, cap) {
-                entry.uncount(kind, true);
-                return Err((RejectReason::TotalConnections, None));
+        if tally == Tally::InTotal {
+            let cap = if self.exempt { 0 } else { budget.total };
+            if !reserve(total, cap) {
+                entry.uncount(kind, Tally::InTotal);
+                if budget.fair {
+                    // Under its share (its limit let it in), and the budget full.
+                    entry.mark_wanting(kind);
+                    if kind == Kind::Connection && self.limits.reclaims() {
+                        limiter.ask_back();
+                    }
+                }
+                return Err((kind.total_reason(), None));
             }
         }
         Ok(Admitted {
             entry: Arc::clone(entry),
-            in_total,
+            tally,
         })
+    }
+
+    /// Why the client's count refused at `limit`, with the budget's use at `held`: its static
+    /// cap or ceiling, or, under contention, its fair share (the client then wants more than
+    /// it holds, which the next fair level hears of).
+    #[cold]
+    fn refused_by_limit(&self, budget: &Budget, held: usize, limit: usize) -> Denial {
+        if !budget.fair {
+            return (self.kind.client_limit_reason(), None);
+        }
+        self.entry.mark_wanting(self.kind);
+        let share_ceiling = budget.ceiling.max(self.static_limit());
+        if held >= budget.watermark && limit < share_ceiling {
+            (RejectReason::FairShare, None)
+        } else {
+            (self.kind.client_limit_reason(), None)
+        }
     }
 
     /// The ban and the rate rules on the client's record.

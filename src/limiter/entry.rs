@@ -33,14 +33,14 @@ pub(super) struct Entry {
     /// The prefix of the network whose count of keys includes this one, or 0 when it is in
     /// none (`Limiter::insert`).
     pub(super) network_prefix: u8,
-    requests: AtomicU32,
     /// Where the entry is in the table's roster (`roster.rs`); changed under the roster's lock.
     pub(super) slot: AtomicU32,
-    /// Open connections in the low 32 bits; in the next 31, how many of them are not in the
-    /// limiter's global count (admitted while no global cap was in force); in the top bit,
-    /// whether the client may be banned ([`BANNED`]), so that a decision knows without the
-    /// lock whether it must look. One word, so that all three change together.
-    connections: AtomicU64,
+    /// Per [`Kind`], open connections (in-flight requests) in the low 32 bits; in the next 30,
+    /// how many of them are not in the limiter's global count (admitted while no global budget
+    /// was in force); then [`WANTS`]; and in the connections' top bit, whether the client may
+    /// be banned ([`BANNED`]), so that a decision knows without a lock whether it must look.
+    /// One word per kind, so that its parts change together.
+    counts: [AtomicU64; 2],
     /// What this client's limits are under the config of one generation: see [`ClientLimits`].
     own_limits: AtomicU64,
     /// Where the permits count their releases.
@@ -113,12 +113,29 @@ impl ClientLimits {
     }
 }
 
-/// The open connections' bits of [`Entry::connections`].
+/// How a counted connection or request stands to its kind's global count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tally {
+    /// In it.
+    InTotal,
+    /// Outside it, admitted while no budget was in force: taken into it by [`Entry::absorb`]
+    /// when one is put in force.
+    Outside,
+    /// Never in it: a keyed request's count under its address (the request is in it under its
+    /// key).
+    Apart,
+}
+
+/// The open connections' (in-flight requests') bits of a word of [`Entry::counts`].
 const OPEN: u64 = u32::MAX as u64;
-/// One connection outside the global count, and all the bits that count them.
+/// One connection (request) outside the global count, and all the bits that count them.
 const ONE_UNCOUNTED: u64 = 1 << 32;
-const UNCOUNTED: u64 = !OPEN & !BANNED;
-/// Set while the client may be banned: from a ban until a decision finds it over, or an unban.
+const UNCOUNTED: u64 = ((1 << 30) - 1) << 32;
+/// Set when the client was refused for want of room in a budget (or by its fair share) since
+/// the fair level was last worked out: it wants more than it holds (`fair.rs`).
+const WANTS: u64 = 1 << 62;
+/// Set in the connections' word while the client may be banned: from a ban until a decision
+/// finds it over, or an unban.
 const BANNED: u64 = 1 << 63;
 
 impl Entry {
@@ -126,9 +143,8 @@ impl Entry {
         Entry {
             key,
             network_prefix,
-            requests: AtomicU32::new(0),
             slot: AtomicU32::new(u32::MAX),
-            connections: AtomicU64::new(0),
+            counts: [AtomicU64::new(0), AtomicU64::new(0)],
             own_limits: AtomicU64::new(0),
             tallies,
             record: RateRecord::default(),
@@ -175,69 +191,82 @@ impl Entry {
         (own.exempt == Overlap::None && !own.proxy && !self.may_be_banned()).then_some(own.limit)
     }
 
-    /// Counts one more `kind` if the client has fewer than `limit` (0: no limit). A connection
-    /// admitted outside the global count (`in_total` false) is marked as such, for the
-    /// release and for [`Entry::absorb`].
+    /// The word of `kind`'s counts.
     #[inline]
-    pub(super) fn try_count(&self, kind: Kind, limit: usize, in_total: bool) -> bool {
-        match kind {
-            Kind::Connection => {
-                let add = if in_total { 1 } else { 1 + ONE_UNCOUNTED };
-                self.connections
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                        let open = word & OPEN;
-                        (limit == 0 || open < limit as u64).then_some(word + add)
-                    })
-                    .is_ok()
-            }
-            Kind::Request => self
-                .requests
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                    (limit == 0 || (open as usize) < limit).then_some(open + 1)
-                })
-                .is_ok(),
+    fn word(&self, kind: Kind) -> &AtomicU64 {
+        &self.counts[kind as usize]
+    }
+
+    /// Counts one more `kind` if the client has fewer than `limit` (0: no limit), as `tally`
+    /// says it stands to the global count.
+    #[inline]
+    pub(super) fn try_count(&self, kind: Kind, limit: usize, tally: Tally) -> bool {
+        let add = match tally {
+            Tally::Outside => 1 + ONE_UNCOUNTED,
+            Tally::InTotal | Tally::Apart => 1,
+        };
+        self.word(kind)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                let open = word & OPEN;
+                (limit == 0 || open < limit as u64).then_some(word + add)
+            })
+            .is_ok()
+    }
+
+    /// Gives back one `kind` counted as `tally`. Returns whether the global count holds it now
+    /// (admitted into it, or taken in since by [`Entry::absorb`]), so the caller takes it out
+    /// of that too.
+    #[inline]
+    pub(super) fn uncount(&self, kind: Kind, tally: Tally) -> bool {
+        let word = self.word(kind);
+        if tally != Tally::Outside {
+            word.fetch_sub(1, Ordering::Relaxed);
+            return tally == Tally::InTotal;
+        }
+        let mut held_in_total = false;
+        let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+            debug_assert!(word & OPEN > 0, "released a unit never counted");
+            held_in_total = word & UNCOUNTED == 0;
+            Some(if held_in_total {
+                word - 1
+            } else {
+                word - 1 - ONE_UNCOUNTED
+            })
+        });
+        held_in_total
+    }
+
+    /// Takes the client's connections and requests that are outside the global counts into
+    /// them: returns how many of each, and from now on releasing them takes them out of those
+    /// too.
+    pub(super) fn absorb(&self) -> [u64; 2] {
+        [Kind::Connection, Kind::Request].map(|kind| {
+            let word = self.word(kind).fetch_and(!UNCOUNTED, Ordering::Relaxed);
+            (word & UNCOUNTED) >> 32
+        })
+    }
+
+    /// Notes that the client was refused `kind` for want of room: it wants more than it holds.
+    #[cold]
+    pub(super) fn mark_wanting(&self, kind: Kind) {
+        let word = self.word(kind);
+        if word.load(Ordering::Relaxed) & WANTS == 0 {
+            word.fetch_or(WANTS, Ordering::Relaxed);
         }
     }
 
-    /// Gives back one `kind`; `in_total` says whether the permit's connection was admitted into
-    /// the global count. Returns whether the global count holds it now (admitted into it, or
-    /// taken in since by [`Entry::absorb`]), so the caller takes it out of that too.
-    #[inline]
-    pub(super) fn uncount(&self, kind: Kind, in_total: bool) -> bool {
-        match kind {
-            Kind::Connection => {
-                let mut held_in_total = in_total;
-                let _ =
-                    self.connections
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                            debug_assert!(word & OPEN > 0, "released a connection never counted");
-                            held_in_total = in_total || word & UNCOUNTED == 0;
-                            Some(if held_in_total {
-                                word - 1
-                            } else {
-                                word - 1 - ONE_UNCOUNTED
-                            })
-                        });
-                held_in_total
-            }
-            Kind::Request => {
-                self.requests.fetch_sub(1, Ordering::Relaxed);
-                false
-            }
-        }
-    }
-
-    /// Takes the client's connections that are outside the global count into it: returns how
-    /// many, and from now on releasing them takes them out of the global count.
-    pub(super) fn absorb(&self) -> u64 {
-        let word = self.connections.fetch_and(!UNCOUNTED, Ordering::Relaxed);
-        (word & UNCOUNTED) >> 32
+    /// Whether the client was refused `kind` for want of room since the last call, which
+    /// forgets it.
+    pub(super) fn take_wanting(&self, kind: Kind) -> bool {
+        let word = self.word(kind);
+        word.load(Ordering::Relaxed) & WANTS != 0
+            && word.fetch_and(!WANTS, Ordering::Relaxed) & WANTS != 0
     }
 
     /// Whether the client may be banned: a decision must then look, under the lock.
     #[inline]
     pub(super) fn may_be_banned(&self) -> bool {
-        self.connections.load(Ordering::Relaxed) & BANNED != 0
+        self.word(Kind::Connection).load(Ordering::Relaxed) & BANNED != 0
     }
 
     /// Marks the client as banned, or not, as its record's ban says; the first ban anywhere also
@@ -245,16 +274,17 @@ impl Entry {
     pub(super) fn mark_banned(&self, banned: bool) {
         if banned {
             self.tallies.any_ban.store(true, Ordering::Relaxed);
-            self.connections.fetch_or(BANNED, Ordering::Relaxed);
+            (self.word(Kind::Connection)).fetch_or(BANNED, Ordering::Relaxed);
         } else {
-            self.connections.fetch_and(!BANNED, Ordering::Relaxed);
+            (self.word(Kind::Connection)).fetch_and(!BANNED, Ordering::Relaxed);
         }
     }
 
     /// Open connections and in-flight requests.
     pub(super) fn counts(&self) -> (usize, usize) {
-        let connections = (self.connections.load(Ordering::Relaxed) & OPEN) as usize;
-        (connections, self.requests.load(Ordering::Relaxed) as usize)
+        let [connections, requests] =
+            (self.counts.each_ref()).map(|word| (word.load(Ordering::Relaxed) & OPEN) as usize);
+        (connections, requests)
     }
 
     /// Whether the client holds nothing open.
@@ -348,30 +378,50 @@ mod tests {
     #[test]
     fn counts_stop_at_the_limit_and_come_back() {
         let entry = entry();
-        assert!(entry.try_count(Kind::Connection, 2, true));
-        assert!(entry.try_count(Kind::Connection, 2, false));
-        assert!(!entry.try_count(Kind::Connection, 2, true));
-        assert!(entry.try_count(Kind::Request, 0, false));
-        assert_eq!(entry.counts(), (2, 1));
-        assert!(entry.uncount(Kind::Connection, true));
-        assert!(!entry.uncount(Kind::Connection, false));
-        assert!(!entry.uncount(Kind::Request, false));
+        assert!(entry.try_count(Kind::Connection, 2, Tally::InTotal));
+        assert!(entry.try_count(Kind::Connection, 2, Tally::Outside));
+        assert!(!entry.try_count(Kind::Connection, 2, Tally::InTotal));
+        assert!(entry.try_count(Kind::Request, 0, Tally::Outside));
+        assert!(entry.try_count(Kind::Request, 0, Tally::Apart));
+        assert_eq!(entry.counts(), (2, 2));
+        assert!(entry.uncount(Kind::Connection, Tally::InTotal));
+        assert!(!entry.uncount(Kind::Connection, Tally::Outside));
+        assert!(!entry.uncount(Kind::Request, Tally::Outside));
+        assert_eq!(entry.absorb(), [0, 0], "a count apart is never taken in");
+        assert!(!entry.uncount(Kind::Request, Tally::Apart));
+        assert!(entry.is_idle());
+    }
+
+    #[test]
+    fn wanting_more_is_noted_until_taken() {
+        let entry = entry();
+        assert!(entry.try_count(Kind::Request, 1, Tally::InTotal));
+        entry.mark_wanting(Kind::Request);
+        assert!(
+            !entry.try_count(Kind::Request, 1, Tally::InTotal),
+            "the mark is no count"
+        );
+        assert_eq!(entry.counts(), (0, 1));
+        assert!(!entry.take_wanting(Kind::Connection));
+        assert!(entry.take_wanting(Kind::Request));
+        assert!(!entry.take_wanting(Kind::Request), "once");
+        assert!(entry.uncount(Kind::Request, Tally::InTotal));
         assert!(entry.is_idle());
     }
 
     #[test]
     fn the_ban_mark_leaves_the_counts_alone() {
         let entry = entry();
-        assert!(entry.try_count(Kind::Connection, 1, false));
+        assert!(entry.try_count(Kind::Connection, 1, Tally::Outside));
         entry.mark_banned(true);
         assert!(entry.may_be_banned());
         assert!(
-            !entry.try_count(Kind::Connection, 1, true),
+            !entry.try_count(Kind::Connection, 1, Tally::InTotal),
             "still at the limit"
         );
-        assert_eq!(entry.absorb(), 1);
+        assert_eq!(entry.absorb(), [1, 0]);
         assert!(entry.may_be_banned(), "absorbing keeps the mark");
-        assert!(entry.uncount(Kind::Connection, false));
+        assert!(entry.uncount(Kind::Connection, Tally::Outside));
         assert_eq!(entry.counts(), (0, 0));
         entry.mark_banned(false);
         assert!(!entry.may_be_banned());
@@ -385,18 +435,20 @@ mod tests {
     #[test]
     fn absorbed_connections_leave_the_global_count_when_released() {
         let entry = entry();
-        assert!(entry.try_count(Kind::Connection, 0, false));
-        assert!(entry.try_count(Kind::Connection, 0, false));
-        assert_eq!(entry.absorb(), 2);
-        assert_eq!(entry.absorb(), 0, "once");
+        assert!(entry.try_count(Kind::Connection, 0, Tally::Outside));
+        assert!(entry.try_count(Kind::Connection, 0, Tally::Outside));
+        assert!(entry.try_count(Kind::Request, 0, Tally::Outside));
+        assert_eq!(entry.absorb(), [2, 1]);
+        assert_eq!(entry.absorb(), [0, 0], "once");
+        assert!(entry.uncount(Kind::Request, Tally::Outside), "absorbed");
         assert!(
-            entry.try_count(Kind::Connection, 0, false),
+            entry.try_count(Kind::Connection, 0, Tally::Outside),
             "admitted after"
         );
         // One not absorbed, two absorbed: the releases tell them apart by count.
-        assert!(!entry.uncount(Kind::Connection, false));
-        assert!(entry.uncount(Kind::Connection, false));
-        assert!(entry.uncount(Kind::Connection, false));
+        assert!(!entry.uncount(Kind::Connection, Tally::Outside));
+        assert!(entry.uncount(Kind::Connection, Tally::Outside));
+        assert!(entry.uncount(Kind::Connection, Tally::Outside));
         assert!(entry.is_idle());
     }
 }

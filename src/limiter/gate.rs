@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 
+use super::fair::Giveback;
 use super::Kind;
 use crate::ban::{noise, BanPolicy, BanReason};
 use crate::clock::nanos;
@@ -66,6 +67,9 @@ struct RareRecord {
     ban_reason: ArcSwapOption<BanReason>,
     /// With a fleet joined: the events to send, and the fleet's counts seen so far.
     fleet: ArcSwapOption<FleetCounts>,
+    /// With fair share's reclaim, what the client is asked to give back, made when a server
+    /// that can give back serves one of its connections.
+    giveback: std::sync::OnceLock<Arc<Giveback>>,
 }
 
 /// A client's path rule states under the config of one generation.
@@ -204,6 +208,16 @@ impl RateRecord {
             return Some(0);
         }
         Some(u64::from(self.last_seen.load(Ordering::Relaxed)).max(1))
+    }
+
+    /// What the client is asked to give back, if a server that can give back serves it.
+    pub(super) fn giveback(&self) -> Option<Arc<Giveback>> {
+        self.rare.load().as_ref()?.giveback.get().cloned()
+    }
+
+    /// What the client is asked to give back, made at the first need.
+    pub(super) fn giveback_or_new(&self) -> Arc<Giveback> {
+        Arc::clone(self.rare().giveback.get_or_init(Arc::default))
     }
 
     /// How many times the client was banned.

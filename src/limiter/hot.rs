@@ -3,7 +3,7 @@
 //!
 //! The config in force sits behind an `ArcSwap`, whose every load writes to a slot of the
 //! reading thread's and clears it again: two read-modify-writes, a fifth of a warm admission.
-//! A common decision (no global cap, no path rule to match, a client seen before with no ban
+//! A common decision (no global budget of its kind, no path rule to match, a client seen before with no ban
 //! and no exempt address) reads only the key's prefixes, the request limit, the config's
 //! generation, and the rate rule of its kind, if there is one (the client's connection limit is
 //! kept in its entry, per generation); so those are copied here, under a sequence lock: the
@@ -31,9 +31,9 @@ pub(super) struct HotConfig {
     rules: [[AtomicU64; 3]; 2],
 }
 
-/// Set in [`HotConfig::packed`] when a decision needs nothing but the hot settings (no global
-/// count), unless the client's entry says otherwise.
-const SIMPLE: u64 = 1 << 16;
+/// Set in [`HotConfig::packed`], per [`Kind`], when a decision of the kind needs nothing but the
+/// hot settings (no global count of the kind), unless the client's entry says otherwise.
+const SIMPLE: [u64; 2] = [1 << 16, 1 << 21];
 /// Set when the config has path rules: a request with a route needs the whole config.
 const PATHS: u64 = 1 << 17;
 /// Set, per [`Kind`], when its rule runs dry: its refusals are counted, not made.
@@ -91,7 +91,8 @@ impl HotConfig {
         let rules = [&limits.connect_rate, &limits.request_rate];
         let packed = u64::from(limits.ipv4_prefix)
             | (u64::from(limits.ipv6_prefix) << 8)
-            | flag(!limits.counts_total(), SIMPLE)
+            | flag(!limits.counts_total(Kind::Connection), SIMPLE[0])
+            | flag(!limits.counts_total(Kind::Request), SIMPLE[1])
             | flag(!limits.path_rules.is_empty(), PATHS)
             | flag(rules[0].is_some_and(|r| r.dry_run), DRY_RUN[0])
             | flag(rules[1].is_some_and(|r| r.dry_run), DRY_RUN[1])
@@ -131,7 +132,8 @@ impl HotConfig {
         let unchanged = self.sequence.load(Ordering::Relaxed) == sequence;
         let needs_paths = routed && packed & PATHS != 0;
         let dry_run = packed & DRY_RUN[kind as usize] != 0;
-        if sequence % 2 == 1 || !unchanged || packed & SIMPLE == 0 || needs_paths || dry_run {
+        let simple = packed & SIMPLE[kind as usize] != 0;
+        if sequence % 2 == 1 || !unchanged || !simple || needs_paths || dry_run {
             return None;
         }
         Some(Hot {
@@ -226,6 +228,12 @@ mod tests {
         let rule = crate::RateLimit::new(5, std::time::Duration::from_secs(1));
         let cap = limits(|l| l.max_conns_total = 10);
         assert_eq!(HotConfig::new(&cap).read(Kind::Connection, false), None);
+        assert!(HotConfig::new(&cap).read(Kind::Request, false).is_some());
+        let requests = limits(|l| l.max_requests_total = 10);
+        assert_eq!(HotConfig::new(&requests).read(Kind::Request, false), None);
+        assert!(HotConfig::new(&requests)
+            .read(Kind::Connection, false)
+            .is_some());
         let paths = limits(|l| l.path_rules = vec![crate::rate::PathRule::exact("/a", rule)]);
         assert_eq!(HotConfig::new(&paths).read(Kind::Request, true), None);
         assert!(HotConfig::new(&paths).read(Kind::Request, false).is_some());

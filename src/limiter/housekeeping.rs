@@ -1,11 +1,13 @@
 //! Forgetting clients: the ones with nothing open and nothing to remember are swept every
 //! second by one thread the process shares, never by an admission; and when the table is full,
-//! an admission forgets one idle client, drawn from the whole table, to make room.
+//! an admission forgets one idle client, drawn from the whole table, to make room. The same
+//! thread works out the fair levels of fair share (`fair.rs`), about ten times a second.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, TryLockError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::fair::FAIR_INTERVAL;
 use super::{Limiter, Shared};
 use crate::key::ClientKey;
 use crate::limits::WhenFull;
@@ -22,7 +24,8 @@ static SWEPT: OnceLock<Option<Mutex<Vec<Weak<Shared>>>>> = OnceLock::new();
 
 /// Has the sweeper look after `shared` from now on, starting the sweeper on first use.
 ///
-/// One thread serves every limiter in the process: it wakes every second, sweeps each limiter
+/// One thread serves every limiter in the process: it wakes every [`FAIR_INTERVAL`] to work
+/// out the fair levels of the limiters with fair share on, and every second sweeps each limiter
 /// still alive (see [`Limiter::purge_expired`]) and forgets the dropped ones. A thread of its
 /// own, rather than a task, so that sweeping needs no runtime, never occupies a runtime's
 /// worker, and runs the same under tokio's paused time.
@@ -51,11 +54,16 @@ pub(super) fn look_after(shared: &Arc<Shared>) {
 
 /// The sweeper's loop; it lives as long as the process.
 fn sweep_forever() {
+    let mut last_sweep = Instant::now();
     loop {
-        std::thread::sleep(SWEEP_INTERVAL);
+        std::thread::sleep(FAIR_INTERVAL);
         let Some(Some(limiters)) = SWEPT.get() else {
             continue;
         };
+        let sweep = last_sweep.elapsed() >= SWEEP_INTERVAL;
+        if sweep {
+            last_sweep = Instant::now();
+        }
         // Keep the limiters alive for this round, and the list unlocked while sweeping.
         let alive: Vec<Arc<Shared>> = {
             let mut limiters = lock(limiters);
@@ -63,7 +71,11 @@ fn sweep_forever() {
             limiters.iter().filter_map(Weak::upgrade).collect()
         };
         for shared in alive {
-            Limiter { shared }.sweep_unless_sweeping();
+            let limiter = Limiter { shared };
+            limiter.fair_turn();
+            if sweep {
+                limiter.sweep_unless_sweeping();
+            }
         }
     }
 }

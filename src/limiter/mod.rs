@@ -12,6 +12,7 @@ use dashmap::DashMap;
 mod admit;
 mod clients;
 mod entry;
+mod fair;
 mod gate;
 mod hot;
 mod housekeeping;
@@ -28,6 +29,9 @@ mod stripes;
 mod summary;
 
 use self::entry::{Entry, Record};
+#[cfg(feature = "serve")]
+pub(crate) use self::fair::Giveback;
+pub(crate) use self::fair::{RECLAIMED_GOAWAY, RECLAIMED_IDLE};
 use self::gate::Route;
 use self::hot::HotConfig;
 #[cfg(feature = "serve")]
@@ -36,7 +40,9 @@ pub use self::permit::{ConnPermit, RequestPermit};
 pub(crate) use self::points::PointId;
 pub(crate) use self::points::{AdmissionPoint, Checkpoint};
 use self::points::{Points, DIRECT};
-pub use self::stats::{ByReason, ClientStats, FleetError, FleetStatus, PointStats, Stats};
+pub use self::stats::{
+    BudgetStats, ByReason, ClientStats, FairShareStats, FleetError, FleetStatus, PointStats, Stats,
+};
 use self::summary::Summary;
 
 use crate::clock::{nanos, Clock};
@@ -164,27 +170,22 @@ type ClientHasher = foldhash::fast::RandomState;
 /// seldom share a shard's lock, and that a table of a million clients is about 4,000 to a shard.
 const SHARDS: usize = 256;
 
-/// What a connection or request is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Connection,
-    Request,
-}
+pub(crate) use crate::limits::Kind;
 
 impl Kind {
-    /// A stable name, for log fields.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Kind::Connection => "connection",
-            Kind::Request => "request",
-        }
-    }
-
     /// The reason a per-client concurrency limit of this kind refuses.
     pub(super) fn client_limit_reason(self) -> RejectReason {
         match self {
             Kind::Connection => RejectReason::ClientConnections,
             Kind::Request => RejectReason::ClientRequests,
+        }
+    }
+
+    /// The reason a full global budget of this kind refuses.
+    pub(super) fn total_reason(self) -> RejectReason {
+        match self {
+            Kind::Connection => RejectReason::TotalConnections,
+            Kind::Request => RejectReason::TotalRequests,
         }
     }
 }
@@ -218,6 +219,8 @@ struct Shared {
     network_bans: Mutex<Vec<NetworkBan>>,
     /// Whether `network_bans` may hold a running ban: a new client then looks.
     any_network_ban: std::sync::atomic::AtomicBool,
+    /// The fair levels of the budgets, and reclaim (`fair.rs`).
+    fair: fair::FairLevels,
 }
 
 /// A network the operator banned: until when (clock nanoseconds), and why.
@@ -231,21 +234,26 @@ struct NetworkBan {
 /// points' counters and the global count of open connections.
 struct Tallies {
     points: Points,
-    /// Open connections in the global count: those admitted while a global cap is in force (or
-    /// being put in force), so the cap is never passed. Without a cap, admissions leave it
-    /// alone, and no line is written by every thread.
-    total: Padded<AtomicUsize>,
+    /// Per [`Kind`], open connections (in-flight requests) in the global count: those admitted
+    /// while a global budget is in force (or being put in force), so the budget is never
+    /// passed. Without a budget, admissions leave it alone, and no line is written by every
+    /// thread.
+    total: [Padded<AtomicUsize>; 2],
     /// Set for good when any client is first banned: until then, a keyed request need not
     /// look for a ban of its address.
     any_ban: std::sync::atomic::AtomicBool,
+    /// Whether the config in force reclaims idle connections for fair share: a server that can
+    /// give connections back then listens for asks (`ConnPermit::giveback`).
+    reclaim: std::sync::atomic::AtomicBool,
 }
 
 impl Tallies {
     fn new() -> Self {
         Tallies {
             points: Points::new(),
-            total: Padded(AtomicUsize::new(0)),
+            total: Default::default(),
             any_ban: std::sync::atomic::AtomicBool::new(false),
+            reclaim: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -296,6 +304,10 @@ impl Limiter {
     /// A limiter enforcing `installed`, on the time of `clock`, looked after by the sweeper
     /// that forgets expired clients (`housekeeping.rs`).
     pub(crate) fn with_installed(installed: Installed, clock: impl Clock) -> Self {
+        let tallies = Tallies::new();
+        tallies
+            .reclaim
+            .store(installed.limits.reclaims(), Ordering::Relaxed);
         let shared = Arc::new(Shared {
             hot: HotConfig::new(&installed.limits),
             config: ArcSwap::from_pointee(installed),
@@ -303,7 +315,7 @@ impl Limiter {
             roster: roster::Roster::new(),
             networks: DashMap::with_hasher(ClientHasher::default()),
             clock: Box::new(clock),
-            tallies: Arc::new(Tallies::new()),
+            tallies: Arc::new(tallies),
             tracked: Padded(AtomicUsize::new(0)),
             counters: Counters::default(),
             summary: Summary::new(),
@@ -312,6 +324,7 @@ impl Limiter {
             outbox: sharing::Outbox::default(),
             network_bans: Mutex::new(Vec::new()),
             any_network_ban: std::sync::atomic::AtomicBool::new(false),
+            fair: fair::FairLevels::default(),
         });
         housekeeping::look_after(&shared);
         Limiter { shared }
@@ -319,16 +332,16 @@ impl Limiter {
 
     /// Replaces the config in force; the next decision uses it.
     ///
-    /// Putting a global cap in force where there was none first takes the connections admitted
-    /// outside the global count into it (counting, not yet refusing, meanwhile), so that the cap
-    /// applies to every open connection from the next decision on.
+    /// Putting a global budget in force where there was none first takes the connections (or
+    /// requests) admitted outside the global count into it (counting, not yet refusing,
+    /// meanwhile), so that the budget applies to every open one from the next decision on.
     pub(crate) fn install(&self, installed: Installed) {
         let shared = &*self.shared;
         let _one_at_a_time = shared
             .installing
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if installed.limits.max_conns_total != 0 && !self.installed().limits.counts_total() {
+        if installed.limits.starts_counting(&self.installed().limits) {
             let counting = Installed {
                 limits: installed.limits.counting_only(),
                 whole: Arc::clone(&installed.whole),
@@ -342,19 +355,20 @@ impl Limiter {
             self.absorb_into_total();
         }
         shared.hot.publish(&installed.limits);
+        let reclaim = installed.limits.reclaims();
+        shared.tallies.reclaim.store(reclaim, Ordering::Relaxed);
         shared.config.store(Arc::new(installed));
     }
 
-    /// Takes every connection outside the global count into it, under each shard's write lock
-    /// in turn, so that no decision on the shard is halfway.
+    /// Takes every connection and request outside the global counts into them, under each
+    /// shard's write lock in turn, so that no decision on the shard is halfway.
     fn absorb_into_total(&self) {
         let shared = &*self.shared;
         for record in shared.clients.iter_mut() {
             let absorbed = record.key().entry().absorb();
-            shared
-                .tallies
-                .total
-                .fetch_add(absorbed as usize, Ordering::Relaxed);
+            for (total, absorbed) in shared.tallies.total.iter().zip(absorbed) {
+                total.fetch_add(absorbed as usize, Ordering::Relaxed);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::entry::Entry;
+use super::entry::{Entry, Tally};
 use super::release::release;
 use super::{Kind, PointId};
 use crate::key::ClientKey;
@@ -15,19 +15,19 @@ pub(super) struct Release {
     entry: Arc<Entry>,
     kind: Kind,
     point: PointId,
-    /// Whether the connection holds a place in the global count.
-    in_total: bool,
+    /// How the unit stands to the global count.
+    tally: Tally,
 }
 
 impl Release {
     /// The release of one `kind` counted on `entry` at `point`.
     #[inline]
-    pub(super) fn new(entry: Arc<Entry>, kind: Kind, point: PointId, in_total: bool) -> Self {
+    pub(super) fn new(entry: Arc<Entry>, kind: Kind, point: PointId, tally: Tally) -> Self {
         Release {
             entry,
             kind,
             point,
-            in_total,
+            tally,
         }
     }
 }
@@ -35,7 +35,7 @@ impl Release {
 impl Drop for Release {
     #[inline]
     fn drop(&mut self) {
-        release(&self.entry, self.kind, self.point, self.in_total);
+        release(&self.entry, self.kind, self.point, self.tally);
     }
 }
 
@@ -46,7 +46,7 @@ pub(super) struct AddressCount(pub(super) Arc<Entry>);
 impl Drop for AddressCount {
     #[inline]
     fn drop(&mut self) {
-        self.0.uncount(Kind::Request, false);
+        self.0.uncount(Kind::Request, Tally::Apart);
     }
 }
 
@@ -99,6 +99,20 @@ impl ConnPermit {
             entry: Arc::clone(&self.slot.entry),
             point: self.slot.point,
         }
+    }
+}
+
+#[cfg(feature = "serve")]
+impl ConnPermit {
+    /// With fair share's reclaim in force, what this connection's client is asked to give
+    /// back: a server that can close an idle connection gracefully listens for asks on it.
+    pub(crate) fn giveback(&self) -> Option<Arc<super::fair::Giveback>> {
+        let entry = &self.slot.entry;
+        (entry
+            .tallies
+            .reclaim
+            .load(std::sync::atomic::Ordering::Relaxed))
+        .then(|| entry.record.giveback_or_new())
     }
 }
 

@@ -57,6 +57,44 @@ pub struct Stats {
     pub points: Vec<PointStats>,
     /// With a fleet joined (feature `redis`), how the node's syncs with it go; `None` without.
     pub fleet: Option<FleetStatus>,
+    /// With [`fair_share`](crate::config::FairShare) on, where each budget stands; `None` with
+    /// it off.
+    pub fair_share: Option<FairShareStats>,
+}
+
+/// Where fair share stands: [`Stats::fair_share`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FairShareStats {
+    /// The connection budget, `max_conns_total` (all zeros without one).
+    pub connections: BudgetStats,
+    /// The request budget, `max_requests_total` (all zeros without one).
+    pub requests: BudgetStats,
+    /// Idle connections asked back from clients over their share, one for each client under
+    /// its share that found the connection budget full.
+    pub reclaims_asked: u64,
+    /// Connections given back: the early closes `reclaimed_idle` (HTTP/1) and
+    /// `reclaimed_goaway` (HTTP/2) in [`Stats::closed`].
+    pub reclaimed: u64,
+}
+
+/// One global budget under fair share: [`FairShareStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BudgetStats {
+    /// The budget.
+    pub budget: usize,
+    /// How much of it is held now.
+    pub held: usize,
+    /// Held at or above this, the budget is contended.
+    pub watermark: usize,
+    /// The most one client may hold while there is room.
+    pub ceiling: usize,
+    /// The fair level at the last walk: under contention, a client may take more only while it
+    /// holds less (or less than its static cap). `None` while every client's demand fits.
+    pub level: Option<usize>,
+    /// Clients that held (or, for requests, wanted) more than the level at the last walk.
+    pub over_share: usize,
 }
 
 /// Where a node stands with its fleet: [`Stats::fleet`], and the fleet module's
@@ -321,6 +359,7 @@ impl Limiter {
             fleet: self.fleet_status(),
             ..Stats::default()
         };
+        stats.fair_share = self.fair_share_stats();
         // Every total is a sum of what was read, so the totals agree with the points.
         for counters in shared.tallies.points.iter() {
             let (point, [connections, requests]) = PointStats::read(counters);
@@ -336,6 +375,45 @@ impl Limiter {
             }
             stats.points.push(point);
         }
+        if let Some(fair) = &mut stats.fair_share {
+            fair.reclaimed = [super::RECLAIMED_IDLE, super::RECLAIMED_GOAWAY]
+                .iter()
+                .filter_map(|cause| stats.closed.get(cause))
+                .sum();
+        }
         stats
+    }
+
+    /// Fair share's figures, with it on.
+    fn fair_share_stats(&self) -> Option<FairShareStats> {
+        let installed = self.installed();
+        let limits = &installed.limits;
+        let kinds = [Kind::Connection, Kind::Request];
+        if !kinds.iter().any(|&kind| limits.budget(kind).fair) {
+            return None;
+        }
+        let (levels, reclaims_asked) = self.fair_figures();
+        let [connections, requests] = kinds.map(|kind| {
+            let budget = limits.budget(kind);
+            let (level, over_share) = levels[kind as usize];
+            BudgetStats {
+                budget: budget.total,
+                held: self.shared.tallies.total[kind as usize].load(Ordering::Relaxed),
+                watermark: if budget.total == 0 {
+                    0
+                } else {
+                    budget.watermark
+                },
+                ceiling: if budget.total == 0 { 0 } else { budget.ceiling },
+                level: level.filter(|_| budget.fair),
+                over_share: if budget.fair { over_share } else { 0 },
+            }
+        });
+        Some(FairShareStats {
+            connections,
+            requests,
+            reclaims_asked,
+            reclaimed: 0,
+        })
     }
 }

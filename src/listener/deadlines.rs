@@ -117,13 +117,16 @@ impl Deadline {
     }
 }
 
-/// Why a connection the listener admitted was cut early: each deadline's name, and
-/// [`HEADER_TIMEOUT`], as the listener's admission point declares its early closes.
-pub(super) static CLOSES: [&str; 4] = [
+/// Why a connection the listener admitted was cut early: each deadline's name,
+/// [`HEADER_TIMEOUT`], and fair share's reclaims, as the listener's admission point declares its
+/// early closes.
+pub(super) static CLOSES: [&str; 6] = [
     Deadline::Handshake.name(),
     Deadline::Idle.name(),
     Deadline::MinReceiveRate.name(),
     HEADER_TIMEOUT,
+    crate::limiter::RECLAIMED_IDLE,
+    crate::limiter::RECLAIMED_GOAWAY,
 ];
 
 /// A request's headers did not arrive within the header timeout of the server on top of the

@@ -41,6 +41,7 @@
 //! ```
 
 mod header_blocks;
+mod reclaim;
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -53,14 +54,15 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tower_service::Service;
 
 use self::header_blocks::HeaderDeadline;
+use self::reclaim::{ConnState, InFlightBody};
 use crate::layer::ClientAddr;
 use crate::limiter::ConnPermit;
 use crate::listener::{Accept, HEADER_TIMEOUT};
 use crate::peer::PeerAddr;
+use std::sync::Arc;
 
 /// The defaults: nginx's `client_header_timeout` is 60 s, HAProxy's documentation suggests a
 /// few seconds; 10 s lets a slow mobile client through and cuts a trickle short.
@@ -186,7 +188,9 @@ where
     /// As [`Serve::run`].
     pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> io::Result<()> {
         let builder = self.builder();
-        let graceful = GracefulShutdown::new();
+        // Each connection's task holds a receiver: a send asks them all to close gracefully,
+        // and the channel closes when the last one has ended.
+        let (stop, _) = tokio::sync::watch::channel(());
         let mut signal = std::pin::pin!(signal);
         loop {
             let accepted = tokio::select! {
@@ -201,28 +205,60 @@ where
                     continue;
                 }
             };
-            let cuts = L::permit(&io).map(ConnPermit::close_counter);
+            let permit = L::permit(&io);
+            let cuts = permit.map(ConnPermit::close_counter);
+            let state = permit
+                .and_then(ConnPermit::giveback)
+                .map(|giveback| Arc::new(ConnState::new(giveback)));
             let io = TokioIo::new(HeaderDeadline::new(io, self.header_timeout, cuts.clone()));
             let service = WithPeer {
                 app: self.app.clone(),
                 peer,
+                state: state.clone(),
             };
             let connection = builder
                 .serve_connection_with_upgrades(io, service)
                 .into_owned();
-            let connection = graceful.watch(connection);
+            let mut stopping = stop.subscribe();
             tokio::spawn(async move {
-                if let Err(err) = connection.await {
+                let mut connection = std::pin::pin!(connection);
+                let mut closing = false;
+                let given_back = async {
+                    match &state {
+                        Some(state) => state.given_back().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let mut given_back = std::pin::pin!(given_back);
+                let ended = loop {
+                    tokio::select! {
+                        ended = connection.as_mut() => break ended,
+                        _ = stopping.changed(), if !closing => {
+                            closing = true;
+                            connection.as_mut().graceful_shutdown();
+                        }
+                        cause = given_back.as_mut(), if !closing => {
+                            closing = true;
+                            if let Some(cuts) = &cuts {
+                                cuts.count(cause);
+                            }
+                            connection.as_mut().graceful_shutdown();
+                        }
+                    }
+                };
+                if let Err(err) = ended {
                     if let (Some(cuts), true) = (&cuts, is_header_timeout(&*err)) {
                         cuts.count(HEADER_TIMEOUT);
                     }
                     tracing::debug!(?peer, %err, "connection ended with an error");
                 }
+                drop(stopping);
             });
         }
         tracing::info!("stopped accepting; draining open connections");
+        let _ = stop.send(());
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("every connection closed"),
+            () = stop.closed() => tracing::info!("every connection closed"),
             () = tokio::time::sleep(self.drain_deadline) => {
                 tracing::warn!("drain deadline passed; closing the remaining connections");
             }
@@ -239,11 +275,13 @@ fn is_header_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The app, for one connection: each request gets the peer in its extensions, when it has an
-/// IP address.
+/// IP address; with fair share's reclaim, each request is counted in flight on the connection
+/// until its response body ends.
 #[derive(Clone)]
 struct WithPeer<S> {
     app: S,
     peer: Option<SocketAddr>,
+    state: Option<Arc<ConnState>>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for WithPeer<S>
@@ -254,11 +292,13 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    type Response = Response<B>;
+    type Response = Response<InFlightBody<B>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let http2 = request.version() == http::Version::HTTP_2;
+        let in_flight = self.state.as_ref().map(|state| state.start(http2));
         if let Some(peer) = self.peer {
             let extensions = request.extensions_mut();
             extensions.insert(ClientAddr(peer));
@@ -268,7 +308,8 @@ where
         let mut app = self.app.clone();
         Box::pin(async move {
             poll_fn(|cx| app.poll_ready(cx)).await?;
-            app.call(request).await
+            let response = app.call(request).await?;
+            Ok(response.map(|body| InFlightBody::new(body, in_flight)))
         })
     }
 }
