@@ -319,3 +319,130 @@ async fn a_heavy_clients_slow_requests_make_room_for_light_ones() {
     }
     assert!(answered.load(Ordering::Relaxed) >= 80);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_given_back_with_a_goaway() {
+    let limiter = Limiter::new(Config {
+        max_conns_per_client: 1,
+        max_conns_total: 10,
+        fair_share: fair(8, 0),
+        ..Config::default()
+    });
+    let (server, gates) = serve(&limiter, false).await;
+    // The heavy client holds the ceiling over HTTP/2, each connection answered once, and one
+    // with a slow stream open: that one is never given back.
+    let mut heavy = Vec::new();
+    for _ in 0..8 {
+        let mut sender = http2_client(connect_from(HEAVY, server).await).await;
+        bounded(sender.ready()).await.unwrap();
+        let response = bounded(sender.send_request(get_request("/")))
+            .await
+            .unwrap();
+        assert_eq!(collect(response).await.0, 200);
+        heavy.push(sender);
+    }
+    let mut busy_sender = heavy.pop().unwrap();
+    let busy = tokio::spawn(async move {
+        let response = bounded(busy_sender.send_request(get_request("/hold-heavy"))).await;
+        collect(response.expect("the slow stream is answered"))
+            .await
+            .0
+    });
+    wait_until("the slow stream is in", || {
+        gates.heavy_arrived.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    // Four light clients, each wanting the one connection it is guaranteed: two take the last
+    // places, and the other two find the budget full, so the heavy client is asked to give
+    // back idle connections.
+    let mut lights = Vec::new();
+    for n in LIGHTS.take(4) {
+        let mut got = None;
+        for _ in 0..TRIES {
+            match get_from(n, server, "/").await {
+                (Some(status), sender) if status == 200 => {
+                    got = Some(sender);
+                    break;
+                }
+                _ => tokio::time::sleep(BACKOFF).await,
+            }
+        }
+        lights.push(got.expect("a light client got its guaranteed connection"));
+    }
+    let stats = limiter.stats();
+    let given = stats.closed.get("reclaimed_goaway").unwrap_or(0);
+    assert!(given >= 2, "{:?}", stats.closed);
+    assert!(limiter.open_connections(client_ip(HEAVY)) <= 6);
+    // The given-back connections were closed gracefully: their senders see the GOAWAY.
+    wait_until("the heavy client sees its connections go", || {
+        heavy.iter().filter(|sender| sender.is_closed()).count() as u64 >= given
+    })
+    .await;
+    gates.heavy.add_permits(1);
+    assert_eq!(
+        bounded(busy).await.unwrap(),
+        200,
+        "the slow stream was not cut"
+    );
+}
+
+/// At the limiter, without sockets: an exempt client is counted against the budget but never
+/// refused; the addresses of one IPv6 /64 are one client with one share.
+#[test]
+fn exempt_clients_count_and_a_64_has_one_share() {
+    let limiter = Limiter::new(Config {
+        max_conns_per_client: 2,
+        max_conns_total: 20,
+        exempt: vec!["10.0.0.0/8".parse().unwrap()],
+        fair_share: fair(10, 0),
+        ..Config::default()
+    });
+    let exempt: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let mut held: Vec<_> = (0..15)
+        .map(|_| limiter.try_acquire(exempt).unwrap())
+        .collect();
+    // Two addresses of one /64 share the ceiling's room: 5 places are left in the budget.
+    for i in 0..5 {
+        let ip: std::net::IpAddr = format!("2001:db8::{}", i % 2 + 1).parse().unwrap();
+        held.push(limiter.try_acquire(ip).unwrap());
+    }
+    let refused = limiter
+        .try_acquire("2001:db8::3".parse().unwrap())
+        .unwrap_err();
+    assert_eq!(
+        refused.reason(),
+        tower_connlimit::RejectReason::TotalConnections
+    );
+    assert_eq!(limiter.open_connections("2001:db8::9".parse().unwrap()), 5);
+    // The budget is full, and the exempt client is still let in.
+    held.push(limiter.try_acquire(exempt).expect("exempt"));
+    assert_eq!(limiter.stats().open_connections, 21);
+}
+
+/// Fair share put in force on a live limiter applies from the next decision, and taken away,
+/// the static caps are hard caps again.
+#[test]
+fn fair_share_is_changed_live() {
+    let static_caps = Config {
+        max_conns_per_client: 2,
+        max_conns_total: 100,
+        ..Config::default()
+    };
+    let limiter = Limiter::new(static_caps.clone());
+    let ip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let mut held: Vec<_> = (0..2).map(|_| limiter.try_acquire(ip).unwrap()).collect();
+    assert!(limiter.try_acquire(ip).is_err(), "the static cap");
+    limiter
+        .set_config(Config {
+            fair_share: fair(50, 0),
+            ..static_caps.clone()
+        })
+        .unwrap();
+    held.extend((0..48).map(|_| limiter.try_acquire(ip).unwrap()));
+    assert!(limiter.try_acquire(ip).is_err(), "the ceiling");
+    assert!(limiter.stats().fair_share.is_some());
+    limiter.set_config(static_caps).unwrap();
+    held.truncate(2);
+    assert!(limiter.try_acquire(ip).is_err(), "the static cap again");
+    assert_eq!(limiter.stats().fair_share, None);
+}

@@ -328,6 +328,45 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fair_share::FairShare;
+    use crate::limiter::Installed;
+    use crate::limits::Limits;
+    use crate::reason::RejectReason;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const GUARANTEED: usize = 2;
+    const BUDGET: usize = 12;
+    const CEILING: usize = 8;
+
+    /// A limiter with a fairly shared budget of 12 connections, 2 guaranteed, a ceiling of 8,
+    /// whose levels only the test works out.
+    fn fair_limiter() -> (Limiter, [Budget; 2]) {
+        let limits = Limits {
+            max_conns_per_client: GUARANTEED,
+            max_conns_total: BUDGET,
+            fair_share: FairShare {
+                enabled: true,
+                ceiling: CEILING,
+                reclaim: false,
+                ..FairShare::default()
+            },
+            ..Limits::default()
+        }
+        .compile()
+        .unwrap();
+        let budgets = [
+            *limits.budget(Kind::Connection),
+            *limits.budget(Kind::Request),
+        ];
+        let installed = Installed {
+            limits,
+            whole: Arc::default(),
+        };
+        (
+            Limiter::unattended(installed, crate::clock::FakeClock::new()),
+            budgets,
+        )
+    }
 
     #[test]
     fn the_level_fills_the_budget_max_min_fairly() {
@@ -342,7 +381,92 @@ mod tests {
         assert_eq!(level(&mut [], 100), NO_LEVEL);
     }
 
+    #[test]
+    fn under_contention_the_heaviest_client_is_refused_first() {
+        let (limiter, budgets) = fair_limiter();
+        let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(192, 0, 2, n));
+        let heavy: Vec<_> = (0..CEILING)
+            .map(|_| limiter.try_acquire(ip(1)).unwrap())
+            .collect();
+        let refused = limiter.try_acquire(ip(1)).unwrap_err();
+        assert_eq!(
+            refused.reason(),
+            RejectReason::ClientConnections,
+            "the ceiling"
+        );
+        // Two light clients take 2 each (their guarantee): 12 of 12, the budget full.
+        let light: Vec<_> = [2, 2, 3, 3]
+            .map(|n| limiter.try_acquire(ip(n)).unwrap())
+            .into();
+        let full = limiter.try_acquire(ip(2)).unwrap_err();
+        assert_eq!(full.reason(), RejectReason::TotalConnections);
+        limiter.work_out_levels(&budgets);
+        // Demands 8 (ceiling), 8 (wanting), 2: the level is 5, and the heavy client over it.
+        assert_eq!(limiter.fair_level(Kind::Connection), 5);
+        let (figures, _) = limiter.fair_figures();
+        assert_eq!(figures[0], (Some(5), 1));
+        drop(heavy);
+        let heavy: Vec<_> = (0..5)
+            .map(|_| limiter.try_acquire(ip(1)).unwrap())
+            .collect();
+        // 9 held, below the watermark of 10: one more makes the budget contended.
+        let tenth = limiter.try_acquire(ip(3)).unwrap();
+        let over = limiter.try_acquire(ip(1)).unwrap_err();
+        assert_eq!(
+            over.reason(),
+            RejectReason::FairShare,
+            "at the level, contended"
+        );
+        let under = limiter.try_acquire(ip(2)).expect("under the level");
+        drop((heavy, light, tenth, under));
+    }
+
     proptest::proptest! {
+        /// Whatever clients ask for and give back, and whenever the level is worked out: a
+        /// client under its share is refused only when the budget is full, a refusal for fair
+        /// share is of a client at or over the level while the budget is contended, and the
+        /// budget is never passed.
+        #[test]
+        fn no_client_under_its_share_is_refused_unless_the_budget_is_full(
+            steps in proptest::collection::vec((0..6usize, 0..4u8), 1..300),
+        ) {
+            let (limiter, budgets) = fair_limiter();
+            let budget = budgets[0];
+            let ip = |client: usize| IpAddr::V4(Ipv4Addr::new(192, 0, 2, client as u8 + 1));
+            let mut held: Vec<Vec<_>> = (0..6).map(|_| Vec::new()).collect();
+            for (client, step) in steps {
+                match step {
+                    // Now and then the level is worked out, as the housekeeping thread does.
+                    0 => limiter.work_out_levels(&budgets),
+                    1 => {
+                        held[client].pop();
+                    }
+                    _ => {
+                        let total: usize = held.iter().map(Vec::len).sum();
+                        let level = limiter.fair_level(Kind::Connection);
+                        let share = budget.limit(GUARANTEED, total, level);
+                        let mine = held[client].len();
+                        match limiter.try_acquire(ip(client)) {
+                            Ok(permit) => {
+                                proptest::prop_assert!(mine < share && total < BUDGET);
+                                held[client].push(permit);
+                            }
+                            Err(refused) if mine < share => {
+                                proptest::prop_assert_eq!(refused.reason(), RejectReason::TotalConnections);
+                                proptest::prop_assert_eq!(total, BUDGET);
+                            }
+                            Err(refused) => {
+                                if refused.reason() == RejectReason::FairShare {
+                                    proptest::prop_assert!(total >= budget.watermark);
+                                    proptest::prop_assert!(mine >= level.max(GUARANTEED));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
         /// The level is max-min fair: what it hands out fits the budget, and a level one higher
         /// would not fit (unless every demand fits).
         #[test]

@@ -304,6 +304,14 @@ impl Limiter {
     /// A limiter enforcing `installed`, on the time of `clock`, looked after by the sweeper
     /// that forgets expired clients (`housekeeping.rs`).
     pub(crate) fn with_installed(installed: Installed, clock: impl Clock) -> Self {
+        let limiter = Limiter::unattended(installed, clock);
+        housekeeping::look_after(&limiter.shared);
+        limiter
+    }
+
+    /// A limiter enforcing `installed` that no sweeper looks after: what the unit tests that
+    /// walk the table themselves use.
+    fn unattended(installed: Installed, clock: impl Clock) -> Self {
         let tallies = Tallies::new();
         tallies
             .reclaim
@@ -326,7 +334,6 @@ impl Limiter {
             any_network_ban: std::sync::atomic::AtomicBool::new(false),
             fair: fair::FairLevels::default(),
         });
-        housekeeping::look_after(&shared);
         Limiter { shared }
     }
 
