@@ -39,7 +39,9 @@
 //! `--config FILE` takes the limits from a TOML or JSON file instead of the flags (feature
 //! `serde`; `examples/config.toml` documents every field). With the `reload` feature it reloads
 //! the file whenever it changes and on SIGHUP, keeping the running limits when an edit is
-//! broken; with `serde` alone it reads the file once and says so at start-up.
+//! broken; with `serde` alone it reads the file once and says so at start-up. Fair share
+//! (`[fair_share]`, `max_requests_total`) comes from the file too; under `--mode listener` (the
+//! default) idle connections of the heaviest clients are given back to the lighter ones.
 //! `--admin ADDR --admin-token TOKEN` serves the admin API and live page on ADDR (feature
 //! `admin`) and takes `/stats` off the public port; without it, `/stats` is public and the
 //! server says so at start-up.
@@ -621,6 +623,18 @@ async fn serve(args: Args, limiter: Limiter, metrics: Router<Limiter>) -> std::i
     if args.ratelimit_headers {
         tracing::info!(
             "responses carry RateLimit-Policy and RateLimit (they tell clients their limits)"
+        );
+    }
+    let fair = limiter.config().fair_share;
+    if fair.enabled {
+        tracing::info!(
+            watermark = fair.watermark,
+            ceiling = fair.ceiling,
+            request_ceiling = fair.request_ceiling,
+            reclaim = fair.reclaim && args.mode == Mode::Listener,
+            "fair share (from --config): the per-client caps are each client's guaranteed share \
+             of max_conns_total and max_requests_total; the heaviest clients are refused first \
+             under contention"
         );
     }
     if args.mode != Mode::Off {

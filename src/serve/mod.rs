@@ -16,7 +16,12 @@
 //! - **bounded HTTP/2 streams**: at most [`max_concurrent_streams`](Serve::max_concurrent_streams)
 //!   per connection, and keep-alive pings that close a connection whose peer stopped answering;
 //! - **graceful shutdown**: [`Serve::run_until`] stops accepting when its signal fires, lets
-//!   open requests finish, and closes what is left after a drain deadline.
+//!   open requests finish, and closes what is left after a drain deadline;
+//! - **fair share's reclaim**: with [`FairShare::reclaim`](crate::config::FairShare::reclaim)
+//!   in force when a connection is accepted, the connection gives itself back when its client is
+//!   asked to (it holds more than its fair share, and a client under its share found the budget
+//!   full) and it has no request in flight: an HTTP/1 connection is closed, an HTTP/2 one sent a
+//!   graceful `GOAWAY`. A request that starts at that moment is finished first, as at shutdown.
 //!
 //! Every request carries the peer as a [`ClientAddr`] extension (and axum's `ConnectInfo`), so
 //! a request-level [`ConnLimitLayer`](crate::ConnLimitLayer) and handlers find the client.
