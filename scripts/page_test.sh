@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The admin page in a real browser: starts the `server` example with `--admin`, sends traffic
-# (127.0.0.9 holds three slow requests) and bans a client through the API, then loads the page
-# in headless Chromium (installed from Debian's packages when missing) and checks its rendered
-# DOM for the top client's address and the ban's row. Keeps a screenshot as a test artifact:
+# (slow requests held from two addresses, refusals of two reasons, two bans through the API),
+# then loads the page in headless Chromium (installed from Debian's packages when missing) and
+# checks its rendered DOM: each reason the stats count, by name with its count; the heavy client;
+# the bans and their reasons; a chart of at least ten points. Keeps a screenshot as a test artifact:
 # target/admin-page.png (not committed; docs/admin-page.png is the README's copy). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ TOKEN=page-test-token
 PIDS=()
 trap 'for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
 
-RUST_LOG=warn "$SERVER" --addr "127.0.0.1:$PUBLIC" --max-per-client 10 \
+RUST_LOG=warn "$SERVER" --addr "127.0.0.1:$PUBLIC" --max-per-client 10 --max-total 40 \
     --admin "127.0.0.1:$ADMIN" --admin-token "$TOKEN" >"$OUT/server.log" 2>&1 &
 PIDS+=($!)
 # Ready when the admin API answers: at most 10 s.
@@ -38,43 +39,76 @@ if [ "$public_stats" != 404 ] || [ "$admin_without" != 401 ]; then
     exit 1
 fi
 
-# Traffic: three slow requests held from 127.0.0.9, and a ban through the API.
-for _ in 1 2 3; do
-    curl -s --interface 127.0.0.9 "http://127.0.0.1:$PUBLIC/slow?ms=30000" >/dev/null &
+# Traffic, from distinct loopback addresses: 127.0.0.8 holds ten slow requests (its cap) and is
+# refused five more connections (`client_connections`); 127.0.0.9 holds three; 127.0.0.7 is
+# banned through the API and refused five times (`banned`); and 203.0.113.7 is banned with a
+# reason.
+for _ in $(seq 1 10); do
+    curl -s --interface 127.0.0.8 "http://127.0.0.1:$PUBLIC/slow?ms=60000" >/dev/null &
     PIDS+=($!)
 done
-curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \
-    -d '{"client":"203.0.113.7","duration":"1h","reason":"page test"}' \
+for _ in 1 2 3; do
+    curl -s --interface 127.0.0.9 "http://127.0.0.1:$PUBLIC/slow?ms=60000" >/dev/null &
+    PIDS+=($!)
+done
+api() { curl -sf -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" "$@"; }
+api -X POST -d '{"client":"203.0.113.7","duration":"1h","reason":"page test"}' \
     "http://127.0.0.1:$ADMIN/api/bans" >/dev/null
+api -X POST -d '{"client":"127.0.0.7","duration":"1h","reason":"kept knocking"}' \
+    "http://127.0.0.1:$ADMIN/api/bans" >/dev/null
+stat() { api "http://127.0.0.1:$ADMIN/api/stats" | python3 -c "import json,sys; s=json.load(sys.stdin); print($1)"; }
 # The slow requests are in flight: at most 10 s.
 for _ in $(seq 1 100); do
-    curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$ADMIN/api/stats" |
-        python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["in_flight_requests"] >= 3 else 1)' && break
+    [ "$(stat 's["in_flight_requests"] >= 13')" = True ] && break
     sleep 0.1
 done
+for _ in $(seq 1 5); do
+    curl -s -m 2 --interface 127.0.0.8 "http://127.0.0.1:$PUBLIC/" >/dev/null || true
+    curl -s -m 2 --interface 127.0.0.7 "http://127.0.0.1:$PUBLIC/" >/dev/null || true
+done
+# The charts draw the admin's history, one sample a second: twelve seconds of it.
+sleep 12
+api "http://127.0.0.1:$ADMIN/api/stats" >"$OUT/stats.json"
 
 URL="http://127.0.0.1:$ADMIN/#token=$TOKEN"
-CHROMIUM=(chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage
-    --virtual-time-budget=5000 --window-size=1100,1000)
+CHROMIUM=(chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars
+    --virtual-time-budget=5000 --window-size=1280,800)
 timeout 60 "${CHROMIUM[@]}" --dump-dom "$URL" >"$OUT/dom.html" 2>"$OUT/chromium.log"
 timeout 60 "${CHROMIUM[@]}" --screenshot="$OUT/admin-page.png" "$URL" >/dev/null 2>>"$OUT/chromium.log"
+timeout 60 "${CHROMIUM[@]}" --force-dark-mode --blink-settings=preferredColorScheme=0 \
+    --screenshot="$OUT/admin-page-dark.png" "$URL" >/dev/null 2>>"$OUT/chromium.log"
 
-python3 - "$OUT/dom.html" <<'PY'
-import re, sys
+python3 - "$OUT/dom.html" "$OUT/stats.json" <<'PY'
+import json, re, sys
 dom = open(sys.argv[1]).read()
+stats = json.load(open(sys.argv[2]))
 def rows(table):
     body = re.search(r'<table id="%s">.*?<tbody>(.*?)</tbody>' % table, dom, re.S)
     return body.group(1) if body else ""
-top, bans = rows("top"), rows("bans")
 problems = []
-if "127.0.0.9" not in top:
-    problems.append("the top clients do not show 127.0.0.9")
-if "203.0.113.7" not in bans or "page test" not in bans:
-    problems.append("the bans do not show 203.0.113.7 and its reason")
+reasons = re.search(r'<ul class="legend" id="reasons">(.*?)</ul>', dom, re.S)
+reasons = reasons.group(1) if reasons else ""
+counted = [name for name, n in stats["rejected"].items() if n > 0]
+if len(counted) < 2:
+    problems.append("the traffic made refusals of %d reasons, not two" % len(counted))
+for name in counted:
+    shown = re.search(r'data-reason="%s"[^>]*>%s <b>(\d+)</b>' % (name, name), reasons)
+    if not shown or int(shown.group(1)) == 0:
+        problems.append("the reason %s is not on the page with its count" % name)
+if "127.0.0.8" not in rows("top"):
+    problems.append("the heavy clients do not show 127.0.0.8")
+bans = rows("bans")
+if "203.0.113.7" not in bans or "page test" not in bans or "kept knocking" not in bans:
+    problems.append("the bans do not show 203.0.113.7, 127.0.0.7 and their reasons")
+line = re.search(r'<polyline data-series="open_connections"[^>]*points="([^"]*)"', dom)
+points = len(line.group(1).split()) if line else 0
+if points < 10:
+    problems.append("the budget chart's open connections have %d points, not ten" % points)
 if problems:
     print("admin page check failed: " + "; ".join(problems), file=sys.stderr)
-    print(dom[:4000], file=sys.stderr)
+    print(dom[:6000], file=sys.stderr)
     sys.exit(1)
-print("admin page: the top client (127.0.0.9) and the ban (203.0.113.7) are on the page")
+print("admin page: reasons %s with their counts, the heavy client 127.0.0.8, the bans and their "
+      "reasons, a chart of %d points" % (", ".join(counted), points))
 PY
-echo "screenshot: $OUT/admin-page.png"
+echo "screenshots: $OUT/admin-page.png, $OUT/admin-page-dark.png"

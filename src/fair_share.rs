@@ -63,7 +63,15 @@
 
 use crate::error::ConfigError;
 
-/// Fair sharing of the global budgets: see the [module docs](self) for the rule. Off by default.
+/// Fair sharing of the global budgets. Off by default.
+///
+/// With it on, the static per-client caps are each client's guaranteed share of
+/// `max_conns_total` and `max_requests_total`; while a budget is used below `watermark` of it, a
+/// client may hold up to the ceiling; under contention, a client may take more only while it
+/// holds less than the budget's fair level (its max-min fair share), so the heaviest clients are
+/// refused first ([`RejectReason::FairShare`](crate::RejectReason::FairShare)); with `reclaim`,
+/// the heaviest clients give back idle connections through [`Serve`](crate::serve::Serve). The
+/// guide's [fair share chapter](crate::guide::fair_share) tells the whole rule, with a picture.
 ///
 /// In a config file:
 ///

@@ -496,6 +496,55 @@ async fn a_keys_tier_and_ban_are_set_through_the_api_and_audited() {
     );
 }
 
+#[tokio::test]
+async fn the_page_reads_who_each_reason_refused_and_the_last_minutes() {
+    let s = servers().await;
+    let mut config = (*s.limiter.config()).clone();
+    config.max_conns_per_client = 1;
+    s.limiter.set_config(config).unwrap();
+    let heavy = client_ip(41);
+    let _held = s.limiter.try_acquire(heavy).unwrap();
+    for _ in 0..8 {
+        assert!(s.limiter.try_acquire(heavy).is_err());
+    }
+    let (status, answer) = call(
+        s.admin,
+        "GET",
+        "/api/refused?reason=client_connections&top=5",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let clients = json(&answer)["clients"].clone();
+    assert_eq!(clients[0]["client"], heavy.to_string(), "{answer}");
+    // One refusal in four is sampled, weighing four: eight refusals are about eight.
+    assert_eq!(clients[0]["refusals"], 8, "{answer}");
+    let (status, _) = call(s.admin, "GET", "/api/refused", Some(TOKEN), None).await;
+    assert_eq!(status, 400, "a reason is needed");
+    // The admin samples the limiter every second: a sample after the refusals is there within
+    // a few (polled, at most 100 times 50 ms).
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (_, answer) = call(s.admin, "GET", "/api/history", Some(TOKEN), None).await;
+        last = json(&answer)["samples"]
+            .as_array()
+            .and_then(|s| s.last().cloned())
+            .unwrap_or_default();
+        if last["open_connections"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["open_connections"], 1, "{last}");
+    assert_eq!(last["rejected"]["client_connections"], 8, "{last}");
+    let since = last["t"].as_u64().unwrap();
+    let path = format!("/api/history?since={since}");
+    let (_, answer) = call(s.admin, "GET", &path, Some(TOKEN), None).await;
+    let newer = json(&answer)["samples"].as_array().unwrap().len();
+    assert!(newer <= 1, "only what came after: {answer}");
+}
+
 // Two workers, so that the admin's handlers really run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiers_put_at_once_for_many_keys_are_all_kept() {

@@ -22,6 +22,8 @@
 //! | `GET /api/stats` | [`Limiter::stats`] as JSON |
 //! | `GET /api/clients?top=N` | the `N` (default 20, at most 1,000) clients holding the most |
 //! | `GET /api/clients/{ip}` | one client's record (404 when none) |
+//! | `GET /api/refused?reason=NAME&top=N` | the clients a reason refused most lately, with about how many refusals each |
+//! | `GET /api/history?since=MS` | the last five minutes, one sample a second, after `since` (ms since the Unix epoch) |
 //! | `GET /api/bans` | the bans in force: clients and networks, with time left and reason |
 //! | `POST /api/bans` | `{"client": "203.0.113.7"}` or `{"network": "203.0.113.0/24"}`, with `"duration": "10m"` and a `"reason"`, as `application/json` |
 //! | `DELETE /api/bans?client=…` or `?network=…` | lifts a ban; sent without a body, it needs no content type |
@@ -58,6 +60,7 @@
 //! reaches every node with its reason.
 
 mod audit;
+mod history;
 mod view;
 
 use std::collections::HashMap;
@@ -110,6 +113,8 @@ struct AdminState {
     limiter: Limiter,
     auth: Auth,
     audit: Audit,
+    /// The last five minutes, for the page's charts.
+    history: history::History,
     /// Held while the admin replaces the config, so that two edits made at once (two keys' tiers
     /// put together, say) are applied one after the other and neither is lost.
     editing: std::sync::Mutex<()>,
@@ -199,10 +204,14 @@ impl Admin {
             auth,
             audit: Audit::new(self.audit_capacity),
             editing: std::sync::Mutex::new(()),
+            history: history::History::default(),
         });
+        history::keep(Arc::downgrade(&state));
         let api = Router::new()
             .route("/api/stats", get(stats))
             .route("/api/clients", get(top_clients))
+            .route("/api/refused", get(refused_by))
+            .route("/api/history", get(history_since))
             .route("/api/clients/{ip}", get(one_client))
             .route("/api/bans", get(bans).post(ban).delete(unban))
             .route("/api/config", get(config).put(put_config))
@@ -348,6 +357,40 @@ async fn top_clients(
         .map(view::client)
         .collect();
     Json(json!({ "clients": clients })).into_response()
+}
+
+/// `GET /api/refused?reason=banned&top=10`: the clients a reason refused most lately, with
+/// about how many refusals each.
+async fn refused_by(
+    State(admin): State<Arc<AdminState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(reason) = query.get("reason") else {
+        return error(StatusCode::BAD_REQUEST, "reason: give a reason's name");
+    };
+    let top = match query.get("top").map(|n| n.parse::<usize>()) {
+        None => 10,
+        Some(Ok(n)) => n.min(100),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "top must be a whole number"),
+    };
+    let clients: Vec<Value> = (admin.limiter.top_refused(reason, top).iter())
+        .map(|(client, refusals)| json!({ "client": client.to_string(), "refusals": refusals }))
+        .collect();
+    Json(json!({ "reason": reason, "clients": clients })).into_response()
+}
+
+/// `GET /api/history?since=MS`: the samples of the last five minutes taken after `since`
+/// (milliseconds since the Unix epoch; all of them without it).
+async fn history_since(
+    State(admin): State<Arc<AdminState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let since = match query.get("since").map(|n| n.parse::<u64>()) {
+        None => 0,
+        Some(Ok(since)) => since,
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "since must be a whole number"),
+    };
+    Json(admin.history.since(since)).into_response()
 }
 
 async fn one_client(State(admin): State<Arc<AdminState>>, Path(ip): Path<String>) -> Response {

@@ -114,7 +114,7 @@ pub(super) fn client(c: &ClientStats) -> Value {
 /// that what is shown and what is read are one schema.
 pub(super) fn config(c: &Config) -> Value {
     serde_json::to_value(c)
-        .expect("a config is named fields, strings, integers and booleans, which JSON holds")
+        .expect("a config is named fields, strings, integers, booleans and checked fractions, which JSON holds")
 }
 
 /// The stats as Prometheus text, with the names of the `metrics` feature's series (the one

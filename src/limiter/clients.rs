@@ -287,11 +287,21 @@ impl Limiter {
         let mut best = BinaryHeap::new();
         for record in self.shared.clients.iter() {
             let entry = record.key().entry();
-            if !entry.is_idle() {
-                best.push(Reverse(Ranked(ClientStats::new(entry, now))));
-                if best.len() > n {
-                    best.pop();
-                }
+            let (connections, requests) = entry.counts();
+            if (connections, requests) == (0, 0) {
+                continue;
+            }
+            // Ranked on the counts first: a client's record is read only if it makes the list.
+            let rank = (connections, requests, Reverse(entry.key));
+            let weakest = best
+                .peek()
+                .map(|Reverse(ranked): &Reverse<Ranked>| ranked.rank());
+            if best.len() == n && weakest.is_some_and(|weakest| rank <= weakest) {
+                continue;
+            }
+            best.push(Reverse(Ranked(ClientStats::new(entry, now))));
+            if best.len() > n {
+                best.pop();
             }
         }
         best.into_sorted_vec()

@@ -216,6 +216,7 @@ impl RateRecord {
     }
 
     /// What the client is asked to give back, made at the first need.
+    #[cfg(feature = "serve")]
     pub(super) fn giveback_or_new(&self) -> Arc<Giveback> {
         Arc::clone(self.rare().giveback.get_or_init(Arc::default))
     }

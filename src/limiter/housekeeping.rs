@@ -19,6 +19,9 @@ const SWEEP_BATCH: usize = 1 << 18;
 /// How often the sweeper forgets expired clients.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the counts of the clients each reason refused most are halved (`refused_by.rs`).
+const FADE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The limiters the sweeper looks after, or `None` if its thread could not be started.
 static SWEPT: OnceLock<Option<Mutex<Vec<Weak<Shared>>>>> = OnceLock::new();
 
@@ -55,6 +58,7 @@ pub(super) fn look_after(shared: &Arc<Shared>) {
 /// The sweeper's loop; it lives as long as the process.
 fn sweep_forever() {
     let mut last_sweep = Instant::now();
+    let mut last_fade = Instant::now();
     loop {
         std::thread::sleep(FAIR_INTERVAL);
         let Some(Some(limiters)) = SWEPT.get() else {
@@ -63,6 +67,10 @@ fn sweep_forever() {
         let sweep = last_sweep.elapsed() >= SWEEP_INTERVAL;
         if sweep {
             last_sweep = Instant::now();
+        }
+        let fade = last_fade.elapsed() >= FADE_INTERVAL;
+        if fade {
+            last_fade = Instant::now();
         }
         // Keep the limiters alive for this round, and the list unlocked while sweeping.
         let alive: Vec<Arc<Shared>> = {
@@ -75,6 +83,9 @@ fn sweep_forever() {
             limiter.fair_turn();
             if sweep {
                 limiter.sweep_unless_sweeping();
+            }
+            if fade {
+                limiter.shared.refused_by.fade();
             }
         }
     }

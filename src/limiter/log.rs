@@ -29,6 +29,9 @@ impl Limiter {
         let shared = &*self.shared;
         let counters = shared.tallies.points.get(point);
         let previous = stripes::up(&counters.mine().refused[index]);
+        if let (Some(client), 0) = (client, previous % super::refused_by::SAMPLE) {
+            shared.refused_by.note(reason.name(), client);
+        }
         // One load when nobody listens at debug level; the event itself is out of line.
         if tracing::level_enabled!(tracing::Level::DEBUG) {
             log_refused(client, kind, counters, reason);

@@ -21,6 +21,7 @@ mod networks;
 mod permit;
 mod points;
 mod quota;
+mod refused_by;
 mod release;
 mod roster;
 pub(crate) mod sharing;
@@ -221,6 +222,8 @@ struct Shared {
     any_network_ban: std::sync::atomic::AtomicBool,
     /// The fair levels of the budgets, and reclaim (`fair.rs`).
     fair: fair::FairLevels,
+    /// Which clients each reason refused most, lately (`refused_by.rs`).
+    refused_by: refused_by::RefusedBy,
 }
 
 /// A network the operator banned: until when (clock nanoseconds), and why.
@@ -333,6 +336,7 @@ impl Limiter {
             network_bans: Mutex::new(Vec::new()),
             any_network_ban: std::sync::atomic::AtomicBool::new(false),
             fair: fair::FairLevels::default(),
+            refused_by: refused_by::RefusedBy::default(),
         });
         Limiter { shared }
     }
@@ -484,6 +488,13 @@ impl Limiter {
         } else {
             limits.key(ip)
         }
+    }
+
+    /// The clients the reason named `reason` refused most lately, most first, at most `n`, each
+    /// with about how many refusals: for the operator's page.
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) fn top_refused(&self, reason: &str, n: usize) -> Vec<(ClientKey, u64)> {
+        self.shared.refused_by.top(reason, n)
     }
 
     /// The limiter clock's reading, in nanoseconds.
