@@ -6,5 +6,6 @@
 //! feature and the admin's `/metrics` write the same figures as metric series.
 
 pub use crate::limiter::{
-    BudgetStats, ByReason, ClientStats, FairShareStats, FleetError, FleetStatus, PointStats, Stats,
+    BudgetStats, ByReason, ClientStats, FairShareStats, FleetError, FleetNode, FleetStatus,
+    PointStats, Stats,
 };

@@ -91,6 +91,40 @@ fn reason_of(limiter: &Limiter, client: IpAddr) -> Option<String> {
 }
 
 #[tokio::test]
+async fn every_node_sees_every_node_of_its_fleet() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis.url(), &["a", "b", "c"], "nodes", Config::default()).await;
+    all_connected(&nodes).await;
+    let names = |limiter: &Limiter| -> Vec<(String, bool, bool)> {
+        let status = limiter.stats().fleet.expect("in a fleet");
+        (status.nodes.iter())
+            .map(|n| (n.node.clone(), n.this_node, n.connected))
+            .collect()
+    };
+    wait_for("each node lists the three", WAIT, || {
+        nodes.iter().all(|(limiter, _)| names(limiter).len() == 3)
+    })
+    .await;
+    let seen_by_b = names(&nodes[1].0);
+    assert_eq!(
+        seen_by_b,
+        [
+            ("a".into(), false, true),
+            ("b".into(), true, true),
+            ("c".into(), false, true)
+        ]
+    );
+    // A node that leaves stops heartbeating: after the name's time to live (ten sync
+    // intervals), the others see it disconnected.
+    let mut nodes = nodes;
+    drop(nodes.pop());
+    wait_for("c is seen disconnected", WAIT, || {
+        (names(&nodes[0].0).iter()).any(|(name, _, connected)| name == "c" && !connected)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_ban_and_its_lifting_reach_every_node_with_its_reason() {
     let redis = Redis::start();
     let nodes = nodes(&redis.url(), &["a", "b", "c"], "bans", Config::default()).await;

@@ -97,6 +97,14 @@ fn fleet(fleet: &crate::stats::FleetStatus) -> Value {
         "bans_published": fleet.bans_published,
         "bans_applied": fleet.bans_applied,
         "duplicate_name": fleet.duplicate_name,
+        "nodes": fleet.nodes.iter().map(|n| json!({
+            "node": n.node,
+            "this_node": n.this_node,
+            "connected": n.connected,
+            "last_sync_age_ms": n.last_sync_age.map(|age| age.as_millis() as u64),
+            "syncs": n.syncs,
+            "sync_errors": n.sync_errors,
+        })).collect::<Vec<_>>(),
     })
 }
 

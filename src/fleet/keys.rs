@@ -85,6 +85,12 @@ impl Keys {
     pub(super) fn node(&self, name: &str) -> String {
         format!("{}:node:{name}", self.meta_tag())
     }
+
+    /// The nodes' heartbeats: a hash of each node's name to when it last beat (Redis's
+    /// milliseconds), its syncs and its failed syncs, as `"at syncs errors"`.
+    pub(super) fn nodes(&self) -> String {
+        format!("{}:nodes", self.meta_tag())
+    }
 }
 
 /// FNV-1a, 64 bits: a hash that is the same in every process and version, for shard numbers and

@@ -71,6 +71,7 @@
 //! | `{P:bS}:log` | the shard's bans and lifts (a stream), kept for 60 s; a node away longer reads the shard whole |
 //! | `{P:bS}:epoch` | the shard's epoch: a random id, set once |
 //! | `{P:meta}:node:NAME` | the instance holding a node name, renewed four times per TTL |
+//! | `{P:meta}:nodes` | a hash of each node's heartbeat, `"at syncs errors"` (Redis's milliseconds, its syncs, its failed syncs), written and read with the name's renewal, so that each node's status lists every node (`FleetStatus::nodes`); a node silent for 60 TTLs is taken out |
 //! | `{P:meta}:bans:seq` | a counter every publishing sync raises: while it stands still, nodes read no log (but every tenth sync) |
 //!
 //! Keys hold client keys (an address, or a network such as `2001:db8::/64`), node names and

@@ -18,11 +18,19 @@ use crate::limiter::Limiter;
 /// How often a duplicate name is logged again while it lasts.
 const REMINDER: Duration = Duration::from_secs(60);
 
+/// A heartbeat older than this many name TTLs is taken out of the nodes' hash: a node gone for
+/// good.
+const FORGET_AFTER_TTLS: u32 = 60;
+
 /// This node's hold on its name.
 #[derive(Debug)]
 pub(super) struct NameTag {
     name: String,
     key: String,
+    /// The nodes' heartbeats (`Keys::nodes`).
+    nodes_key: String,
+    /// This sync's read of the nodes' heartbeats, and Redis's time then.
+    nodes_asked: Option<(usize, u64)>,
     instance: String,
     ttl: Duration,
     /// This sync's heartbeat reply.
@@ -38,6 +46,8 @@ impl NameTag {
         NameTag {
             name: config.node.clone(),
             key: keys.node(&config.node),
+            nodes_key: keys.nodes(),
+            nodes_asked: None,
             instance: instance.to_owned(),
             ttl: config.name_ttl(),
             asked: None,
@@ -120,8 +130,10 @@ impl NameTag {
         }
     }
 
-    /// Adds this sync's heartbeat: the name set to this instance again, reading who had it.
-    pub(super) fn ask(&mut self, batch: &mut Batch) {
+    /// Adds this sync's heartbeat: the name set to this instance again, reading who had it;
+    /// and this node's line in the nodes' hash (at `now_ms`, Redis's clock, with `syncs` and
+    /// `errors` so far), reading everyone's.
+    pub(super) fn ask(&mut self, batch: &mut Batch, now_ms: u64, syncs: u64, errors: u64) {
         let beat = cmd("SET")
             .arg(&self.key)
             .arg(&self.instance)
@@ -130,11 +142,61 @@ impl NameTag {
             .arg("GET")
             .clone();
         self.asked = Some(batch.push(&self.key, beat));
+        let line = format!("{now_ms} {syncs} {errors}");
+        let write = cmd("HSET")
+            .arg(&self.nodes_key)
+            .arg(&self.name)
+            .arg(line)
+            .clone();
+        batch.push(&self.nodes_key, write);
+        let read = batch.push(&self.nodes_key, cmd("HGETALL").arg(&self.nodes_key).clone());
+        self.nodes_asked = Some((read, now_ms));
+    }
+
+    /// Takes in the nodes' heartbeats: every node, connected if it beat within the name's TTL;
+    /// a node silent for [`FORGET_AFTER_TTLS`] TTLs is taken out of the hash by the next
+    /// heartbeat (`batch`).
+    fn heard_nodes(&mut self, replies: &[Reply], limiter: &Limiter, batch: &mut Batch) {
+        let Some((read, now_ms)) = self.nodes_asked.take() else {
+            return;
+        };
+        let Some(Ok(reply)) = replies.get(read) else {
+            return;
+        };
+        let ttl = self.ttl_ms();
+        let mut nodes = Vec::new();
+        for (name, line) in value::pairs(reply) {
+            let mut numbers = line.split(' ').map(|n| n.parse::<u64>().ok());
+            let (Some(Some(at)), Some(Some(syncs)), Some(Some(errors))) =
+                (numbers.next(), numbers.next(), numbers.next())
+            else {
+                continue;
+            };
+            let age = now_ms.saturating_sub(at);
+            if age > ttl.saturating_mul(u64::from(FORGET_AFTER_TTLS)) {
+                batch.push(
+                    &self.nodes_key,
+                    cmd("HDEL").arg(&self.nodes_key).arg(&name).clone(),
+                );
+                continue;
+            }
+            nodes.push(crate::stats::FleetNode {
+                this_node: name == self.name,
+                node: name,
+                connected: age <= ttl,
+                last_sync_age: Some(Duration::from_millis(age)),
+                syncs,
+                sync_errors: errors,
+            });
+        }
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        limiter.update_fleet_status(|status| status.nodes = nodes);
     }
 
     /// Takes in the heartbeat's reply: another instance's id there means another live node
     /// of this name.
-    pub(super) fn heard(&mut self, replies: &[Reply], limiter: &Limiter) {
+    pub(super) fn heard(&mut self, replies: &[Reply], limiter: &Limiter, batch: &mut Batch) {
+        self.heard_nodes(replies, limiter, batch);
         let Some(Some(Ok(previous))) = self.asked.take().map(|i| replies.get(i)) else {
             return;
         };

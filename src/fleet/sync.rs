@@ -121,7 +121,11 @@ impl Syncer {
         let read_at = Instant::now();
         let mut batch = Batch::default();
         if self.syncs % self.beat_every == 0 {
-            self.name.ask(&mut batch);
+            let errors = self
+                .limiter
+                .fleet_status()
+                .map_or(0, |status| status.sync_errors);
+            self.name.ask(&mut batch, now_ms, self.syncs, errors);
         }
         self.bans.ask(&mut batch, now_ms);
         self.rates.ask(&self.limiter, &mut batch, now_ms);
@@ -131,7 +135,7 @@ impl Syncer {
         self.note_failures(&replies);
         self.clock.set(time.and_then(|time| replies.get(time)));
         let mut second = Batch::default();
-        self.name.heard(&replies, &self.limiter);
+        self.name.heard(&replies, &self.limiter, &mut second);
         let bans = self
             .bans
             .heard(&replies, &self.limiter, now_ms, read_at, &mut second);

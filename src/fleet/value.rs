@@ -28,6 +28,20 @@ pub(super) fn items(value: &Value) -> &[Value] {
     }
 }
 
+/// A hash's fields and values as `HGETALL` answers: a map in RESP3, a flat array in RESP2.
+pub(super) fn pairs(value: &Value) -> Vec<(String, String)> {
+    match value {
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+            .collect(),
+        other => items(other)
+            .chunks_exact(2)
+            .filter_map(|pair| Some((text(&pair[0])?, text(&pair[1])?)))
+            .collect(),
+    }
+}
+
 /// A stream's entries as `XRANGE` and `XREVRANGE` answer: each id with its fields.
 pub(super) fn entries(value: &Value) -> Vec<(String, Vec<(String, String)>)> {
     items(value)
@@ -36,17 +50,7 @@ pub(super) fn entries(value: &Value) -> Vec<(String, Vec<(String, String)>)> {
             let [id, fields] = items(entry) else {
                 return None;
             };
-            let fields = match fields {
-                Value::Map(pairs) => pairs
-                    .iter()
-                    .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
-                    .collect(),
-                other => items(other)
-                    .chunks_exact(2)
-                    .filter_map(|pair| Some((text(&pair[0])?, text(&pair[1])?)))
-                    .collect(),
-            };
-            Some((text(id)?, fields))
+            Some((text(id)?, pairs(fields)))
         })
         .collect()
 }

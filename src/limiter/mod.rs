@@ -42,7 +42,8 @@ pub(crate) use self::points::PointId;
 pub(crate) use self::points::{AdmissionPoint, Checkpoint};
 use self::points::{Points, DIRECT};
 pub use self::stats::{
-    BudgetStats, ByReason, ClientStats, FairShareStats, FleetError, FleetStatus, PointStats, Stats,
+    BudgetStats, ByReason, ClientStats, FairShareStats, FleetError, FleetNode, FleetStatus,
+    PointStats, Stats,
 };
 use self::summary::Summary;
 

@@ -18,13 +18,24 @@ const TOP: usize = 16;
 /// One refusal in this many is noted (by the refusal's count at its point).
 pub(super) const SAMPLE: u64 = 4;
 
-/// One reason's summary: the clients it refused most, each with its count.
-type Counts = Vec<(ClientKey, u64)>;
+/// One reason's summary: the clients it refused most, each with its count, in place (a
+/// refusal never allocates).
+type Counts = [Option<(ClientKey, u64)>; TOP];
 
-/// The summaries, by reason name.
-#[derive(Default)]
+/// The most reasons summed up: the limiter's and the admission points' own, with room to spare.
+const REASONS: usize = 32;
+
+/// The summaries, by reason name, made with room for every reason.
 pub(super) struct RefusedBy {
     reasons: Mutex<Vec<(&'static str, Counts)>>,
+}
+
+impl Default for RefusedBy {
+    fn default() -> Self {
+        RefusedBy {
+            reasons: Mutex::new(Vec::with_capacity(REASONS)),
+        }
+    }
 }
 
 impl RefusedBy {
@@ -35,16 +46,22 @@ impl RefusedBy {
         };
         let counts = match reasons.iter().position(|(name, _)| *name == reason) {
             Some(i) => &mut reasons[i].1,
-            None => {
-                reasons.push((reason, Vec::with_capacity(TOP)));
+            // Within the room made at the start: no allocation.
+            None if reasons.len() < REASONS => {
+                reasons.push((reason, [None; TOP]));
                 &mut reasons.last_mut().expect("just pushed").1
             }
+            None => return,
         };
-        if let Some(counted) = counts.iter_mut().find(|(key, _)| key == client) {
+        if let Some(Some(counted)) = counts
+            .iter_mut()
+            .find(|c| c.is_some_and(|(key, _)| key == *client))
+        {
             counted.1 += SAMPLE;
-        } else if counts.len() < TOP {
-            counts.push((*client, SAMPLE));
-        } else if let Some(least) = counts.iter_mut().min_by_key(|(_, count)| *count) {
+        } else if let Some(free) = counts.iter_mut().find(|c| c.is_none()) {
+            *free = Some((*client, SAMPLE));
+        } else if let Some(Some(least)) = counts.iter_mut().min_by_key(|c| c.map_or(0, |(_, n)| n))
+        {
             *least = (*client, least.1 + SAMPLE);
         }
     }
@@ -56,10 +73,10 @@ impl RefusedBy {
             .reasons
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut counts = reasons
+        let mut counts: Vec<_> = reasons
             .iter()
             .find(|(name, _)| *name == reason)
-            .map(|(_, counts)| counts.clone())
+            .map(|(_, counts)| counts.iter().flatten().copied().collect())
             .unwrap_or_default();
         counts.sort_unstable_by_key(|(_, count)| std::cmp::Reverse(*count));
         counts.truncate(n);
@@ -74,9 +91,8 @@ impl RefusedBy {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (_, counts) in reasons.iter_mut() {
             for counted in counts.iter_mut() {
-                counted.1 /= 2;
+                *counted = counted.and_then(|(key, n)| (n / 2 > 0).then_some((key, n / 2)));
             }
-            counts.retain(|(_, count)| *count > 0);
         }
     }
 }

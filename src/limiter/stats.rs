@@ -125,6 +125,27 @@ pub struct FleetStatus {
     /// Set while another live node uses this node's name: what it says, with the name. Two
     /// nodes of one name count their events as one, doubling the fleet's rates.
     pub duplicate_name: Option<String>,
+    /// Every node of the fleet as the last heartbeat read them from Redis (this one included,
+    /// marked), by name: empty until the first heartbeat is read.
+    pub nodes: Vec<FleetNode>,
+}
+
+/// One node of a fleet, as its heartbeats in Redis tell it: [`FleetStatus::nodes`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetNode {
+    /// The node's name.
+    pub node: String,
+    /// Whether it is the node these stats are of.
+    pub this_node: bool,
+    /// Whether it heartbeated within the name's time to live (ten sync intervals).
+    pub connected: bool,
+    /// How long before the last read its last heartbeat was written, by Redis's clock.
+    pub last_sync_age: Option<Duration>,
+    /// Its syncs, as of its last heartbeat.
+    pub syncs: u64,
+    /// Its syncs in which something failed, as of its last heartbeat.
+    pub sync_errors: u64,
 }
 
 impl FleetStatus {
