@@ -78,6 +78,9 @@ for _ in $(seq 1 100); do
     [ "$(stat 's["in_flight_requests"] >= 13')" = True ] && break
     sleep 0.1
 done
+# A heavy client banned while it holds requests: its row says why.
+api -X POST -d '{"client":"127.0.0.9","duration":"30m","reason":"held too long"}' \
+    "http://127.0.0.1:$ADMIN/api/bans" >/dev/null
 # Refusals over twelve seconds (the charts draw the admin's history, one sample a second), a
 # few a second from each of the two refused clients.
 for second in $(seq 1 12); do
@@ -120,8 +123,11 @@ for name in counted:
     shown = re.search(r'data-reason="%s"[^>]*>%s <b>(\d+)</b>' % (name, name), reasons)
     if not shown or int(shown.group(1)) == 0:
         problems.append("the reason %s is not on the page with its count" % name)
-if "127.0.0.8" not in rows("top"):
+top = rows("top")
+if "127.0.0.8" not in top:
     problems.append("the heavy clients do not show 127.0.0.8")
+if not re.search(r"127\.0\.0\.9.*?\(held too long\)", top, re.S):
+    problems.append("the banned heavy client 127.0.0.9 does not show its ban's reason")
 bans = rows("bans")
 if "203.0.113.7" not in bans or "page test" not in bans or "kept knocking" not in bans:
     problems.append("the bans do not show 203.0.113.7, 127.0.0.7 and their reasons")
