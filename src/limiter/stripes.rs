@@ -18,19 +18,25 @@ thread_local! {
     static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-/// The stripe this thread counts in.
+/// The stripe this thread counts in. The common case is one thread-local read, small enough
+/// to be inlined into every decision; the first count of a thread is out of line.
 #[inline]
 pub(super) fn stripe() -> usize {
-    STRIPE.with(|stripe| {
-        let mine = stripe.get();
-        if mine != usize::MAX {
-            return mine;
-        }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let mine = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-        stripe.set(mine);
-        mine
-    }) & (STRIPES - 1) // always below already: spares the caller a bounds check
+    let mine = STRIPE.with(Cell::get);
+    if mine != usize::MAX {
+        return mine & (STRIPES - 1); // always below already: spares the caller a bounds check
+    }
+    first_stripe()
+}
+
+/// Hands this thread its stripe, round robin, at its first count.
+#[cold]
+#[inline(never)]
+fn first_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let mine = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    STRIPE.with(|stripe| stripe.set(mine));
+    mine
 }
 
 /// Adds one to `count`, returning what it was.
