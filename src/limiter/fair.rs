@@ -234,12 +234,17 @@ impl Limiter {
         *next_walk = Some(now + FAIR_INTERVAL.max(took * WALK_DUTY));
     }
 
-    /// No fair share: no level, no one to reclaim from.
+    /// No fair share: no level, no one to reclaim from. Writes only what a walk left, so that
+    /// a limiter without fair share is not written to ten times a second.
     fn forget_levels(&self) {
         let fair = &self.shared.fair;
         for kind in 0..2 {
-            fair.level[kind].store(NO_LEVEL, Ordering::Relaxed);
-            fair.over[kind].store(0, Ordering::Relaxed);
+            if fair.level[kind].load(Ordering::Relaxed) != NO_LEVEL {
+                fair.level[kind].store(NO_LEVEL, Ordering::Relaxed);
+            }
+            if fair.over[kind].load(Ordering::Relaxed) != 0 {
+                fair.over[kind].store(0, Ordering::Relaxed);
+            }
         }
         if !fair.heaviest.load().is_empty() {
             fair.heaviest.store(Arc::new(Vec::new()));

@@ -51,7 +51,7 @@ impl ConnState {
             // Registered before looking, so that an ask made after the look wakes it.
             notified.as_mut().enable();
             let idle = self.in_flight.load(Ordering::Relaxed) == 0;
-            if idle && self.giveback.is_asked() && self.giveback.take() {
+            if idle && self.giveback.take() {
                 return if self.http2.load(Ordering::Relaxed) {
                     RECLAIMED_GOAWAY
                 } else {
